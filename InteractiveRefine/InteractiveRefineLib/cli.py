@@ -1,0 +1,104 @@
+"""Command line: python -m InteractiveRefineLib {demo,train,benchmark} ..."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import AdaptiveSegError
+
+
+def _int_list(text: str) -> List[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the 2D or 3D box -> object network")
+    p.add_argument("--dataset", required=True, help="Decathlon-layout folder (dataset.json)")
+    p.add_argument("--dim", type=int, choices=(2, 3), default=2)
+    p.add_argument("--out", required=True, help="manifest path to write (NAME.json; weights NAME.safetensors)")
+    p.add_argument("--split", help="split name or JSON path (default: the recorded split of the dataset)")
+    p.add_argument("--labels", type=_int_list, default=[1, 4],
+                   help="training label ids (default 1,4: CHAOS liver+spleen, kidneys unseen)")
+    p.add_argument("--batch", type=int, help="samples per step (default 8 in 2D, 4 in 3D)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-iters", type=int, default=20000)
+    p.add_argument("--max-minutes", type=float, default=55.0, help="time budget (the best model is kept)")
+    p.add_argument("--val-every", type=int, help="iterations between validations (default 100 2D, 25 3D)")
+    p.add_argument("--patience", type=int, default=8, help="validations without improvement before stopping")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cuda or cpu")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="box -> segmentation on the embedded sample (NIfTI, PNG, metrics.json)")
+    p.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
+    p.add_argument("--device", default="auto")
+
+
+def _add_benchmark(sub) -> None:
+    p = sub.add_parser("benchmark", help="CNN vs classical baselines from reference-label boxes")
+    p.add_argument("--dataset", required=True, help="Decathlon-layout folder (dataset.json)")
+    p.add_argument("--out", required=True, help="output folder (results.jsonl, summary.md, PNG)")
+    p.add_argument("--labels", type=_int_list, help="label ids (default: all foreground labels)")
+    p.add_argument("--cases", default=None,
+                   help="'all', 'test' or comma-separated case ids (default: the recorded split's test "
+                        "patients when the dataset has one, else all)")
+    p.add_argument("--jitter", type=int, default=0, help="box jitter in voxels (default 0)")
+    p.add_argument("--dims", default="2d,3d", help="2d, 3d or 2d,3d")
+    p.add_argument("--methods", default="cnn,graphcut,random_walker")
+    p.add_argument("--slice-step", type=int, default=1, help="2D: every n-th labelled slice (default 1: all)")
+    p.add_argument("--min-area", type=int, default=20, help="2D: skip slices where the structure has fewer voxels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m InteractiveRefineLib",
+                                     description="AdaptiveSeg InteractiveRefine core (headless)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
+    _add_train(sub)
+    _add_benchmark(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        if args.command == "train":
+            return _train(args, argv)
+        if args.command == "demo":
+            from .demo import run_demo
+            run_demo(Path(args.out), device=args.device)
+            return 0
+        if args.command == "benchmark":
+            from .benchmark import run_benchmark_cli
+            return run_benchmark_cli(args)
+    except AdaptiveSegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+def _train(args, argv) -> int:
+    from .train import TrainConfig, train
+    cfg = TrainConfig(dataset=args.dataset, out=args.out, dim=args.dim, split=args.split, labels=args.labels,
+                      batch=args.batch or (8 if args.dim == 2 else 4), lr=args.lr, max_iters=args.max_iters,
+                      max_minutes=args.max_minutes, val_every=args.val_every or (100 if args.dim == 2 else 25),
+                      patience=args.patience, seed=args.seed, device=args.device, threads=args.threads,
+                      command="python -m InteractiveRefineLib " + " ".join(shlex.quote(a) for a in argv))
+    out = train(cfg)
+    print(f"saved {out}")
+    return 0

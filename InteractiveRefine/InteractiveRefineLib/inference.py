@@ -1,0 +1,94 @@
+"""Box -> CNN segmentation: crop + margin, resample to the network grid, predict, paste back."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import torch
+
+from .device import choose_device
+from .geometry import CropSpec, extract, normalize, paste, plan_crop
+from .image_io import Image, validate_image
+from .models import default_model_path, load_model
+from .prompts import Box, validate_box
+
+# Crop settings used when a manifest does not say otherwise (train writes them into the manifest).
+DEFAULT_INPUT = {"margin_mm": 10.0, "size2d": [96, 96], "size3d": 48, "depth_range": [8, 48],
+                 "normalization": "percentile_0.5_99.5_zscore_per_crop"}
+
+
+@dataclass
+class Prediction:
+    """Foreground probability on the full image grid (0 outside the box), its mask, and timing."""
+
+    probability: np.ndarray
+    spec: CropSpec
+    seconds: float
+    threshold: float = 0.5
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.probability >= self.threshold
+
+
+def plan_for(box: Box, image: Image, input_cfg: Dict[str, Any], margin_mm: Optional[float] = None) -> CropSpec:
+    """The crop of `box` with the input settings of a model manifest."""
+    cfg = dict(DEFAULT_INPUT, **(input_cfg or {}))
+    return plan_crop(box, image.shape, image.spacing_kji,
+                     margin_mm=cfg["margin_mm"] if margin_mm is None else margin_mm,
+                     size2d=tuple(cfg["size2d"]), size3d=int(cfg["size3d"]),
+                     depth_range=tuple(cfg["depth_range"]))
+
+
+def network_input(array: np.ndarray, spec: CropSpec) -> np.ndarray:
+    """Normalised network input (float32, network grid) of the crop `spec` of `array`."""
+    return normalize(extract(array, spec, order=1))
+
+
+@torch.no_grad()
+def foreground_probability(net: torch.nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
+    """Softmax foreground probability on the network grid for one normalised crop."""
+    t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
+    return torch.softmax(net(t), dim=1)[0, 1].float().cpu().numpy()
+
+
+class BoxSegmenter:
+    """Segments the object in a box with the shipped (or given) 2D and 3D models.
+
+    Models load lazily on first use, so constructing this is cheap.
+    """
+
+    def __init__(self, model2d: Union[str, Path, None] = None, model3d: Union[str, Path, None] = None,
+                 device: str = "auto"):
+        self.device = choose_device(device)
+        self._paths = {2: Path(model2d) if model2d else default_model_path(2),
+                       3: Path(model3d) if model3d else default_model_path(3)}
+        self._models: Dict[int, Any] = {}
+
+    def model(self, dim: int):
+        """(network, manifest) for 2D or 3D boxes, loaded once and checksum-verified."""
+        if dim not in self._models:
+            self._models[dim] = load_model(self._paths[dim], self.device)
+        return self._models[dim]
+
+    def predict(self, image: Image, box: Box, margin_mm: Optional[float] = None,
+                validate: bool = True) -> Prediction:
+        """Segment the object in `box` (2D or 3D). Raises ImageError / PromptError on bad input."""
+        if validate:
+            validate_image(image)
+        box = validate_box(box, image.shape)
+        net, manifest = self.model(box.dim)
+        return predict_box(net, manifest.get("input", {}), image, box, self.device, margin_mm)
+
+
+def predict_box(net: torch.nn.Module, input_cfg: Dict[str, Any], image: Image, box: Box,
+                device: torch.device, margin_mm: Optional[float] = None) -> Prediction:
+    """Predict with a loaded network; `box` must already be valid for `image`. Timed end to end."""
+    t0 = time.perf_counter()
+    spec = plan_for(box, image, input_cfg, margin_mm)
+    prob = foreground_probability(net, network_input(image.array, spec), device)
+    full = paste(prob, spec, image.shape)
+    return Prediction(full, spec, time.perf_counter() - t0)

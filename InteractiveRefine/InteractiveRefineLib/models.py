@@ -1,0 +1,117 @@
+"""Model weights (safetensors, never pickle) with a JSON manifest and a sha256 checksum.
+
+A model `NAME` is two files: `NAME.safetensors` and `NAME.json`. The manifest records the
+architecture and its parameters, the input size and normalisation, the training data and split,
+the command line, validation metrics and the sha256 of the weights file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path, write_text
+from .errors import ModelError
+from .networks import ARCHITECTURES, DilatedNet, build_network
+
+MANIFEST_VERSION = 1
+REQUIRED_KEYS = ("name", "architecture", "arch_params", "input", "weights", "sha256")
+
+
+def models_dir() -> Path:
+    """The shipped models folder (InteractiveRefine/Resources/Models), overridable by ADAPTIVESEG_MODELS."""
+    env = os.environ.get("ADAPTIVESEG_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "Resources" / "Models"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model(net: DilatedNet, arch: str, manifest_path, arch_params: Dict[str, Any],
+               extra: Optional[Dict[str, Any]] = None) -> Path:
+    """Write weights + manifest next to each other (each file written atomically)."""
+    manifest_path = Path(manifest_path)
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    weights = manifest_path.with_suffix(".safetensors")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(weights, suffix=".safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"architecture": arch})
+    manifest = dict(extra or {})
+    manifest.update({
+        "manifest_version": MANIFEST_VERSION,
+        "name": manifest_path.stem,
+        "architecture": arch,
+        "arch_params": arch_params,
+        "weights": weights.name,
+        "sha256": sha256_of(weights),
+        "parameters": sum(v.numel() for v in state.values()),
+    })
+    manifest.setdefault("input", {})
+    write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest_path
+
+
+def read_manifest(manifest_path) -> Dict[str, Any]:
+    manifest_path = Path(manifest_path)
+    if not manifest_path.is_file():
+        raise ModelError(f"model manifest not found: {manifest_path}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"model manifest {manifest_path} is not valid JSON: {exc}") from None
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise ModelError(f"model manifest {manifest_path} lacks {missing}")
+    if manifest["architecture"] not in ARCHITECTURES:
+        raise ModelError(f"model manifest {manifest_path} names an unknown architecture "
+                         f"{manifest['architecture']!r}")
+    return manifest
+
+
+def load_model(manifest_path, device: Optional[torch.device] = None) -> Tuple[DilatedNet, Dict[str, Any]]:
+    """Load a model after checking its manifest and the sha256 of its weights; eval mode."""
+    manifest_path = Path(manifest_path)
+    manifest = read_manifest(manifest_path)
+    weights = manifest_path.parent / manifest["weights"]
+    if not weights.is_file():
+        raise ModelError(f"model weights not found: {weights} (named in {manifest_path.name})")
+    digest = sha256_of(weights)
+    if digest != manifest["sha256"]:
+        raise ModelError(f"model weights {weights.name} are corrupted or were replaced: sha256 {digest[:12]}... "
+                         f"does not match the manifest's {str(manifest['sha256'])[:12]}...")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"cannot read safetensors weights {weights}: {exc}") from None
+    net = build_network(manifest["architecture"], **_tuplify(manifest["arch_params"]))
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"weights {weights.name} do not fit architecture {manifest['architecture']}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    net.eval()
+    if device is not None:
+        net.to(device)
+    return net, manifest
+
+
+def _tuplify(params: Dict[str, Any]) -> Dict[str, Any]:
+    """JSON turns tuples into lists; the network expects tuples for per-block settings."""
+    def conv(v):
+        return tuple(conv(x) for x in v) if isinstance(v, list) else v
+    return {k: conv(v) for k, v in params.items()}
+
+
+def default_model_path(dim: int) -> Path:
+    return models_dir() / ("pnet2d.json" if dim == 2 else "pcnet3d.json")

@@ -1,0 +1,108 @@
+"""P-Net (2D) and PC-Net-like (3D) networks of BIFSeg (Wang et al., IEEE TMI 2018).
+
+No downsampling: each block is a stack of dilated 3x3 (3x3x3) convolutions whose dilation grows from
+block to block, so the receptive field grows while the output keeps the input resolution. The
+features of all blocks are concatenated (the 3D variant compresses each block's features with a 1x1x1
+convolution first) and a small classifier head with dropout maps them to class scores.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def _conv_block(dim: int, c_in: int, c_out: int, n_layers: int, dilation, kernel) -> nn.Sequential:
+    conv = nn.Conv2d if dim == 2 else nn.Conv3d
+    layers = []
+    for i in range(n_layers):
+        pad = tuple(d * (k // 2) for d, k in zip(dilation, kernel))
+        layers += [conv(c_in if i == 0 else c_out, c_out, kernel, padding=pad, dilation=dilation),
+                   nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class DilatedNet(nn.Module):
+    """Shared body of P-Net and PC-Net.
+
+    Args:
+        dim: 2 or 3.
+        channels: feature channels of each block.
+        layers: convolutions per block.
+        dilations: dilation per block; in 3D a pair (in-plane, through-plane) or one int for both.
+        compress: 1x1 channels each block's output is compressed to before concatenation (0 = none).
+        head_channels: hidden channels of the classifier head.
+        dropout: dropout probability in the head.
+        n_classes: output channels (2: background, foreground).
+    Input (N, 1, H, W) or (N, 1, D, H, W); output logits of the same spatial size.
+    """
+
+    def __init__(self, dim: int, channels: Sequence[int], layers: Sequence[int], dilations: Sequence,
+                 compress: int = 0, head_channels: int = 64, dropout: float = 0.5, n_classes: int = 2):
+        super().__init__()
+        if dim not in (2, 3):
+            raise ValueError("dim must be 2 or 3")
+        if not (len(channels) == len(layers) == len(dilations)):
+            raise ValueError("channels, layers and dilations need one entry per block")
+        self.dim = dim
+        conv1 = nn.Conv2d if dim == 2 else nn.Conv3d
+        drop = nn.Dropout2d if dim == 2 else nn.Dropout3d
+        self.blocks = nn.ModuleList()
+        self.compressors = nn.ModuleList()
+        c_in, cat = 1, 0
+        for ch, n, d in zip(channels, layers, dilations):
+            if dim == 2:
+                dil, kernel = (int(d), int(d)), (3, 3)
+            else:
+                d_xy, d_z = (d, d) if isinstance(d, int) else d
+                # Through-plane dilation 0 means a 1x3x3 (in-plane only) kernel: thick slices.
+                kernel = (3 if d_z else 1, 3, 3)
+                dil = (max(int(d_z), 1), int(d_xy), int(d_xy))
+            self.blocks.append(_conv_block(dim, c_in, ch, n, dil, kernel))
+            if compress:
+                self.compressors.append(nn.Sequential(conv1(ch, compress, 1), nn.ReLU(inplace=True)))
+                cat += compress
+            else:
+                self.compressors.append(nn.Identity())
+                cat += ch
+            c_in = ch
+        self.head = nn.Sequential(
+            drop(dropout), conv1(cat, head_channels, 1), nn.ReLU(inplace=True),
+            drop(dropout), conv1(head_channels, n_classes, 1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenated block features (the frozen part when fine-tuning only the head)."""
+        feats = []
+        for block, comp in zip(self.blocks, self.compressors):
+            x = block(x)
+            feats.append(comp(x))
+        return torch.cat(feats, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+ARCHITECTURES = {
+    # P-Net of BIFSeg has 64 channels; 32 keeps 2D inference interactive on a 2-core CPU.
+    "pnet2d": dict(dim=2, channels=(32, 32, 32, 32, 32), layers=(2, 2, 3, 3, 3),
+                   dilations=(1, 2, 4, 8, 16), compress=0, head_channels=64, dropout=0.5),
+    # PC-Net-like 3D: fewer channels, 1x1x1 compression before concatenation, in-plane-only
+    # kernels in the first block and small through-plane dilation (slices are thick).
+    "pcnet3d": dict(dim=3, channels=(16, 16, 16, 16, 16), layers=(2, 2, 3, 3, 3),
+                    dilations=((1, 0), (2, 1), (4, 2), (8, 2), (16, 3)), compress=8,
+                    head_channels=32, dropout=0.5),
+}
+
+
+def build_network(arch: str, **overrides) -> DilatedNet:
+    """Build a named architecture ("pnet2d" or "pcnet3d"), optionally overriding its parameters."""
+    if arch not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    params = dict(ARCHITECTURES[arch])
+    params.update(overrides)
+    return DilatedNet(**params)
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,114 @@
+"""Conversions between Slicer MRML nodes and the headless core's numpy images.
+
+This is the only module of InteractiveRefineLib that imports slicer/vtk; it can only be
+imported inside 3D Slicer. Everything else in the package is plain Python.
+
+Coordinate conventions
+----------------------
+Slicer works in the RAS patient frame (x: Right, y: Anterior, z: Superior). SimpleITK and
+the NIfTI/NRRD readers used by the core (image_io) work in LPS (x: Left, y: Posterior,
+z: Superior). The two frames differ by a sign flip of the first two axes, F = diag(-1, -1, 1):
+
+    origin_lps    = F @ origin_ras
+    direction_lps = F @ direction_ras      (columns are the unit I, J, K axis directions)
+
+Spacing is frame independent. Arrays are in numpy (K, J, I) order, exactly as returned by
+slicer.util.arrayFromVolume and sitk.GetArrayFromImage, so no transposition is needed.
+
+Geometry is the volume node's own IJK-to-RAS mapping; a parent transform of the node, if
+any, is ignored (labelmaps written back with the same reference volume line up with it).
+"""
+from typing import Optional, Tuple
+
+import numpy as np
+import slicer
+import vtk
+
+# Sign flip between RAS and LPS (its own inverse).
+_RAS_LPS_FLIP = np.diag([-1.0, -1.0, 1.0])
+
+
+def volume_to_image(volumeNode) -> Tuple[np.ndarray, Tuple[float, float, float],
+                                         Tuple[float, float, float], np.ndarray]:
+    """Return (array_kji, spacing, origin_lps, direction_lps) of a scalar volume node.
+
+    array_kji is a copy (K, J, I) of the voxels; spacing and origin are in ITK (x, y, z)
+    order, in mm; direction is a 3x3 matrix whose columns are the I, J, K axis directions
+    in LPS, i.e. np.reshape(sitkImage.GetDirection(), (3, 3)).
+    """
+    if volumeNode is None or volumeNode.GetImageData() is None:
+        raise ValueError("the volume node is missing or has no image data")
+    if not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
+        raise ValueError(f"{volumeNode.GetName()} is a {volumeNode.GetClassName()}; a scalar volume is required")
+    if volumeNode.GetImageData().GetNumberOfScalarComponents() != 1:
+        raise ValueError(f"{volumeNode.GetName()} has several components; a scalar volume is required")
+
+    array_kji = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
+    spacing = tuple(float(s) for s in volumeNode.GetSpacing())
+    directionMatrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASDirectionMatrix(directionMatrix)
+    direction_ras = slicer.util.arrayFromVTKMatrix(directionMatrix)[:3, :3]
+    origin_ras = np.asarray(volumeNode.GetOrigin(), dtype=float)
+    origin_lps = tuple(float(v) for v in _RAS_LPS_FLIP @ origin_ras)
+    direction_lps = _RAS_LPS_FLIP @ direction_ras
+    return array_kji, spacing, origin_lps, direction_lps
+
+
+def image_to_volume(array_kji, spacing, origin, direction, name: str = "",
+                    labelmap: bool = False):
+    """Add a new volume node for a core image (spacing/origin/direction in ITK order, LPS)."""
+    from .geometry import ijk_to_ras_matrix  # LPS geometry -> 4x4 IJK-to-RAS matrix
+
+    ijkToRas = np.asarray(ijk_to_ras_matrix(spacing, origin, direction), dtype=float)
+    className = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    return slicer.util.addVolumeFromArray(np.ascontiguousarray(array_kji), ijkToRas, name, className)
+
+
+def _check_on_reference_grid(array_kji, referenceVolumeNode, what: str) -> None:
+    if referenceVolumeNode is None or referenceVolumeNode.GetImageData() is None:
+        raise ValueError("a reference volume node with image data is required")
+    expected = tuple(reversed(referenceVolumeNode.GetImageData().GetDimensions()))
+    if tuple(np.shape(array_kji)) != expected:
+        raise ValueError(f"{what} has shape {np.shape(array_kji)} but the reference volume "
+                         f"{referenceVolumeNode.GetName()} has shape {expected} (K, J, I)")
+
+
+def ensure_segment(segmentationNode, segmentId: Optional[str] = None, name: Optional[str] = None) -> str:
+    """Return segmentId, adding an empty segment with that ID (and name) if it does not exist."""
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentId and segmentation.GetSegment(segmentId) is not None:
+        return segmentId
+    return segmentation.AddEmptySegment(segmentId or "", name or segmentId or "")
+
+
+def labelmap_to_segment(segmentationNode, segmentId, mask_kji, referenceVolumeNode) -> str:
+    """Replace the content of a segment by a binary mask on the reference volume's grid.
+
+    mask_kji: (K, J, I) array, nonzero inside. The segment is created if it does not exist.
+    Returns the segment ID.
+    """
+    _check_on_reference_grid(mask_kji, referenceVolumeNode, "the mask")
+    if segmentationNode.GetDisplayNode() is None:
+        segmentationNode.CreateDefaultDisplayNodes()
+    geometryRole = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    if segmentationNode.GetNodeReference(geometryRole) is None:
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
+    segmentId = ensure_segment(segmentationNode, segmentId)
+    mask = (np.asarray(mask_kji) > 0).astype(np.uint8)
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentationNode, segmentId, referenceVolumeNode)
+    return segmentId
+
+
+def probability_to_segment(segmentationNode, segmentId, probability_kji, referenceVolumeNode,
+                           threshold: float = 0.5) -> str:
+    """Threshold a foreground probability map (voxels > threshold) into a segment."""
+    probability = np.asarray(probability_kji, dtype=np.float32)
+    return labelmap_to_segment(segmentationNode, segmentId, probability > threshold, referenceVolumeNode)
+
+
+def segment_to_labelmap(segmentationNode, segmentId, referenceVolumeNode) -> np.ndarray:
+    """Return a segment as a uint8 (K, J, I) mask (0/1) on the reference volume's grid."""
+    if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+        raise ValueError(f"segment {segmentId!r} not found in {segmentationNode.GetName()}")
+    array = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolumeNode)
+    return (np.asarray(array) > 0).astype(np.uint8)

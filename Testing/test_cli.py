@@ -1,0 +1,80 @@
+"""The commands end to end on the embedded sample: demo and benchmark outputs, and bad input."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from InteractiveRefineLib.cli import main
+from InteractiveRefineLib.image_io import read_image
+from InteractiveRefineLib.models import models_dir
+from InteractiveRefineLib.sample import sample_dataset
+
+RECORD_KEYS = {"case", "label", "label_name", "dim", "method", "round", "dice", "jitter", "seconds"}
+
+
+def test_demo_writes_nifti_png_metrics(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = metrics["structures"]
+    assert {(r["case"], r["dim"]) for r in rows} >= {("chaos_8", "2d"), ("chaos_8", "3d"), ("totalseg_ct", "3d")}
+    kidneys = [r["dice"] for r in rows if r["case"] == "chaos_8" and "kidney" in r["label_name"]]
+    assert len(kidneys) == 4 and min(kidneys) > 0.7
+    seg = read_image(out / "chaos_8_cnn3d.nii.gz")
+    img = read_image(sample_dataset("chaos") / "imagesTr" / "chaos_8.nii.gz")
+    assert seg.shape == img.shape and np.allclose(seg.origin, img.origin) and np.allclose(seg.direction, img.direction)
+    assert set(np.unique(seg.array)) == {0, 1, 2, 3, 4}
+    assert (out / "chaos_8_cnn2d.png").stat().st_size > 1000
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no staging leftovers"
+    assert "right kidney" in capsys.readouterr().out
+
+
+def test_benchmark_records_and_summary(tmp_path):
+    out = tmp_path / "bench"
+    args = ["benchmark", "--dataset", str(sample_dataset("chaos")), "--cases", "chaos_8", "--labels", "2",
+            "--slice-step", "4", "--jitter", "2", "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+    assert {(r["dim"], r["method"]) for r in records} == {(d, m) for d in ("2d", "3d")
+                                                          for m in ("cnn", "graphcut", "random_walker")}
+    for r in records:
+        assert RECORD_KEYS <= set(r) and r["label"] == 2 and r["jitter"] == 2 and 0 <= r["dice"] <= 1
+    cnn2d = next(r for r in records if r["dim"] == "2d" and r["method"] == "cnn")
+    assert len(cnn2d["slice_dice"]) == len(cnn2d["slices"]) >= 3 and cnn2d["dice"] > 0.7
+    summary = (out / "summary.md").read_text()
+    assert "right kidney" in summary and (out / "dice.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--labels", "9"], "unknown label"),
+    (["--cases", "chaos_99"], "not in"),
+    (["--methods", "cnn,unet"], "unknown method"),
+])
+def test_benchmark_bad_input_writes_nothing(tmp_path, capsys, extra, message):
+    out = tmp_path / "bench"
+    code = main(["benchmark", "--dataset", str(sample_dataset("chaos")), "--out", str(out)] + extra)
+    assert code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_demo_with_corrupted_model_writes_nothing(tmp_path, monkeypatch, capsys):
+    models = tmp_path / "models"
+    shutil.copytree(models_dir(), models)
+    w = models / "pcnet3d.safetensors"
+    w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)
+    monkeypatch.setenv("ADAPTIVESEG_MODELS", str(models))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 2
+    assert "corrupted" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_benchmark_on_a_dataset_never_seen_in_training(tmp_path):
+    """Any Decathlon folder works: the TotalSegmentator CT sample (CT, other label ids)."""
+    out = tmp_path / "ct"
+    assert main(["benchmark", "--dataset", str(sample_dataset("totalseg_ct")), "--labels", "2,3", "--dims", "3d",
+                 "--methods", "cnn", "--device", "cpu", "--out", str(out)]) == 0
+    records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["label_name"] for r in records] == ["kidney_right", "kidney_left"]
+    assert all(r["dice"] > 0.5 for r in records)

@@ -1,0 +1,82 @@
+"""Weights: safetensors + manifest + sha256; corrupted or missing files give ModelError."""
+import json
+
+import pytest
+import torch
+
+from InteractiveRefineLib.errors import ModelError
+from InteractiveRefineLib.models import ARCHITECTURES, default_model_path, load_model, save_model, sha256_of
+from InteractiveRefineLib.networks import build_network
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    net = build_network("pnet2d")
+    path = save_model(net, "pnet2d", tmp_path / "m.json", dict(ARCHITECTURES["pnet2d"]),
+                      {"input": {"size2d": [96, 96]}})
+    return net, path
+
+
+def test_roundtrip_is_exact(saved):
+    net, path = saved
+    loaded, manifest = load_model(path)
+    assert manifest["sha256"] == sha256_of(path.with_suffix(".safetensors"))
+    assert manifest["parameters"] == 121730
+    for (k, a), (k2, b) in zip(net.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    assert not loaded.training
+
+
+def test_corrupted_weights_fail_checksum(saved):
+    _, path = saved
+    w = path.with_suffix(".safetensors")
+    data = bytearray(w.read_bytes())
+    data[-10] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="corrupted"):
+        load_model(path)
+
+
+def test_missing_files(saved, tmp_path):
+    _, path = saved
+    with pytest.raises(ModelError, match="manifest not found"):
+        load_model(tmp_path / "absent.json")
+    path.with_suffix(".safetensors").unlink()
+    with pytest.raises(ModelError, match="weights not found"):
+        load_model(path)
+
+
+def test_manifest_that_does_not_fit_the_weights(saved):
+    _, path = saved
+    m = json.loads(path.read_text())
+    m["arch_params"]["channels"] = [16, 16, 16, 16, 16]
+    path.write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="do not fit"):
+        load_model(path)
+    m["architecture"] = "resnet"
+    path.write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="unknown architecture"):
+        load_model(path)
+
+
+def test_weights_that_are_not_safetensors(saved):
+    _, path = saved
+    w = path.with_suffix(".safetensors")
+    w.write_bytes(b"\x80\x04pickle-not-allowed")
+    m = json.loads(path.read_text())
+    m["sha256"] = sha256_of(w)
+    path.write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="cannot read safetensors"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_shipped_models_have_complete_manifests(dim):
+    path = default_model_path(dim)
+    net, manifest = load_model(path)  # verifies the checksum
+    for key in ("architecture", "arch_params", "input", "training", "command", "validation", "sha256", "parameters"):
+        assert key in manifest, key
+    assert manifest["command"].startswith("python -m InteractiveRefineLib train")
+    assert set(manifest["training"]["labels"].values()) == {"liver", "spleen"}
+    assert not set(manifest["training"]["train_cases"]) & {"chaos_8", "chaos_36"}
