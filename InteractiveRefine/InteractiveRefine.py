@@ -1,4 +1,4 @@
-"""InteractiveRefine: deep-learning segmentation refined by a bounding box and clicks.
+"""InteractiveRefine: deep-learning segmentation refined by a bounding box and scribbles.
 
 The work is done by the headless package InteractiveRefineLib (also usable from the command
 line with `python -m InteractiveRefineLib`). This file only adapts it to Slicer; heavy
@@ -26,6 +26,9 @@ from slicer.ScriptedLoadableModule import (
 #: picks a CUDA build matching the installed NVIDIA driver when there is one.
 PIP_REQUIREMENTS = {
     "safetensors": "safetensors",
+    "tqdm": "tqdm",
+    "skimage": "scikit-image",
+    "maxflow": "PyMaxflow",
 }
 
 #: Version requirement passed to PyTorchUtils (e.g. ">=2.0"), or None for any version.
@@ -56,7 +59,7 @@ class InteractiveRefine(ScriptedLoadableModule):
         self.parent.contributors = ["AdaptiveSeg developers"]
         self.parent.helpText = _("""
 Segment an organ from a bounding box with a deep-learning model, then refine the result with
-foreground/background clicks; the model is fine-tuned on the image being segmented.
+foreground/background scribbles; the model is fine-tuned on the image being segmented.
 The interactive panel comes in a later version; for now the processing is available from the
 module logic (Python console) and from the command line (<code>python -m InteractiveRefineLib</code>).
 See the <a href="https://github.com/adaptiveseg/AdaptiveSeg">AdaptiveSeg documentation</a>.
@@ -188,6 +191,23 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         image = self.volumeToImage(volumeNode)
         result = predict(*image)
         return self.writeResult(result, segmentationNode, segmentId, volumeNode, threshold)
+
+    def segmentBox(self, volumeNode, boxLo, boxHi, sliceAxis, segmentationNode, segmentId=None, device="auto"):
+        """Segment the object in a box with the shipped CNN and write it into a segment.
+
+        boxLo/boxHi: voxel indices in (K, J, I) order, hi exclusive; sliceAxis: None for a 3D box, or
+        the array axis of a 2D box (0 = axial for an axial acquisition). Returns the segment ID.
+        """
+        from InteractiveRefineLib.image_io import Image
+        from InteractiveRefineLib.inference import BoxSegmenter
+        from InteractiveRefineLib.prompts import make_box
+
+        if getattr(self, "_segmenter", None) is None or self._segmenterDevice != device:
+            self._segmenter, self._segmenterDevice = BoxSegmenter(device=device), device
+        array, spacing, origin, direction = self.volumeToImage(volumeNode)
+        prediction = self._segmenter.predict(Image(array, spacing, origin, direction),
+                                             make_box(boxLo, boxHi, sliceAxis))
+        return self.writeResult(prediction.mask.astype("uint8"), segmentationNode, segmentId, volumeNode)
 
 
 #

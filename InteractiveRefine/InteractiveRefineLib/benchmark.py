@@ -19,7 +19,7 @@ from .data import DecathlonDataset, split_for
 from .errors import DatasetError
 from .image_io import Image, validate_image
 from .metrics import dice
-from .prompts import Box, box_from_mask, jitter_box, validate_box
+from .prompts import Box, box_from_mask, jitter_box, main_object, validate_box
 
 METHODS = ("cnn", "graphcut", "random_walker")
 
@@ -73,12 +73,13 @@ def benchmark_case(image: Image, label: np.ndarray, case_id: str, label_ids: Seq
         mask = label == lab
         if not mask.any():
             continue
+        drawn = main_object(mask)  # boxes around the organ; Dice against the full reference label
         base = {"case": case_id, "label": int(lab), "label_name": label_names.get(lab, str(lab)),
                 "round": 0, "jitter": int(jitter)}
         if "2d" in dims:
-            slices = [int(k) for k in np.nonzero(mask.sum(axis=(1, 2)) >= min_area)[0]][::max(1, slice_step)]
+            slices = [int(k) for k in np.nonzero(drawn.sum(axis=(1, 2)) >= min_area)[0]][::max(1, slice_step)]
             rng = _rng(seed, case_id, lab, "2d")
-            boxes = [validate_box(jitter_box(box_from_mask(mask, 0, k), jitter, image.shape, rng), image.shape)
+            boxes = [validate_box(jitter_box(box_from_mask(drawn, 0, k), jitter, image.shape, rng), image.shape)
                      for k in slices]
             for name, fn in methods.items():
                 d, s = [], []
@@ -92,7 +93,7 @@ def benchmark_case(image: Image, label: np.ndarray, case_id: str, label_ids: Seq
                                         slice_dice=[round(v, 5) for v in d], slice_seconds=[round(v, 5) for v in s]))
         if "3d" in dims:
             rng = _rng(seed, case_id, lab, "3d")
-            box = validate_box(jitter_box(box_from_mask(mask), jitter, image.shape, rng), image.shape)
+            box = validate_box(jitter_box(box_from_mask(drawn), jitter, image.shape, rng), image.shape)
             for name, fn in methods.items():
                 pred = fn(image, box)
                 records.append(dict(base, dim="3d", method=name, dice=float(dice(pred.mask, mask)),

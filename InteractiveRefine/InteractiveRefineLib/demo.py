@@ -18,7 +18,7 @@ from .data import DecathlonDataset
 from .image_io import Image, write_image
 from .inference import BoxSegmenter
 from .metrics import dice
-from .prompts import box_from_mask
+from .prompts import box_from_mask, main_object
 from .sample import sample_dataset
 
 # (sample dataset, case, label ids) shown by the demo.
@@ -64,8 +64,9 @@ def run_case(segmenter: BoxSegmenter, ds: DecathlonDataset, case_id: str, label_
             if not ref.any():
                 continue
             name = ds.labels[lab]
-            k = int(np.argmax(ref.sum(axis=(1, 2))))
-            box = box_from_mask(ref, 0, k) if dim == 2 else box_from_mask(ref)
+            drawn = main_object(ref)
+            k = int(np.argmax(drawn.sum(axis=(1, 2))))
+            box = box_from_mask(drawn, 0, k) if dim == 2 else box_from_mask(drawn)
             pred = segmenter.predict(image, box)
             d = dice(pred.mask[k], ref[k]) if dim == 2 else dice(pred.mask, ref)
             take = pred.mask & (pred.probability > best)  # overlaps go to the most probable structure

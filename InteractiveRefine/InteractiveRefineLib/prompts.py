@@ -100,6 +100,23 @@ def box_from_mask(mask: np.ndarray, axis: Optional[int] = None, slice_index: Opt
     return Box(tuple(int(i.min()) for i in idx), tuple(int(i.max()) + 1 for i in idx), None)
 
 
+def main_object(mask: np.ndarray, min_fraction: float = 0.01) -> np.ndarray:
+    """`mask` without stray fragments: 3D connected components smaller than `min_fraction` of the
+    largest. Reference labels carry a few 1-4 voxel specks that would stretch a box far beyond the
+    organ a user would draw it around."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    components, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    keep = sizes >= min_fraction * sizes.max()
+    keep[0] = False
+    return keep[components]
+
+
 def jitter_box(box: Box, amount: int, shape: Sequence[int], rng: np.random.Generator) -> Box:
     """Move each in-plane bound of `box` by a uniform integer in [-amount, amount], kept valid."""
     if amount <= 0:
