@@ -25,6 +25,16 @@ from .sample import sample_dataset
 DEMO_CASES = (("chaos", "chaos_8", (1, 2, 3, 4)), ("totalseg_ct", "totalseg_ct", (5, 1, 2, 3)))
 
 
+def _radiological(image: Image):
+    """Row / column flips that show an axial slice anterior up and patient right on the left."""
+    d = np.asarray(image.direction)
+    # Column i runs along direction[:, 0] (LPS); patient right (-x) should be on the left.
+    flip_cols = d[0, 0] < 0
+    # Row j runs along direction[:, 1]; anterior (-y) should be at the top.
+    flip_rows = d[1, 1] < 0
+    return flip_rows, flip_cols
+
+
 def _overlay_png(image: Image, slices: Dict[str, tuple], path: Path, title: str) -> None:
     """One panel per structure: the slice, reference contour (green), prediction contour (red), box."""
     import matplotlib
@@ -32,16 +42,24 @@ def _overlay_png(image: Image, slices: Dict[str, tuple], path: Path, title: str)
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
+    flip_rows, flip_cols = _radiological(image)
+    h, w = image.shape[1:]
+
+    def show(a):
+        a = a[::-1] if flip_rows else a
+        return a[:, ::-1] if flip_cols else a
+
     n = len(slices)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
     for ax, (name, (k, ref, pred, box, d)) in zip(axes[0], slices.items()):
-        img = image.array[k].astype(np.float32)
+        img = show(image.array[k].astype(np.float32))
         lo, hi = np.percentile(img, [1, 99])
-        # Display in radiological-ish orientation with the physical aspect ratio.
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, aspect=image.spacing_kji[1] / image.spacing_kji[2])
-        ax.contour(ref[k], levels=[0.5], colors="lime", linewidths=0.8)
-        ax.contour(pred[k], levels=[0.5], colors="red", linewidths=0.8)
-        ax.add_patch(Rectangle((box.lo[2] - 0.5, box.lo[1] - 0.5), box.size[2], box.size[1],
+        ax.contour(show(ref[k]), levels=[0.5], colors="lime", linewidths=0.8)
+        ax.contour(show(pred[k]), levels=[0.5], colors="red", linewidths=0.8)
+        x0 = w - box.hi[2] if flip_cols else box.lo[2]
+        y0 = h - box.hi[1] if flip_rows else box.lo[1]
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), box.size[2], box.size[1],
                                fill=False, color="yellow", linewidth=0.8))
         ax.set_title(f"{name}\nslice {k}, Dice {d:.3f}", fontsize=8)
         ax.axis("off")
