@@ -16,6 +16,9 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
+# InteractiveRefine is a declared dependency, so Slicer has loaded it (and its folder is on sys.path).
+from InteractiveRefine import CITATIONS
+
 #
 # FewShotSeg
 #
@@ -37,15 +40,7 @@ See the <a href="https://github.com/adaptiveseg/AdaptiveSeg">AdaptiveSeg documen
 """)
         self.parent.acknowledgementText = _("""
 Part of the AdaptiveSeg extension. The methods follow these publications:
-""") + """
-<ul>
-<li>BIFSeg: G. Wang et al., "Interactive Medical Image Segmentation Using Deep Learning With
-Image-Specific Fine Tuning", IEEE Transactions on Medical Imaging 37(7), 2018.</li>
-<li>RP-Net: H. Tang et al., "Recurrent Mask Refinement for Few-Shot Medical Image
-Segmentation", ICCV 2021.</li>
-<li>ELSNet: Q. En and Y. Guo, "Exemplar Learning for Medical Image Segmentation", BMVC 2022.</li>
-</ul>
-"""
+""") + CITATIONS
 
 
 #

@@ -11,6 +11,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import slicer  # noqa: F401  (documents that this module needs Slicer)
 
+from InteractiveRefineLib.errors import PromptError
 from InteractiveRefineLib.slicer_bridge import (  # noqa: F401  (re-exported)
     ensure_segment,
     image_to_volume,
@@ -33,7 +34,7 @@ def support_set(pairs: Sequence[Tuple[object, object, str]]) -> List[Tuple[tuple
         image = volume_to_image(volumeNode)
         mask = segment_to_labelmap(segmentationNode, segmentId, volumeNode)
         if not mask.any():
-            raise ValueError(f"segment {segmentId!r} of {segmentationNode.GetName()} is empty on "
+            raise PromptError(f"segment {segmentId!r} of {segmentationNode.GetName()} is empty on "
                              f"{volumeNode.GetName()}; each support example needs a non-empty mask")
         out.append((image, mask))
     return out

@@ -24,6 +24,8 @@ import numpy as np
 import slicer
 import vtk
 
+from .errors import AdaptiveSegError, ImageError
+
 # Sign flip between RAS and LPS (its own inverse).
 _RAS_LPS_FLIP = np.diag([-1.0, -1.0, 1.0])
 
@@ -37,11 +39,11 @@ def volume_to_image(volumeNode) -> Tuple[np.ndarray, Tuple[float, float, float],
     in LPS, i.e. np.reshape(sitkImage.GetDirection(), (3, 3)).
     """
     if volumeNode is None or volumeNode.GetImageData() is None:
-        raise ValueError("the volume node is missing or has no image data")
+        raise ImageError("the volume node is missing or has no image data")
     if not volumeNode.IsA("vtkMRMLScalarVolumeNode"):
-        raise ValueError(f"{volumeNode.GetName()} is a {volumeNode.GetClassName()}; a scalar volume is required")
+        raise ImageError(f"{volumeNode.GetName()} is a {volumeNode.GetClassName()}; a scalar volume is required")
     if volumeNode.GetImageData().GetNumberOfScalarComponents() != 1:
-        raise ValueError(f"{volumeNode.GetName()} has several components; a scalar volume is required")
+        raise ImageError(f"{volumeNode.GetName()} has several components; a scalar volume is required")
 
     array_kji = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
     spacing = tuple(float(s) for s in volumeNode.GetSpacing())
@@ -66,10 +68,10 @@ def image_to_volume(array_kji, spacing, origin, direction, name: str = "",
 
 def _check_on_reference_grid(array_kji, referenceVolumeNode, what: str) -> None:
     if referenceVolumeNode is None or referenceVolumeNode.GetImageData() is None:
-        raise ValueError("a reference volume node with image data is required")
+        raise ImageError("a reference volume node with image data is required")
     expected = tuple(reversed(referenceVolumeNode.GetImageData().GetDimensions()))
     if tuple(np.shape(array_kji)) != expected:
-        raise ValueError(f"{what} has shape {np.shape(array_kji)} but the reference volume "
+        raise ImageError(f"{what} has shape {np.shape(array_kji)} but the reference volume "
                          f"{referenceVolumeNode.GetName()} has shape {expected} (K, J, I)")
 
 
@@ -109,6 +111,6 @@ def probability_to_segment(segmentationNode, segmentId, probability_kji, referen
 def segment_to_labelmap(segmentationNode, segmentId, referenceVolumeNode) -> np.ndarray:
     """Return a segment as a uint8 (K, J, I) mask (0/1) on the reference volume's grid."""
     if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
-        raise ValueError(f"segment {segmentId!r} not found in {segmentationNode.GetName()}")
+        raise AdaptiveSegError(f"segment {segmentId!r} not found in {segmentationNode.GetName()}")
     array = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolumeNode)
     return (np.asarray(array) > 0).astype(np.uint8)
