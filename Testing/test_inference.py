@@ -9,8 +9,9 @@ from InteractiveRefineLib.metrics import dice
 from InteractiveRefineLib.prompts import Box, box_from_mask, make_box
 
 # Stated regression levels for chaos_8 (a held-out test patient; kidneys never seen in training).
-# Measured with the shipped models (README, results): see the numbers there; these leave a margin.
-MIN_2D = {1: 0.90, 2: 0.85, 3: 0.85, 4: 0.85}
+# Measured with the shipped 2D model (mean slice Dice, every slice with >= 20 voxels): liver 0.934,
+# right kidney 0.909, left kidney 0.856, spleen 0.949. The levels leave a margin of ~0.05.
+MIN_2D = {1: 0.88, 2: 0.85, 3: 0.80, 4: 0.90}
 MIN_3D = {1: 0.85, 2: 0.75, 3: 0.75, 4: 0.75}
 
 
