@@ -33,6 +33,10 @@ def test_shared_dataset_label_floats_become_integers():
     assert sitk.ReadImage(str(ds.case("chaos_1").label)).GetPixelID() == sitk.sitkFloat64
     image, label = ds.load("chaos_1")
     assert label.dtype.kind == "i" and label.max() == 4
+    # The benchmark evaluates the recorded split's held-out patients by default.
+    from InteractiveRefineLib.benchmark import resolve_cases
+    assert resolve_cases(ds, None) == load_split("chaos_t2spir")["test"]
+    assert len(resolve_cases(ds, "all")) == 20
 
 
 def test_split_is_patient_level_and_recorded(chaos_sample):
