@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -61,7 +62,9 @@ def resolve_cases(ds: DecathlonDataset, cases: Optional[str]) -> List[str]:
 
 
 def _rng(seed: int, *keys) -> np.random.Generator:
-    return np.random.default_rng([seed] + [abs(hash(str(k))) % (2 ** 31) for k in keys])
+    """A generator per (case, label, dim): the same jitter whatever else is benchmarked (crc32, not
+    hash(): str hashes change between processes)."""
+    return np.random.default_rng([seed] + [zlib.crc32(str(k).encode()) for k in keys])
 
 
 def benchmark_case(image: Image, label: np.ndarray, case_id: str, label_ids: Sequence[int],

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .augment import augment_geometry, augment_intensity
 from .data import DecathlonDataset, load_split, split_for
 from .device import choose_device
-from .errors import DatasetError
+from .errors import DatasetError, PromptError
 from .geometry import extract, normalize, plan_crop
 from .image_io import Image
 from .inference import DEFAULT_INPUT, predict_box
@@ -95,7 +95,7 @@ class ObjectSampler:
             hi[a] += int(rng.integers(-j, j + 1))
         try:
             return validate_box(Box(tuple(lo), tuple(hi), box.axis), shape)
-        except Exception:
+        except PromptError:  # jitter collapsed the box: use the tight one
             return box
 
     def sample(self, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
