@@ -78,3 +78,15 @@ def test_benchmark_on_a_dataset_never_seen_in_training(tmp_path):
     records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
     assert [r["label_name"] for r in records] == ["kidney_right", "kidney_left"]
     assert all(r["dice"] > 0.5 for r in records)
+
+
+def test_structure_on_one_slice_is_skipped_in_3d_only(chaos8):
+    from InteractiveRefineLib.benchmark import benchmark_case
+    from InteractiveRefineLib.inference import BoxSegmenter
+    image, label = chaos8
+    one_slice = np.zeros_like(label)
+    one_slice[12][label[12] == 2] = 2  # right kidney kept on slice 12 only
+    seg = BoxSegmenter(device="cpu")
+    records = benchmark_case(image, one_slice, "chaos_8", [2], {2: "right kidney"},
+                             {"cnn": lambda im, box: seg.predict(im, box)}, ["2d", "3d"])
+    assert [(r["dim"], r["slices"]) for r in records] == [("2d", [12])]

@@ -117,3 +117,20 @@ def test_dataset_case_paths_resolve(tmp_path, chaos_sample):
     (dst / "dataset.json").write_text(json.dumps(meta))
     ds = DecathlonDataset(dst)
     assert ds.case_ids == ["chaos_8"] and ds.case("chaos_8").image.is_file()
+
+
+def test_label_with_flipped_direction_is_refused(tmp_path, chaos_sample):
+    image = read_image(chaos_sample.case("chaos_8").image)
+    lab = sitk.ReadImage(str(chaos_sample.case("chaos_8").label))
+    lab.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, 1))  # the image has -1 on y
+    sitk.WriteImage(lab, str(tmp_path / "flipped.nii.gz"))
+    with pytest.raises(ImageError, match="direction"):
+        read_label(tmp_path / "flipped.nii.gz", image)
+
+
+@pytest.mark.parametrize("text", ["{broken", "[1, 2]", '{"train": [], "val": []}'])
+def test_bad_split_files(tmp_path, text):
+    path = tmp_path / "split.json"
+    path.write_text(text)
+    with pytest.raises(DatasetError):
+        load_split(path)

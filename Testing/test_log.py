@@ -24,3 +24,11 @@ def test_reopening_appends_and_torn_line_is_skipped(tmp_path):
     with InteractionLog(path) as log:
         log.write("c")
     assert [e["event"] for e in read_log(path)] == ["a", "c"]
+
+
+def test_numpy_values_at_any_depth(tmp_path):
+    import numpy as np
+    with InteractionLog(tmp_path / "n.jsonl") as log:
+        log.write("refine", ok=np.bool_(True), box={"lo": (np.int64(1), 2)}, dice=np.float32(0.5))
+    ev = read_log(tmp_path / "n.jsonl")[0]
+    assert ev["ok"] is True and ev["box"]["lo"] == [1, 2] and ev["dice"] == 0.5

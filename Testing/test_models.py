@@ -80,3 +80,14 @@ def test_shipped_models_have_complete_manifests(dim):
     assert manifest["command"].startswith("python -m InteractiveRefineLib train")
     assert set(manifest["training"]["labels"].values()) == {"liver", "spleen"}
     assert not set(manifest["training"]["train_cases"]) & {"chaos_8", "chaos_36"}
+
+
+def test_unusable_arch_params_and_bad_manifest_name(saved, tmp_path):
+    _, path = saved
+    m = json.loads(path.read_text())
+    m["arch_params"]["colour"] = "blue"
+    path.write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="arch_params"):
+        load_model(path)
+    with pytest.raises(ModelError, match="NAME.json"):
+        save_model(build_network("pnet2d"), "pnet2d", tmp_path / "x.safetensors", dict(ARCHITECTURES["pnet2d"]))

@@ -38,3 +38,12 @@ def test_jitter_stays_valid_and_is_seeded():
 def test_2d_box_must_name_a_valid_axis():
     with pytest.raises(PromptError, match="axis"):
         make_box((0, 0, 0), (1, 5, 5), axis=3)
+
+
+
+def test_2d_box_thicker_than_one_slice_is_refused():
+    from InteractiveRefineLib.prompts import Box
+    with pytest.raises(PromptError, match="one slice"):
+        validate_box(Box((3, 10, 10), (6, 40, 40), axis=0), (10, 50, 50))
+    with pytest.raises(PromptError, match="axis"):
+        validate_box(Box((3, 10, 10), (4, 40, 40), axis=5), (10, 50, 50))

@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Iterator
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: changing the umask later, even briefly, could race with other threads.
+_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -26,7 +30,7 @@ def atomic_path(path, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs are ordinary files
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

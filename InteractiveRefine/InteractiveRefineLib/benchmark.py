@@ -8,6 +8,7 @@ per-slice values are kept in `slice_dice` / `slice_seconds` / `slices`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zlib
 from pathlib import Path
@@ -16,11 +17,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from .atomic import atomic_path
 from .data import DecathlonDataset, split_for
-from .errors import DatasetError
+from .errors import DatasetError, PromptError
 from .image_io import Image, validate_image
 from .metrics import dice
 from .prompts import Box, box_from_mask, jitter_box, main_object, validate_box
+
+log = logging.getLogger(__name__)
 
 METHODS = ("cnn", "graphcut", "random_walker")
 
@@ -96,7 +100,11 @@ def benchmark_case(image: Image, label: np.ndarray, case_id: str, label_ids: Seq
                                         slice_dice=[round(v, 5) for v in d], slice_seconds=[round(v, 5) for v in s]))
         if "3d" in dims:
             rng = _rng(seed, case_id, lab, "3d")
-            box = validate_box(jitter_box(box_from_mask(drawn), jitter, image.shape, rng), image.shape)
+            try:
+                box = validate_box(jitter_box(box_from_mask(drawn), jitter, image.shape, rng), image.shape)
+            except PromptError as exc:  # e.g. a structure on a single slice has no 3D extent
+                log.warning("%s, label %s: skipped in 3D: %s", case_id, lab, exc)
+                continue
             for name, fn in methods.items():
                 pred = fn(image, box)
                 records.append(dict(base, dim="3d", method=name, dice=float(dice(pred.mask, mask)),
@@ -121,19 +129,16 @@ def run_benchmark(dataset, out, labels: Optional[Sequence[int]] = None, cases: O
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
-    tmp = out / ".results.jsonl.partial"
     t0 = time.monotonic()
     records: List[dict] = []
-    with open(tmp, "w") as f:
+    with atomic_path(results, suffix=".jsonl") as tmp, open(tmp, "w") as f:
         for case_id in tqdm(case_ids, desc="benchmark", unit="case", disable=not show_progress):
             image, label = ds.load(case_id)
             validate_image(image, case_id)
             for rec in benchmark_case(image, label, case_id, label_ids, ds.labels, fns, dims, jitter,
                                       slice_step, min_area, seed):
                 f.write(json.dumps(rec) + "\n")
-                f.flush()
                 records.append(rec)
-    tmp.replace(results)
     from .report import write_summary
     write_summary(records, out, title=f"{ds.name}: {len(case_ids)} cases, jitter {jitter} voxels",
                   seen_labels=_seen_labels(ds), elapsed=time.monotonic() - t0)

@@ -83,13 +83,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .demo import run_demo
             run_demo(Path(args.out), device=args.device)
             return 0
-        if args.command == "benchmark":
-            from .benchmark import run_benchmark_cli
-            return run_benchmark_cli(args)
+        from .benchmark import run_benchmark_cli
+        return run_benchmark_cli(args)
     except AdaptiveSegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 1
 
 
 def _train(args, argv) -> int:

@@ -107,7 +107,12 @@ def load_split(name_or_path) -> Dict[str, List[str]]:
         path = splits_dir() / f"{name_or_path}.json"
     if not path.is_file():
         raise DatasetError(f"split file not found: {path}")
-    split = json.loads(path.read_text())
+    try:
+        split = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DatasetError(f"split file {path} is not valid JSON: {exc}") from None
+    if not isinstance(split, dict):
+        raise DatasetError(f"split file {path} must hold an object with train/val/test lists")
     for key in ("train", "val", "test"):
         if not isinstance(split.get(key), list):
             raise DatasetError(f"split {path} needs a '{key}' list of case ids")

@@ -70,7 +70,7 @@ def _overlay_png(image: Image, slices: Dict[str, tuple], path: Path, title: str)
 
 
 def run_case(segmenter: BoxSegmenter, ds: DecathlonDataset, case_id: str, label_ids: Sequence[int],
-             out: Path, staging: Path) -> List[dict]:
+             staging: Path) -> List[dict]:
     image, label = ds.load(case_id)
     rows: List[dict] = []
     for dim in (2, 3):
@@ -112,7 +112,7 @@ def run_demo(out: Path, device: str = "auto") -> List[dict]:
         staging = Path(tmp)
         for sample, case_id, labels in DEMO_CASES:
             ds = DecathlonDataset(sample_dataset(sample))
-            rows += run_case(segmenter, ds, case_id, labels, out, staging)
+            rows += run_case(segmenter, ds, case_id, labels, staging)
         (staging / "metrics.json").write_text(json.dumps({"device": str(segmenter.device), "structures": rows},
                                                          indent=2) + "\n")
         for f in staging.iterdir():

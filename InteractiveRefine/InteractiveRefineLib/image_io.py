@@ -47,7 +47,7 @@ def validate_image(image: Image, name: str = "image") -> Image:
     if a.ndim != 3:
         raise ImageError(f"{name} must be a 3D scalar image (K, J, I); got an array of shape {a.shape} "
                          f"({a.ndim}D{', 4D or multi-channel images are not supported' if a.ndim > 3 else ''})")
-    if min(a.shape) < 1 or a.size == 0:
+    if a.size == 0:
         raise ImageError(f"{name} is empty (shape {a.shape})")
     if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
         raise ImageError(f"{name} must hold real numbers; got dtype {a.dtype}")
@@ -118,6 +118,9 @@ def check_same_grid(reference: Image, other: Image, name: str = "label map", tol
             not np.allclose(other.origin, reference.origin, atol=max(tol, 1e-2 * max(reference.spacing))):
         raise ImageError(f"{name} has the image's shape but not its spacing/origin "
                          f"({other.spacing}, {other.origin} vs {reference.spacing}, {reference.origin})")
+    if not np.allclose(other.direction, reference.direction, atol=1e-4):
+        raise ImageError(f"{name} has the image's shape but another direction (axes flipped or rotated): "
+                         f"{np.round(other.direction, 4).tolist()} vs {np.round(reference.direction, 4).tolist()}")
 
 
 def write_image(image: Image, path, array: Optional[np.ndarray] = None) -> Path:

@@ -1,6 +1,7 @@
 """Box -> CNN segmentation: crop + margin, resample to the network grid, predict, paste back."""
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,9 @@ class Prediction:
     seconds: float
     threshold: float = 0.5
 
-    @property
+    @functools.cached_property
     def mask(self) -> np.ndarray:
+        """Thresholded probability (computed once: it is a full-volume array)."""
         return self.probability >= self.threshold
 
 

@@ -15,15 +15,18 @@ import numpy as np
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
+    """json.dumps fallback for numpy scalars/arrays and paths, at any depth."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
         return int(value)
-    if isinstance(value, (np.floating,)):
+    if isinstance(value, np.floating):
         return float(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
-    return value
+    raise TypeError(f"cannot log a value of type {type(value).__name__}")
 
 
 class InteractionLog:
@@ -46,8 +49,8 @@ class InteractionLog:
 
     def write(self, event: str, **fields: Any) -> Dict[str, Any]:
         record = {"event": event, "t": time.monotonic(), "wall": time.time()}
-        record.update({k: _jsonable(v) for k, v in fields.items()})
-        self._file.write(json.dumps(record, sort_keys=False) + "\n")
+        record.update(fields)
+        self._file.write(json.dumps(record, default=_jsonable) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
         return record

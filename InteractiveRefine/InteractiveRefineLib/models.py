@@ -42,6 +42,8 @@ def save_model(net: DilatedNet, arch: str, manifest_path, arch_params: Dict[str,
                extra: Optional[Dict[str, Any]] = None) -> Path:
     """Write weights + manifest next to each other (each file written atomically)."""
     manifest_path = Path(manifest_path)
+    if manifest_path.suffix != ".json":
+        raise ModelError(f"a model is saved as NAME.json (+ NAME.safetensors); got {manifest_path.name}")
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     weights = manifest_path.with_suffix(".safetensors")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -94,7 +96,10 @@ def load_model(manifest_path, device: Optional[torch.device] = None) -> Tuple[Di
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"cannot read safetensors weights {weights}: {exc}") from None
-    net = build_network(manifest["architecture"], **_tuplify(manifest["arch_params"]))
+    try:
+        net = build_network(manifest["architecture"], **_tuplify(manifest["arch_params"]))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelError(f"model manifest {manifest_path.name} has unusable arch_params: {exc}") from None
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:

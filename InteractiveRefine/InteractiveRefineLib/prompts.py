@@ -62,6 +62,12 @@ def validate_box(box: Box, shape: Sequence[int]) -> Box:
     """
     if len(shape) != 3:
         raise PromptError(f"boxes apply to 3D images; got image shape {tuple(shape)}")
+    if box.axis is not None:
+        if box.axis not in (0, 1, 2):
+            raise PromptError(f"2D box axis must be 0, 1 or 2; got {box.axis}")
+        if box.hi[box.axis] - box.lo[box.axis] != 1:
+            raise PromptError(f"a 2D box lies on one slice: its extent along axis {box.axis} must be 1, "
+                              f"got lo {box.lo}, hi {box.hi}")
     if any(h <= l for l, h in zip(box.lo, box.hi)):
         raise PromptError(f"box is empty: lo {box.lo}, hi {box.hi}")
     lo = tuple(max(0, l) for l in box.lo)
@@ -72,7 +78,8 @@ def validate_box(box: Box, shape: Sequence[int]) -> Box:
     axes = clipped.in_plane_axes()
     small = [a for a in axes if clipped.size[a] < 2]
     if small:
-        what = "a single voxel" if len(small) == len(axes) else "a line"
+        what = "a single voxel" if len(small) == len(axes) else ("a line" if len(small) == len(axes) - 1
+                                                                   else "too thin")
         raise PromptError(f"box {clipped.lo}-{clipped.hi} is {what} inside the image (axis {small} has "
                           f"extent < 2 voxels); draw a box around the object")
     return clipped

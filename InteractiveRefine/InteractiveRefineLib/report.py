@@ -7,6 +7,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .atomic import atomic_path, write_text
+
 
 def _group(records: Sequence[dict], keys: Sequence[str]) -> Dict[tuple, List[dict]]:
     groups: Dict[tuple, List[dict]] = defaultdict(list)
@@ -76,7 +78,8 @@ def plot_dice(records: Sequence[dict], path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 
@@ -90,6 +93,4 @@ def write_summary(records: Sequence[dict], out: Path, title: str = "benchmark",
         text += [f"Wall time {elapsed:.0f} s. Seen labels: {sorted(seen_labels or [])} "
                  "(classes the shipped model was trained on).", ""]
     text += [summary_tables(records, seen_labels), "![Dice per label](dice.png)", ""]
-    path = out / "summary.md"
-    path.write_text("\n".join(text))
-    return path
+    return write_text(out / "summary.md", "\n".join(text))

@@ -30,7 +30,7 @@ from .image_io import Image
 from .inference import DEFAULT_INPUT, predict_box
 from .metrics import dice
 from .models import load_model, save_model
-from .networks import ARCHITECTURES, build_network, count_parameters
+from .networks import ARCHITECTURES, build_network
 from .prompts import Box, box_from_mask, validate_box
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class ObjectSampler:
             ext = box.hi[a] - box.lo[a]
             j = self.cfg.jitter_voxels + self.cfg.jitter_frac * ext
             if self.cfg.dim == 3 and a == 0:
-                j = min(j, 1.5)  # thick slices: at most one slice of jitter through-plane
+                j = min(j, 2)  # thick slices: at most two slices of jitter through-plane
             j = int(round(j))
             lo[a] += int(rng.integers(-j, j + 1))
             hi[a] += int(rng.integers(-j, j + 1))
@@ -241,7 +241,6 @@ def train(cfg: TrainConfig, progress: Optional[Callable[[int, Dict], None]] = No
     manifest["training"]["history"] = history
     manifest["training"]["iterations"] = it
     manifest["training"]["minutes"] = round((time.monotonic() - t0) / 60, 2)
-    manifest["parameters"] = count_parameters(net)
     if best < 0:
         save_model(net, arch, out, arch_params, manifest)
     else:  # keep the best weights, record the full history in the manifest
