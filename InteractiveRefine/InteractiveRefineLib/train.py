@@ -25,9 +25,9 @@ from .augment import augment_geometry, augment_intensity
 from .data import DecathlonDataset, load_split, split_for
 from .device import choose_device
 from .errors import DatasetError, PromptError
-from .geometry import extract, normalize, plan_crop
+from .geometry import extract, normalize
 from .image_io import Image
-from .inference import DEFAULT_INPUT, predict_box
+from .inference import DEFAULT_INPUT, plan_for, predict_box
 from .metrics import dice
 from .models import load_model, save_model
 from .networks import ARCHITECTURES, build_network
@@ -105,11 +105,9 @@ class ObjectSampler:
         image, mask = self.images[ci], self.masks[(ci, l)]
         axis = None if k is None else 0
         box = self._jitter(box_from_mask(mask, axis, k), image.shape, rng)
-        cfg = self.cfg.input
-        spec = plan_crop(box, image.shape, image.spacing_kji, cfg["margin_mm"] * rng.uniform(0.5, 1.5),
-                         tuple(cfg["size2d"]), int(cfg["size3d"]), tuple(cfg["depth_range"]))
+        spec = plan_for(box, image, self.cfg.input, self.cfg.input["margin_mm"] * rng.uniform(0.5, 1.5))
         x = normalize(augment_intensity(extract(image.array, spec), rng))
-        y = (extract(mask.astype(np.float32), spec) >= 0.5).astype(np.int64)
+        y = (extract(mask, spec) >= 0.5).astype(np.int64)  # extract casts only the crop to float
         return augment_geometry(x, y, rng)
 
 
