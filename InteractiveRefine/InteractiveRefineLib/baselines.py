@@ -3,9 +3,9 @@
 They give the benchmark a reference the CNN must beat. Both work at native resolution on the crop
 region of geometry.plan_crop (box + margin, clipped to the image): the crop ring outside the box is
 the background evidence, the box holds the object. The result is pasted back with zero outside the
-user box, like the CNN's, and returned as an inference.Prediction whose `spec.out_shape` is the
-region shape (no resampling). 2D boxes (box.axis set) are solved on their slice with in-plane
-neighbours only; 3D boxes on the whole region, with neighbour weights that account for anisotropic
+user box by geometry.paste (an identity resampling here), like the CNN's, and returned as an
+inference.Prediction whose `spec.out_shape` is the region shape (no resampling). 2D boxes
+(box.axis set) are solved on their slice with in-plane neighbours only; 3D boxes on the whole region, with neighbour weights that account for anisotropic
 spacing (e.g. 7.7 mm slices vs 1.25 mm pixels).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .geometry import CropSpec, plan_crop
+from .geometry import paste, plan_crop
 from .image_io import Image, validate_image
 from .inference import Prediction
 from .prompts import Box, validate_box
@@ -38,24 +38,13 @@ def _native_crop(image: Image, box: Box, margin_mm: float):
     spec = dataclasses.replace(spec, out_shape=spec.region_shape)  # native resolution: no resampling
     crop = np.asarray(image.array[spec.region_slices], dtype=np.float64)
     inside = np.zeros(crop.shape, dtype=bool)
-    inside[tuple(slice(box.lo[a] - spec.region_lo[a], box.hi[a] - spec.region_lo[a]) for a in range(3))] = True
+    inside[spec.box_in_region] = True
     spacing = np.asarray(image.spacing_kji, dtype=float)
     if box.axis is not None:
         crop = np.take(crop, 0, axis=box.axis)
         inside = np.take(inside, 0, axis=box.axis)
         spacing = np.delete(spacing, box.axis)
     return spec, crop, inside, spacing
-
-
-def _paste_native(values: np.ndarray, spec: CropSpec, image_shape: Sequence[int]) -> np.ndarray:
-    """Put crop-grid `values` into a zero full-grid float32 array, keeping only the user box."""
-    out = np.zeros(tuple(image_shape), dtype=np.float32)
-    if spec.axis is not None:
-        values = np.expand_dims(values, spec.axis)
-    box, lo = spec.box, spec.region_lo
-    rel = tuple(slice(box.lo[a] - lo[a], box.hi[a] - lo[a]) for a in range(3))
-    out[box.slices] = values[rel]
-    return out
 
 
 def _background_seeds(inside: np.ndarray) -> np.ndarray:
@@ -251,7 +240,7 @@ def graphcut_segment(image: Image, box: Box, margin_mm: float = 10.0, *, lam: Op
         lab, n = ndimage.label(fg, structure=ndimage.generate_binary_structure(ndim, ndim))
         if n > 1:
             fg = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
-    full = _paste_native(fg.astype(np.float32), spec, image.shape)
+    full = paste(fg.astype(np.float32), spec, image.shape)
     return Prediction(full, spec, time.perf_counter() - t0)
 
 
@@ -333,5 +322,5 @@ def random_walker_segment(image: Image, box: Box, margin_mm: float = 10.0, *, be
         warnings.filterwarnings("ignore", message="The probability range is outside")
         prob = random_walker(x, labels, beta=beta, mode=mode, tol=tol, return_full_prob=True, **kwargs)
     fg = np.clip(np.asarray(prob[1], dtype=np.float32), 0.0, 1.0)
-    full = _paste_native(fg, spec, image.shape)
+    full = paste(fg, spec, image.shape)
     return Prediction(full, spec, time.perf_counter() - t0)

@@ -37,6 +37,11 @@ class CropSpec:
         return tuple(slice(l, h) for l, h in zip(self.region_lo, self.region_hi))
 
     @property
+    def box_in_region(self) -> Tuple[slice, slice, slice]:
+        """The user box as slices of the region (K, J, I)."""
+        return tuple(slice(b - r, e - r) for b, e, r in zip(self.box.lo, self.box.hi, self.region_lo))
+
+    @property
     def region_shape(self) -> Tuple[int, ...]:
         """Region size along the resampled axes (the slice axis dropped in 2D)."""
         return tuple(h - l for a, (l, h) in enumerate(zip(self.region_lo, self.region_hi)) if a != self.axis)
@@ -105,12 +110,8 @@ def paste(values: np.ndarray, spec: CropSpec, image_shape: Sequence[int], order:
                                     output_shape=region_shape, order=order, mode="nearest", prefilter=False)
     if spec.axis is not None:
         back = np.expand_dims(back, spec.axis)
-    inside = np.zeros(back.shape, dtype=bool)
-    box, lo = spec.box, spec.region_lo
-    rel = tuple(slice(box.lo[a] - lo[a], box.hi[a] - lo[a]) for a in range(3))
-    inside[rel] = True
-    region = out[spec.region_slices]
-    region[inside] = back[inside]
+    rel = spec.box_in_region
+    out[spec.region_slices][rel] = back[rel]
     return out
 
 
