@@ -5,8 +5,9 @@ region of geometry.plan_crop (box + margin, clipped to the image): the crop ring
 the background evidence, the box holds the object. The result is pasted back with zero outside the
 user box by geometry.paste (an identity resampling here), like the CNN's, and returned as an
 inference.Prediction whose `spec.out_shape` is the region shape (no resampling). 2D boxes
-(box.axis set) are solved on their slice with in-plane neighbours only; 3D boxes on the whole region, with neighbour weights that account for anisotropic
-spacing (e.g. 7.7 mm slices vs 1.25 mm pixels).
+(box.axis set) are solved on their slice with in-plane neighbours only; 3D boxes on the whole
+region, with neighbour weights that account for anisotropic spacing (e.g. 7.7 mm slices vs 1.25 mm
+pixels).
 """
 from __future__ import annotations
 
