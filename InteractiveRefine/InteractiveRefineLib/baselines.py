@@ -12,22 +12,19 @@ pixels).
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import math
 import time
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
 
-from .geometry import paste, plan_crop
+from .crf import HARD, contrast_sigma, edge_weights
+from .geometry import paste, plan_crop, region_voxels
 from .image_io import Image, validate_image
 from .inference import Prediction
 from .prompts import Box, validate_box
-
-_HARD = 1e9  # capacity of a hard (unbreakable) terminal link
-
+from .scribbles import Scribbles, grid_masks
 
 # ---------------------------------------------------------------------------------------------
 # Shared crop handling
@@ -46,6 +43,13 @@ def _native_crop(image: Image, box: Box, margin_mm: float):
         inside = np.take(inside, 0, axis=box.axis)
         spacing = np.delete(spacing, box.axis)
     return spec, crop, inside, spacing
+
+
+def _scribble_masks(scribbles: Optional[Scribbles], spec, shape) -> Tuple[np.ndarray, np.ndarray]:
+    """(fg, bg) scribble masks on the native crop (slice axis dropped in 2D)."""
+    if scribbles is None or scribbles.empty:
+        return np.zeros(shape, bool), np.zeros(shape, bool)
+    return grid_masks(region_voxels(scribbles.fg, spec), region_voxels(scribbles.bg, spec), shape)
 
 
 def _background_seeds(inside: np.ndarray) -> np.ndarray:
@@ -76,34 +80,6 @@ def _clip_normalise(crop: np.ndarray, low: float = 0.5, high: float = 99.5) -> n
 # Graph cut (GrabCut-style)
 # ---------------------------------------------------------------------------------------------
 
-def _offsets(ndim: int, connectivity: int) -> List[Tuple[int, ...]]:
-    """Half of the neighbour offsets (one per undirected edge) of the given connectivity."""
-    full = {2: (8,), 3: (26,)}[ndim]
-    out = []
-    for d in itertools.product((-1, 0, 1), repeat=ndim):
-        if d <= (0,) * ndim:  # keep the lexicographically positive half
-            continue
-        if connectivity in full or sum(map(abs, d)) == 1 or (connectivity == 10 and d[0] == 0):
-            out.append(d)
-    return out
-
-
-def _shifted_pairs(shape: Sequence[int], d: Sequence[int]):
-    """Slices (src, dst) such that x[dst] is the neighbour at offset d of x[src]."""
-    src, dst = [], []
-    for n, k in zip(shape, d):
-        if k == 0:
-            src.append(slice(None))
-            dst.append(slice(None))
-        elif k > 0:
-            src.append(slice(0, n - k))
-            dst.append(slice(k, n))
-        else:
-            src.append(slice(-k, n))
-            dst.append(slice(0, n + k))
-    return tuple(src), tuple(dst)
-
-
 def _histogram_nll(values: np.ndarray, sample: np.ndarray, bins: int, smooth: float, floor: float) -> np.ndarray:
     """-log p(values) under a smoothed histogram of `sample` (both already in [0, 1]).
 
@@ -125,7 +101,7 @@ def graphcut_segment(image: Image, box: Box, margin_mm: float = 10.0, *, lam: Op
                      sigma: Optional[float] = None, iterations: int = 5, bins: int = 64,
                      smooth_bins: float = 1.5, floor: float = 0.01, connectivity: Optional[int] = None,
                      init_core: Optional[float] = 0.5, border_weight: Optional[float] = None,
-                     largest_component: bool = True) -> Prediction:
+                     largest_component: bool = True, scribbles: Optional[Scribbles] = None) -> Prediction:
     """GrabCut-style segmentation of the object in `box`: iterated histogram models + min cut.
 
     Why: the classical answer to "box -> object" (Rother et al. 2004), adapted to one grey-level
@@ -155,7 +131,9 @@ def graphcut_segment(image: Image, box: Box, margin_mm: float = 10.0, *, lam: Op
         outside. A tight box means the object touches its border, so the full cost there biases the
         cut towards shrinking (at 1.0 a lower liver slice collapsed to 4 voxels); 0 lets it leak.
         Default 1.0 in 2D and 0.5 in 3D (chosen with lam, as above).
-      largest_component: keep only the largest connected piece (a box holds one object).
+      largest_component: keep only the largest connected piece (a box holds one object) and pieces
+        holding a foreground scribble.
+      scribbles: user scribbles (hard constraints; they also seed the first intensity models).
 
     `probability` is the binary result (0/1).
     """
@@ -180,22 +158,15 @@ def graphcut_segment(image: Image, box: Box, margin_mm: float = 10.0, *, lam: Op
     # Contrast-sensitive pairwise weights. Only box voxels become graph nodes: voxels outside the box
     # are fixed background, so an edge from a box voxel to one of them just adds its weight to that
     # voxel's cost of being object (no huge hard capacities, a much smaller graph).
-    offsets = _offsets(ndim, connectivity)
-    pairs = [_shifted_pairs(x.shape, d) for d in offsets]
     if sigma is None:
-        sq = [np.mean((x[dst] - x[src]) ** 2) for d, (src, dst) in zip(offsets, pairs)
-              if sum(map(abs, d)) == 1 and x[src].size]
-        sigma = math.sqrt(max(float(np.mean(sq)) if sq else 0.0, 1e-6))
-    unit = float(spacing.min())
+        sigma = contrast_sigma(x)
     ring = _background_seeds(inside)
     fixed_bg = ~inside | ring  # the ring is the box frame when the box fills the crop (image edge)
     free = ~fixed_bg
     boundary = np.zeros(x.shape)  # summed weights of edges from a free voxel to fixed background
     rel = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(inside))  # the box in the crop
     edges = []
-    for d, (src, dst) in zip(offsets, pairs):
-        dist = math.sqrt(sum((k * s) ** 2 for k, s in zip(d, spacing))) / unit
-        wv = lam * np.exp(-(x[dst] - x[src]) ** 2 / (2.0 * sigma ** 2)) / dist
+    for d, src, dst, wv in edge_weights(x, spacing, lam, sigma, connectivity):
         both = free[src] & free[dst]
         boundary[src] += np.where(free[src] & ~free[dst], wv, 0.0)
         boundary[dst] += np.where(~free[src] & free[dst], wv, 0.0)
@@ -204,16 +175,19 @@ def graphcut_segment(image: Image, box: Box, margin_mm: float = 10.0, *, lam: Op
         struct = np.zeros((3,) * ndim)
         struct[tuple(1 + k for k in d)] = 1.0
         edges.append((np.ascontiguousarray(w[rel]), struct))
+    s_fg, s_bg = _scribble_masks(scribbles, spec, x.shape)
+    s_fg &= free
 
     fg = free.copy()
     if not fg.any():
         return Prediction(np.zeros(image.shape, np.float32), spec, time.perf_counter() - t0)
     core = _core_seeds(inside, init_core, None, None) & free if init_core else None
     if core is not None and core.any():
-        fg_sample, bg_sample = x[core], x[fixed_bg]
+        fg_sample, bg_sample = x[core | s_fg], x[fixed_bg | s_bg]
     else:
         fg_sample, bg_sample = x[fg], x[~fg]
     xb, free_b, boundary_b = x[rel], free[rel], boundary[rel]
+    hard_fg, hard_bg = s_fg[rel], s_bg[rel]
     for it in range(max(1, int(iterations))):
         if it:
             fg_sample, bg_sample = x[fg], x[~fg]
@@ -224,8 +198,8 @@ def graphcut_segment(image: Image, box: Box, margin_mm: float = 10.0, *, lam: Op
         for w, struct in edges:
             g.add_grid_edges(nodes, weights=w, structure=struct, symmetric=True)
         # source = object: the source cap is paid when labelled background, the sink cap when object.
-        src_cap = np.where(free_b, nll_bg, 0.0)
-        sink_cap = np.where(free_b, nll_fg + border_weight * boundary_b, _HARD)
+        src_cap = np.where(free_b, np.where(hard_fg, HARD, nll_bg), 0.0)
+        sink_cap = np.where(free_b & ~hard_bg, nll_fg + border_weight * boundary_b, HARD)
         low = np.minimum(src_cap, sink_cap)  # only the difference matters; keep capacities >= 0
         g.add_grid_tedges(nodes, src_cap - low, sink_cap - low)
         g.maxflow()
@@ -239,8 +213,10 @@ def graphcut_segment(image: Image, box: Box, margin_mm: float = 10.0, *, lam: Op
             break
     if largest_component and fg.any():
         lab, n = ndimage.label(fg, structure=ndimage.generate_binary_structure(ndim, ndim))
-        if n > 1:
-            fg = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+        if n > 1:  # the largest piece, and any piece the user marked as object
+            keep = np.unique(lab[s_fg]).tolist() + [int(np.argmax(np.bincount(lab.ravel())[1:])) + 1]
+            fg = np.isin(lab, [k for k in keep if k])
+    fg = (fg | s_fg) & ~s_bg
     full = paste(fg.astype(np.float32), spec, image.shape)
     return Prediction(full, spec, time.perf_counter() - t0)
 
@@ -274,7 +250,7 @@ def _core_seeds(inside: np.ndarray, fraction: float, through_fraction: Optional[
 def random_walker_segment(image: Image, box: Box, margin_mm: float = 10.0, *, beta: float = 8000.0,
                           core_fraction: float = 0.65, through_fraction: Optional[float] = None,
                           use_spacing: bool = True, mode: Optional[str] = None,
-                          tol: float = 1e-3) -> Prediction:
+                          tol: float = 1e-3, scribbles: Optional[Scribbles] = None) -> Prediction:
     """Random walker (Grady 2006) from seeds derived from the box; probability = P(object).
 
     Why: the standard seeded baseline. A box becomes seeds as background = the crop ring outside
@@ -296,6 +272,7 @@ def random_walker_segment(image: Image, box: Box, margin_mm: float = 10.0, *, be
         spleen boxes it is slightly better on (0.813 vs 0.806 at beta 8000), hence on.
       mode: skimage solver; default 'bf' (direct) for crops up to 40 000 voxels, else 'cg_j'.
       tol: conjugate-gradient tolerance.
+      scribbles: user scribbles, added as seeds (they override the box-derived seeds where they meet).
     """
     from skimage.segmentation import random_walker
 
@@ -313,6 +290,9 @@ def random_walker_segment(image: Image, box: Box, margin_mm: float = 10.0, *, be
     labels = np.zeros(x.shape, dtype=np.int32)
     labels[ring] = 1
     labels[core] = 2
+    s_fg, s_bg = _scribble_masks(scribbles, spec, x.shape)
+    labels[s_bg] = 1
+    labels[s_fg] = 2
     if mode is None:
         mode = "bf" if x.size <= 40000 else "cg_j"
     kwargs = {}

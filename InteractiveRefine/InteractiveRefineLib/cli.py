@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from .benchmark import DEFAULT_ROUNDS
 from .errors import AdaptiveSegError
+from .methods import METHODS
 
 
 def _int_list(text: str) -> List[int]:
@@ -44,7 +46,7 @@ def _add_demo(sub) -> None:
 
 
 def _add_benchmark(sub) -> None:
-    p = sub.add_parser("benchmark", help="CNN vs classical baselines from reference-label boxes")
+    p = sub.add_parser("benchmark", help="box + simulated scribbles: BIFSeg vs CNN and classical baselines")
     p.add_argument("--dataset", required=True, help="Decathlon-layout folder (dataset.json)")
     p.add_argument("--out", required=True, help="output folder (results.jsonl, summary.md, PNG)")
     p.add_argument("--labels", type=_int_list, help="label ids (default: all foreground labels)")
@@ -53,7 +55,13 @@ def _add_benchmark(sub) -> None:
                         "patients when the dataset has one, else all)")
     p.add_argument("--jitter", type=int, default=0, help="box jitter in voxels (default 0)")
     p.add_argument("--dims", default="2d,3d", help="2d, 3d or 2d,3d")
-    p.add_argument("--methods", default="cnn,graphcut,random_walker")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated (default: all of {','.join(METHODS)})")
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                   help=f"scribble rounds after the box (default {DEFAULT_ROUNDS}; 0: box only)")
+    p.add_argument("--driver", default="auto",
+                   help="method whose result the robot corrects; all methods get its scribbles (default auto: "
+                        "bifseg when benchmarked); 'own': every method gets scribbles for its own errors")
     p.add_argument("--slice-step", type=int, default=1, help="2D: every n-th labelled slice (default 1: all)")
     p.add_argument("--min-area", type=int, default=20, help="2D: skip slices where the structure has fewer voxels")
     p.add_argument("--seed", type=int, default=0)

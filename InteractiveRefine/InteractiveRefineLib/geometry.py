@@ -93,26 +93,83 @@ def _scale(n_from: Sequence[int], n_to: Sequence[int]):
 
 def extract(array: np.ndarray, spec: CropSpec, order: int = 1) -> np.ndarray:
     """The region of `array` resampled to spec.out_shape (float32)."""
-    sub = _region(array, spec).astype(np.float32, copy=False)
+    return to_grid(_region(array, spec), spec, order)
+
+
+def native_region(array: np.ndarray, spec: CropSpec) -> np.ndarray:
+    """The crop region of an image-grid array, without resampling (slice axis dropped in 2D)."""
+    return _region(array, spec)
+
+
+def to_grid(region: np.ndarray, spec: CropSpec, order: int = 1) -> np.ndarray:
+    """A native-region array (slice axis dropped in 2D) resampled to spec.out_shape (float32)."""
+    sub = region.astype(np.float32, copy=False)
     scale, offset = _scale(sub.shape, spec.out_shape)
     return ndimage.affine_transform(sub, scale, offset, output_shape=spec.out_shape, order=order,
                                     mode="nearest", prefilter=False)
 
 
+def to_region(values: np.ndarray, spec: CropSpec, order: int = 1) -> np.ndarray:
+    """Network-grid `values` resampled onto the native crop region (slice axis dropped in 2D)."""
+    scale, offset = _scale(spec.out_shape, spec.region_shape)
+    return ndimage.affine_transform(values.astype(np.float32, copy=False), scale, offset,
+                                    output_shape=spec.region_shape, order=order, mode="nearest",
+                                    prefilter=False)
+
+
+def region_box_mask(spec: CropSpec) -> np.ndarray:
+    """True on the user box inside the native crop region (slice axis dropped in 2D)."""
+    inside = np.zeros(tuple(h - l for l, h in zip(spec.region_lo, spec.region_hi)), dtype=bool)
+    inside[spec.box_in_region] = True
+    return inside if spec.axis is None else np.take(inside, 0, axis=spec.axis)
+
+
+def paste_region(region: np.ndarray, spec: CropSpec, image_shape: Sequence[int],
+                 out: Optional[np.ndarray] = None, dtype=np.float32) -> np.ndarray:
+    """Put a native-region array (as from to_region) onto the image grid; zero outside the user box."""
+    if out is None:
+        out = np.zeros(tuple(image_shape), dtype=dtype)
+    if spec.axis is not None:
+        region = np.expand_dims(region, spec.axis)
+    rel = spec.box_in_region
+    out[spec.region_slices][rel] = region[rel]
+    return out
+
+
 def paste(values: np.ndarray, spec: CropSpec, image_shape: Sequence[int], order: int = 1,
           out: Optional[np.ndarray] = None) -> np.ndarray:
     """Resample network-grid `values` back onto the image grid; zero outside the user box."""
-    if out is None:
-        out = np.zeros(tuple(image_shape), dtype=np.float32)
-    region_shape = spec.region_shape
-    scale, offset = _scale(spec.out_shape, region_shape)
-    back = ndimage.affine_transform(values.astype(np.float32, copy=False), scale, offset,
-                                    output_shape=region_shape, order=order, mode="nearest", prefilter=False)
-    if spec.axis is not None:
-        back = np.expand_dims(back, spec.axis)
-    rel = spec.box_in_region
-    out[spec.region_slices][rel] = back[rel]
-    return out
+    return paste_region(to_region(values, spec, order), spec, image_shape, out)
+
+
+def region_voxels(voxels: np.ndarray, spec: CropSpec) -> np.ndarray:
+    """Image voxel indices (n, 3) as indices of the native crop region (slice axis dropped in 2D)."""
+    rel = np.asarray(voxels, dtype=np.int64).reshape(-1, 3) - np.asarray(spec.region_lo)
+    return rel if spec.axis is None else np.delete(rel, spec.axis, axis=1)
+
+
+def grid_voxels(voxels: np.ndarray, spec: CropSpec) -> np.ndarray:
+    """Image voxel indices (n, 3) mapped to the nearest voxel of the network grid (n, 2 or 3).
+
+    Points are mapped one by one (not resampled as an image), so a thin scribble never vanishes on a
+    coarser grid; the inverse of the voxel-centre convention of `extract`.
+    """
+    rel = region_voxels(voxels, spec).astype(float)
+    n_from = np.asarray(spec.region_shape, dtype=float)
+    n_to = np.asarray(spec.out_shape, dtype=float)
+    grid = np.rint((rel + 0.5) * n_to / n_from - 0.5).astype(np.int64)
+    return np.clip(grid, 0, n_to.astype(np.int64) - 1)
+
+
+def grid_spacing(spec: CropSpec, spacing_kji: Sequence[float]) -> Tuple[float, ...]:
+    """Physical spacing (mm) of the network grid of `spec` (slice axis dropped in 2D)."""
+    native = [s for a, s in enumerate(spacing_kji) if a != spec.axis]
+    return tuple(float(s) * r / o for s, r, o in zip(native, spec.region_shape, spec.out_shape))
+
+
+def native_spacing(spec: CropSpec, spacing_kji: Sequence[float]) -> Tuple[float, ...]:
+    """Spacing (mm) of the native crop region's axes (slice axis dropped in 2D)."""
+    return tuple(float(s) for a, s in enumerate(spacing_kji) if a != spec.axis)
 
 
 def normalize(crop: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:

@@ -84,13 +84,81 @@ def plot_dice(records: Sequence[dict], path: Path) -> Path:
     return path
 
 
+def _groups(seen: set):
+    return (("unseen labels", lambda l: l not in seen), ("seen labels", lambda l: l in seen))
+
+
+def _mean_by_round(recs: Sequence[dict]) -> Dict[int, float]:
+    return {rnd: float(np.mean([r["dice"] for r in rr])) for (rnd,), rr in _group(recs, ("round",)).items()}
+
+
+def rounds_table(records: Sequence[dict], seen_labels: Optional[Sequence[int]] = None, target: float = 0.90) -> str:
+    """Rounds each method needs to reach `target` Dice: by the group's mean curve, and per structure."""
+    seen = set(seen_labels or [])
+    lines = [f"## Rounds to reach Dice {target:.2f}", "",
+             "First round at which the mean Dice of the group reaches the target (– never), and per structure "
+             "(case and label; 2D: its mean slice Dice) the median first round and how many reach it at all.", "",
+             "| dim | labels | method | mean curve reaches it at round | median round per structure "
+             "| structures reaching it |", "|---|---|---|---|---|---|"]
+    for (dim, method), recs in _group(records, ("dim", "method")).items():
+        for gname, member in _groups(seen):
+            rg = [r for r in recs if member(r["label"])]
+            if not rg:
+                continue
+            curve = _mean_by_round(rg)
+            first = next((rnd for rnd in sorted(curve) if curve[rnd] >= target), None)
+            per = []
+            for _, rs in _group(rg, ("case", "label")).items():
+                hit = [r["round"] for r in sorted(rs, key=lambda r: r["round"]) if r["dice"] >= target]
+                per.append(hit[0] if hit else None)
+            reached = [p for p in per if p is not None]
+            med = f"{np.median(reached):.0f}" if reached and len(reached) * 2 > len(per) else "–"
+            lines.append(f"| {dim} | {gname} | {method} | {'–' if first is None else first} | {med} | "
+                         f"{len(reached)}/{len(per)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_rounds(records: Sequence[dict], path: Path, seen_labels: Optional[Sequence[int]] = None) -> Path:
+    """Mean Dice against the scribble round, one panel per dim and label group, one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seen = set(seen_labels or [])
+    panels = [(dim, g, member) for (dim,) in _group(records, ("dim",)) for g, member in _groups(seen)
+              if any(r["dim"] == dim and member(r["label"]) for r in records)]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.5 * max(1, len(panels)), 3.8), squeeze=False)
+    for ax, (dim, gname, member) in zip(axes[0], panels):
+        for (method,), recs in _group([r for r in records if r["dim"] == dim and member(r["label"])],
+                                      ("method",)).items():
+            curve = _mean_by_round(recs)
+            xs = sorted(curve)
+            ax.plot(xs, [curve[x] for x in xs], marker="o", markersize=3, label=method)
+        ax.axhline(0.9, color="grey", linewidth=0.6, linestyle="--")
+        ax.set_xlabel("round (0 = box only)")
+        ax.set_ylabel("mean Dice")
+        ax.set_title(f"{dim}, {gname}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_summary(records: Sequence[dict], out: Path, title: str = "benchmark",
                   seen_labels: Optional[Sequence[int]] = None, elapsed: Optional[float] = None) -> Path:
     out = Path(out)
     plot_dice(records, out / "dice.png")
+    multi_round = len({r["round"] for r in records}) > 1
+    if multi_round:
+        plot_rounds(records, out / "dice_rounds.png", seen_labels)
     text = [f"# Benchmark: {title}", ""]
     if elapsed is not None:
         text += [f"Wall time {elapsed:.0f} s. Seen labels: {sorted(seen_labels or [])} "
                  "(classes the shipped model was trained on).", ""]
-    text += [summary_tables(records, seen_labels), "![Dice per label](dice.png)", ""]
+    if multi_round:
+        text += [rounds_table(records, seen_labels), "![Dice against round](dice_rounds.png)", ""]
+    text += [summary_tables(records, seen_labels), "![Dice per label, round 0](dice.png)", ""]
     return write_text(out / "summary.md", "\n".join(text))

@@ -1,0 +1,357 @@
+"""An interactive segmentation session: box -> CNN (+CRF), scribbles, refine, reset, undo/redo, a log.
+
+Per object the session keeps the box, the scribbles, the current result and the adapted parameters,
+as an immutable history of states (undo/redo move along it). A new object starts from the shipped
+weights: the adaptation belongs to one image and one object. Every call either completes and becomes
+a new state or leaves the session as it was (errors, cancel, out of memory).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from . import finetune
+from .crf import crf_segment
+from .errors import CancelledError, ModelError, PromptError
+from .geometry import (
+    CropSpec,
+    grid_spacing,
+    grid_voxels,
+    native_region,
+    native_spacing,
+    normalize,
+    paste_region,
+    region_box_mask,
+    region_voxels,
+    to_grid,
+    to_region,
+)
+from .image_io import Image, validate_image, write_image
+from .inference import BoxSegmenter, plan_for
+from .log import InteractionLog
+from .metrics import dice
+from .prompts import Box, validate_box
+from .scribbles import Scribbles, grid_masks
+
+log = logging.getLogger(__name__)
+MODES = ("supervised", "unsupervised", "crf")
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """One point of an object's history. `mask` is on the native crop region (slice axis dropped in
+    2D), False outside the box; `params` the adapted parameters (None: the shipped ones)."""
+
+    action: str
+    box: Box
+    scribbles: Scribbles
+    mask: np.ndarray
+    probability: np.ndarray  # network grid
+    params: Optional[Dict[str, torch.Tensor]]
+
+
+class _Context:
+    """What is computed once per object: the crop, its network input and frozen features."""
+
+    def __init__(self, image: Image, box: Box, net: torch.nn.Module, input_cfg: Dict[str, Any],
+                 device: torch.device, head_only: bool):
+        self.box = box
+        self.spec: CropSpec = plan_for(box, image, input_cfg)
+        native = native_region(image.array, self.spec).astype(np.float32)
+        self.x_grid = normalize(to_grid(native, self.spec))
+        self.native = native
+        self.native_spacing = native_spacing(self.spec, image.spacing_kji)
+        self.grid_spacing = grid_spacing(self.spec, image.spacing_kji)
+        self.inside_native = region_box_mask(self.spec)
+        self.inside_grid = to_grid(self.inside_native.astype(np.float32), self.spec, order=0) > 0.5
+        self.net = net
+        self.head_only = head_only
+        self.to(device)
+
+    def to(self, device: torch.device) -> None:
+        self.device = device
+        self.net.to(device)
+        x = torch.from_numpy(np.ascontiguousarray(self.x_grid))[None, None].to(device)
+        if self.head_only:
+            with torch.no_grad():
+                self.net.eval()
+                self.inputs = self.net.features(x)
+        else:
+            self.inputs = x
+
+    def model(self, params: Optional[Dict[str, torch.Tensor]]) -> torch.nn.Module:
+        """A private copy of the tuned part (head, or whole net), with `params` loaded."""
+        m = copy.deepcopy(self.net.head if self.head_only else self.net).to(self.device)
+        if params is not None:
+            m.load_state_dict(params)
+        return m
+
+
+class InteractiveSession:
+    """Box, scribbles and refinement of one or more objects in one image.
+
+    Args:
+        image: the image (validated once here).
+        segmenter: supplies the shipped 2D/3D models (default: a BoxSegmenter on `device`).
+        config: refinement constants (finetune.RefineConfig).
+        device: 'auto' (CUDA if present), 'cuda' or 'cpu'; a CUDA out-of-memory error moves the
+            session to the CPU with a warning and retries.
+        log: path of the JSON-lines interaction log (appended, synced per event), or an
+            InteractionLog, or None.
+    """
+
+    def __init__(self, image: Image, segmenter: Optional[BoxSegmenter] = None,
+                 config: Optional[finetune.RefineConfig] = None, device: str = "auto",
+                 log: Union[str, Path, InteractionLog, None] = None):
+        validate_image(image)
+        self.image = image
+        self.segmenter = segmenter or BoxSegmenter(device=device)
+        self.device = self.segmenter.device
+        self.config = config or finetune.RefineConfig()
+        self._ctx: Dict[str, _Context] = {}
+        self._history: Dict[str, List[ObjectState]] = {}
+        self._pos: Dict[str, int] = {}
+        self._reference: Dict[str, np.ndarray] = {}
+        self.active: Optional[str] = None
+        self.log = log if isinstance(log, InteractionLog) or log is None else InteractionLog(log)
+        self._event("session_start", shape=list(image.shape), spacing_kji=list(image.spacing_kji),
+                    device=str(self.device), config=vars(self.config))
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def objects(self) -> List[str]:
+        return list(self._history)
+
+    def state(self, object_id: Optional[str] = None) -> ObjectState:
+        oid = self._object(object_id)
+        return self._history[oid][self._pos[oid]]
+
+    def mask(self, object_id: Optional[str] = None) -> np.ndarray:
+        """The current result of an object on the full image grid (bool)."""
+        oid = self._object(object_id)
+        return paste_region(self.state(oid).mask, self._ctx[oid].spec, self.image.shape, dtype=bool)
+
+    def dice(self, object_id: Optional[str] = None) -> Optional[float]:
+        """Dice of the current result against the object's reference (on the box slice for a 2D box)."""
+        oid = self._object(object_id)
+        ref = self._reference.get(oid)
+        if ref is None:
+            return None
+        pred, box = self.mask(oid), self.state(oid).box
+        if box.axis is not None:
+            return dice(np.take(pred, box.slice_index, box.axis), np.take(ref, box.slice_index, box.axis))
+        return dice(pred, ref)
+
+    def can_undo(self, object_id: Optional[str] = None) -> bool:
+        oid = self._object(object_id, required=False)
+        return oid is not None and self._pos[oid] > 0
+
+    def can_redo(self, object_id: Optional[str] = None) -> bool:
+        oid = self._object(object_id, required=False)
+        return oid is not None and self._pos[oid] < len(self._history[oid]) - 1
+
+    # -- interactions ----------------------------------------------------------------------------
+    def set_box(self, box: Box, object_id: str = "object", reference: Optional[np.ndarray] = None) -> np.ndarray:
+        """Segment the object in `box` with the shipped weights (+ CRF); replaces an object of that id."""
+        box = validate_box(box, self.image.shape)
+        if reference is not None and np.shape(reference) != self.image.shape:
+            raise PromptError(f"reference of shape {np.shape(reference)} does not match the image {self.image.shape}")
+        t0 = time.perf_counter()
+
+        def run():
+            net, manifest = self.segmenter.model(box.dim)
+            ctx = _Context(self.image, box, net, manifest.get("input", {}), self.device, self.config.head_only)
+            prob = finetune.model_probability(ctx.model(None), ctx.inputs)
+            mask = self._final(ctx, prob, Scribbles(), crf=self.config.crf_on_box)
+            return ctx, prob, mask
+
+        ctx, prob, mask = self._compute(run)
+        self._ctx[object_id] = ctx
+        self._history[object_id] = [ObjectState("box", box, Scribbles(), mask, prob, None)]
+        self._pos[object_id] = 0
+        if reference is not None:
+            self._reference[object_id] = np.asarray(reference, bool)
+        else:
+            self._reference.pop(object_id, None)
+        self.active = object_id
+        self._event("box", object_id, box_lo=list(box.lo), box_hi=list(box.hi), axis=box.axis,
+                    compute_seconds=time.perf_counter() - t0)
+        return self.mask(object_id)
+
+    def add_scribble(self, voxels, label: str, object_id: Optional[str] = None) -> Scribbles:
+        """Add a foreground ('fg') or background ('bg') scribble: (n, 3) voxel indices (k, j, i) inside
+        the object's box. The result changes at the next refine."""
+        oid = self._object(object_id)
+        st = self.state(oid)
+        scr = st.scribbles.added(voxels, label, st.box, self.image.shape)
+        added = (scr.count[0] - st.scribbles.count[0]) + (scr.count[1] - st.scribbles.count[1])
+        self._push(oid, replace(st, action=f"scribble_{label}", scribbles=scr))
+        self._event("scribble", oid, label=label, voxels=int(added), total_fg=scr.count[0], total_bg=scr.count[1])
+        return scr
+
+    def refine(self, mode: str = "supervised", object_id: Optional[str] = None, progress: finetune.Progress = None,
+               cancel: finetune.Cancel = None, time_budget: Optional[float] = None) -> np.ndarray:
+        """Adapt the network to this image and object, then CRF; returns the new full-grid mask.
+
+        mode: 'supervised' (scribbles; BIFSeg), 'unsupervised' (no scribbles used: network uncertainty
+        only), 'crf' (no fine-tuning: the CRF with the scribbles on the current network output).
+        cancel: a callable polled during the call; when it returns True the call raises CancelledError
+        and the session is exactly as before. time_budget (s) overrides the config's.
+        """
+        if mode not in MODES:
+            raise PromptError(f"unknown refine mode {mode!r}; use one of {MODES}")
+        if not self._history:
+            raise PromptError("refine needs a prediction first: draw a box around the object")
+        oid = self._object(object_id)
+        st = self.state(oid)
+        if mode == "supervised" and st.scribbles.empty:
+            raise PromptError("supervised refinement needs at least one scribble (or use mode 'unsupervised')")
+        budget = self.config.time_budget if time_budget is None else time_budget
+        t0 = time.perf_counter()
+        deadline = None if budget is None else t0 + budget
+        scr = Scribbles() if mode == "unsupervised" else st.scribbles
+        try:
+            result = self._compute(lambda: self._refine(oid, st, scr, mode, progress, cancel, deadline))
+        except CancelledError:
+            self._event("cancelled", oid, mode=mode, compute_seconds=time.perf_counter() - t0)
+            raise
+        prob, mask, params, info = result
+        self._push(oid, replace(st, action=f"refine_{mode}", mask=mask, probability=prob, params=params))
+        self._event("refine", oid, mode=mode, compute_seconds=time.perf_counter() - t0, **info)
+        return self.mask(oid)
+
+    def reset(self, object_id: Optional[str] = None) -> np.ndarray:
+        """Back to the box prediction with the shipped weights; scribbles cleared (undoable)."""
+        oid = self._object(object_id)
+        first = self._history[oid][0]
+        self._push(oid, replace(first, action="reset"))
+        self._event("reset", oid)
+        return self.mask(oid)
+
+    def undo(self, object_id: Optional[str] = None) -> np.ndarray:
+        oid = self._object(object_id, required=False)
+        if oid is None or not self.can_undo(oid):
+            raise PromptError("nothing to undo")
+        undone = self.state(oid).action
+        self._pos[oid] -= 1
+        self._event("undo", oid, undone=undone)
+        return self.mask(oid)
+
+    def redo(self, object_id: Optional[str] = None) -> np.ndarray:
+        oid = self._object(object_id, required=False)
+        if oid is None or not self.can_redo(oid):
+            raise PromptError("nothing to redo")
+        self._pos[oid] += 1
+        self._event("redo", oid, redone=self.state(oid).action)
+        return self.mask(oid)
+
+    def save_mask(self, path, object_id: Optional[str] = None) -> Path:
+        """Write the current result as a label map (atomic: no half-written file)."""
+        return write_image(self.image, path, self.mask(object_id).astype(np.uint8))
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+    # -- internals -------------------------------------------------------------------------------
+    def _object(self, object_id: Optional[str], required: bool = True) -> Optional[str]:
+        oid = object_id if object_id is not None else self.active
+        if oid is None or oid not in self._history:
+            if not required:
+                return None
+            if oid is None:
+                raise PromptError("no object yet: draw a box around the object first")
+            raise PromptError(f"unknown object {oid!r}; known: {self.objects}")
+        return oid
+
+    def _push(self, oid: str, state: ObjectState) -> None:
+        hist = self._history[oid][: self._pos[oid] + 1]  # a new action drops the redo branch
+        hist.append(state)
+        self._history[oid] = hist
+        self._pos[oid] = len(hist) - 1
+        self.active = oid
+
+    def _seed_masks(self, ctx: _Context, scr: Scribbles):
+        """(fg, bg) clamps on the grid and on the native region; bg includes the outside of the box."""
+        shape_n = ctx.inside_native.shape
+        fg_n, bg_n = (grid_masks(region_voxels(scr.fg, ctx.spec), region_voxels(scr.bg, ctx.spec), shape_n)
+                      if not scr.empty else (np.zeros(shape_n, bool), np.zeros(shape_n, bool)))
+        fg_g, bg_g = grid_masks(grid_voxels(scr.fg, ctx.spec), grid_voxels(scr.bg, ctx.spec), ctx.spec.out_shape)
+        return (fg_g, (bg_g | ~ctx.inside_grid) & ~fg_g), (fg_n, (bg_n | ~ctx.inside_native) & ~fg_n)
+
+    def _final(self, ctx: _Context, prob: np.ndarray, scr: Scribbles, crf: bool = True) -> np.ndarray:
+        """The result on the native region from a grid probability: CRF (native or network grid) or a
+        threshold, scribbles clamped, nothing outside the box."""
+        cfg = self.config
+        (fg_g, bg_g), (fg_n, bg_n) = self._seed_masks(ctx, scr)
+        if not crf:
+            mask = to_region(prob, ctx.spec) >= 0.5
+        elif cfg.final_grid == "native":
+            mask = crf_segment(to_region(prob, ctx.spec), ctx.native, ctx.native_spacing, lam=cfg.lam,
+                               sigma=cfg.sigma, connectivity=cfg.connectivity, fg_seeds=fg_n, bg_seeds=bg_n)
+        else:
+            lab = crf_segment(prob, ctx.x_grid, ctx.grid_spacing, lam=cfg.lam, sigma=cfg.sigma,
+                              connectivity=cfg.connectivity, fg_seeds=fg_g, bg_seeds=bg_g)
+            mask = to_region(lab.astype(np.float32), ctx.spec) >= 0.5
+        return (mask | fg_n) & ~bg_n
+
+    def _refine(self, oid, st: ObjectState, scr: Scribbles, mode: str, progress, cancel, deadline):
+        ctx = self._ctx[oid]
+        model = ctx.model(st.params)
+        info: Dict[str, Any] = {"fg_voxels": scr.count[0], "bg_voxels": scr.count[1]}
+        params = st.params
+        if mode == "crf":
+            prob = finetune.model_probability(model, ctx.inputs)
+        else:
+            (fg_g, bg_g), _ = self._seed_masks(ctx, scr)
+            res = finetune.fine_tune(model, ctx.inputs, ctx.x_grid, ctx.grid_spacing, fg_g, bg_g, self.config,
+                                     progress, cancel, deadline)
+            prob = res.probability
+            params = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            info.update(iterations=res.iterations, steps=res.steps, stopped_early=res.stopped_early)
+        finetune.check_cancel(cancel)
+        mask = self._final(ctx, prob, scr)
+        if progress:
+            progress(1.0, "done")
+        return prob, mask, params, info
+
+    def _compute(self, fn):
+        """Run `fn`; on a CUDA out-of-memory error move everything to the CPU, warn, and run it again."""
+        try:
+            return fn()
+        except torch.OutOfMemoryError as exc:
+            if self.device.type == "cpu":
+                raise ModelError("out of memory on the CPU: use a smaller box or close other programs; "
+                                 "the segmentation is unchanged") from exc
+            log.warning("out of GPU memory (%s); continuing on the CPU", str(exc).splitlines()[0] if str(exc) else "")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self._to_cpu()
+            self._event("device_fallback", reason="out of memory", device="cpu")
+            return fn()
+
+    def _to_cpu(self) -> None:
+        cpu = torch.device("cpu")
+        self.device = cpu
+        self.segmenter.device = cpu
+        for net, _ in self.segmenter._models.values():
+            net.to(cpu)
+        for ctx in self._ctx.values():
+            ctx.to(cpu)
+
+    def _event(self, event: str, object_id: Optional[str] = None, **fields) -> None:
+        if self.log is None:
+            return
+        if object_id is not None:
+            fields["object"] = object_id
+            d = self.dice(object_id) if object_id in self._history else None
+            if d is not None:
+                fields["dice"] = d
+        self.log.write(event, **fields)
