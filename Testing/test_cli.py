@@ -10,7 +10,8 @@ from InteractiveRefineLib.image_io import read_image
 from InteractiveRefineLib.models import models_dir
 from InteractiveRefineLib.sample import sample_dataset
 
-RECORD_KEYS = {"case", "label", "label_name", "dim", "method", "round", "dice", "jitter", "seconds"}
+RECORD_KEYS = {"case", "label", "label_name", "dim", "method", "round", "dice", "jitter", "seconds",
+               "scribbled_voxels"}
 
 
 def test_demo_writes_nifti_png_metrics(tmp_path, capsys):
@@ -33,23 +34,33 @@ def test_demo_writes_nifti_png_metrics(tmp_path, capsys):
 def test_benchmark_records_and_summary(tmp_path):
     out = tmp_path / "bench"
     args = ["benchmark", "--dataset", str(sample_dataset("chaos")), "--cases", "chaos_8", "--labels", "2",
-            "--slice-step", "4", "--jitter", "2", "--device", "cpu", "--out", str(out)]
+            "--slice-step", "6", "--jitter", "2", "--rounds", "2", "--device", "cpu", "--out", str(out)]
     assert main(args) == 0
     records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
-    assert {(r["dim"], r["method"]) for r in records} == {(d, m) for d in ("2d", "3d")
-                                                          for m in ("cnn", "graphcut", "random_walker")}
+    methods = {"bifseg", "cnn+crf", "cnn", "graphcut", "random_walker"}
+    expected = {(d, m, r) for d in ("2d", "3d") for m in methods for r in (0, 1, 2)}
+    expected |= {("2d", "bifseg_unsup", 0), ("3d", "bifseg_unsup", 0)}
+    assert {(r["dim"], r["method"], r["round"]) for r in records} == expected
     for r in records:
         assert RECORD_KEYS <= set(r) and r["label"] == 2 and r["jitter"] == 2 and 0 <= r["dice"] <= 1
-    cnn2d = next(r for r in records if r["dim"] == "2d" and r["method"] == "cnn")
+    cnn2d = next(r for r in records if r["dim"] == "2d" and r["method"] == "cnn" and r["round"] == 0)
     assert len(cnn2d["slice_dice"]) == len(cnn2d["slices"]) >= 3 and cnn2d["dice"] > 0.7
+    bif3d = {r["round"]: r for r in records if r["dim"] == "3d" and r["method"] == "bifseg"}
+    assert 0 == bif3d[0]["scribbled_voxels"] < bif3d[1]["scribbled_voxels"] < bif3d[2]["scribbled_voxels"]
+    same = [r["scribbled_voxels"] for r in records if r["dim"] == "3d" and r["round"] == 2
+            and r["method"] != "bifseg_unsup"]
+    assert len(set(same)) == 1, "every method gets the same scribbles"
     summary = (out / "summary.md").read_text()
-    assert "right kidney" in summary and (out / "dice.png").stat().st_size > 1000
+    assert "right kidney" in summary and "Rounds to reach Dice 0.90" in summary
+    assert (out / "dice.png").stat().st_size > 1000 and (out / "dice_rounds.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("extra,message", [
     (["--labels", "9"], "unknown label"),
     (["--cases", "chaos_99"], "not in"),
     (["--methods", "cnn,unet"], "unknown method"),
+    (["--rounds", "-1"], "--rounds"),
+    (["--methods", "cnn,graphcut", "--driver", "bifseg"], "driver"),
 ])
 def test_benchmark_bad_input_writes_nothing(tmp_path, capsys, extra, message):
     out = tmp_path / "bench"
@@ -74,7 +85,7 @@ def test_benchmark_on_a_dataset_never_seen_in_training(tmp_path):
     """Any Decathlon folder works: the TotalSegmentator CT sample (CT, other label ids)."""
     out = tmp_path / "ct"
     assert main(["benchmark", "--dataset", str(sample_dataset("totalseg_ct")), "--labels", "2,3", "--dims", "3d",
-                 "--methods", "cnn", "--device", "cpu", "--out", str(out)]) == 0
+                 "--methods", "cnn", "--rounds", "0", "--device", "cpu", "--out", str(out)]) == 0
     records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
     assert [r["label_name"] for r in records] == ["kidney_right", "kidney_left"]
     assert all(r["dice"] > 0.5 for r in records)
@@ -87,6 +98,6 @@ def test_structure_on_one_slice_is_skipped_in_3d_only(chaos8):
     one_slice = np.zeros_like(label)
     one_slice[12][label[12] == 2] = 2  # right kidney kept on slice 12 only
     seg = BoxSegmenter(device="cpu")
-    records = benchmark_case(image, one_slice, "chaos_8", [2], {2: "right kidney"},
-                             {"cnn": lambda im, box: seg.predict(im, box)}, ["2d", "3d"])
+    records = benchmark_case(image, one_slice, "chaos_8", [2], {2: "right kidney"}, ["cnn"], seg, ["2d", "3d"],
+                             rounds=0)
     assert [(r["dim"], r["slices"]) for r in records] == [("2d", [12])]

@@ -1,4 +1,5 @@
-"""Demo on the embedded sample: boxes from reference labels -> CNN -> NIfTI, PNG overlays, metrics.json.
+"""Demo on the embedded sample: boxes from reference labels -> CNN -> NIfTI, PNG overlays, metrics.json;
+then two rounds of simulated scribbles and BIFSeg refinement on the kidneys (demo_refine.py).
 
 Boxes come from the reference labels (2D: the slice where the structure is largest; 3D: its whole
 extent). Kidneys were never seen in training (the shipped models learned liver and spleen only); the
@@ -23,6 +24,7 @@ from .sample import sample_dataset
 
 # (sample dataset, case, label ids) shown by the demo.
 DEMO_CASES = (("chaos", "chaos_8", (1, 2, 3, 4)), ("totalseg_ct", "totalseg_ct", (5, 1, 2, 3)))
+REFINE_LABELS = (2, 3)  # refinement is shown on the unseen kidneys of the first case
 
 
 def _radiological(image: Image):
@@ -113,12 +115,18 @@ def run_demo(out: Path, device: str = "auto") -> List[dict]:
         for sample, case_id, labels in DEMO_CASES:
             ds = DecathlonDataset(sample_dataset(sample))
             rows += run_case(segmenter, ds, case_id, labels, staging)
-        (staging / "metrics.json").write_text(json.dumps({"device": str(segmenter.device), "structures": rows},
-                                                         indent=2) + "\n")
+        from .demo_refine import refine_case
+        sample, case_id, _ = DEMO_CASES[0]
+        refined = refine_case(segmenter, DecathlonDataset(sample_dataset(sample)), case_id, REFINE_LABELS, staging)
+        (staging / "metrics.json").write_text(json.dumps({"device": str(segmenter.device), "structures": rows,
+                                                          "refinement": refined}, indent=2) + "\n")
         for f in staging.iterdir():
             os.replace(f, out / f.name)
     print(f"{'case':<12} {'dim':<3} {'structure':<14} {'Dice':>6} {'seconds':>8}")
     for r in rows:
         print(f"{r['case']:<12} {r['dim']:<3} {r['label_name']:<14} {r['dice']:>6.3f} {r['seconds']:>8.3f}")
-    print(f"wrote NIfTI, PNG overlays and metrics.json to {out}")
+    print(f"\nrefinement (BIFSeg, simulated scribbles), {case_id}:")
+    for r in refined:
+        print(f"{r['dim']:<3} {r['label_name']:<14} round {r['round']}  Dice {r['dice']:.3f}")
+    print(f"wrote NIfTI, PNG overlays, the interaction log and metrics.json to {out}")
     return rows

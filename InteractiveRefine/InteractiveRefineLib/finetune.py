@@ -121,13 +121,17 @@ def check_cancel(cancel: Cancel) -> None:
 
 def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarray, spacing: Sequence[float],
               fg_seeds: np.ndarray, bg_seeds: np.ndarray, cfg: RefineConfig, progress: Progress = None,
-              cancel: Cancel = None, deadline: Optional[float] = None) -> FineTuneResult:
+              cancel: Cancel = None, deadline: Optional[float] = None,
+              inside: Optional[np.ndarray] = None) -> FineTuneResult:
     """Fine-tune `model` (in place) on one object: the head on frozen features (1, C, *grid), or the
     whole network on the normalised crop (1, 1, *grid) when cfg.head_only is False.
 
     fg_seeds / bg_seeds: clamped voxels on the grid (scribbles; bg also holds the outside of the box).
     With no fg scribble and no bg scribble inside the box this is BIFSeg's unsupervised mode: the
     weights then come from network uncertainty only. `deadline` is a time.perf_counter() value.
+    `inside`: the user box on the grid; voxels outside it get weight 0 (they are background by
+    definition and never predicted; as the majority they would otherwise pull the network towards
+    background everywhere).
     Raises CancelledError when `cancel()` turns true (the caller keeps the untouched original).
     """
     params = [p for p in model.parameters() if p.requires_grad]
@@ -143,6 +147,8 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
         labels = crf_segment(prob, intensity, spacing, lam=cfg.lam, sigma=cfg.sigma,
                              connectivity=cfg.connectivity, fg_seeds=fg_seeds, bg_seeds=bg_seeds)
         w = loss_weights(labels, prob, fg_seeds, bg_seeds, spacing, cfg.omega, cfg.threshold, cfg.distance_mm)
+        if inside is not None:
+            w[~inside] = 0.0
         target = torch.from_numpy(labels.astype(np.int64)).to(device)
         weight = torch.from_numpy(w).to(device)
         model.eval()  # dropout off: a few deterministic steps on one image
