@@ -28,6 +28,11 @@ Cancel = Optional[Callable[[], bool]]
 class RefineConfig:
     """Constants of refinement; defaults chosen on CHAOS training patients (never on test patients).
 
+    Selection (chaos_1, 2, 3, 19; robot scribbles, 5 rounds, kidneys as the unseen class): lr 1e-3 with
+    omega 20 raised 3D right-kidney Dice from 0.696 to 0.838 after 3 rounds (lr 3e-4 with 20 steps: 0.817;
+    the CRF alone without fine-tuning: 0.706) and 2D kidneys to 0.97 after 3 rounds; at lr 1e-3 the loss
+    must ignore voxels outside the box, which otherwise shrank the object (2D Dice fell by 0.1).
+
     omega: loss weight of scribbled voxels (> 1: the user's word counts more than the network's).
     threshold: network-based uncertainty t: a voxel whose probability of its current label is below
         t gets weight 0 (it neither teaches nor is taught).
@@ -48,12 +53,12 @@ class RefineConfig:
         returns the best it has (None: no limit).
     """
 
-    omega: float = 5.0
+    omega: float = 20.0
     threshold: float = 0.8
     distance_mm: float = 3.0
     iterations: int = 3
     steps: int = 10
-    lr: float = 1e-4
+    lr: float = 1e-3
     head_only: bool = True
     lam: float = DEFAULT_LAMBDA
     sigma: Optional[float] = None
