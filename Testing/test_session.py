@@ -230,3 +230,20 @@ def test_save_mask_is_a_label_map_on_the_image_grid(kidney2d, tmp_path):
     out = s.save_mask(tmp_path / "seg.nii.gz")
     img = read_image(out)
     assert img.shape == s.image.shape and np.array_equal(img.array.astype(bool), s.mask())
+
+
+def test_whole_network_fine_tuning_option(chaos8, segmenter):
+    from InteractiveRefineLib.finetune import RefineConfig
+    image, label = chaos8
+    ref = label == RIGHT_KIDNEY
+    box = box_from_mask(main_object(ref), 0, SLICE)
+    s = InteractiveSession(image, segmenter, config=RefineConfig(head_only=False, iterations=1, steps=2))
+    s.set_box(box, reference=ref)
+    shipped = segmenter.model(2)[0].blocks[0][0].weight.detach().cpu().clone()
+    sc = _robot(s, ref, box)
+    s.add_scribble(sc.voxels, sc.label)
+    s.refine()
+    params = s.state().params
+    assert not torch.equal(params["blocks.0.0.weight"], shipped), "every layer was tuned, the first one too"
+    assert torch.equal(segmenter.model(2)[0].blocks[0][0].weight.detach().cpu(), shipped), \
+        "on a copy: the shipped network is unchanged"

@@ -37,6 +37,16 @@ def _radiological(image: Image):
     return flip_rows, flip_cols
 
 
+def show_slice(ax, image: Image, k: int, ref: np.ndarray, pred: np.ndarray, show) -> None:
+    """Axial slice k (windowed to percentiles 1-99, true aspect) with reference (green) and result (red)."""
+    img = show(image.array[k].astype(np.float32))
+    lo, hi = np.percentile(img, [1, 99])
+    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, aspect=image.spacing_kji[1] / image.spacing_kji[2])
+    ax.contour(show(ref[k]), levels=[0.5], colors="lime", linewidths=0.8)
+    if pred[k].any():
+        ax.contour(show(pred[k]), levels=[0.5], colors="red", linewidths=0.8)
+
+
 def _overlay_png(image: Image, slices: Dict[str, tuple], path: Path, title: str) -> None:
     """One panel per structure: the slice, reference contour (green), prediction contour (red), box."""
     import matplotlib
@@ -54,11 +64,7 @@ def _overlay_png(image: Image, slices: Dict[str, tuple], path: Path, title: str)
     n = len(slices)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
     for ax, (name, (k, ref, pred, box, d)) in zip(axes[0], slices.items()):
-        img = show(image.array[k].astype(np.float32))
-        lo, hi = np.percentile(img, [1, 99])
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, aspect=image.spacing_kji[1] / image.spacing_kji[2])
-        ax.contour(show(ref[k]), levels=[0.5], colors="lime", linewidths=0.8)
-        ax.contour(show(pred[k]), levels=[0.5], colors="red", linewidths=0.8)
+        show_slice(ax, image, k, ref, pred, show)
         x0 = w - box.hi[2] if flip_cols else box.lo[2]
         y0 = h - box.hi[1] if flip_rows else box.lo[1]
         ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), box.size[2], box.size[1],

@@ -22,7 +22,7 @@ def _panels_png(image, panels, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .demo import _radiological
+    from .demo import _radiological, show_slice
 
     flip_rows, flip_cols = _radiological(image)
 
@@ -34,12 +34,7 @@ def _panels_png(image, panels, path: Path, title: str) -> None:
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.0 * n_cols, 3.0 * n_rows), squeeze=False)
     for row, (name, k, ref, steps) in zip(axes, panels):
         for ax, (rnd, mask, fg, bg, d) in zip(row, steps):
-            img = show(image.array[k].astype(np.float32))
-            lo, hi = np.percentile(img, [1, 99])
-            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, aspect=image.spacing_kji[1] / image.spacing_kji[2])
-            ax.contour(show(ref[k]), levels=[0.5], colors="lime", linewidths=0.8)
-            if mask[k].any():
-                ax.contour(show(mask[k]), levels=[0.5], colors="red", linewidths=0.8)
+            show_slice(ax, image, k, ref, mask, show)
             for scr, colour in ((fg, "yellow"), (bg, "cyan")):
                 yy, xx = np.nonzero(show(scr[k]))
                 ax.plot(xx, yy, ".", color=colour, markersize=2)

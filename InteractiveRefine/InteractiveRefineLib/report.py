@@ -51,6 +51,17 @@ def summary_tables(records: Sequence[dict], seen_labels: Optional[Sequence[int]]
     return "\n".join(lines) + "\n"
 
 
+def _save(fig, path: Path) -> Path:
+    """Write a figure atomically (no half-written PNG) and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_dice(records: Sequence[dict], path: Path) -> Path:
     """Grouped bars: mean Dice per label and method, one panel per dim (round 0)."""
     import matplotlib
@@ -77,11 +88,7 @@ def plot_dice(records: Sequence[dict], path: Path) -> Path:
         ax.set_title(f"{dim} boxes")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _groups(seen: set):
@@ -140,11 +147,7 @@ def plot_rounds(records: Sequence[dict], path: Path, seen_labels: Optional[Seque
         ax.set_title(f"{dim}, {gname}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_summary(records: Sequence[dict], out: Path, title: str = "benchmark",

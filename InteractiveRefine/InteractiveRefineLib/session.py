@@ -280,9 +280,8 @@ class InteractiveSession:
 
     def _seed_masks(self, ctx: _Context, scr: Scribbles):
         """(fg, bg) clamps on the grid and on the native region; bg includes the outside of the box."""
-        shape_n = ctx.inside_native.shape
-        fg_n, bg_n = (grid_masks(region_voxels(scr.fg, ctx.spec), region_voxels(scr.bg, ctx.spec), shape_n)
-                      if not scr.empty else (np.zeros(shape_n, bool), np.zeros(shape_n, bool)))
+        fg_n, bg_n = grid_masks(region_voxels(scr.fg, ctx.spec), region_voxels(scr.bg, ctx.spec),
+                                ctx.inside_native.shape)
         fg_g, bg_g = grid_masks(grid_voxels(scr.fg, ctx.spec), grid_voxels(scr.bg, ctx.spec), ctx.spec.out_shape)
         return (fg_g, (bg_g | ~ctx.inside_grid) & ~fg_g), (fg_n, (bg_n | ~ctx.inside_native) & ~fg_n)
 
