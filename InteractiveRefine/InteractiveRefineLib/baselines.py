@@ -14,17 +14,17 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
 
 from .crf import HARD, contrast_sigma, edge_weights
-from .geometry import paste, plan_crop, region_voxels
+from .geometry import paste, plan_crop
 from .image_io import Image, validate_image
 from .inference import Prediction
 from .prompts import Box, validate_box
-from .scribbles import Scribbles, grid_masks
+from .scribbles import Scribbles, region_masks
 
 # ---------------------------------------------------------------------------------------------
 # Shared crop handling
@@ -43,13 +43,6 @@ def _native_crop(image: Image, box: Box, margin_mm: float):
         inside = np.take(inside, 0, axis=box.axis)
         spacing = np.delete(spacing, box.axis)
     return spec, crop, inside, spacing
-
-
-def _scribble_masks(scribbles: Optional[Scribbles], spec, shape) -> Tuple[np.ndarray, np.ndarray]:
-    """(fg, bg) scribble masks on the native crop (slice axis dropped in 2D)."""
-    if scribbles is None or scribbles.empty:
-        return np.zeros(shape, bool), np.zeros(shape, bool)
-    return grid_masks(region_voxels(scribbles.fg, spec), region_voxels(scribbles.bg, spec), shape)
 
 
 def _background_seeds(inside: np.ndarray) -> np.ndarray:
@@ -175,7 +168,7 @@ def graphcut_segment(image: Image, box: Box, margin_mm: float = 10.0, *, lam: Op
         struct = np.zeros((3,) * ndim)
         struct[tuple(1 + k for k in d)] = 1.0
         edges.append((np.ascontiguousarray(w[rel]), struct))
-    s_fg, s_bg = _scribble_masks(scribbles, spec, x.shape)
+    s_fg, s_bg = region_masks(scribbles or Scribbles(), spec)
     s_fg &= free
 
     fg = free.copy()
@@ -290,7 +283,7 @@ def random_walker_segment(image: Image, box: Box, margin_mm: float = 10.0, *, be
     labels = np.zeros(x.shape, dtype=np.int32)
     labels[ring] = 1
     labels[core] = 2
-    s_fg, s_bg = _scribble_masks(scribbles, spec, x.shape)
+    s_fg, s_bg = region_masks(scribbles or Scribbles(), spec)
     labels[s_bg] = 1
     labels[s_fg] = 2
     if mode is None:

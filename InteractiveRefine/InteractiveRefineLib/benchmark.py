@@ -29,7 +29,7 @@ from .methods import METHODS, ROUND0_ONLY, check_methods, make_runners
 from .metrics import dice
 from .prompts import Box, box_from_mask, jitter_box, main_object, validate_box
 from .robot import next_scribble
-from .scribbles import Scribbles
+from .scribbles import Scribbles, rows_in
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,7 @@ def _robot_step(pred, ref, box, image, scr: Scribbles, rng, max_length_mm) -> Sc
     s = next_scribble(pred, ref, box, image.spacing_kji, rng, max_length_mm=max_length_mm)
     if s is None:
         return scr
-    fg, bg = scr.masks(image.shape)
-    keep = ~(bg if s.label == "fg" else fg)[tuple(s.voxels.T)]  # a clamped voxel cannot be wrong
+    keep = ~rows_in(s.voxels, scr.bg if s.label == "fg" else scr.fg)  # a clamped voxel cannot be wrong
     return scr.added(s.voxels[keep], s.label, box, image.shape) if keep.any() else scr
 
 

@@ -37,6 +37,27 @@ def _radiological(image: Image):
     return flip_rows, flip_cols
 
 
+def radiological_view(image: Image):
+    """A function that flips an axial slice (or mask) of `image` into radiological orientation."""
+    flip_rows, flip_cols = _radiological(image)
+
+    def show(a):
+        a = a[::-1] if flip_rows else a
+        return a[:, ::-1] if flip_cols else a
+
+    return show
+
+
+def finish_figure(fig, path: Path, title: str, dpi: int) -> None:
+    """Title, layout, write to `path` (the demo's staging folder) and free the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def show_slice(ax, image: Image, k: int, ref: np.ndarray, pred: np.ndarray, show) -> None:
     """Axial slice k (windowed to percentiles 1-99, true aspect) with reference (green) and result (red)."""
     img = show(image.array[k].astype(np.float32))
@@ -56,10 +77,7 @@ def _overlay_png(image: Image, slices: Dict[str, tuple], path: Path, title: str)
 
     flip_rows, flip_cols = _radiological(image)
     h, w = image.shape[1:]
-
-    def show(a):
-        a = a[::-1] if flip_rows else a
-        return a[:, ::-1] if flip_cols else a
+    show = radiological_view(image)
 
     n = len(slices)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
@@ -71,10 +89,7 @@ def _overlay_png(image: Image, slices: Dict[str, tuple], path: Path, title: str)
                                fill=False, color="yellow", linewidth=0.8))
         ax.set_title(f"{name}\nslice {k}, Dice {d:.3f}", fontsize=8)
         ax.axis("off")
-    fig.suptitle(title + "  (green: reference, red: CNN, yellow: box)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    finish_figure(fig, path, title + "  (green: reference, red: CNN, yellow: box)", dpi=90)
 
 
 def run_case(segmenter: BoxSegmenter, ds: DecathlonDataset, case_id: str, label_ids: Sequence[int],

@@ -22,13 +22,9 @@ def _panels_png(image, panels, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .demo import _radiological, show_slice
+    from .demo import finish_figure, radiological_view, show_slice
 
-    flip_rows, flip_cols = _radiological(image)
-
-    def show(a):
-        a = a[::-1] if flip_rows else a
-        return a[:, ::-1] if flip_cols else a
+    show = radiological_view(image)
 
     n_rows, n_cols = len(panels), ROUNDS + 1
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.0 * n_cols, 3.0 * n_rows), squeeze=False)
@@ -40,10 +36,7 @@ def _panels_png(image, panels, path: Path, title: str) -> None:
                 ax.plot(xx, yy, ".", color=colour, markersize=2)
             ax.set_title(f"{name}, round {rnd}\nslice {k}, Dice {d:.3f}", fontsize=8)
             ax.axis("off")
-    fig.suptitle(title + " (green: reference, red: result, yellow/cyan: fg/bg scribbles)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    finish_figure(fig, path, title + " (green: reference, red: result, yellow/cyan: fg/bg scribbles)", dpi=80)
 
 
 def refine_case(segmenter: BoxSegmenter, ds: DecathlonDataset, case_id: str, label_ids: Sequence[int],

@@ -145,9 +145,7 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
     total = max(cfg.iterations * cfg.steps, 1)
     done_steps, stopped = 0, False
     prob = model_probability(model, inputs)
-    labels = prob >= 0.5
-    it = 0
-    for it in range(1, cfg.iterations + 1):
+    for it in range(1, cfg.iterations + 1):  # RefineConfig guarantees at least one
         check_cancel(cancel)
         labels = crf_segment(prob, intensity, spacing, lam=cfg.lam, sigma=cfg.sigma,
                              connectivity=cfg.connectivity, fg_seeds=fg_seeds, bg_seeds=bg_seeds)

@@ -22,7 +22,7 @@ from .finetune import RefineConfig
 from .image_io import Image
 from .inference import BoxSegmenter
 from .prompts import Box
-from .scribbles import Scribbles
+from .scribbles import Scribbles, rows_in
 from .session import InteractiveSession
 
 METHODS = ("bifseg", "bifseg_unsup", "cnn+crf", "cnn", "graphcut", "random_walker")
@@ -33,7 +33,7 @@ Result = Tuple[np.ndarray, float]
 class _SessionRunner:
     def __init__(self, image: Image, box: Box, segmenter: BoxSegmenter, config: Optional[RefineConfig], mode: str,
                  unsup_first: bool = False):
-        self.session = InteractiveSession(image, segmenter, config=config)
+        self.session = InteractiveSession(image, segmenter, config=config, validate=False)  # checked per case
         self.box, self.mode, self.unsup_first = box, mode, unsup_first
 
     def start(self) -> Result:
@@ -54,9 +54,8 @@ def _add_new(session: InteractiveSession, scribbles: Scribbles) -> None:
     """Give the session the scribble voxels it does not have yet."""
     have = session.state().scribbles
     for label, new, old in (("fg", scribbles.fg, have.fg), ("bg", scribbles.bg, have.bg)):
-        if len(new) > len(old):
-            old_set = {tuple(r) for r in old.tolist()}
-            fresh = np.array([r for r in new.tolist() if tuple(r) not in old_set], dtype=np.int64)
+        fresh = new[~rows_in(new, old)]
+        if len(fresh):
             session.add_scribble(fresh, label)
 
 

@@ -7,6 +7,7 @@ from typing import Sequence, Tuple
 import numpy as np
 
 from .errors import PromptError
+from .geometry import CropSpec, grid_voxels, region_voxels
 from .prompts import Box
 
 LABELS = ("fg", "bg")
@@ -75,7 +76,7 @@ class Scribbles:
         check_in_box(vox, box, shape)
         other = self.bg if label == "fg" else self.fg
         if len(other):
-            clash = _rows_in(vox, other)
+            clash = rows_in(vox, other)
             if clash.any():
                 v = tuple(int(c) for c in vox[np.argmax(clash)])
                 raise PromptError(f"{int(clash.sum())} voxel(s) of this {label} scribble are already scribbled "
@@ -89,7 +90,7 @@ class Scribbles:
         return _mask(self.fg, shape), _mask(self.bg, shape)
 
 
-def _rows_in(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def rows_in(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bool per row of `a`: the row occurs in `b`."""
     bset = {tuple(r) for r in b.tolist()}
     return np.array([tuple(r) in bset for r in a.tolist()], dtype=bool)
@@ -109,3 +110,13 @@ def grid_masks(points_fg: np.ndarray, points_bg: np.ndarray, shape: Sequence[int
     bg = _mask(points_bg, shape)
     both = fg & bg
     return fg & ~both, bg & ~both
+
+
+def region_masks(scribbles: Scribbles, spec: CropSpec) -> Tuple[np.ndarray, np.ndarray]:
+    """(fg, bg) masks on the native crop region of `spec` (slice axis dropped in 2D)."""
+    return grid_masks(region_voxels(scribbles.fg, spec), region_voxels(scribbles.bg, spec), spec.region_shape)
+
+
+def network_masks(scribbles: Scribbles, spec: CropSpec) -> Tuple[np.ndarray, np.ndarray]:
+    """(fg, bg) masks on the network grid of `spec` (each voxel mapped to its nearest grid voxel)."""
+    return grid_masks(grid_voxels(scribbles.fg, spec), grid_voxels(scribbles.bg, spec), spec.out_shape)

@@ -23,13 +23,11 @@ from .errors import CancelledError, ModelError, PromptError
 from .geometry import (
     CropSpec,
     grid_spacing,
-    grid_voxels,
     native_region,
     native_spacing,
     normalize,
     paste_region,
     region_box_mask,
-    region_voxels,
     to_grid,
     to_region,
 )
@@ -38,7 +36,7 @@ from .inference import BoxSegmenter, plan_for
 from .log import InteractionLog
 from .metrics import dice
 from .prompts import Box, validate_box
-from .scribbles import Scribbles, grid_masks
+from .scribbles import Scribbles, network_masks, region_masks
 
 log = logging.getLogger(__name__)
 MODES = ("supervised", "unsupervised", "crf")
@@ -105,12 +103,14 @@ class InteractiveSession:
             session to the CPU with a warning and retries.
         log: path of the JSON-lines interaction log (appended, synced per event), or an
             InteractionLog, or None.
+        validate: check the image (NaN/Inf, dimensions); skip only for an image already checked.
     """
 
     def __init__(self, image: Image, segmenter: Optional[BoxSegmenter] = None,
                  config: Optional[finetune.RefineConfig] = None, device: str = "auto",
-                 log: Union[str, Path, InteractionLog, None] = None):
-        validate_image(image)
+                 log: Union[str, Path, InteractionLog, None] = None, validate: bool = True):
+        if validate:  # False where the caller has already checked this image (the benchmark, per case)
+            validate_image(image)
         self.image = image
         self.segmenter = segmenter or BoxSegmenter(device=device)
         self.device = self.segmenter.device
@@ -280,9 +280,8 @@ class InteractiveSession:
 
     def _seed_masks(self, ctx: _Context, scr: Scribbles):
         """(fg, bg) clamps on the grid and on the native region; bg includes the outside of the box."""
-        fg_n, bg_n = grid_masks(region_voxels(scr.fg, ctx.spec), region_voxels(scr.bg, ctx.spec),
-                                ctx.inside_native.shape)
-        fg_g, bg_g = grid_masks(grid_voxels(scr.fg, ctx.spec), grid_voxels(scr.bg, ctx.spec), ctx.spec.out_shape)
+        fg_n, bg_n = region_masks(scr, ctx.spec)
+        fg_g, bg_g = network_masks(scr, ctx.spec)
         return (fg_g, (bg_g | ~ctx.inside_grid) & ~fg_g), (fg_n, (bg_n | ~ctx.inside_native) & ~fg_n)
 
     def _final(self, ctx: _Context, prob: np.ndarray, scr: Scribbles, crf: bool = True) -> np.ndarray:
