@@ -3,6 +3,7 @@
 # build is pulled on a CPU machine, then requirements and the project), then runs the command.
 #   ./run.sh demo [--out DIR]     the demo on the embedded sample
 #   ./run.sh test [pytest args]   the test suite
+#   ./run.sh fewshot <args>       any FewShotSeg command, e.g. ./run.sh fewshot demo
 #   ./run.sh <python -m InteractiveRefineLib args>   any core command, e.g. ./run.sh train --help
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -35,6 +36,7 @@ cmd="${1:-}"
 case "$cmd" in
     demo) exec "$PY" -m InteractiveRefineLib demo "$@" ;;
     test) exec "$PY" -m pytest "$@" ;;
-    "") echo "usage: ./run.sh demo|test|<InteractiveRefineLib command> [args]" >&2; exit 2 ;;
+    fewshot) exec "$PY" -m FewShotSegLib "$@" ;;
+    "") echo "usage: ./run.sh demo|test|fewshot <command>|<InteractiveRefineLib command> [args]" >&2; exit 2 ;;
     *) exec "$PY" -m InteractiveRefineLib "$cmd" "$@" ;;
 esac

@@ -1,6 +1,7 @@
-"""AdaptiveSeg FewShotSeg core (skeleton): few-shot segmentation from one annotated support slice.
+"""AdaptiveSeg FewShotSeg core: segment a new organ in a whole volume from one annotated support slice.
 
-The recurrent prototypical network (RP-Net) and exemplar adaptation (ELSNet) come in a later version;
-shared I/O, geometry, device choice, logging and metrics live in InteractiveRefineLib.
+RP-Net (recurrent prototypical refinement, Tang et al. ICCV 2021) trained episodically with superpixel
+self-supervision, optional exemplar adaptation (ELSNet, En and Guo BMVC 2022), and the CHAOS protocol.
+Shared I/O, geometry, device choice, model checks and metrics live in InteractiveRefineLib.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Container, Dict, Optional, Tuple
 
 import torch
 from safetensors import SafetensorError
@@ -38,7 +38,7 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_model(net: DilatedNet, arch: str, manifest_path, arch_params: Dict[str, Any],
+def save_model(net: torch.nn.Module, arch: str, manifest_path, arch_params: Dict[str, Any],
                extra: Optional[Dict[str, Any]] = None) -> Path:
     """Write weights + manifest next to each other (each file written atomically)."""
     manifest_path = Path(manifest_path)
@@ -64,7 +64,7 @@ def save_model(net: DilatedNet, arch: str, manifest_path, arch_params: Dict[str,
     return manifest_path
 
 
-def read_manifest(manifest_path) -> Dict[str, Any]:
+def read_manifest(manifest_path, known: Container[str] = ARCHITECTURES) -> Dict[str, Any]:
     manifest_path = Path(manifest_path)
     if not manifest_path.is_file():
         raise ModelError(f"model manifest not found: {manifest_path}")
@@ -75,16 +75,17 @@ def read_manifest(manifest_path) -> Dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ModelError(f"model manifest {manifest_path} lacks {missing}")
-    if manifest["architecture"] not in ARCHITECTURES:
+    if manifest["architecture"] not in known:
         raise ModelError(f"model manifest {manifest_path} names an unknown architecture "
                          f"{manifest['architecture']!r}")
     return manifest
 
 
-def load_model(manifest_path, device: Optional[torch.device] = None) -> Tuple[DilatedNet, Dict[str, Any]]:
-    """Load a model after checking its manifest and the sha256 of its weights; eval mode."""
+def verified_state(manifest_path, known: Container[str] = ARCHITECTURES
+                   ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """(weights, manifest) after checking the manifest and the sha256 of the safetensors file."""
     manifest_path = Path(manifest_path)
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path, known)
     weights = manifest_path.parent / manifest["weights"]
     if not weights.is_file():
         raise ModelError(f"model weights not found: {weights} (named in {manifest_path.name})")
@@ -96,15 +97,27 @@ def load_model(manifest_path, device: Optional[torch.device] = None) -> Tuple[Di
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"cannot read safetensors weights {weights}: {exc}") from None
+    return state, manifest
+
+
+def load_state(net: torch.nn.Module, state: Dict[str, torch.Tensor], manifest: Dict[str, Any]) -> None:
+    """Strictly load `state` into `net`, naming the weights file on a mismatch."""
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"weights {manifest['weights']} do not fit architecture {manifest['architecture']}: "
+                         f"{str(exc).splitlines()[0]}") from None
+
+
+def load_model(manifest_path, device: Optional[torch.device] = None) -> Tuple[DilatedNet, Dict[str, Any]]:
+    """Load a model after checking its manifest and the sha256 of its weights; eval mode."""
+    manifest_path = Path(manifest_path)
+    state, manifest = verified_state(manifest_path)
     try:
         net = build_network(manifest["architecture"], **_tuplify(manifest["arch_params"]))
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelError(f"model manifest {manifest_path.name} has unusable arch_params: {exc}") from None
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"weights {weights.name} do not fit architecture {manifest['architecture']}: "
-                         f"{str(exc).splitlines()[0]}") from None
+    load_state(net, state, manifest)
     net.eval()
     if device is not None:
         net.to(device)

@@ -1,0 +1,246 @@
+"""python -m FewShotSegLib {segment, train, evaluate, demo}: everything the FewShotSeg panel does, headless."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from InteractiveRefineLib.errors import AdaptiveSegError, DatasetError, PromptError
+
+log = logging.getLogger("FewShotSegLib")
+
+
+def parse_range(text: str, n_max: int = 1000) -> List[int]:
+    """'0-4' -> [0..4]; '1,3' -> [1, 3]."""
+    out: List[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                a, b = part.split("-")
+                out += list(range(int(a), int(b) + 1))
+            elif part.strip():
+                out.append(int(part))
+    except ValueError:
+        raise DatasetError(f"cannot read the list {text!r}; use e.g. 0-4 or 0,2,3") from None
+    return out
+
+
+def parse_slices(text: str) -> Optional[Tuple[int, int]]:
+    """'auto' / 'all' -> None (every slice); 'FIRST:LAST' (inclusive) -> (FIRST, LAST + 1)."""
+    if text in ("auto", "all"):
+        return None
+    try:
+        first, last = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise PromptError(f"--range must be auto, all or FIRST:LAST (inclusive slice indices); got {text!r}") from None
+    return first, last + 1
+
+
+def keep_previous(path: Path) -> None:
+    """Move an earlier results file aside (results.<n>.jsonl) instead of overwriting it."""
+    if path.exists():
+        n = 1
+        while path.with_name(f"{path.stem}.{n}{path.suffix}").exists():
+            n += 1
+        path.rename(path.with_name(f"{path.stem}.{n}{path.suffix}"))
+
+
+def _progress_printer(prefix: str):
+    def show(msg):
+        print(f"[{prefix}] {msg}", file=sys.stderr, flush=True)
+    return show
+
+
+def cmd_segment(a) -> int:
+    from InteractiveRefineLib.image_io import read_image, read_label, write_image
+
+    from .adapt import AdaptConfig, adapt_segmenter
+    from .segment import FewShotSegmenter, make_supports
+    s_img = read_image(a.support_image, "support image")
+    s_lab = read_label(a.support_label, s_img, "support label")
+    q_img = read_image(a.query, "query image")
+    supports = make_supports(s_img, s_lab, a.slice, a.label, a.axis)
+    seg = FewShotSegmenter(a.model, device=a.device)
+    if a.adapt:
+        seg = adapt_segmenter(seg, supports, q_img, a.axis, AdaptConfig(time_budget=a.adapt_seconds))
+    result = seg.segment(supports, q_img, a.axis, slices=parse_slices(a.range), auto_range=a.range == "auto")
+    write_image(q_img, a.out, result.labels)
+    print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": list(result.slices),
+                      "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
+                      "adapted": bool(a.adapt)}))
+    return 0
+
+
+def cmd_train(a) -> int:
+    from InteractiveRefineLib.data import DecathlonDataset
+    from InteractiveRefineLib.device import choose_device
+
+    from .models import fold_model_name, models_dir
+    from .protocol import CHAOS_GROUPS
+    from .train import TrainConfig, fold_training_cases, train_protocol_model
+    ds = DecathlonDataset(a.dataset)
+    cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed)
+    device = choose_device(a.device)
+    out_dir = Path(a.out) if a.out else models_dir()
+    if a.default:
+        cases = [c for c in ds.case_ids if c not in set(a.exclude or [])]
+        path = train_protocol_model(ds, out_dir / "default.json", 1, None, cases, cfg, device, command=a.command_line)
+        print(f"wrote {path}")
+        return 0
+    groups = a.groups.split(",") if a.groups else list(CHAOS_GROUPS)
+    for fold in parse_range(a.folds):
+        for group in groups:
+            if group not in CHAOS_GROUPS:
+                raise DatasetError(f"unknown group {group!r}; groups are {sorted(CHAOS_GROUPS)}")
+            path = out_dir / f"{fold_model_name(a.setting, fold, group)}.json"
+            train_protocol_model(ds, path, a.setting, group, fold_training_cases(ds, fold), cfg, device,
+                                 fold=fold, command=a.command_line)
+            print(f"wrote {path}", flush=True)
+    return 0
+
+
+def is_chaos_protocol(ds) -> bool:
+    return len(ds.case_ids) == 20 and all(c.startswith("chaos_") for c in ds.case_ids) and \
+        set(ds.foreground_labels) == {1, 2, 3, 4}
+
+
+def cmd_evaluate(a) -> int:
+    from InteractiveRefineLib.data import DecathlonDataset
+
+    from .adapt import AdaptConfig, adapt_segmenter
+    from .evaluate import evaluate_chaos, evaluate_pairs, sample_pairs
+    from .models import fold_model_name, models_dir
+    from .summary import write_summary
+    ds = DecathlonDataset(a.dataset)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keep_previous(out / "results.jsonl")
+    adapter = None
+    if a.adapt:
+        cfg = AdaptConfig(time_budget=a.adapt_seconds)
+
+        def adapter(seg, supports, q_img):
+            return adapt_segmenter(seg, supports, q_img, 0, cfg)
+    show = _progress_printer("evaluate")
+    if is_chaos_protocol(ds) and not a.pairs:
+        model_dir = Path(a.models) if a.models else models_dir()
+        if a.train:
+            from InteractiveRefineLib.device import choose_device
+
+            from .protocol import CHAOS_GROUPS
+            from .train import TrainConfig, fold_training_cases, train_protocol_model
+            model_dir = out / "models"
+            for fold in parse_range(a.folds):
+                for group in CHAOS_GROUPS:
+                    train_protocol_model(ds, model_dir / f"{fold_model_name(a.setting, fold, group)}.json",
+                                         a.setting, group, fold_training_cases(ds, fold),
+                                         TrainConfig(steps=a.steps), choose_device(a.device), fold=fold,
+                                         command=a.command_line)
+
+        def model_for(setting, fold, group):
+            return model_dir / f"{fold_model_name(setting, fold, group)}.json"
+        records = evaluate_chaos(ds, a.setting, parse_range(a.folds), out, model_for, a.range, adapter, a.device,
+                                 progress=show)
+        title = f"CHAOS T2-SPIR few-shot protocol, setting {a.setting}"
+    else:
+        labels = ds.check_labels(parse_range(a.labels)) if a.labels else ds.foreground_labels
+        pairs = sample_pairs(ds.case_ids, a.pairs or 20, a.seed)
+        records = evaluate_pairs(ds, pairs, labels, out, a.model, a.range, adapter, a.device, progress=show)
+        title = f"{ds.name}: {len(pairs)} seeded support/query pairs (seed {a.seed}), model {a.model}"
+    if not records:
+        raise DatasetError("nothing was evaluated: no label is present in both support and query of any pair")
+    write_summary(out, records, title, a.command_line)
+    print((out / "summary.md").read_text())
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+    metrics = run_demo(Path(a.out), device=a.device, adapt=not a.no_adapt)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m FewShotSegLib",
+                                description="AdaptiveSeg FewShotSeg: segment a new organ in a whole volume from one "
+                                            "annotated support slice (RP-Net), optionally adapted to the exemplar "
+                                            "(ELSNet).")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("segment", help="segment a query volume from one annotated support slice")
+    s.add_argument("--support-image", required=True)
+    s.add_argument("--support-label", required=True, help="label map on the support image grid")
+    s.add_argument("--slice", type=int, required=True, help="support slice index along --axis")
+    s.add_argument("--label", type=int, action="append", help="label id(s) to learn (default: all on the slice)")
+    s.add_argument("--axis", type=int, default=0, help="array axis of the slices: 0 = K (axial for axial scans)")
+    s.add_argument("--query", required=True)
+    s.add_argument("--out", required=True, help="output label map (.nii.gz), query grid")
+    s.add_argument("--range", default="auto", help="auto (keep the component consistent with the support), all, "
+                                                 "or FIRST:LAST query slices (inclusive)")
+    s.add_argument("--adapt", action="store_true", help="exemplar adaptation first (ELSNet)")
+    s.add_argument("--adapt-seconds", type=float, default=60.0)
+    s.add_argument("--model", default="default", help="shipped model name or path to a manifest .json")
+    s.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    s.set_defaults(func=cmd_segment)
+
+    t = sub.add_parser("train", help="train per-fold CHAOS models (or --default: the shipped default model)")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--setting", type=int, default=2, choices=[1, 2])
+    t.add_argument("--folds", default="0-4")
+    t.add_argument("--groups", default="", help="upper,lower (default both)")
+    t.add_argument("--default", action="store_true", help="train the default model on every label")
+    t.add_argument("--exclude", nargs="*", help="cases left out of the default model's training")
+    t.add_argument("--steps", type=int, default=1000)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", default="", help="model folder (default: FewShotSeg/Resources/Models)")
+    t.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="CHAOS 5-fold protocol, or seeded pairs on any Decathlon folder")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--setting", type=int, default=2, choices=[1, 2])
+    e.add_argument("--folds", default="0-4")
+    e.add_argument("--adapt", action="store_true")
+    e.add_argument("--adapt-seconds", type=float, default=60.0)
+    e.add_argument("--range", default="gt", choices=["gt", "auto"])
+    e.add_argument("--out", required=True)
+    e.add_argument("--train", action="store_true", help="retrain the per-fold models first (into OUT/models)")
+    e.add_argument("--steps", type=int, default=1000, help="training steps with --train")
+    e.add_argument("--models", default="", help="folder of per-fold models (default: the shipped ones)")
+    e.add_argument("--pairs", type=int, default=0, help="seeded support/query pairs (default 20 off CHAOS)")
+    e.add_argument("--labels", default="", help="labels for pair evaluation, e.g. 1,3 (default all)")
+    e.add_argument("--model", default="default", help="model for pair evaluation")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="embedded sample: support from one patient, query another")
+    d.add_argument("--out", default="fewshot_demo")
+    d.add_argument("--no-adapt", action="store_true")
+    d.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = " ".join(["python -m FewShotSegLib"] + argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if args.threads > 0:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        return int(args.func(args) or 0)
+    except AdaptiveSegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+

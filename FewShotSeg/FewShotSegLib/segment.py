@@ -1,0 +1,164 @@
+"""Few-shot inference on a whole query volume from annotated support slices.
+
+Each label of the support is one 1-way 1-shot episode; overlaps between labels go to the most probable
+label. Every query slice is refined recurrently (10 steps by default) from the support mask placed on it
+unaligned, in batches of slices so a whole volume costs a few network passes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from InteractiveRefineLib.device import choose_device
+from InteractiveRefineLib.errors import CancelledError, ImageError, PromptError
+from InteractiveRefineLib.image_io import Image, validate_image
+
+from .models import DEFAULT_NAME, load_rpnet
+from .network import RPNet
+from .query_range import keep_consistent_component
+from .slices import NETWORK_SIZE, check_axis, from_network, image_slices, to_network, volume_from_slices
+
+TEST_ITERATIONS = 10
+Progress = Optional[Callable[[float, str], None]]
+Cancel = Optional[Callable[[], bool]]
+
+
+@dataclass
+class Support:
+    """One support slice on the network grid: image and binary mask, each (1, 1, S, S)."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    label: int
+    slice_index: int
+
+
+@dataclass
+class Segmentation:
+    """Result on the query grid: label map (K, J, I), per-label probabilities, and what was done."""
+
+    labels: np.ndarray
+    probabilities: Dict[int, np.ndarray]
+    slices: Tuple[int, int]
+    info: Dict[str, object] = field(default_factory=dict)
+
+
+def make_supports(image: Image, label: np.ndarray, slice_index: int, label_ids: Optional[Sequence[int]] = None,
+                  axis: int = 0, size: int = NETWORK_SIZE) -> List[Support]:
+    """Support slices of `label_ids` (default: every label on that slice) at `slice_index` along `axis`."""
+    validate_image(image, "support image")
+    axis = check_axis(axis)
+    label = np.asarray(label)
+    if label.shape != image.shape:
+        raise ImageError(f"support label shape {label.shape} differs from the support image shape {image.shape}")
+    n = image.shape[axis]
+    if not isinstance(slice_index, (int, np.integer)) or not 0 <= slice_index < n:
+        raise PromptError(f"support slice {slice_index} is outside the support volume (axis {axis} has {n} slices, "
+                          f"0..{n - 1})")
+    lab2d = np.take(label, int(slice_index), axis=axis)
+    present = sorted(int(v) for v in np.unique(lab2d) if v != 0)
+    if not present:
+        raise PromptError(f"the support mask is empty on slice {slice_index} (axis {axis}); annotate the organ there")
+    ids = present if label_ids is None else [int(v) for v in label_ids]
+    missing = [v for v in ids if v not in present]
+    if missing:
+        raise PromptError(f"label(s) {missing} absent from support slice {slice_index} (axis {axis}); "
+                          f"labels on that slice: {present}")
+    imgs, grid = image_slices(image, axis, size)
+    out = []
+    for v in ids:
+        m = to_network((lab2d == v)[None].astype(np.float32), grid, mode="area")
+        m = (m > 0.5).float() if (m > 0.5).any() else (m > 0).float()  # tiny masks survive the resize
+        out.append(Support(imgs[slice_index:slice_index + 1], m, v, int(slice_index)))
+    return out
+
+
+class FewShotSegmenter:
+    """A loaded RP-Net on a device, ready to segment query volumes."""
+
+    def __init__(self, model=DEFAULT_NAME, device: str = "auto", iterations: int = TEST_ITERATIONS,
+                 batch: int = 16, net: Optional[RPNet] = None):
+        self.device = choose_device(device)
+        if net is None:
+            net, self.manifest = load_rpnet(model, self.device)
+        else:
+            self.manifest = {"name": "in-memory"}
+            net = net.to(self.device).eval()
+        self.net = net
+        self.iterations = int(iterations)
+        self.batch = int(batch)
+
+    @torch.no_grad()
+    def predict(self, supports: Sequence[Support], query: torch.Tensor, assignment: np.ndarray,
+                progress: Progress = None, cancel: Cancel = None) -> torch.Tensor:
+        """Foreground probability (n, S, S) of query slices (n, 1, S, S); slice i uses supports[assignment[i]]."""
+        dev = self.device
+        states = [self.net.support_state(s.image.to(dev), s.mask.to(dev)) for s in supports]
+        out = torch.zeros(query.shape[0], query.shape[-2], query.shape[-1])
+        for start in range(0, query.shape[0], self.batch):
+            if cancel is not None and cancel():
+                raise CancelledError("segmentation cancelled; nothing was written")
+            idx = np.arange(start, min(start + self.batch, query.shape[0]))
+            q = query[idx].to(dev)
+            feats = self.net.encoder(q)
+            a = assignment[idx]
+            raw = torch.cat([states[j]["raw_prototypes"] for j in a])
+            protos = torch.cat([states[j]["prototypes"] for j in a])
+            logits, _ = self.net.refine(feats, raw, protos, self.iterations, q.shape[-2:])
+            out[idx] = logits[-1].softmax(1)[:, 1].float().cpu()
+            if progress:
+                progress(float(idx[-1] + 1) / query.shape[0], "segmenting")
+        return out
+
+    def segment(self, supports: Sequence[Support], query_image: Image, axis: int = 0,
+                slices: Optional[Tuple[int, int]] = None, chunk_of_slice: Optional[np.ndarray] = None,
+                auto_range: bool = False, progress: Progress = None, cancel: Cancel = None) -> Segmentation:
+        """Segment `query_image` along `axis`.
+
+        slices: (first, last + 1) query slice range (default: all); chunk_of_slice: support index per slice
+        of that range (default: 0 for all, i.e. one support per label: pass one Support per label then).
+        auto_range: keep only the 3D component consistent with the support position, per label.
+        """
+        validate_image(query_image, "query image")
+        axis = check_axis(axis)
+        n = query_image.shape[axis]
+        k0, k1 = (0, n) if slices is None else (int(slices[0]), int(slices[1]))
+        if not 0 <= k0 < k1 <= n:
+            raise PromptError(f"query slice range {k0}..{k1 - 1} is outside the query volume (0..{n - 1})")
+        qimgs, grid = image_slices(query_image, axis)
+        by_label: Dict[int, List[Support]] = {}
+        for s in supports:
+            by_label.setdefault(s.label, []).append(s)
+        probs: Dict[int, np.ndarray] = {}
+        for li, (lab, sups) in enumerate(by_label.items()):
+            assign = np.zeros(k1 - k0, dtype=int) if chunk_of_slice is None else np.asarray(chunk_of_slice)
+            if assign.shape != (k1 - k0,) or assign.max() >= len(sups):
+                raise PromptError(f"chunk assignment must give one of {len(sups)} supports per query slice")
+
+            def sub(frac, msg, li=li):
+                if progress:
+                    progress((li + frac) / len(by_label), f"label {lab}: {msg}")
+            p = self.predict(sups, qimgs[k0:k1], assign, sub, cancel)
+            full = np.zeros((n, grid.rows, grid.cols), dtype=np.float32)
+            full[k0:k1] = from_network(p, grid)
+            vol = volume_from_slices(full, grid)
+            if auto_range:
+                footprint = from_network(sups[len(sups) // 2].mask[:, 0], grid)[0] > 0.5
+                vol = vol * keep_consistent_component(vol > 0.5, footprint, axis)
+            probs[lab] = vol
+        labels = combine_labels(probs)
+        return Segmentation(labels, probs, (k0, k1), {"axis": axis, "iterations": self.iterations,
+                                                       "device": str(self.device), "auto_range": auto_range})
+
+
+def combine_labels(probs: Dict[int, np.ndarray], threshold: float = 0.5) -> np.ndarray:
+    """Label map: the most probable label where its probability is >= threshold, else 0."""
+    labs = list(probs)
+    stack = np.stack([probs[v] for v in labs])
+    best = stack.argmax(0)
+    out = np.asarray(labs, dtype=np.int16)[best]
+    out[stack.max(0) < threshold] = 0
+    return out

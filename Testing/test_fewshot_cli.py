@@ -1,0 +1,68 @@
+"""The FewShotSeg commands end to end on the embedded sample, with the shipped default model."""
+import json
+
+import numpy as np
+
+from FewShotSegLib.cli import main
+from FewShotSegLib.evaluate import protocol_case, sample_pairs
+from FewShotSegLib.models import load_rpnet
+from FewShotSegLib.segment import FewShotSegmenter
+from InteractiveRefineLib.image_io import read_label
+from InteractiveRefineLib.metrics import dice
+from InteractiveRefineLib.sample import sample_dataset
+
+# chaos_8 and chaos_36 were left out of the default model's training (see its manifest). Measured with the
+# shipped default model: see test_regression_dice_on_unseen_patients.
+REGRESSION_MEAN_DICE = 0.60
+
+
+def test_default_model_manifest_leaves_the_sample_patients_out():
+    _, manifest = load_rpnet("default")
+    assert not {"chaos_8", "chaos_36"} & set(manifest["training"]["cases"])
+    assert "train" in manifest["command"]
+
+
+def test_regression_dice_on_unseen_patients(chaos_sample):
+    """The protocol's chunked supports from chaos_36 segment chaos_8's organs over their slice ranges."""
+    support, query = chaos_sample.load("chaos_36"), chaos_sample.load("chaos_8")
+    seg = FewShotSegmenter(device="cpu")
+    scores = {organ: protocol_case(seg, support, query, organ, "gt")["dice"] for organ in (1, 2, 3, 4)}
+    assert np.mean(list(scores.values())) >= REGRESSION_MEAN_DICE, scores
+    assert min(scores[1], scores[4]) >= 0.7, scores
+
+
+def test_segment_command_writes_a_label_map(tmp_path):
+    data = sample_dataset("chaos")
+    out = tmp_path / "q.nii.gz"
+    rc = main(["segment", "--support-image", str(data / "imagesTr/chaos_36.nii.gz"),
+               "--support-label", str(data / "labelsTr/chaos_36.nii.gz"), "--slice", "18", "--label", "1",
+               "--query", str(data / "imagesTr/chaos_8.nii.gz"), "--range", "4:31", "--out", str(out),
+               "--device", "cpu"])
+    assert rc == 0
+    ref = read_label(data / "labelsTr/chaos_8.nii.gz")
+    pred = read_label(out)
+    assert pred.shape == ref.shape and set(np.unique(pred)) <= {0, 1}
+    assert dice(pred == 1, ref == 1) > 0.6
+
+
+def test_segment_command_refuses_bad_input_without_output(tmp_path, capsys):
+    data = sample_dataset("chaos")
+    out = tmp_path / "q.nii.gz"
+    rc = main(["segment", "--support-image", str(data / "imagesTr/chaos_36.nii.gz"),
+               "--support-label", str(data / "labelsTr/chaos_36.nii.gz"), "--slice", "999",
+               "--query", str(data / "imagesTr/chaos_8.nii.gz"), "--out", str(out), "--device", "cpu"])
+    assert rc == 2 and not out.exists()
+    assert "outside the support volume" in capsys.readouterr().err
+
+
+def test_evaluate_on_another_decathlon_folder_uses_seeded_pairs(tmp_path):
+    data = sample_dataset("chaos")
+    assert sample_pairs(["a", "b", "c"], 4, seed=1) == sample_pairs(["c", "b", "a"], 4, seed=1)
+    rc = main(["evaluate", "--dataset", str(data), "--pairs", "1", "--labels", "2", "--out", str(tmp_path),
+               "--device", "cpu"])
+    assert rc == 0
+    recs = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 1
+    keys = {"fold", "setting", "support_case", "query_case", "label", "dice", "adapted", "range", "seconds"}
+    assert keys <= set(recs[0]) and recs[0]["label"] == 2 and 0 <= recs[0]["dice"] <= 1
+    assert "right kidney" in (tmp_path / "summary.md").read_text()
