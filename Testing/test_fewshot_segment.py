@@ -8,7 +8,9 @@ from FewShotSegLib.network import build_rpnet
 from FewShotSegLib.segment import FewShotSegmenter, combine_labels, make_supports
 from FewShotSegLib.slices import from_network, image_slices, slice_grid
 from InteractiveRefineLib.errors import CancelledError, ImageError, PromptError
+from InteractiveRefineLib.data import DecathlonDataset
 from InteractiveRefineLib.image_io import Image
+from InteractiveRefineLib.sample import sample_dataset
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +37,10 @@ def test_bad_support_inputs(chaos36):
         make_supports(img, lab, img.shape[0])
     with pytest.raises(PromptError, match="outside the support volume"):
         make_supports(img, lab, -1)
-    top = int(np.flatnonzero((lab == 1).any((1, 2)))[-1])  # a liver slice far above the kidneys
-    if not (lab[top] == 2).any():
-        with pytest.raises(PromptError, match=r"label\(s\) \[2\] absent from support slice"):
-            make_supports(img, lab, top, [2])
+    liver_only = np.flatnonzero((lab == 1).any((1, 2)) & ~(lab == 2).any((1, 2)))
+    assert liver_only.size
+    with pytest.raises(PromptError, match=r"label\(s\) \[2\] absent from support slice"):
+        make_supports(img, lab, int(liver_only[0]), [2])
     with pytest.raises(ImageError, match="shape"):
         make_supports(img, lab[:-1], k)
     bad = img.array.astype(np.float32).copy()
@@ -64,10 +66,14 @@ def test_one_slice_and_resampled_query(untrained, chaos36):
     one = Image(img.array[10:11], img.spacing, img.origin, img.direction)
     res = untrained.segment(sup, one)
     assert res.labels.shape == one.shape and set(res.probabilities) == {2, 3}
-    # a query of another size, spacing and intensity range (a CT-like rescale) works through the slice grid
+    # a query of another size, spacing and intensity range works through the slice grid ...
     small = Image((img.array[::2, ::2, 1::2] * 3.0 - 1000).astype(np.float32), (2.5, 2.5, img.spacing[2] * 2))
     res = untrained.segment(sup, small)
     assert res.labels.shape == small.shape
+    # ... and so does another modality: the embedded CT as the query of an MR support
+    ct, _ = DecathlonDataset(sample_dataset("totalseg_ct")).load("totalseg_ct")
+    res = untrained.segment(sup, ct, slices=(0, 2))
+    assert res.labels.shape == ct.shape and res.slices == (0, 2)
 
 
 def test_slice_grid_pads_to_a_square_field_of_view():

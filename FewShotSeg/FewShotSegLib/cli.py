@@ -157,6 +157,18 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_time(a) -> int:
+    from InteractiveRefineLib.data import DecathlonDataset
+
+    from .segment import FewShotSegmenter
+    from .timing import time_case
+    ds = DecathlonDataset(a.dataset)
+    seg = FewShotSegmenter(a.model, device=a.device)
+    result = time_case(seg, ds.load(a.support), ds.load(a.query), a.label, a.repeats, not a.no_adapt)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .demo import run_demo
     metrics = run_demo(Path(a.out), device=a.device, adapt=not a.no_adapt)
@@ -221,6 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     e.set_defaults(func=cmd_evaluate)
+
+    m = sub.add_parser("time", help="time whole-volume segmentation and exemplar adaptation on one case pair")
+    m.add_argument("--dataset", required=True)
+    m.add_argument("--support", required=True, help="support case id")
+    m.add_argument("--query", required=True, help="query case id")
+    m.add_argument("--label", type=int, default=1)
+    m.add_argument("--repeats", type=int, default=3)
+    m.add_argument("--no-adapt", action="store_true")
+    m.add_argument("--model", default="default")
+    m.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    m.set_defaults(func=cmd_time)
 
     d = sub.add_parser("demo", help="embedded sample: support from one patient, query another")
     d.add_argument("--out", default="fewshot_demo")
