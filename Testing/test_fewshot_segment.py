@@ -123,3 +123,15 @@ def test_adaptation_is_bounded_and_reports_progress(untrained, chaos36):
     assert changed
     zero = adapt_segmenter(untrained, sup, img, 0, AdaptConfig(steps=50, pseudo_steps=50, batch=2, time_budget=0.0))
     assert zero.manifest["adapted"]["steps"] == 0 and zero.manifest["adapted"]["pseudo_steps"] == 0
+
+
+def test_query_box_limits_the_result(untrained, chaos36):
+    img, lab = chaos36
+    sup = make_supports(img, lab, kidney_slice(lab), [2])
+    res = untrained.segment(sup, img, box=((5, 100, 40), (9, 200, 140)))
+    assert res.slices == (5, 9)
+    outside = np.ones(img.shape, bool)
+    outside[5:9, 100:200, 40:140] = False
+    assert not res.labels[outside].any()
+    with pytest.raises(PromptError, match="outside the query volume"):
+        untrained.segment(sup, img, box=((5, 100, 40), (9, 300, 140)))

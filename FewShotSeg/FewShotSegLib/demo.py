@@ -29,7 +29,7 @@ from .segment import FewShotSegmenter, combine_labels, make_supports
 
 SUPPORT_CASE, QUERY_CASE = "chaos_36", "chaos_8"
 LABELS = (1, 2, 3, 4)
-ADAPT_SECONDS = 12.0  # per organ, so the whole demo stays under a minute on a 2-core CPU
+ADAPT_SECONDS = 10.0  # per organ, so the whole demo stays under a minute on a 2-core CPU
 
 
 def _overlay(image, ref, pred, path: Path, title: str) -> None:

@@ -1,8 +1,8 @@
 """Few-shot inference on a whole query volume from annotated support slices.
 
 Each label of the support is one 1-way 1-shot episode; overlaps between labels go to the most probable
-label. Every query slice is refined recurrently (10 steps by default) from the support mask placed on it
-unaligned, in batches of slices so a whole volume costs a few network passes.
+label. Every query slice starts from the prototype step and is refined recurrently (10 steps by default),
+in batches of slices, so a whole volume costs a few network passes.
 """
 from __future__ import annotations
 
@@ -115,16 +115,30 @@ class FewShotSegmenter:
 
     def segment(self, supports: Sequence[Support], query_image: Image, axis: int = 0,
                 slices: Optional[Tuple[int, int]] = None, chunk_of_slice: Optional[np.ndarray] = None,
-                auto_range: bool = False, progress: Progress = None, cancel: Cancel = None) -> Segmentation:
+                auto_range: bool = False, box: Optional[Tuple[Sequence[int], Sequence[int]]] = None,
+                progress: Progress = None, cancel: Cancel = None) -> Segmentation:
         """Segment `query_image` along `axis`.
 
         slices: (first, last + 1) query slice range (default: all); chunk_of_slice: support index per slice
         of that range (default: 0 for all, i.e. one support per label: pass one Support per label then).
-        auto_range: keep only the 3D component consistent with the support position, per label.
+        box: (lo, hi) voxel indices (K, J, I), hi exclusive: its slices are the range, and nothing outside it
+        is labelled. auto_range: keep only the 3D component consistent with the support position, per label.
         """
+        if not supports:
+            raise PromptError("no support slice given: annotate the organ on one slice of the support volume")
         validate_image(query_image, "query image")
         axis = check_axis(axis)
         n = query_image.shape[axis]
+        inside = None
+        if box is not None:
+            lo, hi = (np.asarray(v, dtype=int) for v in box)
+            if lo.shape != (3,) or hi.shape != (3,) or (lo < 0).any() or (hi > query_image.shape).any() \
+                    or (hi <= lo).any():
+                raise PromptError(f"query box {lo.tolist()}..{hi.tolist()} is empty or outside the query volume "
+                                  f"{list(query_image.shape)}")
+            inside = np.zeros(query_image.shape, dtype=bool)
+            inside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+            slices = (int(lo[axis]), int(hi[axis]))
         k0, k1 = (0, n) if slices is None else (int(slices[0]), int(slices[1]))
         if not 0 <= k0 < k1 <= n:
             raise PromptError(f"query slice range {k0}..{k1 - 1} is outside the query volume (0..{n - 1})")
@@ -145,6 +159,8 @@ class FewShotSegmenter:
             full = np.zeros((n, grid.rows, grid.cols), dtype=np.float32)
             full[k0:k1] = from_network(p, grid)
             vol = volume_from_slices(full, grid)
+            if inside is not None:
+                vol = vol * inside
             if auto_range:
                 footprint = from_network(sups[len(sups) // 2].mask[:, 0], grid)[0] > 0.5
                 vol = vol * keep_consistent_component(vol > 0.5, footprint, axis)
