@@ -7,8 +7,8 @@ from FewShotSegLib.adapt import AdaptConfig, adapt_segmenter
 from FewShotSegLib.network import build_rpnet
 from FewShotSegLib.segment import FewShotSegmenter, combine_labels, make_supports
 from FewShotSegLib.slices import from_network, image_slices, slice_grid
-from InteractiveRefineLib.errors import CancelledError, ImageError, PromptError
 from InteractiveRefineLib.data import DecathlonDataset
+from InteractiveRefineLib.errors import CancelledError, ImageError, PromptError
 from InteractiveRefineLib.image_io import Image
 from InteractiveRefineLib.sample import sample_dataset
 
