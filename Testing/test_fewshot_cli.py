@@ -66,3 +66,15 @@ def test_evaluate_on_another_decathlon_folder_uses_seeded_pairs(tmp_path):
     keys = {"fold", "setting", "support_case", "query_case", "label", "dice", "adapted", "range", "seconds"}
     assert keys <= set(recs[0]) and recs[0]["label"] == 2 and 0 <= recs[0]["dice"] <= 1
     assert "right kidney" in (tmp_path / "summary.md").read_text()
+
+
+def test_evaluate_adapted_with_automatic_range_keeps_earlier_results(tmp_path):
+    data = sample_dataset("chaos")
+    (tmp_path / "results.jsonl").write_text('{"earlier": true}\n')
+    rc = main(["--threads", "1", "evaluate", "--dataset", str(data), "--pairs", "1", "--labels", "4", "--adapt",
+               "--adapt-seconds", "3", "--range", "auto", "--out", str(tmp_path), "--device", "cpu"])
+    assert rc == 0
+    rec = json.loads((tmp_path / "results.jsonl").read_text())
+    assert rec["adapted"] is True and rec["range"] == "auto" and rec["label"] == 4
+    assert (tmp_path / "results.1.jsonl").read_text() == '{"earlier": true}\n'
+    assert "| - | yes | auto |" in (tmp_path / "summary.md").read_text()

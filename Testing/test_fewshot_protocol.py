@@ -58,3 +58,14 @@ def test_auto_range_keeps_the_component_under_the_support():
     far[0, 10] = True
     kept = keep_consistent_component(mask, far, axis=0)
     assert kept[5, 15, 15] and not kept[3, 3, 3]
+
+
+def test_summary_table_per_organ_next_to_the_published_numbers(tmp_path):
+    from FewShotSegLib.summary import write_summary
+    recs = [{"setting": 2, "adapted": False, "range": "gt", "label": lab, "label_name": name, "dice": d,
+             "seconds": 1.0}
+            for lab, name, ds in [(1, "liver", (0.8, 0.6)), (2, "right kidney", (0.9, 0.7))] for d in ds]
+    text = write_summary(tmp_path, recs, "t").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 2 | no | gt"))
+    assert "70.00 +- 10.00" in row and "80.00 +- 10.00" in row and "**75.00**" in row and "| 4 |" in row
+    assert "SSL-ALPNet | CRAPNet | DenseMP" in text and "73.02" in text and "78.84" not in text
