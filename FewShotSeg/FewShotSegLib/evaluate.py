@@ -88,7 +88,7 @@ def evaluate_chaos(dataset, setting: int, folds: Iterable[int], out_dir: Path, m
                     r = protocol_case(segmenter, load(fc["support"]), load(qid), organ, range_mode, adapter)
                     rec = {"fold": fold, "setting": setting, "support_case": fc["support"], "query_case": qid,
                            "label": organ, "label_name": dataset.labels.get(organ, str(organ)),
-                           "adapted": adapter is not None, "range": range_mode, "model": str(model), **r}
+                           "adapted": adapter is not None, "range": range_mode, "model": Path(str(model)).stem, **r}
                     append_record(out_dir / "results.jsonl", rec)
                     records.append(rec)
                     if progress:
@@ -121,7 +121,7 @@ def evaluate_pairs(dataset, pairs: Sequence[tuple], labels: Sequence[int], out_d
             r = protocol_case(segmenter, sup, qry, organ, range_mode, adapter)
             rec = {"fold": None, "setting": None, "support_case": sid, "query_case": qid, "label": organ,
                    "label_name": dataset.labels.get(organ, str(organ)), "adapted": adapter is not None,
-                   "range": range_mode, "model": str(model), **r}
+                   "range": range_mode, "model": Path(str(model)).stem, **r}
             append_record(out_dir / "results.jsonl", rec)
             records.append(rec)
             if progress:
