@@ -78,3 +78,16 @@ def test_evaluate_adapted_with_automatic_range_keeps_earlier_results(tmp_path):
     assert rec["adapted"] is True and rec["range"] == "auto" and rec["label"] == 4
     assert (tmp_path / "results.1.jsonl").read_text() == '{"earlier": true}\n'
     assert "| - | yes | auto |" in (tmp_path / "summary.md").read_text()
+
+
+def test_segment_command_adapts_each_label(tmp_path):
+    data = sample_dataset("chaos")
+    out = tmp_path / "q.nii.gz"
+    rc = main(["--threads", "1", "segment", "--support-image", str(data / "imagesTr/chaos_36.nii.gz"),
+               "--support-label", str(data / "labelsTr/chaos_36.nii.gz"), "--slice", "12",
+               "--query", str(data / "imagesTr/chaos_8.nii.gz"), "--range", "5:20", "--adapt",
+               "--adapt-seconds", "2", "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    pred = read_label(out)
+    assert not pred[:5].any() and not pred[21:].any()
+    assert set(np.unique(pred)) - {0} <= {1, 2, 3, 4} and len(set(np.unique(pred)) - {0}) >= 2

@@ -58,15 +58,20 @@ def cmd_segment(a) -> int:
     from InteractiveRefineLib.image_io import read_image, read_label, write_image
 
     from .adapt import AdaptConfig, adapt_segmenter
-    from .segment import FewShotSegmenter, make_supports
+    from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports
     s_img = read_image(a.support_image, "support image")
     s_lab = read_label(a.support_label, s_img, "support label")
     q_img = read_image(a.query, "query image")
     supports = make_supports(s_img, s_lab, a.slice, a.label, a.axis)
     seg = FewShotSegmenter(a.model, device=a.device)
-    if a.adapt:
-        seg = adapt_segmenter(seg, supports, q_img, a.axis, AdaptConfig(time_budget=a.adapt_seconds))
-    result = seg.segment(supports, q_img, a.axis, slices=parse_slices(a.range), auto_range=a.range == "auto")
+    kw = dict(axis=a.axis, slices=parse_slices(a.range), auto_range=a.range == "auto")
+    if a.adapt:  # one adapted network per label (each label is its own 1-way episode)
+        cfg = AdaptConfig(time_budget=a.adapt_seconds)
+        results = [adapt_segmenter(seg, [s], q_img, a.axis, cfg).segment([s], q_img, **kw) for s in supports]
+        probs = {k: v for r in results for k, v in r.probabilities.items()}
+        result = Segmentation(combine_labels(probs), probs, results[-1].slices)
+    else:
+        result = seg.segment(supports, q_img, **kw)
     write_image(q_img, a.out, result.labels)
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": list(result.slices),
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
