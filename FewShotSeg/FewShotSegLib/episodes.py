@@ -76,8 +76,8 @@ class EpisodeSampler:
             raise DatasetError("no training episodes possible: no usable organ slices and no superpixels")
 
     def _supervised(self):
-        lab = self.base[self.rng.integers(len(self.base))] if len(self.organ_slices) == len(self.base) else \
-            list(self.organ_slices)[self.rng.integers(len(self.organ_slices))]
+        labels = list(self.organ_slices)  # base labels in order, those with usable slices
+        lab = labels[self.rng.integers(len(labels))]
         per_vol = self.organ_slices[lab]
         a, b = self.rng.choice(len(per_vol), size=2, replace=len(per_vol) < 2)
         r = self.rng.uniform(0, 1)
