@@ -48,13 +48,6 @@ def fold_cases(case_ids: Sequence[str], fold: int, n_folds: int = N_FOLDS) -> Di
     return {"query": query, "support": support, "train": train}
 
 
-def group_of(label: int, groups: Dict[str, Tuple[int, ...]] = CHAOS_GROUPS) -> str:
-    for name, labels in groups.items():
-        if label in labels:
-            return name
-    raise DatasetError(f"label {label} is in no test group {groups}")
-
-
 def base_labels(group: str, groups: Dict[str, Tuple[int, ...]] = CHAOS_GROUPS) -> Tuple[int, ...]:
     """Supervised training classes of a group's models: every other group's organs."""
     return tuple(sorted(lab for g, labs in groups.items() if g != group for lab in labs))

@@ -96,11 +96,6 @@ def image_slices(image: Image, axis: int = 0, size: int = NETWORK_SIZE) -> Tuple
     return to_network(_move(normalized_volume(image), grid.axis), grid), grid
 
 
-def mask_slices(mask: np.ndarray, grid: SliceGrid) -> torch.Tensor:
-    """Binary (K, J, I) mask -> (n_slices, 1, S, S) soft mask in [0, 1] on the network grid (area average)."""
-    return to_network(_move(np.asarray(mask, dtype=np.float32), grid.axis), grid, mode="area")
-
-
 def volume_from_slices(prob_slices: np.ndarray, grid: SliceGrid) -> np.ndarray:
     """(n_slices, rows, cols) -> the (K, J, I) array with the slice axis put back."""
     return np.moveaxis(prob_slices, 0, grid.axis)
