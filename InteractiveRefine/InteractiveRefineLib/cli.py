@@ -1,4 +1,4 @@
-"""Command line: python -m InteractiveRefineLib {demo,train,benchmark} ..."""
+"""Command line: python -m InteractiveRefineLib {demo,train,benchmark,analyze-logs} ..."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,15 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
 
 
+def _add_analyze_logs(sub) -> None:
+    p = sub.add_parser("analyze-logs", help="per-case interaction counts, user vs compute time and time to a "
+                                            "Dice from a folder of session logs (table, CSV and plot)")
+    p.add_argument("folder", help="folder of *.jsonl session logs (searched recursively)")
+    p.add_argument("--out", help="output folder (default: the log folder)")
+    p.add_argument("--dice", type=float, default=0.9,
+                   help="target Dice for 'time to reach' (default 0.9; needs a reference in the session)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m InteractiveRefineLib",
                                      description="AdaptiveSeg InteractiveRefine core (headless)")
@@ -77,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_train(sub)
     _add_benchmark(sub)
+    _add_analyze_logs(sub)
     return parser
 
 
@@ -90,6 +100,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
             run_demo(Path(args.out), device=args.device)
+            return 0
+        if args.command == "analyze-logs":
+            from .analyze_logs import analyze_logs
+            rows, table = analyze_logs(args.folder, args.out, args.dice)
+            print(table, end="")
+            print(f"{len(rows)} session(s); wrote sessions.csv, cases.md and timing.png to {args.out or args.folder}")
             return 0
         from .benchmark import run_benchmark_cli
         return run_benchmark_cli(args)

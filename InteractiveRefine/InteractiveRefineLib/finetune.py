@@ -51,6 +51,7 @@ class RefineConfig:
         for very large boxes).
     time_budget: seconds a refine call may take; when reached it stops after the current step and
         returns the best it has (None: no limit).
+    margin_mm: context around the box given to the network (None: the model's own, 10 mm).
     """
 
     omega: float = 20.0
@@ -66,6 +67,7 @@ class RefineConfig:
     crf_on_box: bool = True
     final_grid: str = "native"
     time_budget: Optional[float] = None
+    margin_mm: Optional[float] = None
 
     def __post_init__(self):
         if self.omega <= 0 or not 0.5 <= self.threshold <= 1.0 or self.distance_mm < 0:

@@ -9,7 +9,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -30,15 +30,22 @@ def _jsonable(value: Any) -> Any:
 
 
 class InteractionLog:
-    """Append-only JSON-lines log. Each event gets `event`, `t` (monotonic seconds) and `wall` (epoch)."""
+    """Append-only JSON-lines log. Each event gets `event`, `t` (monotonic seconds) and `wall` (epoch).
 
-    def __init__(self, path, session: Optional[Dict[str, Any]] = None):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        torn = self.path.is_file() and self.path.stat().st_size > 0 and not self._ends_with_newline()
-        self._file = open(self.path, "a", encoding="utf-8")
-        if torn:  # an earlier crash left half a line: end it so the next event is a line of its own
-            self._file.write("\n")
+    `events` keeps the records in memory too (the panel's live timing reads them); with `path` None
+    the log is kept in memory only.
+    """
+
+    def __init__(self, path=None, session: Optional[Dict[str, Any]] = None):
+        self.path = None if path is None else Path(path)
+        self.events: List[Dict[str, Any]] = []
+        self._file = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torn = self.path.is_file() and self.path.stat().st_size > 0 and not self._ends_with_newline()
+            self._file = open(self.path, "a", encoding="utf-8")
+            if torn:  # an earlier crash left half a line: end it so the next event is a line of its own
+                self._file.write("\n")
         if session is not None:
             self.write("session_start", **session)
 
@@ -50,13 +57,18 @@ class InteractionLog:
     def write(self, event: str, **fields: Any) -> Dict[str, Any]:
         record = {"event": event, "t": time.monotonic(), "wall": time.time()}
         record.update(fields)
-        self._file.write(json.dumps(record, default=_jsonable) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        line = json.dumps(record, default=_jsonable)  # fails (TypeError) before anything is written
+        if self._file is not None:
+            if self._file.closed:
+                raise ValueError(f"the log {self.path} is closed")
+            self._file.write(line + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        self.events.append(json.loads(line))
         return record
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.close()
 
     def __enter__(self) -> "InteractionLog":

@@ -51,7 +51,7 @@ def summary_tables(records: Sequence[dict], seen_labels: Optional[Sequence[int]]
     return "\n".join(lines) + "\n"
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     """Write a figure atomically (no half-written PNG) and free it."""
     import matplotlib.pyplot as plt
 
@@ -88,7 +88,7 @@ def plot_dice(records: Sequence[dict], path: Path) -> Path:
         ax.set_title(f"{dim} boxes")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _groups(seen: set):
@@ -147,7 +147,7 @@ def plot_rounds(records: Sequence[dict], path: Path, seen_labels: Optional[Seque
         ax.set_title(f"{dim}, {gname}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_summary(records: Sequence[dict], out: Path, title: str = "benchmark",

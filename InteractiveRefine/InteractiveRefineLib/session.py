@@ -36,7 +36,7 @@ from .inference import BoxSegmenter, plan_for
 from .log import InteractionLog
 from .metrics import dice
 from .prompts import Box, validate_box
-from .scribbles import Scribbles, network_masks, region_masks
+from .scribbles import Scribbles, network_masks, region_masks, rows_in
 
 log = logging.getLogger(__name__)
 MODES = ("supervised", "unsupervised", "crf")
@@ -59,9 +59,9 @@ class _Context:
     """What is computed once per object: the crop, its network input and frozen features."""
 
     def __init__(self, image: Image, box: Box, net: torch.nn.Module, input_cfg: Dict[str, Any],
-                 device: torch.device, head_only: bool):
+                 device: torch.device, head_only: bool, margin_mm: Optional[float] = None):
         self.box = box
-        self.spec: CropSpec = plan_for(box, image, input_cfg)
+        self.spec: CropSpec = plan_for(box, image, input_cfg, margin_mm)
         native = native_region(image.array, self.spec).astype(np.float32)
         self.x_grid = normalize(to_grid(native, self.spec))
         self.native = native
@@ -167,7 +167,8 @@ class InteractiveSession:
 
         def run():
             net, manifest = self.segmenter.model(box.dim)
-            ctx = _Context(self.image, box, net, manifest.get("input", {}), self.device, self.config.head_only)
+            ctx = _Context(self.image, box, net, manifest.get("input", {}), self.device, self.config.head_only,
+                           self.config.margin_mm)
             prob = finetune.model_probability(ctx.model(None), ctx.inputs)
             mask = self._final(ctx, prob, Scribbles(), crf=self.config.crf_on_box)
             return ctx, prob, mask
@@ -194,6 +195,29 @@ class InteractiveSession:
         added = (scr.count[0] - st.scribbles.count[0]) + (scr.count[1] - st.scribbles.count[1])
         self._push(oid, replace(st, action=f"scribble_{label}", scribbles=scr))
         self._event("scribble", oid, label=label, voxels=int(added), total_fg=scr.count[0], total_bg=scr.count[1])
+        return scr
+
+    def set_scribbles(self, fg, bg, object_id: Optional[str] = None) -> Scribbles:
+        """Replace all scribbles of the object (e.g. read back from the panel's helper segments, where the
+        user may also have erased): (n, 3) voxel indices (k, j, i) inside the box, or empty. One
+        interaction, logged with the voxels added and removed per label; a no-op when nothing changed."""
+        oid = self._object(object_id)
+        st = self.state(oid)
+        scr = Scribbles()
+        for voxels, label in ((fg, "fg"), (bg, "bg")):
+            if np.size(voxels):
+                scr = scr.added(voxels, label, st.box, self.image.shape)
+        changes = {}
+        for label, old, new in (("fg", st.scribbles.fg, scr.fg), ("bg", st.scribbles.bg, scr.bg)):
+            changes[f"added_{label}"] = int(len(new) - (rows_in(new, old).sum() if len(old) and len(new) else 0))
+            changes[f"removed_{label}"] = int(len(old) - (rows_in(old, new).sum() if len(old) and len(new) else 0))
+        if not any(changes.values()):
+            return st.scribbles
+        label = "fg" if changes["added_fg"] + changes["removed_fg"] >= changes["added_bg"] + changes["removed_bg"] \
+            else "bg"
+        self._push(oid, replace(st, action=f"scribble_{label}", scribbles=scr))
+        self._event("scribble", oid, label=label, voxels=changes[f"added_{label}"], total_fg=scr.count[0],
+                    total_bg=scr.count[1], **changes)
         return scr
 
     def refine(self, mode: str = "supervised", object_id: Optional[str] = None, progress: finetune.Progress = None,

@@ -1,0 +1,198 @@
+"""The InteractiveRefine panel's logic without Slicer, on the embedded CHAOS patient and the shipped
+models, with the real worker thread: box -> segment -> scribble -> refine -> undo/redo/reset -> accept,
+changed-extent writes, re-entry, cancel, bad input, the study log and its analysis."""
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from InteractiveRefineLib.analyze_logs import analyze_logs
+from InteractiveRefineLib.errors import PromptError
+from InteractiveRefineLib.finetune import RefineConfig
+from InteractiveRefineLib.log import read_log
+from InteractiveRefineLib.mask_update import changed_extent, crop
+from InteractiveRefineLib.prompts import box_from_mask, main_object
+from InteractiveRefineLib.refine_controller import RefineController
+from InteractiveRefineLib.robot import next_scribble
+from InteractiveRefineLib.session import InteractiveSession
+from InteractiveRefineLib.worker import BusyError, Worker
+
+RIGHT_KIDNEY, SLICE = 2, 12
+
+
+@pytest.fixture
+def controller(chaos8, segmenter, tmp_path):
+    image, label = chaos8
+    ref = label == RIGHT_KIDNEY
+    worker = Worker()
+    c = RefineController(image, device="cpu", log_folder=tmp_path / "logs", participant="p01", case="chaos_8 RK",
+                         reference=ref, worker=worker,
+                         session_factory=lambda *a, **k: InteractiveSession(*a, segmenter=segmenter, **k))
+    yield c, ref, box_from_mask(main_object(ref), 0, SLICE)
+    c.close()
+    worker.shutdown()
+
+
+def segment(c, box):
+    c.start_box(box)
+    status = c.wait(60)
+    assert status.job.state == "done", status.job.error
+    return status.update
+
+
+def robot_scribbles(c, ref, update, box, seed=0):
+    stroke = next_scribble(update.mask, ref, box, c.session.image.spacing_kji, np.random.default_rng(seed))
+    fg, bg = (np.zeros(ref.shape, bool) for _ in range(2))
+    (fg if stroke.label == "fg" else bg)[tuple(np.asarray(stroke.voxels).T)] = True
+    return fg, bg
+
+
+def test_whole_workflow_with_exact_undo_redo(controller):
+    c, ref, box = controller
+    first = segment(c, box)
+    assert first.action == "box" and first.dice > 0.7
+    assert not first.mask[:SLICE].any() and not first.mask[SLICE + 1:].any()  # a 2D box: one slice
+    lo, hi = first.extent
+    assert lo[0] == SLICE and hi[0] == SLICE + 1 and crop(first.mask, first.extent).sum() == first.mask.sum()
+    assert not first.scribbles[0].any() and not first.scribbles[1].any()  # helper segments are cleared
+
+    fg, bg = robot_scribbles(c, ref, first, box)
+    ignored, _ = c.set_scribbles(fg, bg)
+    assert ignored == 0 and c.can_undo()
+    c.start_refine("supervised")
+    refined = c.wait(120).update
+    assert refined.action == "refine_supervised" and refined.dice > first.dice
+    assert refined.extent == changed_extent(first.mask, refined.mask)  # only what changed is written
+    assert (refined.mask[fg]).all() and not refined.mask[bg].any()  # scribbles are hard constraints
+
+    undone = c.undo()  # back to the scribble state: the box result, scribbles kept
+    np.testing.assert_array_equal(undone.mask, first.mask)
+    np.testing.assert_array_equal(undone.scribbles[0], fg)
+    np.testing.assert_array_equal(undone.scribbles[1], bg)
+    assert undone.extent == changed_extent(refined.mask, first.mask)
+    redone = c.redo()
+    np.testing.assert_array_equal(redone.mask, refined.mask)
+    reset = c.reset()
+    np.testing.assert_array_equal(reset.mask, first.mask)
+    assert not reset.scribbles[0].any() and not reset.scribbles[1].any()
+
+    times = c.times()
+    assert times["interactions"] == 6 and times["compute_seconds"] > 0 and times["user_seconds"] >= 0
+    c.accept()
+    events = read_log(c.log.path)
+    names = [e["event"] for e in events]
+    assert names == ["study", "session_start", "box", "scribble", "refine", "undo", "redo", "reset", "accept"]
+    assert events[0]["participant"] == "p01" and events[0]["case"] == "chaos_8 RK"
+    assert all(b["t"] >= a["t"] for a, b in zip(events, events[1:]))
+    assert c.log.path.name.startswith("p01_chaos_8_RK_")
+
+
+def test_reentry_blocked_and_cancel_mid_refinement(controller):
+    c, ref, box = controller
+    first = segment(c, box)
+    c.set_scribbles(*robot_scribbles(c, ref, first, box))
+    before = c.session.state()
+    started = threading.Event()
+    real_refine = c.session.refine
+
+    def slow_refine(*args, **kwargs):  # the real refinement, with a cancel that fires once it has begun
+        cancel = kwargs["cancel"]
+
+        def waiting_cancel():
+            started.set()
+            return cancel()
+        kwargs["cancel"] = waiting_cancel
+        return real_refine(*args, **kwargs)
+
+    c.session.refine = slow_refine
+    c.start_refine("supervised")
+    assert started.wait(60)
+    with pytest.raises(BusyError):
+        c.start_refine("unsupervised")
+    with pytest.raises(BusyError):
+        c.undo()
+    with pytest.raises(BusyError):
+        c.set_scribbles(np.zeros(ref.shape, bool), np.zeros(ref.shape, bool))
+    assert c.cancel()
+    status = c.wait(60)
+    assert status.job.state == "cancelled" and status.update is None
+    assert c.session.state() is before  # cancel leaves the session exactly as it was
+    assert [e["event"] for e in c.log.events][-1] == "cancelled"
+
+
+def test_scribbles_outside_the_box_or_both_labels_are_ignored(controller):
+    c, ref, box = controller
+    segment(c, box)
+    fg, bg = (np.zeros(ref.shape, bool) for _ in range(2))
+    k, j, i = SLICE, (box.lo[1] + box.hi[1]) // 2, (box.lo[2] + box.hi[2]) // 2
+    fg[k, j, i - 1: i + 2] = True
+    bg[k, j, i + 1: i + 3] = True  # overlaps fg at i + 1: that voxel is ignored
+    fg[SLICE + 1, j, i] = True  # off the slice of the 2D box
+    fg[k, 0, 0] = True  # outside the box
+    ignored, message = c.set_scribbles(fg, bg)
+    assert ignored == 3 and "ignored" in message
+    scr = c.session.state().scribbles
+    assert scr.count == (2, 1)
+
+
+def test_out_of_order_and_bad_input(controller, chaos8):
+    c, ref, box = controller
+    with pytest.raises(PromptError, match="segmentation first"):
+        c.start_refine()
+    with pytest.raises(PromptError, match="segmentation first"):
+        c.set_scribbles(np.zeros(ref.shape, bool), np.zeros(ref.shape, bool))
+    with pytest.raises(PromptError, match="nothing to undo"):
+        c.undo()
+    with pytest.raises(PromptError, match="nothing to reset"):
+        c.reset()
+    first = segment(c, box)
+    with pytest.raises(PromptError, match="do not match"):
+        c.set_scribbles(np.zeros((2, 2, 2), bool), np.zeros((2, 2, 2), bool))
+    with pytest.raises(PromptError, match="needs at least one scribble"):
+        c.start_refine("supervised")
+        status = c.wait(60)
+        raise status.job.error
+    with pytest.raises(PromptError, match="nothing to redo"):
+        c.redo()
+    assert c.session.state().mask is not None and first.dice is not None
+    assert c.device_text == "cpu"
+
+
+def test_device_note_when_cuda_is_asked_for_but_missing(chaos8, segmenter, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    image, _ = chaos8
+    c = RefineController(image, device="cuda", config=RefineConfig())
+    assert c.device_text == "cpu (fell back to the CPU: no CUDA GPU)"
+    c.close()
+    c.worker.shutdown()
+
+
+def test_analyze_logs_table_csv_and_plot(controller, tmp_path, capsys):
+    c, ref, box = controller
+    first = segment(c, box)
+    c.set_scribbles(*robot_scribbles(c, ref, first, box))
+    c.start_refine("supervised")
+    c.wait(120)
+    c.accept()
+    # a second session of another case, without reference
+    other = tmp_path / "logs" / "p02_case2.jsonl"
+    other.write_text("\n".join(json.dumps(e) for e in [
+        {"event": "study", "t": 10.0, "participant": "p02", "case": "case2"},
+        {"event": "box", "t": 12.0, "compute_seconds": 1.5},
+        {"event": "scribble", "t": 20.0},
+        {"event": "refine", "t": 25.0, "compute_seconds": 3.0},
+        {"event": "accept", "t": 30.0}]) + "\n{\"event\": \"torn")
+    from InteractiveRefineLib.cli import main
+    assert main(["analyze-logs", str(tmp_path / "logs"), "--dice", "0.8"]) == 0
+    out = capsys.readouterr().out
+    assert "| case2 | 1 | 4.0 | 15.5 | 4.5 |" in out
+    rows, table = analyze_logs(tmp_path / "logs", target_dice=0.8)
+    mine = next(r for r in rows if r["participant"] == "p01")
+    assert mine["interactions"] == 4 and mine["refines"] == 1 and mine["final_dice"] > 0.8
+    assert mine["user_seconds_to_target"] is not None and mine["interactions_to_target"] <= 3
+    for name in ("sessions.csv", "cases.md", "timing.png"):
+        assert (tmp_path / "logs" / name).stat().st_size > 0
+    assert (tmp_path / "logs" / "sessions.csv").read_text().startswith("participant,case,interactions")
+    assert main(["analyze-logs", str(tmp_path / "nowhere")]) == 2
