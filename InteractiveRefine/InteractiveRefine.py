@@ -1,38 +1,37 @@
-"""InteractiveRefine: deep-learning segmentation refined by a bounding box and scribbles.
+"""InteractiveRefine: deep-learning segmentation from a box, refined with scribbles (BIFSeg).
 
-The work is done by the headless package InteractiveRefineLib (also usable from the command
-line with `python -m InteractiveRefineLib`). This file only adapts it to Slicer; heavy
-packages (torch, ...) are imported lazily, inside the methods that need them, so that Slicer
-starts quickly and the module loads even before its dependencies are installed.
+GUI wiring only. The work is done by the Slicer-free core (InteractiveRefineLib: the RefineController
+runs the session on a background worker) and the node <-> array conversions by
+InteractiveRefineLib.slicer_bridge. torch and the core are imported inside methods, so the module loads
+before its dependencies are installed; they are installed when the user first presses Segment.
 """
-import importlib.util
 import logging
 import os
+import pathlib
+import time
+from typing import Annotated
 
-import ctk
 import qt
 import slicer
+import vtk
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.util import VTKObservationMixin
 
-#: Python packages the core needs besides torch: import name -> pip requirement.
-#: torch itself is installed through the PyTorch extension (PyTorchUtils module), which
-#: picks a CUDA build matching the installed NVIDIA driver when there is one.
-PIP_REQUIREMENTS = {
-    "safetensors": "safetensors",
-    "tqdm": "tqdm",
-    "skimage": "scikit-image",
-    "maxflow": "PyMaxflow",
-}
+from InteractiveRefineLib.settings import DEFAULTS  # torch-free
 
 #: Version requirement passed to PyTorchUtils (e.g. ">=2.0"), or None for any version.
-TORCH_VERSION_REQUIREMENT = None
+TORCH_VERSION_REQUIREMENT = ">=2.1"
+POLL_MS = 100
+STROKE_DEBOUNCE_MS = 300
 
 CITATIONS = """
 <ul>
@@ -55,18 +54,88 @@ class InteractiveRefine(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("Interactive Refine")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["Markups", "Segmentations", "SampleData"]
         self.parent.contributors = ["AdaptiveSeg developers"]
         self.parent.helpText = _("""
-Segment an organ from a bounding box with a deep-learning model, then refine the result with
-foreground/background scribbles; the model is fine-tuned on the image being segmented.
-The interactive panel comes in a later version; for now the processing is available from the
-module logic (Python console) and from the command line (<code>python -m InteractiveRefineLib</code>).
+Segment an object from a box with a deep-learning model (P-Net 2D, or a 3D variant), then correct it
+with foreground (green) and background (red) scribbles: each refinement fine-tunes the network on this
+image and runs a graph-cut CRF (BIFSeg). Works for objects the model never saw in training.
+<ol>
+<li>Select the volume and a segmentation; name the segment (it is created when needed).</li>
+<li><b>Place 2D box</b> and click two opposite corners in a slice view (a box on that slice), or
+<b>Place 3D box</b> (adjust its depth in another view); then <b>Segment</b>.</li>
+<li>Pick <b>Foreground</b> or <b>Background</b> and paint; <b>Refine</b> (or tick "refine when a stroke
+ends"). <b>Refine without scribbles</b> adapts to the image alone.</li>
+<li><b>Undo</b> / <b>Redo</b> / <b>Reset</b> move through this module's steps; <b>Accept</b> keeps the
+result and removes the scribble segments.</li>
+</ol>
+For user studies, the interaction log (JSON lines) records every step with its time; Export summary
+writes a CSV, and <code>python -m InteractiveRefineLib analyze-logs DIR</code> summarises a folder of logs.
 See the <a href="https://github.com/adaptiveseg/AdaptiveSeg">AdaptiveSeg documentation</a>.
 """)
         self.parent.acknowledgementText = _("""
 Part of the AdaptiveSeg extension. The methods follow these publications:
 """) + CITATIONS
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+#
+# Sample data
+#
+
+
+def registerSampleData():
+    """Register the embedded MR patients (volume + named organ segments) in the Sample Data module."""
+    import SampleData
+
+    from InteractiveRefineLib.slicer_samples import CATEGORY, samples
+
+    if hasattr(SampleData.SampleDataLogic, "registerCustomSampleDataCategory"):  # Slicer 5.12+
+        SampleData.SampleDataLogic.registerCustomSampleDataCategory(CATEGORY, title=_("AdaptiveSeg"))
+    for sample in samples():
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+            category=CATEGORY,
+            sampleName=sample.name,
+            thumbnailFileName=str(sample.thumbnail),
+            uris=sample.uris(),
+            fileNames=sample.file_names(),
+            nodeNames=list(sample.node_names),
+            checksums=sample.checksums(),
+            loadFileType=list(sample.load_types),  # the keyword every Slicer 5.x accepts
+        )
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class InteractiveRefineParameterNode:
+    """Everything the panel shows, saved with the scene."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    segmentName: str = "object"
+    roi: vtkMRMLMarkupsROINode
+    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    autoRefine: bool = False
+    # Advanced (defaults from the core)
+    iterations: Annotated[int, WithinRange(1, 20)] = DEFAULTS["iterations"]
+    omega: Annotated[float, WithinRange(1.0, 100.0)] = DEFAULTS["omega"]
+    threshold: Annotated[float, WithinRange(0.5, 1.0)] = DEFAULTS["threshold"]
+    crfLambda: Annotated[float, WithinRange(0.0, 100.0)] = DEFAULTS["crf_lambda"]
+    crfSigma: Annotated[float, WithinRange(0.0, 10000.0)] = DEFAULTS["crf_sigma"]
+    marginMm: Annotated[float, WithinRange(0.0, 100.0)] = DEFAULTS["margin_mm"]
+    wholeNetwork: bool = DEFAULTS["whole_network"]
+    timeBudget: Annotated[float, WithinRange(0.0, 600.0)] = DEFAULTS["time_budget"]
+    # User study
+    recordLog: bool = False
+    logFolder: pathlib.Path
+    participant: str = ""
+    caseId: str = ""
+    referenceSegmentation: vtkMRMLSegmentationNode
+    referenceSegmentName: str = ""
 
 
 #
@@ -74,37 +143,352 @@ Part of the AdaptiveSeg extension. The methods follow these publications:
 #
 
 
-class InteractiveRefineWidget(ScriptedLoadableModuleWidget):
-    """Placeholder panel; the interactive GUI is planned for a later version."""
+class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Panel: inputs, box, scribbles (embedded Segment Editor), history, progress, study log, settings."""
 
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._observedSegmentation = None
+        self._writingSegments = False  # our own writes must not count as scribble strokes
+        self._flattenOnPlacement = False
+
+    # -- setup ---------------------------------------------------------------------------------
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/InteractiveRefine.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = InteractiveRefineLogic()
 
-        collapsible = ctk.ctkCollapsibleButton()
-        collapsible.text = _("Interactive Refine")
-        self.layout.addWidget(collapsible)
-        formLayout = qt.QFormLayout(collapsible)
+        # The Segment Editor needs its node before it gets the scene.
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+        self.ui.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.segmentEditorWidget.setEffectNameOrder(["Paint", "Draw", "Erase"])
+        self.ui.segmentEditorWidget.unorderedEffectsVisible = False
+        self.ui.segmentEditorWidget.segmentationNodeSelectorVisible = False
+        self.ui.segmentEditorWidget.sourceVolumeNodeSelectorVisible = False
+        self.ui.segmentEditorWidget.switchToSegmentationsButtonVisible = False
+        self.ui.segmentEditorWidget.setMaximumNumberOfUndoStates(20)
 
-        label = qt.QLabel(_(
-            "The interactive panel comes in a later version. Meanwhile, use "
-            "InteractiveRefineLogic from the Python console or the command line "
-            "(python -m InteractiveRefineLib)."))
-        label.wordWrap = True
-        formLayout.addRow(label)
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_MS)
+        self._pollTimer.connect("timeout()", self.onPoll)
+        self._clockTimer = qt.QTimer()
+        self._clockTimer.setInterval(1000)
+        self._clockTimer.connect("timeout()", self.updateTimes)
+        self._strokeTimer = qt.QTimer()
+        self._strokeTimer.setSingleShot(True)
+        self._strokeTimer.setInterval(STROKE_DEBOUNCE_MS)
+        self._strokeTimer.connect("timeout()", self.onStrokeEnded)
 
-        self.installButton = qt.QPushButton(_("Install dependencies"))
-        self.installButton.toolTip = _("Install PyTorch (with the PyTorch extension) and the other "
-                                       "Python packages this module needs.")
-        self.installButton.connect("clicked(bool)", self.onInstallButton)
-        formLayout.addRow(self.installButton)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        interactionNode = slicer.app.applicationLogic().GetInteractionNode()
+        self.addObserver(interactionNode, slicer.vtkMRMLInteractionNode.EndPlacementEvent, self.onPlacementEnded)
 
-        self.layout.addStretch(1)
+        for button, handler in (
+                (self.ui.placeBox2DButton, lambda: self.onPlaceBox(flat=True)),
+                (self.ui.placeBox3DButton, lambda: self.onPlaceBox(flat=False)),
+                (self.ui.segmentButton, self.onSegment),
+                (self.ui.foregroundButton, lambda: self.onPaint("fg")),
+                (self.ui.backgroundButton, lambda: self.onPaint("bg")),
+                (self.ui.refineButton, lambda: self.onRefine("supervised")),
+                (self.ui.unsupervisedButton, lambda: self.onRefine("unsupervised")),
+                (self.ui.undoButton, lambda: self.onHistory("undo")),
+                (self.ui.redoButton, lambda: self.onHistory("redo")),
+                (self.ui.resetButton, lambda: self.onHistory("reset")),
+                (self.ui.acceptButton, self.onAccept),
+                (self.ui.cancelButton, self.onCancel),
+                (self.ui.exportSummaryButton, self.onExportSummary),
+                (self.ui.restoreDefaultsButton, self.onRestoreDefaults),
+                (self.ui.installButton, self.onInstall)):
+            button.connect("clicked(bool)", lambda checked=False, h=handler: h())
+        self.ui.progressBar.hide()
+        self.ui.cancelButton.hide()
+        self.initializeParameterNode()
 
-    def onInstallButton(self):
-        with slicer.util.tryWithErrorDisplay(_("Failed to install dependencies.")):
-            if self.logic.installDependencies(askConfirmation=True):
+    def cleanup(self):
+        for timer in (self._pollTimer, self._clockTimer, self._strokeTimer):
+            timer.stop()
+        self.logic.shutdown()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+        self.ui.segmentEditorWidget.installKeyboardShortcuts()
+        self._clockTimer.start()
+
+    def exit(self):
+        self.ui.segmentEditorWidget.setActiveEffect(None)
+        self.ui.segmentEditorWidget.uninstallKeyboardShortcuts()
+        self.ui.segmentEditorWidget.removeViewObservations()
+        self._clockTimer.stop()
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+
+    def onSceneStartClose(self, caller, event):
+        self.logic.closeSession()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # -- parameter node ------------------------------------------------------------------------
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, parameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+        self.onParameterChanged()
+
+    def onParameterChanged(self, caller=None, event=None):
+        p = self._parameterNode
+        editor = self.ui.segmentEditorWidget
+        if p is not None:
+            if editor.segmentationNode() is not p.segmentation:
+                editor.setSegmentationNode(p.segmentation)
+            if editor.sourceVolumeNode() is not p.inputVolume:
+                editor.setSourceVolumeNode(p.inputVolume)
+            self.observeSegmentation(p.segmentation)
+            self.observeRoi(p.roi)
+        self.updateButtons()
+
+    def observeSegmentation(self, segmentationNode):
+        """Watch the segmentation's voxels: a Paint/Draw stroke on a helper segment ends there."""
+        segmentation = segmentationNode.GetSegmentation() if segmentationNode else None
+        if segmentation is self._observedSegmentation:
+            return
+        if self._observedSegmentation is not None:
+            self.removeObserver(self._observedSegmentation, slicer.vtkSegmentation.RepresentationModified,
+                                self.onSegmentVoxelsModified)
+        self._observedSegmentation = segmentation
+        if segmentation is not None:
+            self.addObserver(segmentation, slicer.vtkSegmentation.RepresentationModified, self.onSegmentVoxelsModified)
+
+    def observeRoi(self, roiNode):
+        for node in slicer.util.getNodesByClass("vtkMRMLMarkupsROINode"):
+            if node is not roiNode and self.hasObserver(node, vtk.vtkCommand.ModifiedEvent, self.onRoiModified):
+                self.removeObserver(node, vtk.vtkCommand.ModifiedEvent, self.onRoiModified)
+        if roiNode is not None and not self.hasObserver(roiNode, vtk.vtkCommand.ModifiedEvent, self.onRoiModified):
+            self.addObserver(roiNode, vtk.vtkCommand.ModifiedEvent, self.onRoiModified)
+        self.onRoiModified()
+
+    # -- state shown ---------------------------------------------------------------------------
+    def updateButtons(self):
+        p = self._parameterNode
+        busy = self.logic.busy
+        ready = bool(p and p.inputVolume and p.segmentation and p.segmentName.strip())
+        has = self.logic.hasResult
+        self.ui.segmentButton.enabled = ready and bool(p.roi) and not busy
+        for button in (self.ui.placeBox2DButton, self.ui.placeBox3DButton):
+            button.enabled = ready and not busy
+        for button in (self.ui.foregroundButton, self.ui.backgroundButton, self.ui.refineButton,
+                       self.ui.unsupervisedButton, self.ui.resetButton, self.ui.acceptButton):
+            button.enabled = has and not busy
+        self.ui.undoButton.enabled = has and self.logic.canUndo()
+        self.ui.redoButton.enabled = has and self.logic.canRedo()
+        self.ui.exportSummaryButton.enabled = self.logic.hasSession
+        self.ui.cancelButton.visible = busy
+        self.ui.progressBar.visible = busy
+        self.ui.deviceLabel.text = self.logic.deviceText or _("(chosen when you press Segment)")
+
+    def updateTimes(self):
+        times = self.logic.times()
+        if times is None:
+            self.ui.timesLabel.text = _("no session yet")
+            return
+        self.ui.timesLabel.text = _("user {user:.1f} s, compute {compute:.1f} s, {n} interactions").format(
+            user=times["user_seconds"], compute=times["compute_seconds"], n=times["interactions"])
+
+    def setStatus(self, text):
+        self.ui.statusLabel.text = text
+        logging.info("InteractiveRefine: %s", text)
+
+    def onRoiModified(self, caller=None, event=None):
+        p = self._parameterNode
+        if not p or not p.roi or not p.inputVolume:
+            self.ui.boxLabel.text = _("no box")
+            return
+        try:
+            self.ui.boxLabel.text = self.logic.describeBox(p.roi, p.inputVolume)
+        except Exception as exc:  # a box being placed or outside the volume: say so, never crash the GUI
+            self.ui.boxLabel.text = str(exc)
+        self.updateButtons()
+
+    # -- box -----------------------------------------------------------------------------------
+    def onPlaceBox(self, flat):
+        with slicer.util.tryWithErrorDisplay(_("Could not start placing the box."), waitCursor=False):
+            self.ui.segmentEditorWidget.setActiveEffect(None)  # an active effect would cancel placement
+            self._flattenOnPlacement = flat
+            self._parameterNode.roi = self.logic.startBoxPlacement(self._parameterNode.roi)
+            self.setStatus(_("Click two opposite corners of the box in a slice view."))
+
+    def onPlacementEnded(self, caller=None, event=None):
+        p = self._parameterNode
+        if not p or not p.roi or not self.logic.isPlaced(p.roi):
+            return
+        if self._flattenOnPlacement:
+            self.logic.flattenToView(p.roi)
+            self._flattenOnPlacement = False
+        self.onRoiModified()
+
+    # -- long steps ----------------------------------------------------------------------------
+    def onSegment(self):
+        with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
+            if not self.logic.ensureDependencies():
+                return
+            self.logic.startSegment(self._parameterNode)
+            self.startPolling(_("Segmenting..."))
+
+    def onRefine(self, mode):
+        with slicer.util.tryWithErrorDisplay(_("Refinement failed."), waitCursor=False):
+            p = self._parameterNode
+            self.syncScribbles()
+            self.logic.startRefine(p, mode)
+            self.startPolling(_("Refining ({mode})...").format(mode=mode))
+
+    def startPolling(self, message):
+        self.setStatus(message)
+        self.ui.progressBar.value = 0
+        self._pollTimer.start()
+        self.updateButtons()
+
+    def onPoll(self):
+        status = self.logic.poll()
+        if status is None:
+            self._pollTimer.stop()
+            self.updateButtons()
+            return
+        job = status.job
+        self.ui.progressBar.value = int(100 * job.fraction)
+        if job.message:
+            self.ui.progressBar.setFormat(f"{job.message} %p%")
+        if not job.finished:
+            return
+        self._pollTimer.stop()
+        if job.state == "done":
+            self.applyUpdate(status.update)
+            dice = status.update.dice
+            self.setStatus(_("{name} done in {seconds:.1f} s").format(name=job.name, seconds=job.seconds)
+                           + ("" if dice is None else _(" (Dice {dice:.3f})").format(dice=dice)))
+        elif job.state == "cancelled":
+            self.setStatus(_("{name} cancelled; the segmentation is unchanged").format(name=job.name))
+        else:
+            self.setStatus(_("{name} failed: {error}").format(name=job.name, error=job.error))
+            slicer.util.errorDisplay(_("{name} failed: {error}").format(name=job.name, error=job.error))
+        self.updateButtons()
+        self.updateTimes()
+
+    def onCancel(self):
+        if self.logic.cancel():
+            self.setStatus(_("Cancelling..."))
+
+    # -- scribbles -----------------------------------------------------------------------------
+    def onPaint(self, label):
+        with slicer.util.tryWithErrorDisplay(_("Could not select the scribble segment."), waitCursor=False):
+            p = self._parameterNode
+            segmentId = self.logic.helperSegmentId(p, label)
+            self.ui.segmentEditorWidget.setCurrentSegmentID(segmentId)
+            self.ui.segmentEditorWidget.setActiveEffectByName("Paint")
+
+    @vtk.calldata_type(vtk.VTK_STRING)
+    def onSegmentVoxelsModified(self, caller, event, segmentId):
+        if self._writingSegments or not self.logic.hasResult:
+            return
+        if segmentId in self.logic.helperSegmentIds(self._parameterNode):
+            self._strokeTimer.start()  # restarts: one sync after the stroke's burst of events
+
+    def onStrokeEnded(self):
+        if self.logic.busy:
+            self._strokeTimer.start()  # try again once the running step is over
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not read the scribbles."), waitCursor=False):
+            changed = self.syncScribbles()
+            if changed and self._parameterNode.autoRefine and self.logic.hasScribbles:
+                self.onRefine("supervised")
+        self.updateButtons()
+        self.updateTimes()
+
+    def syncScribbles(self):
+        changed, message = self.logic.syncScribbles(self._parameterNode)
+        if message:
+            self.setStatus(message)
+        return changed
+
+    # -- history -------------------------------------------------------------------------------
+    def onHistory(self, action):
+        with slicer.util.tryWithErrorDisplay(_("Could not {action}.").format(action=action), waitCursor=True):
+            self.applyUpdate(self.logic.history(action))
+            self.setStatus(_("{action} done").format(action=action.capitalize()))
+        self.updateButtons()
+        self.updateTimes()
+
+    def applyUpdate(self, update):
+        self._writingSegments = True
+        try:
+            self.logic.applyUpdate(self._parameterNode, update)
+        finally:
+            self._writingSegments = False
+
+    def onAccept(self):
+        with slicer.util.tryWithErrorDisplay(_("Could not accept the result."), waitCursor=False):
+            self.ui.segmentEditorWidget.setActiveEffect(None)
+            self._writingSegments = True
+            try:
+                self.logic.accept(self._parameterNode)
+            finally:
+                self._writingSegments = False
+            self.setStatus(_("Accepted; the scribble segments were removed"))
+        self.updateButtons()
+
+    # -- study log, settings, dependencies -----------------------------------------------------
+    def onExportSummary(self):
+        with slicer.util.tryWithErrorDisplay(_("Could not export the summary."), waitCursor=False):
+            path = self.logic.defaultSummaryPath(self._parameterNode)
+            if path is None:
+                path = qt.QFileDialog.getSaveFileName(self.parent, _("Export summary"), "session_summary.csv",
+                                                      "CSV (*.csv)")
+                if not path:
+                    return
+            written = self.logic.exportSummary(path)
+            self.setStatus(_("Summary written to {path}").format(path=written))
+
+    def onRestoreDefaults(self):
+        self.logic.restoreDefaults(self._parameterNode)
+
+    def onInstall(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to install dependencies."), waitCursor=True):
+            if self.logic.ensureDependencies():
                 slicer.util.infoDisplay(_("All dependencies are installed."))
+
+    # -- hand-over from FewShotSeg ---------------------------------------------------------------
+    def startRefinementOf(self, volumeNode, segmentationNode, segmentId):
+        """Select a volume and an existing segment, with a 3D box fitted around it (FewShotSeg's
+        'Refine in InteractiveRefine'); the user presses Segment, or places a new box."""
+        with slicer.util.tryWithErrorDisplay(_("Could not select the segment for refinement."), waitCursor=False):
+            self.initializeParameterNode()
+            self.logic.selectForRefinement(self._parameterNode, volumeNode, segmentationNode, segmentId)
+            self.setStatus(_("Box fitted around {name}: press Segment, or place a smaller box").format(
+                name=self._parameterNode.segmentName))
 
 
 #
@@ -113,101 +497,407 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget):
 
 
 class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
-    """Thin adapter between MRML nodes and InteractiveRefineLib.
+    """Thin adapter between MRML nodes and the core (usable from the Python console and self-tests)."""
 
-    Usable without the widget (Python console, other modules, tests).
-    """
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._controller = None
+        self._sessionKey = None
+        self._worker = None
+
+    def getParameterNode(self):
+        return InteractiveRefineParameterNode(super().getParameterNode())
 
     @staticmethod
     def modelsPath():
         """Folder of the bundled model weights (Resources/Models)."""
         return os.path.join(os.path.dirname(os.path.abspath(__file__)), "Resources", "Models")
 
+    # -- dependencies --------------------------------------------------------------------------
     @staticmethod
     def missingDependencies():
-        """Import names of the required packages that are not installed (nothing is imported)."""
-        names = ["torch"] + list(PIP_REQUIREMENTS)
-        return [name for name in names if importlib.util.find_spec(name) is None]
+        """Requirements (pip form) that are not installed, torch first; nothing is imported."""
+        import importlib.util
+
+        from InteractiveRefineLib.dependencies import missing, read_requirements
+
+        torch = [] if importlib.util.find_spec("torch") is not None else ["torch"]
+        return torch + missing(read_requirements())
 
     def installDependencies(self, askConfirmation=True):
-        """Install missing packages; return True when all are available.
-
-        torch comes from the PyTorch extension (PyTorchUtils), the rest from pip.
-        """
+        """Install what is missing; True when everything is available. torch comes from the PyTorch
+        extension (the CUDA build that matches the GPU driver), the rest from slicer.packaging
+        (Slicer 5.12+) or slicer.util.pip_install. Called on user action only."""
         missing = self.missingDependencies()
         if not missing:
             return True
-        if askConfirmation and not slicer.app.commandOptions().testingEnabled:
-            if not slicer.util.confirmOkCancelDisplay(
-                    _("InteractiveRefine needs these Python packages: {packages}. Download and "
-                      "install them now? This can take several minutes.").format(packages=", ".join(missing))):
-                logging.info("InteractiveRefine: installation of dependencies cancelled by the user")
-                return False
-        if "torch" in missing:
-            try:
-                import PyTorchUtils
-            except ImportError:
-                raise RuntimeError(_("InteractiveRefine needs the PyTorch extension. "
-                                     "Install it with the Extensions Manager and restart Slicer.")) from None
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=False, torchVersionRequirement=TORCH_VERSION_REQUIREMENT)
-            if torch is None:
-                return False
-        others = [PIP_REQUIREMENTS[name] for name in missing if name in PIP_REQUIREMENTS]
-        if others:
-            slicer.util.pip_install(others)
-        importlib.invalidate_caches()
-        return not self.missingDependencies()
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                _("AdaptiveSeg needs these Python packages: {packages}. Download and install them now? "
+                  "This can take several minutes.").format(packages=", ".join(missing))):
+            return False
+        try:
+            if "torch" in missing:
+                try:
+                    import PyTorchUtils
+                except ImportError:
+                    raise RuntimeError(_("AdaptiveSeg needs the PyTorch extension: install it with the Extensions "
+                                         "Manager, restart Slicer and try again.")) from None
+                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                    askConfirmation=False, torchVersionRequirement=TORCH_VERSION_REQUIREMENT)
+                if torch is None:
+                    return False
+            others = [r for r in missing if r != "torch"]
+            if others:
+                try:
+                    import slicer.packaging as packaging  # Slicer 5.12+
+                except ImportError:
+                    packaging = None
+                if packaging is not None:
+                    packaging.pip_ensure(others, prompt_install=False, requester="AdaptiveSeg")
+                else:
+                    slicer.util.pip_install(others)
+        except Exception as exc:
+            raise RuntimeError(_("Installing {packages} failed: {error}\nCheck the network connection and "
+                                 "restart Slicer before trying again.").format(packages=", ".join(missing),
+                                                                               error=exc)) from exc
+        import importlib
 
+        importlib.invalidate_caches()
+        still = self.missingDependencies()
+        if still:
+            raise RuntimeError(_("{packages} still cannot be imported; restart Slicer and try again.").format(
+                packages=", ".join(still)))
+        return True
+
+    def ensureDependencies(self):
+        return not self.missingDependencies() or self.installDependencies(askConfirmation=True)
+
+    # -- segment editor node -------------------------------------------------------------------
+    @staticmethod
+    def segmentEditorNode():
+        tag = "InteractiveRefineSegmentEditor"
+        node = slicer.mrmlScene.GetSingletonNode(tag, "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(tag)
+            node = slicer.mrmlScene.AddNode(node)
+        # Painting a scribble must not erase the segment being refined (the default overwrites all).
+        node.SetOverwriteMode(slicer.vtkMRMLSegmentEditorNode.OverwriteNone)
+        return node
+
+    # -- box -----------------------------------------------------------------------------------
+    @staticmethod
+    def startBoxPlacement(roiNode=None):
+        """Start placing a box ROI (two clicks) in the views; returns the ROI node."""
+        if roiNode is None:
+            roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", _("box"))
+        else:
+            roiNode.RemoveAllControlPoints()
+        roiNode.RemoveAttribute("AdaptiveSeg.View")
+        selectionNode = slicer.app.applicationLogic().GetSelectionNode()
+        selectionNode.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsROINode")
+        selectionNode.SetActivePlaceNodeID(roiNode.GetID())
+        interactionNode = slicer.app.applicationLogic().GetInteractionNode()
+        interactionNode.SetPlaceModePersistence(0)
+        interactionNode.SetCurrentInteractionMode(interactionNode.Place)
+        return roiNode
+
+    @staticmethod
+    def isPlaced(roiNode):
+        from InteractiveRefineLib import slicer_bridge
+
+        return slicer_bridge.roi_is_placed(roiNode)
+
+    @staticmethod
+    def flattenToView(roiNode):
+        """Make a just-placed ROI a 2D box on the slice of the view it was drawn in."""
+        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.ras_geometry import flatten_roi, nearest_view
+
+        views = slicer_bridge.slice_views()
+        if not views:
+            return
+        objectToRas, size = slicer_bridge.roi_geometry(roiNode)
+        matrices = [slicer_bridge.slice_to_ras_array(node) for _, node in views]
+        index = nearest_view(objectToRas[:3, 3], matrices)
+        slicer_bridge.set_roi_size(roiNode, flatten_roi(objectToRas, size, matrices[index][:3, 2]))
+        roiNode.SetAttribute("AdaptiveSeg.View", views[index][0])
+
+    @staticmethod
+    def _viewNormal(roiNode):
+        from InteractiveRefineLib import slicer_bridge
+
+        name = roiNode.GetAttribute("AdaptiveSeg.View")
+        for viewName, node in slicer_bridge.slice_views():
+            if viewName == name:
+                return slicer_bridge.slice_to_ras_array(node)[:3, 2]
+        return None
+
+    def boxFromRoi(self, roiNode, volumeNode):
+        """The ROI as a core Box in the volume's voxel indices (2D when the ROI is thin)."""
+        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.ras_geometry import roi_to_box
+
+        objectToRas, size = slicer_bridge.roi_geometry(roiNode)
+        shape = tuple(reversed(volumeNode.GetImageData().GetDimensions()))
+        return roi_to_box(objectToRas, size, slicer_bridge.ijk_to_ras_array(volumeNode), shape,
+                          self._viewNormal(roiNode))
+
+    def describeBox(self, roiNode, volumeNode):
+        if not self.isPlaced(roiNode):
+            return _("box not placed yet")
+        box = self.boxFromRoi(roiNode, volumeNode)
+        size = " x ".join(str(s) for i, s in enumerate(box.size) if i != box.axis)
+        if box.axis is None:
+            return _("3D box, {size} voxels (K x J x I)").format(size=size)
+        return _("2D box on slice {index} of array axis {axis}, {size} voxels").format(
+            index=box.slice_index, axis="KJI"[box.axis], size=size)
+
+    # -- session -------------------------------------------------------------------------------
+    @property
+    def busy(self):
+        return self._controller is not None and self._controller.busy
+
+    @property
+    def hasSession(self):
+        return self._controller is not None
+
+    @property
+    def hasResult(self):
+        return self._controller is not None and self._controller.has_object
+
+    @property
+    def hasScribbles(self):
+        return self.hasResult and not self._controller.session.state().scribbles.empty
+
+    @property
+    def deviceText(self):
+        return None if self._controller is None else self._controller.device_text
+
+    def canUndo(self):
+        return self._controller is not None and self._controller.can_undo()
+
+    def canRedo(self):
+        return self._controller is not None and self._controller.can_redo()
+
+    def times(self):
+        return None if self._controller is None else self._controller.times()
+
+    def refineConfig(self, p):
+        from InteractiveRefineLib.finetune import RefineConfig
+        from InteractiveRefineLib.settings import refine_config_kwargs
+
+        return RefineConfig(**refine_config_kwargs(
+            p.iterations, p.omega, p.threshold, p.crfLambda, p.crfSigma, p.marginMm, p.wholeNetwork, p.timeBudget))
+
+    def _ensureController(self, p):
+        """The session for this volume, segment and device (a new one, with a new log, if any changed)."""
+        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.image_io import Image
+        from InteractiveRefineLib.refine_controller import RefineController
+        from InteractiveRefineLib.worker import Worker
+
+        key = (p.inputVolume.GetID(), p.segmentation.GetID(), p.segmentName.strip(), p.device,
+               p.recordLog, str(p.logFolder), p.participant, p.caseId)
+        if self._controller is not None and key == self._sessionKey:
+            return self._controller
+        self.closeSession()
+        array, spacing, origin, direction = slicer_bridge.volume_to_image(p.inputVolume)
+        reference = None
+        if p.referenceSegmentation and p.referenceSegmentName.strip():
+            refId = slicer_bridge.segment_id_by_name(p.referenceSegmentation, p.referenceSegmentName.strip())
+            if refId is None:
+                raise ValueError(_("reference segment {name!r} not found").format(name=p.referenceSegmentName))
+            reference = slicer_bridge.segment_to_labelmap(p.referenceSegmentation, refId, p.inputVolume)
+        if self._worker is None:
+            self._worker = Worker()
+        logFolder = str(p.logFolder) if p.recordLog else None
+        if p.recordLog and (not logFolder or logFolder == "."):
+            raise ValueError(_("choose a folder for the interaction log (User study section)"))
+        self._controller = RefineController(Image(array, spacing, origin, direction), self.refineConfig(p), p.device,
+                                            log_folder=logFolder, participant=p.participant, case=p.caseId,
+                                            reference=reference, worker=self._worker)
+        self._sessionKey = key
+        return self._controller
+
+    def startSegment(self, p):
+        """Segment the object in the ROI (on the worker); poll() delivers the result."""
+        self._checkInputs(p)
+        box = self.boxFromRoi(p.roi, p.inputVolume)
+        controller = self._ensureController(p)
+        controller.session.config = self.refineConfig(p)
+        return controller.start_box(box)
+
+    def startRefine(self, p, mode="supervised"):
+        if self._controller is None:
+            raise ValueError(_("place a box and press Segment first"))
+        self._controller.session.config = self.refineConfig(p)
+        return self._controller.start_refine(mode)
+
+    def poll(self):
+        return None if self._controller is None else self._controller.poll()
+
+    def wait(self, timeout=None):
+        """Block until the running step ends (scripts and self-tests; the panel polls)."""
+        return None if self._controller is None else self._controller.wait(timeout)
+
+    def cancel(self):
+        return self._controller is not None and self._controller.cancel()
+
+    def history(self, action):
+        if self._controller is None:
+            raise ValueError(_("nothing to {action}: place a box and press Segment first").format(action=action))
+        return getattr(self._controller, action)()
+
+    def closeSession(self):
+        if self._controller is not None:
+            if self._controller.busy:
+                self._controller.cancel()
+                self._controller.wait(30)
+            self._controller.close()
+        self._controller, self._sessionKey = None, None
+
+    def shutdown(self):
+        self.closeSession()
+        if self._worker is not None:
+            self._worker.shutdown()
+            self._worker = None
+
+    @staticmethod
+    def _checkInputs(p):
+        if not p.inputVolume:
+            raise ValueError(_("select a volume"))
+        if not p.segmentation:
+            raise ValueError(_("select or create a segmentation"))
+        if not p.segmentName.strip():
+            raise ValueError(_("name the segment"))
+        if not p.roi:
+            raise ValueError(_("place a box around the object first"))
+
+    # -- segments ------------------------------------------------------------------------------
+    def helperSegmentIds(self, p):
+        """IDs of the existing `<segment>_fg` / `<segment>_bg` segments."""
+        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.segment_names import scribble_segment_names
+
+        if not p or not p.segmentation or not p.segmentName.strip():
+            return []
+        ids = [slicer_bridge.segment_id_by_name(p.segmentation, n) for n in scribble_segment_names(p.segmentName)]
+        return [i for i in ids if i]
+
+    def helperSegmentId(self, p, label):
+        """ID of the helper segment of `label` ('fg' or 'bg'), created (green / red) if needed."""
+        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.segment_names import BG_COLOR, FG_COLOR, scribble_segment_names
+
+        fgName, bgName = scribble_segment_names(p.segmentName)
+        name, color = (fgName, FG_COLOR) if label == "fg" else (bgName, BG_COLOR)
+        return slicer_bridge.ensure_named_segment(p.segmentation, name, color)
+
+    def syncScribbles(self, p):
+        """Give the helper segments' content to the session as its scribbles; (changed, message)."""
+        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.segment_names import scribble_segment_names
+
+        if not self.hasResult:
+            return False, ""
+        masks = []
+        for name in scribble_segment_names(p.segmentName):
+            segmentId = slicer_bridge.segment_id_by_name(p.segmentation, name)
+            masks.append(None if segmentId is None
+                         else slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, p.inputVolume))
+        shape = self._controller.session.image.shape
+        import numpy as np
+
+        fg, bg = (np.zeros(shape, bool) if m is None else m > 0 for m in masks)
+        before = self._controller.session.state()
+        _ignored, message = self._controller.set_scribbles(fg, bg)
+        return self._controller.session.state() is not before, message
+
+    def applyUpdate(self, p, update):
+        """Write a step's result into the segment (changed extent only) and, after undo/redo/reset/box,
+        the scribbles into the helper segments."""
+        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.segment_names import BG_COLOR, FG_COLOR, scribble_segment_names
+
+        segmentId = slicer_bridge.ensure_named_segment(p.segmentation, p.segmentName.strip())
+        slicer_bridge.write_mask_extent(p.segmentation, segmentId, update.mask, update.extent, p.inputVolume)
+        if update.scribbles is not None:
+            for name, color, mask in zip(scribble_segment_names(p.segmentName), (FG_COLOR, BG_COLOR),
+                                         update.scribbles):
+                helperId = slicer_bridge.segment_id_by_name(p.segmentation, name)
+                if helperId is None and not mask.any():
+                    continue
+                helperId = helperId or slicer_bridge.ensure_named_segment(p.segmentation, name, color)
+                slicer_bridge.labelmap_to_segment(p.segmentation, helperId, mask, p.inputVolume)
+        return segmentId
+
+    def accept(self, p):
+        """End the session (logged) and remove the helper segments; the result stays."""
+        if self._controller is None:
+            raise ValueError(_("nothing to accept yet"))
+        self._controller.accept()
+        for segmentId in self.helperSegmentIds(p):
+            p.segmentation.GetSegmentation().RemoveSegment(segmentId)
+        self._controller, self._sessionKey = None, None
+
+    def selectForRefinement(self, p, volumeNode, segmentationNode, segmentId):
+        """Select a segment to refine and fit a 3D box ROI around it."""
+        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.prompts import box_from_mask
+        from InteractiveRefineLib.ras_geometry import box_to_roi
+
+        mask = slicer_bridge.segment_to_labelmap(segmentationNode, segmentId, volumeNode)
+        box = box_from_mask(mask)
+        centre, size = box_to_roi(box, slicer_bridge.ijk_to_ras_array(volumeNode))
+        p.inputVolume = volumeNode
+        p.segmentation = segmentationNode
+        p.segmentName = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
+        roi = p.roi or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", _("box"))
+        roi.RemoveAttribute("AdaptiveSeg.View")
+        roi.SetCenter(*[float(v) for v in centre])
+        roi.SetSize(*[float(v) for v in size])
+        p.roi = roi
+        return roi
+
+    # -- study log -----------------------------------------------------------------------------
+    def defaultSummaryPath(self, p):
+        """`<log>_summary.csv` next to the log when recording, else None (ask the user)."""
+        if self._controller is None or self._controller.log.path is None:
+            return None
+        path = self._controller.log.path
+        return str(path.with_name(path.stem + "_summary.csv"))
+
+    def exportSummary(self, path):
+        from InteractiveRefineLib.study import summarize, write_summary_csv
+
+        if self._controller is None:
+            raise ValueError(_("no session to summarise yet"))
+        log = self._controller.log
+        row = summarize(log.events, log=str(log.path or ""))
+        return write_summary_csv([row], path)
+
+    @staticmethod
+    def restoreDefaults(p):
+        values = {"iterations": DEFAULTS["iterations"], "omega": DEFAULTS["omega"], "threshold": DEFAULTS["threshold"],
+                  "crfLambda": DEFAULTS["crf_lambda"], "crfSigma": DEFAULTS["crf_sigma"],
+                  "marginMm": DEFAULTS["margin_mm"], "wholeNetwork": DEFAULTS["whole_network"],
+                  "timeBudget": DEFAULTS["time_budget"]}
+        wasModifying = p.StartModify()
+        try:
+            for name, value in values.items():
+                setattr(p, name, value)
+        finally:
+            p.EndModify(wasModifying)
+
+    # -- kept for scripts ----------------------------------------------------------------------
     @staticmethod
     def volumeToImage(volumeNode):
         """(array_kji, spacing, origin_lps, direction_lps) of a scalar volume node."""
         from InteractiveRefineLib import slicer_bridge
 
         return slicer_bridge.volume_to_image(volumeNode)
-
-    @staticmethod
-    def writeResult(result_kji, segmentationNode, segmentId, referenceVolumeNode, threshold=0.5):
-        """Write a mask (bool/integer) or a probability map (float, > threshold) into a segment.
-
-        Returns the segment ID (the segment is created if needed).
-        """
-        import numpy as np
-
-        from InteractiveRefineLib import slicer_bridge
-
-        result = np.asarray(result_kji)
-        if np.issubdtype(result.dtype, np.floating):
-            return slicer_bridge.probability_to_segment(
-                segmentationNode, segmentId, result, referenceVolumeNode, threshold)
-        return slicer_bridge.labelmap_to_segment(segmentationNode, segmentId, result, referenceVolumeNode)
-
-    def run(self, volumeNode, segmentationNode, segmentId, predict, threshold=0.5):
-        """Run `predict(array_kji, spacing, origin_lps, direction_lps)` on the volume.
-
-        `predict` is a core function returning a (K, J, I) mask or foreground probability on
-        the volume's grid; its result is written into the segment. Returns the segment ID.
-        """
-        image = self.volumeToImage(volumeNode)
-        result = predict(*image)
-        return self.writeResult(result, segmentationNode, segmentId, volumeNode, threshold)
-
-    def segmentBox(self, volumeNode, boxLo, boxHi, sliceAxis, segmentationNode, segmentId=None, device="auto"):
-        """Segment the object in a box with the shipped CNN and write it into a segment.
-
-        boxLo/boxHi: voxel indices in (K, J, I) order, hi exclusive; sliceAxis: None for a 3D box, or
-        the array axis of a 2D box (0 = axial for an axial acquisition). Returns the segment ID.
-        """
-        from InteractiveRefineLib.image_io import Image
-        from InteractiveRefineLib.inference import BoxSegmenter
-        from InteractiveRefineLib.prompts import make_box
-
-        if getattr(self, "_segmenter", None) is None or self._segmenterDevice != device:
-            self._segmenter, self._segmenterDevice = BoxSegmenter(device=device), device
-        array, spacing, origin, direction = self.volumeToImage(volumeNode)
-        prediction = self._segmenter.predict(Image(array, spacing, origin, direction),
-                                             make_box(boxLo, boxHi, sliceAxis))
-        return self.writeResult(prediction.mask.astype("uint8"), segmentationNode, segmentId, volumeNode)
 
 
 #
@@ -216,109 +906,126 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
 
 class InteractiveRefineTest(ScriptedLoadableModuleTest):
-    """Smoke tests of the Slicer adapter (no network, no torch needed)."""
+    """The panel's workflow on the embedded MR patient (run by ctest and by Reload and Test):
+    sample data -> box ROI -> segment -> scribble -> refine -> undo -> accept."""
+
+    RIGHT_KIDNEY = "right kidney"
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_InteractiveRefine_geometry()
+        self.test_InteractiveRefine_sample_data()
         self.setUp()
-        self.test_InteractiveRefine_segment_roundtrip()
+        self.test_InteractiveRefine_roi_to_box()
         self.setUp()
-        self.test_InteractiveRefine_logic()
+        self.test_InteractiveRefine_workflow()
 
-    def _makeVolume(self):
-        """A small volume with anisotropic spacing and a rotated orientation."""
-        import numpy as np
+    def _loadSample(self):
+        import SampleData
 
-        array = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)  # (K, J, I)
-        spacing = np.array([0.5, 0.75, 2.0])
-        direction_ras = np.array([[0.0, -1.0, 0.0],
-                                  [1.0, 0.0, 0.0],
-                                  [0.0, 0.0, 1.0]])  # columns: I, J, K axes in RAS (rotated 90 deg)
-        origin_ras = np.array([10.0, -20.0, 30.0])
-        ijkToRas = np.eye(4)
-        ijkToRas[:3, :3] = direction_ras @ np.diag(spacing)
-        ijkToRas[:3, 3] = origin_ras
-        volumeNode = slicer.util.addVolumeFromArray(array, ijkToRas, "InteractiveRefineTestVolume")
-        return volumeNode, array, spacing, direction_ras, origin_ras, ijkToRas
+        registerSampleData()
+        nodes = SampleData.SampleDataLogic().downloadSamples("AdaptiveSegMR1")
+        volume = next(n for n in nodes if n.IsA("vtkMRMLScalarVolumeNode"))
+        reference = next(n for n in nodes if n.IsA("vtkMRMLSegmentationNode"))
+        return volume, reference
 
-    def test_InteractiveRefine_geometry(self):
+    def test_InteractiveRefine_sample_data(self):
+        self.delayDisplay("Sample data: volume and named organ segments")
+        volume, reference = self._loadSample()
+        self.assertEqual(tuple(reversed(volume.GetImageData().GetDimensions())), (34, 256, 256))
+        names = {reference.GetSegmentation().GetNthSegment(i).GetName()
+                 for i in range(reference.GetSegmentation().GetNumberOfSegments())}
+        self.assertEqual(names, {"liver", "right kidney", "left kidney", "spleen"})
+
+    def test_InteractiveRefine_roi_to_box(self):
+        self.delayDisplay("ROI (RAS) -> voxel box, 3D and 2D")
         import numpy as np
 
         from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.prompts import Box
+        from InteractiveRefineLib.ras_geometry import box_to_roi
 
-        self.delayDisplay("Volume to image (RAS -> LPS)")
-        volumeNode, array, spacing, direction_ras, origin_ras, ijkToRas = self._makeVolume()
-        image, imageSpacing, origin_lps, direction_lps = slicer_bridge.volume_to_image(volumeNode)
-        flip = np.diag([-1.0, -1.0, 1.0])
-        np.testing.assert_array_equal(image, array)
-        np.testing.assert_allclose(imageSpacing, spacing)
-        np.testing.assert_allclose(origin_lps, flip @ origin_ras)
-        np.testing.assert_allclose(direction_lps, flip @ direction_ras, atol=1e-12)
+        volume, _reference = self._loadSample()
+        logic = InteractiveRefineLogic()
+        box = Box((10, 80, 40), (14, 126, 90))
+        centre, size = box_to_roi(box, slicer_bridge.ijk_to_ras_array(volume))
+        roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+        roi.SetCenter(*centre)
+        roi.SetSize(*size)
+        self.assertEqual(logic.boxFromRoi(roi, volume), box)
+        roi.SetSize(size[0], size[1], 0.0)  # thin along S: a 2D box on the nearest axial slice
+        box2d = logic.boxFromRoi(roi, volume)
+        self.assertEqual(box2d.axis, 0)
+        self.assertEqual(box2d.slice_index, int(np.floor((10 + 13) / 2 + 0.5)))
 
-        self.delayDisplay("Image to volume round trip")
-        copyNode = slicer_bridge.image_to_volume(image, imageSpacing, origin_lps, direction_lps, "copy")
-        np.testing.assert_array_equal(slicer.util.arrayFromVolume(copyNode), array)
-        np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(_ijkToRasMatrix(copyNode)), ijkToRas, atol=1e-9)
-        self.delayDisplay("Geometry test passed")
-
-    def test_InteractiveRefine_segment_roundtrip(self):
+    def test_InteractiveRefine_workflow(self):
         import numpy as np
 
-        self.delayDisplay("Mask and probability to segment")
-        volumeNode = self._makeVolume()[0]
-        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-        mask = np.zeros((4, 5, 6), np.uint8)
-        mask[1:3, 2:4, 1:5] = 1
+        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.prompts import box_from_mask, main_object
+        from InteractiveRefineLib.ras_geometry import box_to_roi
+        from InteractiveRefineLib.robot import next_scribble
+
+        self.delayDisplay("Box -> segment -> scribble -> refine -> undo")
+        volume, reference = self._loadSample()
+        refId = slicer_bridge.segment_id_by_name(reference, self.RIGHT_KIDNEY)
+        ref = slicer_bridge.segment_to_labelmap(reference, refId, volume) > 0
+        k = int(np.argmax(ref.sum(axis=(1, 2))))
+        box = box_from_mask(main_object(ref), 0, k)
 
         logic = InteractiveRefineLogic()
-        segmentId = logic.writeResult(mask, segmentationNode, "organ", volumeNode)
-        self.assertEqual(segmentId, "organ")
-        from InteractiveRefineLib import slicer_bridge
+        self.assertTrue(logic.ensureDependencies())
+        p = logic.getParameterNode()
+        p.inputVolume = volume
+        p.segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        p.segmentName = "kidney"
+        p.device = "cpu"
+        p.referenceSegmentation = reference
+        p.referenceSegmentName = self.RIGHT_KIDNEY
+        centre, size = box_to_roi(box, slicer_bridge.ijk_to_ras_array(volume))
+        roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+        roi.SetCenter(*centre)
+        roi.SetSize(size[0], size[1], 0.0)
+        p.roi = roi
+        self.assertEqual(logic.boxFromRoi(roi, volume), box)
 
-        np.testing.assert_array_equal(slicer_bridge.segment_to_labelmap(segmentationNode, segmentId, volumeNode), mask)
+        logic.startSegment(p)
+        status = logic.wait(120)
+        self.assertEqual(status.job.state, "done", status.job.error)
+        first = status.update
+        logic.applyUpdate(p, first)
+        segmentId = slicer_bridge.segment_id_by_name(p.segmentation, "kidney")
+        written = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, volume) > 0
+        np.testing.assert_array_equal(written, first.mask)
+        self.assertGreater(first.dice, 0.7)
 
-        probability = np.where(mask > 0, 0.9, 0.1).astype(np.float32)
-        probability[1, 2, 1] = 0.2  # below threshold: removed from the segment
-        logic.writeResult(probability, segmentationNode, segmentId, volumeNode)
-        expected = mask.copy()
-        expected[1, 2, 1] = 0
-        actual = slicer_bridge.segment_to_labelmap(segmentationNode, segmentId, volumeNode)
-        np.testing.assert_array_equal(actual, expected)
+        self.delayDisplay("Scribble into the helper segment, refine")
+        stroke = next_scribble(first.mask, ref, box, logic._controller.session.image.spacing_kji,
+                               np.random.default_rng(0))
+        helper = np.zeros(ref.shape, np.uint8)
+        helper[tuple(np.asarray(stroke.voxels).T)] = 1
+        helperId = logic.helperSegmentId(p, stroke.label)
+        slicer_bridge.labelmap_to_segment(p.segmentation, helperId, helper, volume)
+        changed, _message = logic.syncScribbles(p)
+        self.assertTrue(changed)
+        logic.startRefine(p, "supervised")
+        status = logic.wait(300)
+        self.assertEqual(status.job.state, "done", status.job.error)
+        refined = status.update
+        logic.applyUpdate(p, refined)
+        self.assertGreaterEqual(refined.dice, first.dice)
+        written = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, volume) > 0
+        np.testing.assert_array_equal(written, refined.mask)
 
-        with self.assertRaises(ValueError):
-            logic.writeResult(np.zeros((2, 2, 2), np.uint8), segmentationNode, segmentId, volumeNode)
-        self.delayDisplay("Segment round trip passed")
+        self.delayDisplay("Undo restores the box result exactly")
+        logic.applyUpdate(p, logic.history("undo"))
+        written = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, volume) > 0
+        np.testing.assert_array_equal(written, first.mask)
 
-    def test_InteractiveRefine_logic(self):
-        import numpy as np
-
-        self.delayDisplay("Logic with a stand-in predictor")
-        volumeNode = self._makeVolume()[0]
-        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-        logic = InteractiveRefineLogic()
-        self.assertIsInstance(logic.missingDependencies(), list)
-        self.assertTrue(os.path.isdir(logic.modelsPath()))
-
-        def predict(array, spacing, origin, direction):
-            return (array > array.mean()).astype(np.float32)
-
-        segmentId = logic.run(volumeNode, segmentationNode, None, predict)
-        self.assertTrue(segmentationNode.GetSegmentation().GetSegment(segmentId) is not None)
-        array = slicer.util.arrayFromVolume(volumeNode)
-        from InteractiveRefineLib import slicer_bridge
-
-        np.testing.assert_array_equal(slicer_bridge.segment_to_labelmap(segmentationNode, segmentId, volumeNode),
-                                      (array > array.mean()).astype(np.uint8))
-        self.delayDisplay("Logic test passed")
-
-
-def _ijkToRasMatrix(volumeNode):
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    volumeNode.GetIJKToRASMatrix(matrix)
-    return matrix
+        logic.accept(p)
+        self.assertEqual(logic.helperSegmentIds(p), [])
+        self.assertIsNotNone(p.segmentation.GetSegmentation().GetSegment(segmentId))
+        logic.shutdown()
+        self.delayDisplay("Workflow test passed")

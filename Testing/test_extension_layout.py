@@ -12,7 +12,7 @@ MODULES = ["InteractiveRefine", "FewShotSeg"]
 def cmake_listed(module):
     text = (ROOT / module / "CMakeLists.txt").read_text()
     text = re.sub(r"#.*", "", text).replace("${MODULE_NAME}", module)
-    return {t for t in re.findall(r"[\w./-]+\.(?:py|png|svg|ui|json|safetensors|md|gz)\b", text)}
+    return {t for t in re.findall(r"[\w./-]+\.(?:py|png|svg|ui|json|safetensors|md|gz|nrrd|txt)\b", text)}
 
 
 @pytest.mark.parametrize("module", MODULES)

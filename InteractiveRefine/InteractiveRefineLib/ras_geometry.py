@@ -148,3 +148,38 @@ def slice_of_view(slice_to_ras, ijk_to_ras, shape_kji: Sequence[int]) -> Tuple[i
         raise PromptError(f"the slice view shows slice {index} of axis {axis}, outside the volume "
                           f"(0..{int(shape_kji[axis]) - 1})")
     return axis, index, cos < OBLIQUE_COS
+
+
+def nearest_view(point_ras, slice_to_ras_list) -> int:
+    """Index of the slice view whose plane passes closest to a RAS point (the view an ROI was drawn in:
+    both of its placement clicks lie on that view's plane, so its centre does too)."""
+    p = _points(point_ras)[0]
+    if not len(slice_to_ras_list):
+        raise PromptError("no slice view to choose from")
+    dist = []
+    for s in slice_to_ras_list:
+        s = np.asarray(s, dtype=float)
+        normal = s[:3, 2] / max(np.linalg.norm(s[:3, 2]), _EPS)
+        dist.append(abs(float(normal @ (p - s[:3, 3]))))
+    return int(np.argmin(dist))
+
+
+def flatten_roi(object_to_ras, size_mm, normal_ras) -> np.ndarray:
+    """ROI side lengths with the side most parallel to a view normal set to 0: the ROI becomes a 2D box
+    on that view's slice. (Slicer places an ROI in a slice view with a depth equal to its smaller
+    in-plane side, so a box drawn for one slice must be flattened explicitly.)"""
+    rot = np.asarray(object_to_ras, dtype=float)[:3, :3]
+    rot = rot / np.maximum(np.linalg.norm(rot, axis=0), _EPS)
+    n = np.asarray(normal_ras, dtype=float)
+    size = np.array(size_mm, dtype=float)
+    size[int(np.argmax(np.abs(rot.T @ n)))] = 0.0
+    return size
+
+
+def box_to_roi(box: Box, ijk_to_ras_matrix) -> Tuple[np.ndarray, np.ndarray]:
+    """(centre_ras, size_mm) of an RAS-aligned ROI through the centres of a box's corner voxels, so that
+    roi_to_box gives the box back on a volume whose axes follow R, A, S (flipped or not)."""
+    lo, hi = np.asarray(box.lo, float), np.asarray(box.hi, float) - 1
+    corners_kji = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+    ras = ijk_to_ras(ijk_to_kji(corners_kji), ijk_to_ras_matrix)
+    return (ras.min(0) + ras.max(0)) / 2, ras.max(0) - ras.min(0)

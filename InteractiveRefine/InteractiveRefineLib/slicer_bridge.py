@@ -24,7 +24,8 @@ import numpy as np
 import slicer
 import vtk
 
-from .errors import AdaptiveSegError, ImageError
+from .errors import AdaptiveSegError, ImageError, PromptError
+from .mask_update import Extent
 
 # Sign flip between RAS and LPS (its own inverse).
 _RAS_LPS_FLIP = np.diag([-1.0, -1.0, 1.0])
@@ -114,3 +115,105 @@ def segment_to_labelmap(segmentationNode, segmentId, referenceVolumeNode) -> np.
         raise AdaptiveSegError(f"segment {segmentId!r} not found in {segmentationNode.GetName()}")
     array = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolumeNode)
     return (np.asarray(array) > 0).astype(np.uint8)
+
+
+# -- geometry as numpy 4x4 matrices (the pure conversions are in ras_geometry) ----------------------
+def _array(vtkMatrix) -> np.ndarray:
+    return np.array(slicer.util.arrayFromVTKMatrix(vtkMatrix), dtype=float)
+
+
+def _check_untransformed(node, what: str) -> None:
+    if node.GetParentTransformNode() is not None:
+        raise PromptError(f"the {what} {node.GetName()} is under a transform; harden it first "
+                          "(Data module: right-click the transform, Harden transform)")
+
+
+def ijk_to_ras_array(volumeNode) -> np.ndarray:
+    """The volume's IJK-to-RAS 4x4 matrix (numpy)."""
+    _check_untransformed(volumeNode, "volume")
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    return _array(matrix)
+
+
+def roi_is_placed(roiNode) -> bool:
+    """A box ROI is complete once its two placement clicks collapsed into one centre point."""
+    return (roiNode is not None and roiNode.GetNumberOfControlPoints() == 1
+            and roiNode.GetNumberOfDefinedControlPoints() == 1 and max(roiNode.GetSize()) > 0)
+
+
+def roi_geometry(roiNode):
+    """(object_to_ras 4x4, size_mm (3,)) of a Markups ROI: its axes and centre, and its side lengths."""
+    if not roi_is_placed(roiNode):
+        raise PromptError("place the box first: press 'Place box' and click two opposite corners in a view")
+    _check_untransformed(roiNode, "box")
+    return _array(roiNode.GetObjectToWorldMatrix()), np.array(roiNode.GetSize(), dtype=float)
+
+
+def set_roi_size(roiNode, size_mm) -> None:
+    roiNode.SetSize(*[float(v) for v in size_mm])
+
+
+def slice_views():
+    """[(name, sliceNode)] of the Red, Yellow and Green views that exist (none without a main window)."""
+    layoutManager = slicer.app.layoutManager()
+    views = []
+    if layoutManager is None:
+        return views
+    for name in ("Red", "Yellow", "Green"):
+        widget = layoutManager.sliceWidget(name)
+        if widget is not None:
+            views.append((name, widget.mrmlSliceNode()))
+    return views
+
+
+def slice_to_ras_array(sliceNode) -> np.ndarray:
+    return _array(sliceNode.GetSliceToRAS())
+
+
+# -- segments ---------------------------------------------------------------------------------------
+def segment_id_by_name(segmentationNode, name: str) -> Optional[str]:
+    segmentId = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(name)
+    return segmentId or None
+
+
+def ensure_named_segment(segmentationNode, name: str, color=None) -> str:
+    """The ID of the segment called `name`, added (empty, with `color`) if there is none."""
+    segmentId = segment_id_by_name(segmentationNode, name)
+    if segmentId:
+        return segmentId
+    if segmentationNode.GetDisplayNode() is None:
+        segmentationNode.CreateDefaultDisplayNodes()
+    segmentation = segmentationNode.GetSegmentation()
+    return segmentation.AddEmptySegment("", name, list(color)) if color is not None \
+        else segmentation.AddEmptySegment("", name)
+
+
+def write_mask_extent(segmentationNode, segmentId, mask_kji, extent: Optional[Extent], referenceVolumeNode) -> None:
+    """Replace a segment's voxels inside `extent` ((lo, hi) in K, J, I; hi exclusive) by `mask_kji`
+    (full reference grid); voxels outside the extent are left as they are. None: nothing changed."""
+    _check_on_reference_grid(mask_kji, referenceVolumeNode, "the mask")
+    if extent is None:
+        return
+    from vtk.util import numpy_support
+
+    geometryRole = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    if segmentationNode.GetNodeReference(geometryRole) is None:
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
+    segmentation = segmentationNode.GetSegmentation()
+    segmentation.SeparateSegmentLabelmap(segmentId)  # our writes must not touch segments sharing its layer
+    (k0, j0, i0), (k1, j1, i1) = extent
+    block = np.ascontiguousarray((np.asarray(mask_kji)[k0:k1, j0:j1, i0:i1] > 0).astype(np.uint8))
+    image = slicer.vtkOrientedImageData()
+    ijkToRas = vtk.vtkMatrix4x4()
+    referenceVolumeNode.GetIJKToRASMatrix(ijkToRas)
+    image.SetImageToWorldMatrix(ijkToRas)
+    image.SetExtent(i0, i1 - 1, j0, j1 - 1, k0, k1 - 1)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = block.ravel()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    vtkExtent = [i0, i1 - 1, j0, j1 - 1, k0, k1 - 1]
+    # MERGE_MIN clears what the block does not have, MERGE_MAX adds what it has: a replace limited to the
+    # extent (MODE_REPLACE would drop the segment's voxels outside it).
+    logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, logic.MODE_MERGE_MIN, vtkExtent)
+    logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, logic.MODE_MERGE_MAX, vtkExtent)

@@ -1,0 +1,33 @@
+"""Defaults of the panel's Advanced settings, importable without torch.
+
+Slicer imports the module file (and its parameter-node class) at startup, before the dependencies may
+be installed, so the defaults cannot come from finetune.RefineConfig directly; a test keeps the two equal.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+#: Panel field -> default (RefineConfig field in `CONFIG_FIELDS`). crf_sigma 0 and time_budget 0 mean
+#: "automatic" / "no limit" in the panel (None in RefineConfig).
+DEFAULTS: Dict[str, Any] = {
+    "iterations": 3,
+    "omega": 20.0,
+    "threshold": 0.8,
+    "crf_lambda": 3.0,
+    "crf_sigma": 0.0,
+    "margin_mm": 10.0,
+    "whole_network": False,
+    "time_budget": 0.0,
+}
+CONFIG_FIELDS = {"iterations": "iterations", "omega": "omega", "threshold": "threshold", "crf_lambda": "lam",
+                 "crf_sigma": "sigma", "margin_mm": "margin_mm", "time_budget": "time_budget"}
+
+
+def refine_config_kwargs(iterations: int, omega: float, threshold: float, crf_lambda: float, crf_sigma: float,
+                         margin_mm: float, whole_network: bool, time_budget: float) -> Dict[str, Any]:
+    """Keyword arguments of finetune.RefineConfig from the panel's values (0 -> automatic / no limit)."""
+    def positive(v: float) -> Optional[float]:
+        return float(v) if v and v > 0 else None
+    return {"iterations": int(iterations), "omega": float(omega), "threshold": float(threshold),
+            "lam": float(crf_lambda), "sigma": positive(crf_sigma), "margin_mm": float(margin_mm),
+            "head_only": not whole_network, "time_budget": positive(time_budget)}

@@ -1,0 +1,144 @@
+"""Static checks of the Slicer side that need no Slicer: every .ui is a well-formed Designer form, every
+`self.ui.<name>` the module code uses exists in its .ui, every parameter-node binding names a field,
+every MRML widget gets the scene, modules compile, help cites the three methods, self-tests are
+registered. (The Slicer code itself runs in Slicer's own self-tests, registered with ctest.)"""
+import ast
+import py_compile
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULES = ["InteractiveRefine", "FewShotSeg"]
+
+
+def ui_path(module):
+    return ROOT / module / "Resources" / "UI" / f"{module}.ui"
+
+
+def ui_tree(module):
+    return ET.parse(ui_path(module)).getroot()
+
+
+def module_source(module):
+    return (ROOT / module / f"{module}.py").read_text()
+
+
+def widget_names(root):
+    return {w.get("name"): w.get("class") for w in root.iter("widget")}
+
+
+def parameter_fields(source):
+    """Annotated fields of the module's @parameterNodeWrapper class(es)."""
+    fields = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef) and any(
+                (isinstance(d, ast.Name) and d.id == "parameterNodeWrapper") for d in node.decorator_list):
+            fields |= {s.target.id for s in node.body if isinstance(s, ast.AnnAssign)}
+    return fields
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ui_is_a_designer_form_for_the_module(module):
+    root = ui_tree(module)
+    assert root.tag == "ui" and root.get("version") == "4.0"
+    assert root.findtext("class") == module
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == module
+    names = [w.get("name") for w in root.iter("widget")]
+    assert len(names) == len(set(names)), "duplicate widget names"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_ui_widget_used_in_the_code_exists(module):
+    names = widget_names(ui_tree(module))
+    used = set(re.findall(r"self\.ui\.(\w+)", module_source(module)))
+    assert used, "the module uses no .ui widget"
+    assert not used - set(names), f"used in {module}.py but missing from the .ui: {sorted(used - set(names))}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_parameter_bindings_name_parameter_node_fields(module):
+    root = ui_tree(module)
+    fields = parameter_fields(module_source(module))
+    assert fields, "no @parameterNodeWrapper class"
+    bound = {}
+    for w in root.iter("widget"):
+        for p in w.findall("property"):
+            if p.get("name") == "SlicerParameterName":
+                bound[w.get("name")] = p.findtext("string")
+    assert bound, "no widget is bound to the parameter node"
+    unknown = {w: f for w, f in bound.items() if f not in fields}
+    assert not unknown, f"bound to fields that do not exist: {unknown}"
+    assert len(set(bound.values())) == len(bound), "two widgets bound to the same field"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_custom_widgets_declared_and_mrml_widgets_get_the_scene(module):
+    root = ui_tree(module)
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    custom = {c for c in used if c.startswith(("qMRML", "ctk", "qSlicer"))}
+    assert not custom - declared, f"undeclared custom widgets: {sorted(custom - declared)}"
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+                 and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    # Widgets the code gives the scene itself (the Segment Editor needs its editor node first).
+    receivers |= set(re.findall(r"self\.ui\.(\w+)\.setMRMLScene\(", module_source(module)))
+    mrml = {w.get("name") for w in root.iter("widget")
+            if w.get("class", "").startswith(("qMRML", "qSlicer")) and w.get("class") != "qMRMLWidget"}
+    assert not mrml - receivers, f"MRML widgets that never get the scene: {sorted(mrml - receivers)}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_compiles_and_cites_the_methods(module, tmp_path):
+    py_compile.compile(str(ROOT / module / f"{module}.py"), cfile=str(tmp_path / "m.pyc"), doraise=True)
+    for lib in sorted((ROOT / module / f"{module}Lib").glob("*.py")):
+        py_compile.compile(str(lib), cfile=str(tmp_path / (lib.stem + ".pyc")), doraise=True)
+    text = module_source(module) + (ROOT / "InteractiveRefine" / "InteractiveRefine.py").read_text()
+    for citation in ("BIFSeg", "RP-Net", "ELSNet"):
+        assert citation in text
+    assert "acknowledgementText" in module_source(module) and "helpText" in module_source(module)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_self_test_exists_and_is_registered_with_ctest(module):
+    tree = ast.parse(module_source(module))
+    tests = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module}Test"]
+    assert tests and any(getattr(b, "id", None) == "ScriptedLoadableModuleTest" for b in tests[0].bases)
+    methods = {f.name for f in tests[0].body if isinstance(f, ast.FunctionDef)}
+    run_test = next(f for f in tests[0].body if isinstance(f, ast.FunctionDef) and f.name == "runTest")
+    called = {c.func.attr for c in ast.walk(run_test) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)}
+    workflow = {m for m in methods if m.startswith("test_")}
+    assert workflow and workflow <= called, f"runTest does not run {sorted(workflow - called)}"
+    cmake = (ROOT / module / "CMakeLists.txt").read_text()
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
+    assert f"Resources/UI/${{MODULE_NAME}}.ui" in cmake or f"Resources/UI/{module}.ui" in cmake
+
+
+#: Core modules a module file may import at startup: they need nothing but the standard library.
+LIGHT_CORE = {"InteractiveRefineLib.settings", "InteractiveRefineLib.segment_names", "InteractiveRefineLib.errors"}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_heavy_imports_at_module_import(module):
+    """Slicer imports the module file at startup: torch and the core must be imported lazily (the
+    dependencies may not be installed yet, and installing happens on user action only)."""
+    tree = ast.parse(module_source(module))
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    modules = {a.name for n in top if isinstance(n, ast.Import) for a in n.names} | {
+        n.module for n in top if isinstance(n, ast.ImportFrom) and n.module not in LIGHT_CORE}
+    roots = {m.split(".")[0] for m in modules}
+    assert not roots & {"torch", "numpy", "scipy", "SimpleITK", "skimage", "maxflow", "safetensors",
+                        "InteractiveRefineLib", "FewShotSegLib"}
+
+
+@pytest.mark.parametrize("name", sorted(LIGHT_CORE))
+def test_light_core_modules_import_only_the_standard_library(name):
+    import subprocess
+    import sys
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'InteractiveRefine')!r}); import {name}; "
+            "heavy = {'torch', 'numpy', 'scipy', 'SimpleITK'} & set(sys.modules); assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
