@@ -196,3 +196,13 @@ def test_analyze_logs_table_csv_and_plot(controller, tmp_path, capsys):
         assert (tmp_path / "logs" / name).stat().st_size > 0
     assert (tmp_path / "logs" / "sessions.csv").read_text().startswith("participant,case,interactions")
     assert main(["analyze-logs", str(tmp_path / "nowhere")]) == 2
+
+
+def test_panel_timing_command(tmp_path, capsys):
+    from InteractiveRefineLib.cli import main
+    assert main(["panel-timing", "--out", str(tmp_path), "--rounds", "1"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert {(r["dim"], r["step"]) for r in records} == {("2d", "box"), ("2d", "refine"), ("3d", "box"),
+                                                        ("3d", "refine")}
+    assert all(r["compute_seconds"] > 0 and r["ticks"] >= 1 and 0 < r["dice"] <= 1 for r in records)
+    assert "| 3d | refine |" in capsys.readouterr().out

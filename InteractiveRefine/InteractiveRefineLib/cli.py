@@ -78,6 +78,16 @@ def _add_analyze_logs(sub) -> None:
                    help="target Dice for 'time to reach' (default 0.9; needs a reference in the session)")
 
 
+def _add_panel_timing(sub) -> None:
+    p = sub.add_parser("panel-timing", help="the Slicer panel's background steps on the embedded sample: compute "
+                                            "time and the longest GUI freeze while they run")
+    p.add_argument("--out", default="panel_timing", help="output folder (results.jsonl, summary.md)")
+    p.add_argument("--rounds", type=int, default=3, help="scribble rounds after the box (default 3)")
+    p.add_argument("--tick", type=float, default=0.02, help="GUI poll interval in seconds (default 0.02)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m InteractiveRefineLib",
                                      description="AdaptiveSeg InteractiveRefine core (headless)")
@@ -87,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_benchmark(sub)
     _add_analyze_logs(sub)
+    _add_panel_timing(sub)
     return parser
 
 
@@ -100,6 +111,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
             run_demo(Path(args.out), device=args.device)
+            return 0
+        if args.command == "panel-timing":
+            from .panel_timing import run_panel_timing
+            if args.threads:
+                import torch
+                torch.set_num_threads(args.threads)
+            run_panel_timing(args.out, args.rounds, args.tick, args.device)
+            print((Path(args.out) / "summary.md").read_text(), end="")
             return 0
         if args.command == "analyze-logs":
             from .analyze_logs import analyze_logs
