@@ -1,17 +1,20 @@
-"""Slicer <-> numpy conversions for FewShotSeg.
+"""Slicer <-> numpy conversions for the FewShotSeg panel.
 
-Together with InteractiveRefineLib.slicer_bridge this is the only FewShotSegLib module that
-imports slicer; it can only be imported inside 3D Slicer. The conversions themselves
-(RAS <-> LPS geometry, segment <-> mask) live in InteractiveRefineLib.slicer_bridge and are
-re-exported here; the InteractiveRefine module folder is on sys.path because FewShotSeg
-declares it as a dependency.
+Together with InteractiveRefineLib.slicer_bridge this is the only FewShotSegLib module that imports
+slicer; it can only be imported inside 3D Slicer (FewShotSeg declares InteractiveRefine as a dependency,
+so that module's folder is on sys.path). It reads nodes into the plain arrays and matrices the core
+(panel.py, ras_geometry) works on, and writes results back into segments. Call it on the GUI thread only.
+
+Geometry: a volume's own IJK-to-RAS matrix is used (parent transforms are ignored, as in
+InteractiveRefineLib.slicer_bridge); an ROI is read in world coordinates.
 """
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import slicer  # noqa: F401  (documents that this module needs Slicer)
+import slicer
+import vtk
 
-from InteractiveRefineLib.errors import PromptError
+from InteractiveRefineLib.errors import ImageError, PromptError
 from InteractiveRefineLib.slicer_bridge import (  # noqa: F401  (re-exported)
     ensure_segment,
     image_to_volume,
@@ -21,20 +24,123 @@ from InteractiveRefineLib.slicer_bridge import (  # noqa: F401  (re-exported)
     volume_to_image,
 )
 
+from .panel import result_segment_names
+
+
+def volume_image(volumeNode, what: str = "volume"):
+    """A scalar volume node as a core Image (array K, J, I; LPS geometry)."""
+    from InteractiveRefineLib.image_io import Image  # SimpleITK: only when a segmentation is prepared
+
+    if volumeNode is None:
+        raise PromptError(f"select a {what}")
+    array, spacing, origin, direction = volume_to_image(volumeNode)
+    return Image(array, spacing, origin, direction)
+
+
+def ijk_to_ras(volumeNode) -> np.ndarray:
+    """The volume's IJK-to-RAS 4x4 matrix as numpy."""
+    m = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(m)
+    return slicer.util.arrayFromVTKMatrix(m)
+
+
+def volume_shape(volumeNode) -> Tuple[int, int, int]:
+    """(K, J, I) shape of a volume node's voxel array."""
+    if volumeNode is None or volumeNode.GetImageData() is None:
+        raise ImageError("the volume node is missing or has no image data")
+    return tuple(int(v) for v in reversed(volumeNode.GetImageData().GetDimensions()))
+
+
+def segment_names(segmentationNode, segmentIds: Sequence[str]) -> Dict[str, str]:
+    """{segment id: name}; PromptError for an ID that is not in the segmentation."""
+    segmentation = segmentationNode.GetSegmentation()
+    names = {}
+    for segmentId in segmentIds:
+        segment = segmentation.GetSegment(segmentId)
+        if segment is None:
+            raise PromptError(f"segment {segmentId!r} is not in {segmentationNode.GetName()}; select the support "
+                              "segment(s) again")
+        names[segmentId] = segment.GetName()
+    return names
+
+
+def support_masks(segmentationNode, segmentIds: Sequence[str], volumeNode) -> Dict[str, np.ndarray]:
+    """{segment id: uint8 0/1 mask (K, J, I) on the support volume's grid}, in the given order."""
+    if segmentationNode is None:
+        raise PromptError("select the support segmentation")
+    if not segmentIds:
+        raise PromptError("no support segment selected: choose the segment(s) to learn in the Support section")
+    segment_names(segmentationNode, segmentIds)  # every ID exists
+    return {segmentId: segment_to_labelmap(segmentationNode, segmentId, volumeNode) for segmentId in segmentIds}
+
+
+def slice_view_matrix(viewName: str = "Red") -> Optional[np.ndarray]:
+    """SliceToRAS 4x4 of a slice view (numpy), or None when the scene has no such slice node."""
+    sliceNode = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNode" + viewName)
+    if sliceNode is None:
+        return None
+    return slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())
+
+
+def view_slice(volumeNode, viewName: str = "Red") -> Optional[Tuple[int, int, bool]]:
+    """(array axis, slice index, oblique) of the volume slice a slice view shows, or None without the view.
+    PromptError if the view's plane is outside the volume."""
+    from InteractiveRefineLib.ras_geometry import slice_of_view
+
+    sliceToRas = slice_view_matrix(viewName)
+    if sliceToRas is None:
+        return None
+    return slice_of_view(sliceToRas, ijk_to_ras(volumeNode), volume_shape(volumeNode))
+
+
+def roi_geometry(roiNode) -> Tuple[np.ndarray, List[float]]:
+    """(ObjectToWorld 4x4 as numpy, side lengths in world mm) of a Markups ROI node."""
+    if roiNode is None:
+        raise PromptError("select or create the query ROI (range mode ROI)")
+    objectToWorld = slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToWorldMatrix())
+    size = [0.0, 0.0, 0.0]
+    roiNode.GetSizeWorld(size)
+    return objectToWorld, [float(v) for v in size]
+
+
+def write_results(outputSegmentationNode, queryVolumeNode, masks: Dict[str, np.ndarray],
+                  supportSegmentationNode) -> List[str]:
+    """Write each result mask into the output segmentation; return the written segment IDs (mask order).
+
+    A result segment takes the name and colour of its support segment. In another segmentation an
+    existing segment of that name is overwritten (re-running replaces the previous result); when the
+    output is the support segmentation itself, new numbered segments are added instead.
+    """
+    supportSegmentation = supportSegmentationNode.GetSegmentation()
+    outputSegmentation = outputSegmentationNode.GetSegmentation()
+    sameNode = outputSegmentationNode is supportSegmentationNode
+    supportIds = list(masks)
+    supportNames = [segment_names(supportSegmentationNode, [sid])[sid] for sid in supportIds]
+    existing = [outputSegmentation.GetSegment(sid).GetName() for sid in outputSegmentation.GetSegmentIDs()]
+    names = result_segment_names(supportNames, existing, sameNode)
+    written = []
+    for supportId, name in zip(supportIds, names):
+        targetId = "" if sameNode else outputSegmentation.GetSegmentIdBySegmentName(name)
+        if not targetId:
+            targetId = ensure_segment(outputSegmentationNode, None, name)
+        labelmap_to_segment(outputSegmentationNode, targetId, np.asarray(masks[supportId]).astype(np.uint8),
+                            queryVolumeNode)
+        segment = outputSegmentation.GetSegment(targetId)
+        segment.SetName(name)
+        segment.SetColor(*supportSegmentation.GetSegment(supportId).GetColor())
+        written.append(targetId)
+    return written
+
 
 def support_set(pairs: Sequence[Tuple[object, object, str]]) -> List[Tuple[tuple, np.ndarray]]:
-    """Convert annotated examples to core inputs.
-
-    pairs: (volumeNode, segmentationNode, segmentId) triples.
-    Returns [(image, mask_kji)], image being volume_to_image(volumeNode) and mask_kji the
-    segment as a uint8 0/1 array on that volume's grid.
-    """
+    """Convert annotated examples to core inputs: [(volume_to_image(volumeNode), mask_kji)] from
+    (volumeNode, segmentationNode, segmentId) triples; each mask must be non-empty."""
     out = []
     for volumeNode, segmentationNode, segmentId in pairs:
         image = volume_to_image(volumeNode)
         mask = segment_to_labelmap(segmentationNode, segmentId, volumeNode)
         if not mask.any():
             raise PromptError(f"segment {segmentId!r} of {segmentationNode.GetName()} is empty on "
-                             f"{volumeNode.GetName()}; each support example needs a non-empty mask")
+                              f"{volumeNode.GetName()}; each support example needs a non-empty mask")
         out.append((image, mask))
     return out
