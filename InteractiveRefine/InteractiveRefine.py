@@ -8,7 +8,6 @@ before its dependencies are installed; they are installed when the user first pr
 import logging
 import os
 import pathlib
-import time
 from typing import Annotated
 
 import qt
@@ -224,14 +223,12 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._clockTimer.start()
 
     def exit(self):
+        # The GUI stays bound to the parameter node: a background step may still finish and write its
+        # result, and Slicer <= 5.8 cannot unbind (connectGui returns no tag there).
         self.ui.segmentEditorWidget.setActiveEffect(None)
         self.ui.segmentEditorWidget.uninstallKeyboardShortcuts()
         self.ui.segmentEditorWidget.removeViewObservations()
         self._clockTimer.stop()
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
 
     def onSceneStartClose(self, caller, event):
         self.logic.closeSession()
@@ -246,11 +243,15 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first:
-                self._parameterNode.inputVolume = first
+            volumes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                       if not n.IsA("vtkMRMLLabelMapVolumeNode")]
+            if volumes:
+                self._parameterNode.inputVolume = volumes[0]
 
     def setParameterNode(self, parameterNode):
+        if (parameterNode is not None and self._parameterNode is not None
+                and parameterNode.parameterNode is self._parameterNode.parameterNode):
+            return  # already bound (binding twice would pile up GUI connections)
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
@@ -386,7 +387,12 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         self._pollTimer.stop()
         if job.state == "done":
-            self.applyUpdate(status.update)
+            try:
+                self.applyUpdate(status.update)
+            except Exception as exc:  # e.g. the segmentation was deleted while the step ran
+                slicer.util.errorDisplay(_("Could not write the result: {error}").format(error=exc))
+                self.updateButtons()
+                return
             dice = status.update.dice
             self.setStatus(_("{name} done in {seconds:.1f} s").format(name=job.name, seconds=job.seconds)
                            + ("" if dice is None else _(" (Dice {dice:.3f})").format(dice=dice)))
@@ -553,7 +559,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
                 except ImportError:
                     packaging = None
                 if packaging is not None:
-                    packaging.pip_ensure(others, prompt_install=False, requester="AdaptiveSeg")
+                    # skip_in_testing=False: the self-tests need the packages too
+                    packaging.pip_ensure(others, prompt_install=False, requester="AdaptiveSeg", skip_in_testing=False)
                 else:
                     slicer.util.pip_install(others)
         except Exception as exc:
@@ -723,11 +730,16 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def startSegment(self, p):
         """Segment the object in the ROI (on the worker); poll() delivers the result."""
+        from InteractiveRefineLib import slicer_bridge
+
         self._checkInputs(p)
         box = self.boxFromRoi(p.roi, p.inputVolume)
         controller = self._ensureController(p)
         controller.session.config = self.refineConfig(p)
-        return controller.start_box(box)
+        segmentId = slicer_bridge.segment_id_by_name(p.segmentation, p.segmentName.strip())
+        current = None if segmentId is None else slicer_bridge.segment_to_labelmap(p.segmentation, segmentId,
+                                                                                    p.inputVolume)
+        return controller.start_box(box, current)
 
     def startRefine(self, p, mode="supervised"):
         if self._controller is None:
@@ -751,12 +763,16 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         return getattr(self._controller, action)()
 
     def closeSession(self):
-        if self._controller is not None:
-            if self._controller.busy:
-                self._controller.cancel()
-                self._controller.wait(30)
-            self._controller.close()
-        self._controller, self._sessionKey = None, None
+        controller, self._controller, self._sessionKey = self._controller, None, None
+        if controller is None:
+            return
+        if controller.busy:
+            controller.cancel()
+            try:
+                controller.wait(30)
+            except TimeoutError:  # a step that ignores cancel: its result is dropped, the log is closed
+                logging.warning("InteractiveRefine: a running step did not stop within 30 s")
+        controller.close()
 
     def shutdown(self):
         self.closeSession()
@@ -779,9 +795,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
     def helperSegmentIds(self, p):
         """IDs of the existing `<segment>_fg` / `<segment>_bg` segments."""
         from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.segment_names import scribble_segment_names
+        from InteractiveRefineLib.segment_names import is_helper_name, scribble_segment_names
 
-        if not p or not p.segmentation or not p.segmentName.strip():
+        if not p or not p.segmentation or not p.segmentName.strip() or is_helper_name(p.segmentName.strip()):
             return []
         ids = [slicer_bridge.segment_id_by_name(p.segmentation, n) for n in scribble_segment_names(p.segmentName)]
         return [i for i in ids if i]
@@ -961,6 +977,8 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         self.assertEqual(box2d.slice_index, int(np.floor((10 + 13) / 2 + 0.5)))
 
     def test_InteractiveRefine_workflow(self):
+        import importlib.util
+
         import numpy as np
 
         from InteractiveRefineLib import slicer_bridge
@@ -976,6 +994,9 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         box = box_from_mask(main_object(ref), 0, k)
 
         logic = InteractiveRefineLogic()
+        self.addCleanup(logic.shutdown)
+        if "torch" in logic.missingDependencies() and importlib.util.find_spec("PyTorchUtils") is None:
+            self.skipTest("needs torch, or the PyTorch extension to install it")
         self.assertTrue(logic.ensureDependencies())
         p = logic.getParameterNode()
         p.inputVolume = volume
@@ -1027,5 +1048,4 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         logic.accept(p)
         self.assertEqual(logic.helperSegmentIds(p), [])
         self.assertIsNotNone(p.segmentation.GetSegmentation().GetSegment(segmentId))
-        logic.shutdown()
         self.delayDisplay("Workflow test passed")

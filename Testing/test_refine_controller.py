@@ -206,3 +206,23 @@ def test_panel_timing_command(tmp_path, capsys):
                                                         ("3d", "refine")}
     assert all(r["compute_seconds"] > 0 and r["ticks"] >= 1 and 0 < r["dice"] <= 1 for r in records)
     assert "| 3d | refine |" in capsys.readouterr().out
+
+
+def test_segment_replaces_the_segment_inside_the_box_only(controller):
+    """What the segment already holds outside the box (e.g. a FewShotSeg result on other slices) stays;
+    inside the box the result replaces it; a new box also replaces this session's earlier result."""
+    c, ref, box = controller
+    current = np.zeros(ref.shape, bool)
+    current[SLICE - 3:SLICE + 3, box.lo[1]:box.hi[1], box.lo[2]:box.hi[2]] = True  # slab over the box
+    c.start_box(box, current)
+    update = c.wait(60).update
+    lo, hi = update.extent
+    assert lo[0] == SLICE and hi[0] == SLICE + 1  # only the box's slice is rewritten
+    segment = current.copy()
+    region = tuple(slice(a, b) for a, b in zip(*update.extent))
+    segment[region] = update.mask[region]
+    np.testing.assert_array_equal(segment[:SLICE], current[:SLICE])  # other slices kept
+    np.testing.assert_array_equal(segment[SLICE + 1:], current[SLICE + 1:])
+    np.testing.assert_array_equal(segment[SLICE], update.mask[SLICE])  # inside the box: the new result
+    with pytest.raises(PromptError, match="does not match"):
+        c.start_box(box, np.zeros((2, 2, 2), bool))

@@ -115,7 +115,7 @@ def test_self_test_exists_and_is_registered_with_ctest(module):
     assert workflow and workflow <= called, f"runTest does not run {sorted(workflow - called)}"
     cmake = (ROOT / module / "CMakeLists.txt").read_text()
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
-    assert f"Resources/UI/${{MODULE_NAME}}.ui" in cmake or f"Resources/UI/{module}.ui" in cmake
+    assert "Resources/UI/${MODULE_NAME}.ui" in cmake or f"Resources/UI/{module}.ui" in cmake
 
 
 #: Core modules a module file may import at startup: they need nothing but the standard library.

@@ -26,7 +26,7 @@ CASE, LABELS = "chaos_8", {2: "right kidney", 3: "left kidney"}
 
 
 def _run_step(controller: RefineController, start, tick: float) -> Dict[str, float]:
-    job = start()
+    start()
     last, gap, ticks = time.perf_counter(), 0.0, 0
     while True:
         status = controller.poll()

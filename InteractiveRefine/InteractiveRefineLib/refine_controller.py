@@ -111,9 +111,23 @@ class RefineController:
         return live_times(self.log.events, time.monotonic())
 
     # -- long steps (worker) -------------------------------------------------------------------
-    def start_box(self, box: Box) -> Job:
-        """Segment the object in `box` (a new object: history and scribbles restart)."""
+    def start_box(self, box: Box, current: Optional[np.ndarray] = None) -> Job:
+        """Segment the object in `box` (a new object: history and scribbles restart).
+
+        current: what the segment holds now (K, J, I), if anything. The result replaces it inside the box
+        (and replaces this session's earlier result); voxels outside the box are left as they are, e.g. a
+        FewShotSeg result on other slices.
+        """
         self._idle()
+        if current is not None:
+            current = np.asarray(current, bool)
+            if current.shape != self.session.image.shape:
+                raise PromptError(f"the segment's mask {current.shape} does not match the image "
+                                  f"{self.session.image.shape}")
+            inside = np.zeros(current.shape, bool)
+            inside[box.slices] = True
+            base = current & inside
+            self._written = base if self._written is None else base | self._written
         return self._submit("segment", lambda progress, cancel: self.session.set_box(
             box, self.object_id, reference=self.reference), lambda mask: self._update("box", mask, scribbles=True))
 

@@ -155,14 +155,15 @@ def set_roi_size(roiNode, size_mm) -> None:
 
 
 def slice_views():
-    """[(name, sliceNode)] of the Red, Yellow and Green views that exist (none without a main window)."""
+    """[(name, sliceNode)] of the Red, Yellow and Green views shown in the layout (none without a main
+    window)."""
     layoutManager = slicer.app.layoutManager()
     views = []
     if layoutManager is None:
         return views
     for name in ("Red", "Yellow", "Green"):
         widget = layoutManager.sliceWidget(name)
-        if widget is not None:
+        if widget is not None and widget.visible:
             views.append((name, widget.mrmlSliceNode()))
     return views
 
@@ -213,7 +214,10 @@ def write_mask_extent(segmentationNode, segmentId, mask_kji, extent: Optional[Ex
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = block.ravel()
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     vtkExtent = [i0, i1 - 1, j0, j1 - 1, k0, k1 - 1]
-    # MERGE_MIN clears what the block does not have, MERGE_MAX adds what it has: a replace limited to the
-    # extent (MODE_REPLACE would drop the segment's voxels outside it).
-    logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, logic.MODE_MERGE_MIN, vtkExtent)
-    logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, logic.MODE_MERGE_MAX, vtkExtent)
+    # MERGE_MIN clears what the block does not have, MERGE_MASK adds what it has (with the segment's own
+    # label value): a replace limited to the extent, as the Segment Editor's "set" does (MODE_REPLACE
+    # would drop the segment's voxels outside the extent).
+    for mode in (logic.MODE_MERGE_MIN, logic.MODE_MERGE_MASK):
+        if not logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, mode, vtkExtent):
+            raise AdaptiveSegError(f"could not write segment {segmentId!r} of {segmentationNode.GetName()} "
+                                   "(is its source representation a binary labelmap?)")
