@@ -64,6 +64,7 @@ def test_roi_to_3d_box_flipped_anisotropic():
     box = roi_to_box(obj, size, AXIAL, SHAPE)
     assert box.axis is None
     assert box.lo == (3, 20, 10) and box.hi == (6, 30, 20)
+    assert all(type(v) is int for v in box.lo + box.hi)  # plain ints (JSON logs, Slicer calls)
     # The same ROI expressed with RAS-aligned axes (the usual ROI orientation) gives the same box.
     obj2, size2 = roi_around_voxels([10, 20, 3], [19, 29, 5], AXIAL)
     assert roi_to_box(obj2, size2, AXIAL, SHAPE) == box

@@ -110,8 +110,8 @@ def roi_to_box(object_to_ras, size_mm, ijk_to_ras, shape_kji: Sequence[int],
     if axis is not None:
         index = int(np.floor(centre[2 - axis] + 0.5))
         lo[axis], hi[axis] = index, index + 1
-    lo = [max(0, v) for v in lo]
-    hi = [min(s, v) for s, v in zip(shape, hi)]
+    lo = [max(0, int(v)) for v in lo]
+    hi = [min(s, int(v)) for s, v in zip(shape, hi)]
     if any(h <= l for l, h in zip(lo, hi)):
         raise PromptError(f"the ROI lies outside the volume (voxel bounds {list(lo_ijk[::-1])}.."
                           f"{list(hi_ijk[::-1])}, volume shape {list(shape)} in K, J, I)")
