@@ -226,3 +226,23 @@ def test_segment_replaces_the_segment_inside_the_box_only(controller):
     np.testing.assert_array_equal(segment[SLICE], update.mask[SLICE])  # inside the box: the new result
     with pytest.raises(PromptError, match="does not match"):
         c.start_box(box, np.zeros((2, 2, 2), bool))
+
+
+def test_erased_scribbles_are_removed_and_logged(controller):
+    """The user may erase part of a helper segment (Erase effect, or the Segment Editor's undo)."""
+    c, ref, box = controller
+    segment(c, box)
+    fg = np.zeros(ref.shape, bool)
+    k, j, i = SLICE, (box.lo[1] + box.hi[1]) // 2, (box.lo[2] + box.hi[2]) // 2
+    fg[k, j, i - 3:i + 3] = True
+    c.set_scribbles(fg, np.zeros_like(fg))
+    fg[k, j, i:i + 3] = False  # erase half
+    c.set_scribbles(fg, np.zeros_like(fg))
+    assert c.session.state().scribbles.count == (3, 0)
+    last = c.log.events[-1]
+    assert last["event"] == "scribble" and last["removed_fg"] == 3 and last["added_fg"] == 0
+    n = len(c.log.events)
+    c.set_scribbles(fg, np.zeros_like(fg))  # nothing changed: no new state, no event
+    assert len(c.log.events) == n
+    undone = c.undo()
+    assert undone.scribbles[0].sum() == 6
