@@ -23,7 +23,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-# InteractiveRefine is a declared dependency, so Slicer has loaded it (and its folder is on sys.path).
+# Slicer puts every scripted module's folder on sys.path when it registers the modules, so the dependency
+# InteractiveRefine is importable here (modules are instantiated alphabetically, FewShotSeg first).
 from InteractiveRefine import CITATIONS
 
 #: The panel's choices and defaults, as in FewShotSegLib.panel (Testing/test_fewshot_panel.py checks that they
@@ -170,10 +171,12 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
+        # A finished but not yet polled result must not be written into the next scene either (node IDs
+        # restart after a scene clear).
+        if self._pending is not None:
+            self._pending["discard"] = True
         if self.logic is not None and self.logic.busy:
             self.logic.cancel()
-            if self._pending is not None:
-                self._pending["discard"] = True
         self._clearRefineChoices()
         self.setParameterNode(None)
 
@@ -249,14 +252,15 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         segmentation = p.supportSegmentation
         if selector.currentNode() != segmentation:
             selector.setCurrentNode(segmentation)
-        ids = list(p.supportSegmentIds)
-        if segmentation is not None and segmentation is not self._lastSupportSegmentation and not ids:
-            # A newly chosen segmentation: propose its first segment.
-            segmentIds = list(segmentation.GetSegmentation().GetSegmentIDs())
-            if segmentIds:
-                ids = segmentIds[:1]
-                p.supportSegmentIds = ids
+        stored = list(p.supportSegmentIds)
+        segments = segmentation.GetSegmentation() if segmentation is not None else None
+        # IDs of another (earlier) segmentation are dropped; a newly chosen one proposes its first segment.
+        ids = stored if segments is None else [s for s in stored if segments.GetSegment(s) is not None]
+        if segments is not None and segmentation is not self._lastSupportSegmentation and not ids:
+            ids = list(segments.GetSegmentIDs())[:1]
         self._lastSupportSegmentation = segmentation
+        if ids != stored:
+            p.supportSegmentIds = ids
         if list(selector.selectedSegmentIDs()) != ids:
             selector.setSelectedSegmentIDs(ids)
 
@@ -378,17 +382,19 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.stop()
         pending, self._pending = self._pending, None
         self.ui.deviceUsedLabel.text = self.logic.deviceText or "-"
-        if job.state == "done":
-            self._showResult(status.result, pending)
-        elif job.state == "cancelled":
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = _("Cancelled: nothing was written.")
-        else:
-            message = str(job.error) or job.error.__class__.__name__
-            self.ui.statusLabel.text = _("Failed: {message}").format(message=message)
-            logging.error("FewShotSeg: segmentation failed: %s", message)
-            slicer.util.errorDisplay(_("Few-shot segmentation failed.") + "\n\n" + message)
-        self._updateButtons()
+        try:
+            if job.state == "done":
+                self._showResult(status.result, pending)
+            elif job.state == "cancelled":
+                self.ui.progressBar.value = 0
+                self.ui.statusLabel.text = _("Cancelled: nothing was written.")
+            else:
+                message = str(job.error) or job.error.__class__.__name__
+                self.ui.statusLabel.text = _("Failed: {message}").format(message=message)
+                logging.error("FewShotSeg: segmentation failed: %s", message)
+                slicer.util.errorDisplay(_("Few-shot segmentation failed.") + "\n\n" + message)
+        finally:
+            self._updateButtons()  # also when writing the result failed (its error is shown)
 
     def _showResult(self, result, pending) -> None:
         from FewShotSegLib.panel import result_message

@@ -386,12 +386,14 @@ class FewShotController:
     def _run(self, request: FewShotRequest, progress, cancel) -> FewShotResult:
         import torch
 
+        from InteractiveRefineLib.device import OutOfMemoryError
+
         t0 = time.perf_counter()
         device = request.device
         try:
             result = self._segment(request, device, progress, cancel)
             fallback = None
-        except torch.OutOfMemoryError as exc:
+        except OutOfMemoryError as exc:
             if self._segmenter(device).device.type == "cpu":
                 raise ModelError("out of memory on the CPU: use a smaller query range or close other programs; "
                                  "nothing was written") from exc

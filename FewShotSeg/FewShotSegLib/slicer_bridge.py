@@ -12,11 +12,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
-import vtk
 
 from InteractiveRefineLib.errors import ImageError, PromptError
 from InteractiveRefineLib.slicer_bridge import (  # noqa: F401  (re-exported)
     ensure_segment,
+    ijk_to_ras_array,
     image_to_volume,
     labelmap_to_segment,
     probability_to_segment,
@@ -38,10 +38,9 @@ def volume_image(volumeNode, what: str = "volume"):
 
 
 def ijk_to_ras(volumeNode) -> np.ndarray:
-    """The volume's IJK-to-RAS 4x4 matrix as numpy."""
-    m = vtk.vtkMatrix4x4()
-    volumeNode.GetIJKToRASMatrix(m)
-    return slicer.util.arrayFromVTKMatrix(m)
+    """The volume's IJK-to-RAS 4x4 matrix as numpy (PromptError for a volume under a transform: ROIs and
+    slice views are in world coordinates)."""
+    return ijk_to_ras_array(volumeNode)
 
 
 def volume_shape(volumeNode) -> Tuple[int, int, int]:

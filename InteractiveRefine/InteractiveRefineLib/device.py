@@ -10,6 +10,8 @@ from .errors import AdaptiveSegError
 log = logging.getLogger(__name__)
 
 CHOICES = ("auto", "cuda", "cpu")
+#: torch.OutOfMemoryError exists from torch 2.5; torch.cuda.OutOfMemoryError (the same class there) before.
+OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 def choose_device(preference: str = "auto") -> torch.device:

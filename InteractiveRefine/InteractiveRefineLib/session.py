@@ -19,6 +19,7 @@ import torch
 
 from . import finetune
 from .crf import crf_segment
+from .device import OutOfMemoryError
 from .errors import CancelledError, ModelError, PromptError
 from .geometry import (
     CropSpec,
@@ -348,7 +349,7 @@ class InteractiveSession:
         """Run `fn`; on a CUDA out-of-memory error move everything to the CPU, warn, and run it again."""
         try:
             return fn()
-        except torch.OutOfMemoryError as exc:
+        except OutOfMemoryError as exc:
             if self.device.type == "cpu":
                 raise ModelError("out of memory on the CPU: use a smaller box or close other programs; "
                                  "the segmentation is unchanged") from exc
