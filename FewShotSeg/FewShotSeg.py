@@ -357,8 +357,12 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                              "support": p.supportSegmentation.GetID(), "names": dict(request.names),
                              "discard": False}
             self.ui.progressBar.value = 0
+            from FewShotSegLib.panel import support_slice_note
+
+            note = support_slice_note(list(request.support_masks.values()), request.axis, request.slice_index,
+                                      [request.name(i) for i in request.segment_ids])
             self.ui.statusLabel.text = _("Segmenting from support slice {index} along {axis}...").format(
-                index=request.slice_index, axis=AXIS_NAMES[request.axis])
+                index=request.slice_index, axis=AXIS_NAMES[request.axis]) + (" " + note if note else "")
             self._updateButtons()
             self._timer.start()
 

@@ -333,3 +333,16 @@ def test_device_note_and_failures_reach_the_panel(chaos36, chaos8):
     finally:
         broken.shutdown()
     assert not broken.worker.alive
+
+
+def test_support_slice_note_flags_a_small_cross_section(chaos_sample):
+    from FewShotSegLib.panel import support_slice_note
+
+    _img, lab = chaos_sample.load("chaos_36")
+    kidney = lab == 2
+    areas = kidney.sum(axis=(1, 2))
+    largest = int(np.argmax(areas))
+    small = int(next(k for k in range(len(areas)) if 0 < areas[k] < 0.5 * areas.max()))
+    assert support_slice_note([kidney], 0, largest, ["right kidney"]) == ""
+    note = support_slice_note([kidney], 0, small, ["right kidney"])
+    assert note.startswith(f"right kidney is small on slice {small}") and f"slice {largest}" in note

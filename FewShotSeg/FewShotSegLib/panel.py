@@ -100,6 +100,28 @@ def resolve_support_slice(masks: Sequence[np.ndarray], slice_index: int, axis: i
     return _check_axis(axis), default_support_slice(list(masks), axis, view_index, names)
 
 
+#: A support slice where a segment's area is below this fraction of its largest cross-section gets a note:
+#: on the sample pair the right kidney gives Dice 0.18 from its slice 9 (small, at its pole) and 0.82 from
+#: slice 11 (its largest).
+SMALL_SLICE_FRACTION = 0.5
+
+
+def support_slice_note(masks: Sequence[np.ndarray], axis: int, slice_index: int,
+                       names: Optional[Sequence[str]] = None) -> str:
+    """A hint when the support slice shows a segment much smaller than its largest cross-section
+    ('' otherwise): few-shot results are much better from a slice through the middle of the organ."""
+    notes = []
+    for i, m in enumerate(masks):
+        areas = _slice_areas(np.asarray(m), _check_axis(axis))
+        if areas.max() > 0 and areas[int(slice_index)] < SMALL_SLICE_FRACTION * areas.max():
+            name = names[i] if names is not None and i < len(names) else f"segment {i + 1}"
+            notes.append(f"{name} is small on slice {int(slice_index)} ({areas[int(slice_index)] / areas.max():.0%} "
+                         f"of its largest, slice {int(np.argmax(areas))})")
+    if not notes:
+        return ""
+    return "; ".join(notes) + ": a slice through the middle of the organ usually segments better."
+
+
 def axis_plane_names(ijk_to_ras) -> List[str]:
     """Anatomical plane of the slices along each array axis (K, J, I) of a volume: 'axial', 'coronal',
     'sagittal', or 'oblique' when the axis is tilted from the nearest patient axis (as slice views judge it)."""
