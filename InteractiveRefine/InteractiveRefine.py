@@ -62,7 +62,8 @@ image and runs a graph-cut CRF (BIFSeg). Works for objects the model never saw i
 <ol>
 <li>Select the volume and a segmentation; name the segment (it is created when needed).</li>
 <li><b>Place 2D box</b> and click two opposite corners in a slice view (a box on that slice), or
-<b>Place 3D box</b> (adjust its depth in another view); then <b>Segment</b>.</li>
+<b>Place 3D box</b> (adjust its depth in another view); then <b>Segment</b>. Or <b>Refine this
+segment</b> to start from the segment as it is (e.g. a Few-Shot Segmentation result).</li>
 <li>Pick <b>Foreground</b> or <b>Background</b> and paint; <b>Refine</b> (or tick "refine when a stroke
 ends"). <b>Refine without scribbles</b> adapts to the image alone.</li>
 <li><b>Undo</b> / <b>Redo</b> / <b>Reset</b> move through this module's steps; <b>Accept</b> keeps the
@@ -194,6 +195,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 (self.ui.placeBox2DButton, lambda: self.onPlaceBox(flat=True)),
                 (self.ui.placeBox3DButton, lambda: self.onPlaceBox(flat=False)),
                 (self.ui.segmentButton, self.onSegment),
+                (self.ui.adoptButton, self.onAdopt),
                 (self.ui.foregroundButton, lambda: self.onPaint("fg")),
                 (self.ui.backgroundButton, lambda: self.onPaint("bg")),
                 (self.ui.refineButton, lambda: self.onRefine("supervised")),
@@ -300,6 +302,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ready = bool(p and p.inputVolume and p.segmentation and p.segmentName.strip())
         has = self.logic.hasResult
         self.ui.segmentButton.enabled = ready and bool(p.roi) and not busy
+        self.ui.adoptButton.enabled = ready and not busy
         for button in (self.ui.placeBox2DButton, self.ui.placeBox3DButton):
             button.enabled = ready and not busy
         for button in (self.ui.foregroundButton, self.ui.backgroundButton, self.ui.refineButton,
@@ -359,6 +362,13 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 return
             self.logic.startSegment(self._parameterNode)
             self.startPolling(_("Segmenting..."))
+
+    def onAdopt(self):
+        with slicer.util.tryWithErrorDisplay(_("Could not start from the segment."), waitCursor=True):
+            if not self.logic.ensureDependencies():
+                return
+            self.logic.startAdopt(self._parameterNode)
+            self.startPolling(_("Taking over the segment for refinement..."))
 
     def onRefine(self, mode):
         with slicer.util.tryWithErrorDisplay(_("Refinement failed."), waitCursor=False):
@@ -488,13 +498,12 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     # -- hand-over from FewShotSeg ---------------------------------------------------------------
     def startRefinementOf(self, volumeNode, segmentationNode, segmentId):
-        """Select a volume and an existing segment, with a 3D box fitted around it (FewShotSeg's
-        'Refine in InteractiveRefine'); the user presses Segment, or places a new box."""
+        """FewShotSeg's 'Refine in InteractiveRefine': select the volume and the segment and take the
+        segment over as it is (Refine this segment), ready for scribbles."""
         with slicer.util.tryWithErrorDisplay(_("Could not select the segment for refinement."), waitCursor=False):
             self.initializeParameterNode()
             self.logic.selectForRefinement(self._parameterNode, volumeNode, segmentationNode, segmentId)
-            self.setStatus(_("Box fitted around {name}: press Segment, or place a smaller box").format(
-                name=self._parameterNode.segmentName))
+        self.onAdopt()
 
 
 #
@@ -741,6 +750,20 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
                                                                                     p.inputVolume)
         return controller.start_box(box, current)
 
+    def startAdopt(self, p):
+        """Start from the segment's current content (on the worker); poll() delivers it."""
+        from InteractiveRefineLib import slicer_bridge
+
+        self._checkInputs(p, needBox=False)
+        segmentId = slicer_bridge.segment_id_by_name(p.segmentation, p.segmentName.strip())
+        if segmentId is None:
+            raise ValueError(_("segment {name!r} does not exist yet: place a box and press Segment").format(
+                name=p.segmentName.strip()))
+        current = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, p.inputVolume)
+        controller = self._ensureController(p)
+        controller.session.config = self.refineConfig(p)
+        return controller.start_adopt(current)
+
     def startRefine(self, p, mode="supervised"):
         if self._controller is None:
             raise ValueError(_("place a box and press Segment first"))
@@ -781,14 +804,14 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
             self._worker = None
 
     @staticmethod
-    def _checkInputs(p):
+    def _checkInputs(p, needBox=True):
         if not p.inputVolume:
             raise ValueError(_("select a volume"))
         if not p.segmentation:
             raise ValueError(_("select or create a segmentation"))
         if not p.segmentName.strip():
             raise ValueError(_("name the segment"))
-        if not p.roi:
+        if needBox and not p.roi:
             raise ValueError(_("place a box around the object first"))
 
     # -- segments ------------------------------------------------------------------------------
@@ -937,6 +960,8 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         self.test_InteractiveRefine_roi_to_box()
         self.setUp()
         self.test_InteractiveRefine_workflow()
+        self.setUp()
+        self.test_InteractiveRefine_refine_existing_segment()
 
     def _loadSample(self):
         import SampleData
@@ -976,9 +1001,17 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         self.assertEqual(box2d.axis, 0)
         self.assertEqual(box2d.slice_index, int(np.floor((10 + 13) / 2 + 0.5)))
 
-    def test_InteractiveRefine_workflow(self):
+    def _logicWithDependencies(self):
         import importlib.util
 
+        logic = InteractiveRefineLogic()
+        self.addCleanup(logic.shutdown)
+        if "torch" in logic.missingDependencies() and importlib.util.find_spec("PyTorchUtils") is None:
+            self.skipTest("needs torch, or the PyTorch extension to install it")
+        self.assertTrue(logic.ensureDependencies())
+        return logic
+
+    def test_InteractiveRefine_workflow(self):
         import numpy as np
 
         from InteractiveRefineLib import slicer_bridge
@@ -993,11 +1026,7 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         k = int(np.argmax(ref.sum(axis=(1, 2))))
         box = box_from_mask(main_object(ref), 0, k)
 
-        logic = InteractiveRefineLogic()
-        self.addCleanup(logic.shutdown)
-        if "torch" in logic.missingDependencies() and importlib.util.find_spec("PyTorchUtils") is None:
-            self.skipTest("needs torch, or the PyTorch extension to install it")
-        self.assertTrue(logic.ensureDependencies())
+        logic = self._logicWithDependencies()
         p = logic.getParameterNode()
         p.inputVolume = volume
         p.segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
@@ -1049,3 +1078,45 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         self.assertEqual(logic.helperSegmentIds(p), [])
         self.assertIsNotNone(p.segmentation.GetSegmentation().GetSegment(segmentId))
         self.delayDisplay("Workflow test passed")
+
+    def test_InteractiveRefine_refine_existing_segment(self):
+        """Refine this segment (as after FewShotSeg): an under-segmented kidney is taken over unchanged,
+        then one scribble and a refinement improve it."""
+        import numpy as np
+        from scipy import ndimage
+
+        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.robot import next_scribble
+
+        volume, reference = self._loadSample()
+        refId = slicer_bridge.segment_id_by_name(reference, "left kidney")
+        ref = slicer_bridge.segment_to_labelmap(reference, refId, volume) > 0
+        start = ndimage.binary_erosion(ref, structure=np.ones((1, 3, 3)), iterations=3)
+        logic = self._logicWithDependencies()
+        p = logic.getParameterNode()
+        p.device = "cpu"
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        segmentId = slicer_bridge.labelmap_to_segment(segmentation, None, start, volume)
+        segmentation.GetSegmentation().GetSegment(segmentId).SetName("left kidney")
+        p.referenceSegmentation = reference
+        p.referenceSegmentName = "left kidney"
+        logic.selectForRefinement(p, volume, segmentation, segmentId)
+        logic.startAdopt(p)
+        status = logic.wait(120)
+        self.assertEqual(status.job.state, "done", status.job.error)
+        adopted = status.update
+        self.assertIsNone(adopted.extent)  # taken over as it is: nothing rewritten
+        logic.applyUpdate(p, adopted)
+        np.testing.assert_array_equal(slicer_bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0, start)
+        box = logic._controller.session.state().box
+        stroke = next_scribble(start, ref, box, logic._controller.session.image.spacing_kji, np.random.default_rng(0))
+        helper = np.zeros(ref.shape, np.uint8)
+        helper[tuple(np.asarray(stroke.voxels).T)] = 1
+        slicer_bridge.labelmap_to_segment(segmentation, logic.helperSegmentId(p, stroke.label), helper, volume)
+        logic.syncScribbles(p)
+        logic.startRefine(p)
+        status = logic.wait(300)
+        self.assertEqual(status.job.state, "done", status.job.error)
+        self.assertGreater(status.update.dice, adopted.dice)
+        logic.applyUpdate(p, status.update)
+        self.delayDisplay("Refine-existing-segment test passed")

@@ -246,3 +246,33 @@ def test_erased_scribbles_are_removed_and_logged(controller):
     assert len(c.log.events) == n
     undone = c.undo()
     assert undone.scribbles[0].sum() == 6
+
+
+def test_adopt_an_existing_segmentation_and_correct_it(controller):
+    """Refine a segmentation made elsewhere (FewShotSeg, another tool): it is the starting result, the
+    first refinement teaches it to the network, reset returns to it."""
+    from scipy import ndimage
+
+    c, ref, box = controller
+    current = np.zeros(ref.shape, bool)
+    current[SLICE] = ndimage.binary_erosion(main_object(ref)[SLICE], iterations=3)  # an under-segmentation
+    c.start_adopt(current)
+    first = c.wait(60).update
+    assert first.action == "adopt" and first.extent is None  # nothing to rewrite: it is the segment
+    np.testing.assert_array_equal(first.mask, current)
+    assert c.session.state().box.axis == 0  # one slice -> a 2D object
+    dices = [first.dice]
+    rng = np.random.default_rng(0)
+    fg, bg = np.zeros(ref.shape, bool), np.zeros(ref.shape, bool)
+    for _ in range(2):
+        stroke = next_scribble(c.session.mask(), ref, c.session.state().box, c.session.image.spacing_kji, rng)
+        (fg if stroke.label == "fg" else bg)[tuple(np.asarray(stroke.voxels).T)] = True
+        c.set_scribbles(fg, bg)
+        c.start_refine()
+        dices.append(c.wait(120).update.dice)
+    assert dices[-1] > dices[0] + 0.05, dices
+    np.testing.assert_array_equal(c.reset().mask, current)
+    assert [e["event"] for e in c.log.events].count("adopt") == 1
+    with pytest.raises(PromptError, match="empty"):
+        c.start_adopt(np.zeros(ref.shape, bool))
+        raise c.wait(60).job.error

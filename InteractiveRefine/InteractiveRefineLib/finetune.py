@@ -52,6 +52,11 @@ class RefineConfig:
     time_budget: seconds a refine call may take; when reached it stops after the current step and
         returns the best it has (None: no limit).
     margin_mm: context around the box given to the network (None: the model's own, 10 mm).
+    prior_weight: when correcting an adopted segmentation (session.adopt), the weight of its probability
+        against the network's in every label update. Chosen on training patients (chaos_1, 2, 3, 19;
+        kidneys, 3D, starts eroded by 3 voxels or shifted by 6, 3 robot rounds): 0.7 improved every case
+        at the first refinement (mean 0.77 -> 0.81 eroded, 0.81 -> 0.86 shifted); 0.5 went higher after
+        3 rounds (0.83, 0.88) but made some cases worse first (0.77 -> 0.51), 0.3 more so.
     """
 
     omega: float = 20.0
@@ -68,12 +73,15 @@ class RefineConfig:
     final_grid: str = "native"
     time_budget: Optional[float] = None
     margin_mm: Optional[float] = None
+    prior_weight: float = 0.7
 
     def __post_init__(self):
         if self.omega <= 0 or not 0.5 <= self.threshold <= 1.0 or self.distance_mm < 0:
             raise ValueError("omega must be > 0, threshold in [0.5, 1], distance_mm >= 0")
         if self.iterations < 1 or self.steps < 0 or self.lr <= 0 or self.lam < 0:
             raise ValueError("iterations >= 1, steps >= 0, lr > 0 and lam >= 0 are required")
+        if not 0.0 <= self.prior_weight <= 1.0:
+            raise ValueError(f"prior_weight must be in [0, 1]; got {self.prior_weight}")
         if self.final_grid not in ("native", "network"):
             raise ValueError(f"final_grid must be 'native' or 'network'; got {self.final_grid!r}")
 
@@ -129,7 +137,7 @@ def check_cancel(cancel: Cancel) -> None:
 def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarray, spacing: Sequence[float],
               fg_seeds: np.ndarray, bg_seeds: np.ndarray, cfg: RefineConfig, progress: Progress = None,
               cancel: Cancel = None, deadline: Optional[float] = None,
-              inside: Optional[np.ndarray] = None) -> FineTuneResult:
+              inside: Optional[np.ndarray] = None, prior: Optional[np.ndarray] = None) -> FineTuneResult:
     """Fine-tune `model` (in place) on one object: the head on frozen features (1, C, *grid), or the
     whole network on the normalised crop (1, 1, *grid) when cfg.head_only is False.
 
@@ -139,6 +147,9 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
     `inside`: the user box on the grid; voxels outside it get weight 0 (they are background by
     definition and never predicted; as the majority they would otherwise pull the network towards
     background everywhere).
+    `prior`: a probability (grid) of a segmentation made elsewhere that is being corrected: every label
+    update uses its blend with the network's (cfg.prior_weight), so the network learns it and the
+    scribbles correct it, rather than the network's own prediction taking over.
     Raises CancelledError when `cancel()` turns true (the caller keeps the untouched original).
     """
     params = [p for p in model.parameters() if p.requires_grad]
@@ -146,7 +157,10 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
     device = inputs.device
     total = max(cfg.iterations * cfg.steps, 1)
     done_steps, stopped = 0, False
-    prob = model_probability(model, inputs)
+    def blended(p: np.ndarray) -> np.ndarray:
+        return p if prior is None else cfg.prior_weight * prior + (1.0 - cfg.prior_weight) * p
+
+    prob = np.asarray(prior, np.float32) if prior is not None else model_probability(model, inputs)
     for it in range(1, cfg.iterations + 1):  # RefineConfig guarantees at least one
         check_cancel(cancel)
         labels = crf_segment(prob, intensity, spacing, lam=cfg.lam, sigma=cfg.sigma,
@@ -171,7 +185,7 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
             if deadline is not None and time.perf_counter() >= deadline:
                 stopped = True
                 break
-        prob = model_probability(model, inputs)
+        prob = blended(model_probability(model, inputs))
         if stopped:
             break
     return FineTuneResult(prob, labels, it, done_steps, stopped)

@@ -107,6 +107,16 @@ def box_from_mask(mask: np.ndarray, axis: Optional[int] = None, slice_index: Opt
     return Box(tuple(int(i.min()) for i in idx), tuple(int(i.max()) + 1 for i in idx), None)
 
 
+def expand_box(box: Box, shape: Sequence[int], fraction: float = 0.1, minimum: int = 2) -> Box:
+    """`box` grown on each side of each in-box axis by `fraction` of its size (at least `minimum` voxels),
+    clipped to the image: room for a refinement to grow an object that fills its bounding box."""
+    lo, hi = list(box.lo), list(box.hi)
+    for a in box.in_plane_axes():
+        pad = max(int(minimum), int(np.ceil(fraction * (hi[a] - lo[a]))))
+        lo[a], hi[a] = max(0, lo[a] - pad), min(int(shape[a]), hi[a] + pad)
+    return Box(tuple(lo), tuple(hi), box.axis)
+
+
 def main_object(mask: np.ndarray, min_fraction: float = 0.01) -> np.ndarray:
     """`mask` without stray fragments: 3D connected components smaller than `min_fraction` of the
     largest. Reference labels carry a few 1-4 voxel specks that would stretch a box far beyond the

@@ -131,6 +131,16 @@ class RefineController:
         return self._submit("segment", lambda progress, cancel: self.session.set_box(
             box, self.object_id, reference=self.reference), lambda mask: self._update("box", mask, scribbles=True))
 
+    def start_adopt(self, current: np.ndarray, box: Optional[Box] = None) -> Job:
+        """Take the segment's current content (K, J, I) as the starting result (session.adopt): scribbles
+        then correct it. Nothing is rewritten until a step changes it."""
+        self._idle()
+        current = np.asarray(current, bool)
+        self._written = current.copy()
+        return self._submit("adopt", lambda progress, cancel: self.session.adopt(
+            current, box, self.object_id, reference=self.reference),
+            lambda mask: self._update("adopt", mask, scribbles=True))
+
     def start_refine(self, mode: str = "supervised", time_budget: Optional[float] = None) -> Job:
         """Fine-tune + CRF ('supervised' with the scribbles; 'unsupervised' without)."""
         self._idle()

@@ -36,7 +36,7 @@ from .image_io import Image, validate_image, write_image
 from .inference import BoxSegmenter, plan_for
 from .log import InteractionLog
 from .metrics import dice
-from .prompts import Box, validate_box
+from .prompts import Box, box_from_mask, expand_box, validate_box
 from .scribbles import Scribbles, network_masks, region_masks, rows_in
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,9 @@ MODES = ("supervised", "unsupervised", "crf")
 @dataclass(frozen=True)
 class ObjectState:
     """One point of an object's history. `mask` is on the native crop region (slice axis dropped in
-    2D), False outside the box; `params` the adapted parameters (None: the shipped ones)."""
+    2D), False outside the box; `params` the adapted parameters (None: the shipped ones). `adopted`:
+    the probability is an existing segmentation's, not the network's (the first refinement teaches it
+    to the network instead of starting from the network's own prediction)."""
 
     action: str
     box: Box
@@ -54,6 +56,7 @@ class ObjectState:
     mask: np.ndarray
     probability: np.ndarray  # network grid
     params: Optional[Dict[str, torch.Tensor]]
+    adopted: bool = False
 
 
 class _Context:
@@ -72,6 +75,7 @@ class _Context:
         self.inside_grid = to_grid(self.inside_native.astype(np.float32), self.spec, order=0) > 0.5
         self.net = net
         self.head_only = head_only
+        self.prior: Optional[np.ndarray] = None  # grid probability of an adopted segmentation (session.adopt)
         self.to(device)
 
     def to(self, device: torch.device) -> None:
@@ -175,16 +179,46 @@ class InteractiveSession:
             return ctx, prob, mask
 
         ctx, prob, mask = self._compute(run)
-        self._ctx[object_id] = ctx
-        self._history[object_id] = [ObjectState("box", box, Scribbles(), mask, prob, None)]
-        self._pos[object_id] = 0
-        if reference is not None:
-            self._reference[object_id] = np.asarray(reference, bool)
-        else:
-            self._reference.pop(object_id, None)
-        self.active = object_id
+        self._start_object(object_id, ctx, ObjectState("box", box, Scribbles(), mask, prob, None), reference)
         self._event("box", object_id, box_lo=list(box.lo), box_hi=list(box.hi), axis=box.axis,
                     compute_seconds=time.perf_counter() - t0)
+        return self.mask(object_id)
+
+    def adopt(self, mask: np.ndarray, box: Optional[Box] = None, object_id: str = "object",
+              reference: Optional[np.ndarray] = None) -> np.ndarray:
+        """Start from an existing segmentation (another tool's, FewShotSeg's, a previous session's) instead
+        of the network's prediction: scribbles then correct it. `mask` (K, J, I) on the image grid; `box`
+        limits the object (default: the mask's bounding box grown by 10%; 2D if the mask lies on one
+        slice). Voxels of the mask outside the box are dropped. Replaces an object of that id."""
+        mask = np.asarray(mask, bool)
+        if mask.shape != self.image.shape:
+            raise PromptError(f"the segmentation to refine has shape {mask.shape}; the image has {self.image.shape}")
+        if not mask.any():
+            raise PromptError("the segmentation to refine is empty: draw a box and press Segment instead")
+        if box is None:
+            extent = [np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+            flat = next((a for a in range(3) if extent[a][0] == extent[a][-1] and mask.shape[a] > 1), None)
+            box = box_from_mask(mask, flat, int(extent[flat][0]) if flat is not None else None)
+            box = expand_box(box, self.image.shape)
+        box = validate_box(box, self.image.shape)
+        if reference is not None and np.shape(reference) != self.image.shape:
+            raise PromptError(f"reference of shape {np.shape(reference)} does not match the image {self.image.shape}")
+        t0 = time.perf_counter()
+
+        def run():
+            net, manifest = self.segmenter.model(box.dim)
+            ctx = _Context(self.image, box, net, manifest.get("input", {}), self.device, self.config.head_only,
+                           self.config.margin_mm)
+            native = native_region(mask, ctx.spec) & ctx.inside_native
+            prob = np.clip(to_grid(native.astype(np.float32), ctx.spec), 0.02, 0.98)
+            ctx.prior = prob
+            return ctx, prob, native
+
+        ctx, prob, native = self._compute(run)
+        self._start_object(object_id, ctx, ObjectState("adopt", box, Scribbles(), native, prob, None, adopted=True),
+                           reference)
+        self._event("adopt", object_id, box_lo=list(box.lo), box_hi=list(box.hi), axis=box.axis,
+                    voxels=int(native.sum()), compute_seconds=time.perf_counter() - t0)
         return self.mask(object_id)
 
     def add_scribble(self, voxels, label: str, object_id: Optional[str] = None) -> Scribbles:
@@ -248,12 +282,14 @@ class InteractiveSession:
             self._event("cancelled", oid, mode=mode, compute_seconds=time.perf_counter() - t0)
             raise
         prob, mask, params, info = result
-        self._push(oid, replace(st, action=f"refine_{mode}", mask=mask, probability=prob, params=params))
+        self._push(oid, replace(st, action=f"refine_{mode}", mask=mask, probability=prob, params=params,
+                                adopted=st.adopted and params is None))
         self._event("refine", oid, mode=mode, compute_seconds=time.perf_counter() - t0, **info)
         return self.mask(oid)
 
     def reset(self, object_id: Optional[str] = None) -> np.ndarray:
-        """Back to the box prediction with the shipped weights; scribbles cleared (undoable)."""
+        """Back to the first result (the box prediction, or the adopted segmentation) with the shipped
+        weights; scribbles cleared (undoable)."""
         oid = self._object(object_id)
         first = self._history[oid][0]
         self._push(oid, replace(first, action="reset"))
@@ -296,6 +332,16 @@ class InteractiveSession:
             raise PromptError(f"unknown object {oid!r}; known: {self.objects}")
         return oid
 
+    def _start_object(self, oid: str, ctx: _Context, first: ObjectState, reference: Optional[np.ndarray]) -> None:
+        self._ctx[oid] = ctx
+        self._history[oid] = [first]
+        self._pos[oid] = 0
+        if reference is not None:
+            self._reference[oid] = np.asarray(reference, bool)
+        else:
+            self._reference.pop(oid, None)
+        self.active = oid
+
     def _push(self, oid: str, state: ObjectState) -> None:
         hist = self._history[oid][: self._pos[oid] + 1]  # a new action drops the redo branch
         hist.append(state)
@@ -330,12 +376,15 @@ class InteractiveSession:
         model = ctx.model(st.params)
         info: Dict[str, Any] = {"fg_voxels": scr.count[0], "bg_voxels": scr.count[1]}
         params = st.params
+        prior = ctx.prior  # an adopted segmentation's probability: kept in every refinement of the object
         if mode == "crf":
-            prob = finetune.model_probability(model, ctx.inputs)
+            prob = st.probability if st.adopted else finetune.model_probability(model, ctx.inputs)
+            if prior is not None and not st.adopted:
+                prob = self.config.prior_weight * prior + (1.0 - self.config.prior_weight) * prob
         else:
             (fg_g, bg_g), _ = self._seed_masks(ctx, scr)
             res = finetune.fine_tune(model, ctx.inputs, ctx.x_grid, ctx.grid_spacing, fg_g, bg_g, self.config,
-                                     progress, cancel, deadline, inside=ctx.inside_grid)
+                                     progress, cancel, deadline, inside=ctx.inside_grid, prior=prior)
             prob = res.probability
             params = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             info.update(iterations=res.iterations, steps=res.steps, stopped_early=res.stopped_early)

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from .atomic import write_text
 
 #: Events that are a user action (one interaction each).
-INTERACTIONS = ("box", "scribble", "refine", "reset", "undo", "redo", "accept")
+INTERACTIONS = ("box", "adopt", "scribble", "refine", "reset", "undo", "redo", "accept")
 SUMMARY_FIELDS = ("participant", "case", "interactions", "scribbles", "refines", "user_seconds",
                   "compute_seconds", "total_seconds", "final_dice", "target_dice", "user_seconds_to_target",
                   "interactions_to_target", "device", "log")
