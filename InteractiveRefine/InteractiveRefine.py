@@ -311,7 +311,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.undoButton.enabled = has and self.logic.canUndo()
         self.ui.redoButton.enabled = has and self.logic.canRedo()
         self.ui.exportSummaryButton.enabled = self.logic.hasSession
-        self.ui.cancelButton.visible = busy
+        self.ui.cancelButton.visible = busy and self.logic.cancellable  # a box prediction cannot stop early
         self.ui.progressBar.visible = busy
         self.ui.deviceLabel.text = self.logic.deviceText or _("(chosen when you press Segment)")
 
@@ -379,6 +379,8 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def startPolling(self, message):
         self.setStatus(message)
+        # Steps that report no progress show a busy bar (range 0..0) rather than a bar stuck at 0 %.
+        self.ui.progressBar.setRange(0, 100 if self.logic.cancellable else 0)
         self.ui.progressBar.value = 0
         self._pollTimer.start()
         self.updateButtons()
@@ -453,7 +455,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     # -- history -------------------------------------------------------------------------------
     def onHistory(self, action):
         with slicer.util.tryWithErrorDisplay(_("Could not {action}.").format(action=action), waitCursor=True):
-            self.applyUpdate(self.logic.history(action))
+            self.applyUpdate(self.logic.history(self._parameterNode, action))
             self.setStatus(_("{action} done").format(action=action.capitalize()))
         self.updateButtons()
         self.updateTimes()
@@ -688,6 +690,12 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         return self.hasResult and not self._controller.session.state().scribbles.empty
 
     @property
+    def cancellable(self):
+        """Whether the running step can be cancelled (and reports progress)."""
+        job = None if self._controller is None else self._controller.worker.current
+        return job is not None and job.cancellable
+
+    @property
     def deviceText(self):
         return None if self._controller is None else self._controller.device_text
 
@@ -714,8 +722,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         from InteractiveRefineLib.refine_controller import RefineController
         from InteractiveRefineLib.worker import Worker
 
-        key = (p.inputVolume.GetID(), p.segmentation.GetID(), p.segmentName.strip(), p.device,
-               p.recordLog, str(p.logFolder), p.participant, p.caseId)
+        key = self._objectKey(p) + (p.device, p.recordLog, str(p.logFolder), p.participant, p.caseId)
         if self._controller is not None and key == self._sessionKey:
             return self._controller
         self.closeSession()
@@ -735,6 +742,20 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
                                             log_folder=logFolder, participant=p.participant, case=p.caseId,
                                             reference=reference, worker=self._worker)
         self._sessionKey = key
+        return self._controller
+
+    @staticmethod
+    def _objectKey(p):
+        return (p.inputVolume.GetID() if p.inputVolume else None, p.segmentation.GetID() if p.segmentation else None,
+                p.segmentName.strip())
+
+    def _session(self, p, what):
+        """The running session, if it is still about the selected volume, segmentation and segment."""
+        if self._controller is None:
+            raise ValueError(_("nothing to {what} yet: place a box and press Segment").format(what=what))
+        if self._sessionKey[:3] != self._objectKey(p):
+            raise ValueError(_("the volume, segmentation or segment name changed since Segment: press Segment "
+                               "(or Refine this segment) again to start on the new selection"))
         return self._controller
 
     def startSegment(self, p):
@@ -765,10 +786,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         return controller.start_adopt(current)
 
     def startRefine(self, p, mode="supervised"):
-        if self._controller is None:
-            raise ValueError(_("place a box and press Segment first"))
-        self._controller.session.config = self.refineConfig(p)
-        return self._controller.start_refine(mode)
+        controller = self._session(p, _("refine"))
+        controller.session.config = self.refineConfig(p)
+        return controller.start_refine(mode)
 
     def poll(self):
         return None if self._controller is None else self._controller.poll()
@@ -780,10 +800,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
     def cancel(self):
         return self._controller is not None and self._controller.cancel()
 
-    def history(self, action):
-        if self._controller is None:
-            raise ValueError(_("nothing to {action}: place a box and press Segment first").format(action=action))
-        return getattr(self._controller, action)()
+    def history(self, p, action):
+        return getattr(self._session(p, action), action)()
 
     def closeSession(self):
         controller, self._controller, self._sessionKey = self._controller, None, None
@@ -839,8 +857,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         from InteractiveRefineLib import slicer_bridge
         from InteractiveRefineLib.segment_names import scribble_segment_names
 
-        if not self.hasResult:
-            return False, ""
+        if not self.hasResult or self._sessionKey[:3] != self._objectKey(p):
+            return False, ""  # strokes on another selection are not this session's scribbles
         masks = []
         for name in scribble_segment_names(p.segmentName):
             segmentId = slicer_bridge.segment_id_by_name(p.segmentation, name)
@@ -860,8 +878,14 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         from InteractiveRefineLib import slicer_bridge
         from InteractiveRefineLib.segment_names import BG_COLOR, FG_COLOR, scribble_segment_names
 
+        controller = self._session(p, _("write"))
         segmentId = slicer_bridge.ensure_named_segment(p.segmentation, p.segmentName.strip())
-        slicer_bridge.write_mask_extent(p.segmentation, segmentId, update.mask, update.extent, p.inputVolume)
+        try:
+            slicer_bridge.write_mask_extent(p.segmentation, segmentId, update.mask, update.extent, p.inputVolume)
+        except Exception:
+            # the segment may be partly written: later steps must compare with what it really holds
+            controller.mark_written(slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, p.inputVolume))
+            raise
         if update.scribbles is not None:
             for name, color, mask in zip(scribble_segment_names(p.segmentName), (FG_COLOR, BG_COLOR),
                                          update.scribbles):
@@ -874,9 +898,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def accept(self, p):
         """End the session (logged) and remove the helper segments; the result stays."""
-        if self._controller is None:
-            raise ValueError(_("nothing to accept yet"))
-        self._controller.accept()
+        self._session(p, _("accept")).accept()
         for segmentId in self.helperSegmentIds(p):
             p.segmentation.GetSegmentation().RemoveSegment(segmentId)
         self._controller, self._sessionKey = None, None
@@ -929,14 +951,6 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
                 setattr(p, name, value)
         finally:
             p.EndModify(wasModifying)
-
-    # -- kept for scripts ----------------------------------------------------------------------
-    @staticmethod
-    def volumeToImage(volumeNode):
-        """(array_kji, spacing, origin_lps, direction_lps) of a scalar volume node."""
-        from InteractiveRefineLib import slicer_bridge
-
-        return slicer_bridge.volume_to_image(volumeNode)
 
 
 #
@@ -1070,7 +1084,7 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         np.testing.assert_array_equal(written, refined.mask)
 
         self.delayDisplay("Undo restores the box result exactly")
-        logic.applyUpdate(p, logic.history("undo"))
+        logic.applyUpdate(p, logic.history(p, "undo"))
         written = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, volume) > 0
         np.testing.assert_array_equal(written, first.mask)
 

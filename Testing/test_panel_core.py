@@ -45,7 +45,7 @@ def test_requirements_cover_the_core_imports():
     assert missing(["surely-not-a-package-xyz>=1"]) == ["surely-not-a-package-xyz>=1"]
 
 
-def test_slicer_sample_segmentations_match_the_labels_and_carry_names():
+def test_slicer_sample_segmentations_match_the_labels_and_carry_names(tmp_path):
     import SimpleITK as sitk
 
     from InteractiveRefineLib.sample import sample_dataset
@@ -67,10 +67,9 @@ def test_slicer_sample_segmentations_match_the_labels_and_carry_names():
         assert names == {"liver", "right kidney", "left kidney", "spleen"}
         assert {k for k in expected} <= set(shipped.GetMetaDataKeys())
     # regenerating gives the shipped content
-    tmp = write_seg_nrrd(chaos / "labelsTr" / "chaos_8.nii.gz", ROOT / "runs" / "check.seg.nrrd", organ_names(chaos))
-    again = sitk.ReadImage(str(tmp))
+    again = sitk.ReadImage(str(write_seg_nrrd(chaos / "labelsTr" / "chaos_8.nii.gz", tmp_path / "c.seg.nrrd",
+                                              organ_names(chaos))))
     assert again.GetMetaData("Segment1_Name") == "right kidney" and again.GetMetaData("Segment1_LabelValue") == "2"
-    tmp.unlink()
 
 
 def test_segment_names():

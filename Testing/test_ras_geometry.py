@@ -144,3 +144,10 @@ def test_bad_matrices_are_refused():
         ras_to_ijk([[0, 0, np.nan]], AXIAL)
     with pytest.raises(PromptError):
         nearest_axis([0, 0, 0], AXIAL)
+
+
+def test_roi_smaller_than_a_voxel_is_refused_with_a_clear_message():
+    obj = np.eye(4)
+    obj[:3, 3] = ijk_to_ras([[10.3, 20.3, 5]], AXIAL)[0]  # between voxel centres
+    with pytest.raises(PromptError, match="smaller than a voxel"):
+        roi_to_box(obj, [0.3, 0.3, 9.0], AXIAL, SHAPE)

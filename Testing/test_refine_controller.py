@@ -93,19 +93,20 @@ def test_reentry_blocked_and_cancel_mid_refinement(controller):
     first = segment(c, box)
     c.set_scribbles(*robot_scribbles(c, ref, first, box))
     before = c.session.state()
-    started = threading.Event()
+    started, cancel_pressed = threading.Event(), threading.Event()
     real_refine = c.session.refine
 
-    def slow_refine(*args, **kwargs):  # the real refinement, with a cancel that fires once it has begun
+    def held_refine(*args, **kwargs):  # the real refinement, held at its first cancel check until Cancel
         cancel = kwargs["cancel"]
 
         def waiting_cancel():
             started.set()
+            cancel_pressed.wait(30)
             return cancel()
         kwargs["cancel"] = waiting_cancel
         return real_refine(*args, **kwargs)
 
-    c.session.refine = slow_refine
+    c.session.refine = held_refine
     c.start_refine("supervised")
     assert started.wait(60)
     with pytest.raises(BusyError):
@@ -115,6 +116,7 @@ def test_reentry_blocked_and_cancel_mid_refinement(controller):
     with pytest.raises(BusyError):
         c.set_scribbles(np.zeros(ref.shape, bool), np.zeros(ref.shape, bool))
     assert c.cancel()
+    cancel_pressed.set()
     status = c.wait(60)
     assert status.job.state == "cancelled" and status.update is None
     assert c.session.state() is before  # cancel leaves the session exactly as it was
@@ -205,25 +207,37 @@ def test_panel_timing_command(tmp_path, capsys):
     assert {(r["dim"], r["step"]) for r in records} == {("2d", "box"), ("2d", "refine"), ("3d", "box"),
                                                         ("3d", "refine")}
     assert all(r["compute_seconds"] > 0 and r["ticks"] >= 1 and 0 < r["dice"] <= 1 for r in records)
+    assert all(0 < r["max_gui_gap_seconds"] < r["compute_seconds"] + 1.0 for r in records)
     assert "| 3d | refine |" in capsys.readouterr().out
 
 
 def test_segment_replaces_the_segment_inside_the_box_only(controller):
-    """What the segment already holds outside the box (e.g. a FewShotSeg result on other slices) stays;
-    inside the box the result replaces it; a new box also replaces this session's earlier result."""
+    """What the segment already holds outside the box (e.g. a FewShotSeg result on other slices, or an
+    earlier box's result) stays, through later steps too; inside the box the result replaces it."""
+    from InteractiveRefineLib.prompts import Box
+
     c, ref, box = controller
     current = np.zeros(ref.shape, bool)
-    current[SLICE - 3:SLICE + 3, box.lo[1]:box.hi[1], box.lo[2]:box.hi[2]] = True  # slab over the box
+    current[SLICE - 3:SLICE + 4, box.lo[1]:box.hi[1], box.lo[2]:box.hi[2]] = True  # slab over the box
     c.start_box(box, current)
-    update = c.wait(60).update
-    lo, hi = update.extent
+    first = c.wait(60).update
+    lo, hi = first.extent
     assert lo[0] == SLICE and hi[0] == SLICE + 1  # only the box's slice is rewritten
-    segment = current.copy()
-    region = tuple(slice(a, b) for a, b in zip(*update.extent))
-    segment[region] = update.mask[region]
-    np.testing.assert_array_equal(segment[:SLICE], current[:SLICE])  # other slices kept
-    np.testing.assert_array_equal(segment[SLICE + 1:], current[SLICE + 1:])
-    np.testing.assert_array_equal(segment[SLICE], update.mask[SLICE])  # inside the box: the new result
+    np.testing.assert_array_equal(np.delete(first.mask, SLICE, axis=0), np.delete(current, SLICE, axis=0))
+    assert not first.mask[SLICE].all() and first.dice > 0.7  # inside the box: the network's result
+    # a second box two slices up, on what the segment now holds: the first box's result is kept
+    box2 = Box((SLICE + 2, box.lo[1], box.lo[2]), (SLICE + 3, box.hi[1], box.hi[2]), 0)
+    c.start_box(box2, first.mask)
+    second = c.wait(60).update
+    assert second.extent[0][0] == SLICE + 2 and second.extent[1][0] == SLICE + 3
+    np.testing.assert_array_equal(second.mask[SLICE], first.mask[SLICE])
+    np.testing.assert_array_equal(second.mask[SLICE - 3:SLICE], current[SLICE - 3:SLICE])
+    fg = np.zeros(ref.shape, bool)
+    fg[SLICE + 2, (box.lo[1] + box.hi[1]) // 2, (box.lo[2] + box.hi[2]) // 2] = True
+    c.set_scribbles(fg, np.zeros_like(fg))
+    c.start_refine()
+    refined = c.wait(120).update  # later steps keep the outside too
+    np.testing.assert_array_equal(np.delete(refined.mask, SLICE + 2, axis=0), np.delete(second.mask, SLICE + 2, axis=0))
     with pytest.raises(PromptError, match="does not match"):
         c.start_box(box, np.zeros((2, 2, 2), bool))
 

@@ -33,10 +33,12 @@ def test_result_progress_and_delivery_once(worker):
     job = worker.submit("task", task)
     until(lambda: job.fraction == 0.5)
     snap = worker.poll()
-    assert snap is job and snap.state == "running" and snap.message == "half" and worker.busy
+    assert snap is not job and snap.state == "running" and snap.message == "half" and worker.busy
     gate.set()
     until(lambda: job.finished)
-    assert worker.poll().result == 42 and job.state == "done" and job.fraction == 1.0 and job.seconds > 0
+    assert snap.state == "running"  # a snapshot: it does not change under the GUI's feet
+    done = worker.poll()
+    assert done.result == 42 and done.state == "done" and done.fraction == 1.0 and done.seconds > 0
     assert worker.poll() is None  # delivered once
 
 
@@ -78,9 +80,8 @@ def test_cancel_reaches_the_task(worker):
     worker.wait(5)
     assert job.state == "cancelled" and job.result is None and time.monotonic() - t0 < 1.0
     assert not worker.cancel()  # nothing left to cancel
-    # the next job starts with cancel cleared
-    assert worker.submit("next", lambda p, c: c()).state in ("queued", "running", "done")
-    assert worker.wait(5).result is False
+    worker.submit("next", lambda p, c: c())
+    assert worker.wait(5).result is False  # the next job starts with cancel cleared
 
 
 def test_errors_are_kept_for_the_gui_and_the_thread_survives(worker):
@@ -91,21 +92,28 @@ def test_errors_are_kept_for_the_gui_and_the_thread_survives(worker):
     worker.wait(5)
     assert job.state == "failed" and isinstance(job.error, PromptError)
     assert worker.alive
-    assert worker.submit("good", lambda p, c: 1).state in ("queued", "running", "done")
+    worker.submit("good", lambda p, c: 1)
     assert worker.wait(5).result == 1
 
 
-def test_gui_thread_stays_free_while_a_task_runs(worker):
-    gate = threading.Event()
-    worker.submit("slow", lambda p, c: gate.wait(5))
-    ticks = 0
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 0.2:  # the GUI's timer keeps polling without blocking
-        assert worker.poll().state in ("queued", "running")
-        ticks += 1
-    assert ticks > 10
-    gate.set()
-    worker.wait(5)
+def test_gui_thread_stays_free_while_a_cpu_bound_task_runs(worker):
+    """A task in pure Python holds the GIL between switches: the polling thread still gets it often."""
+    def busy(progress, cancel):
+        end, n = time.monotonic() + 0.5, 0
+        while time.monotonic() < end:
+            n += 1
+        return n
+
+    worker.submit("busy", busy)
+    gaps, last = [], time.monotonic()
+    while worker.busy:
+        worker.poll()
+        now = time.monotonic()
+        gaps.append(now - last)
+        last = now
+        time.sleep(0.005)
+    assert worker.wait(5).result > 0 and len(gaps) > 10
+    assert max(gaps) < 0.25, f"the polling thread was starved for {max(gaps):.3f} s"
 
 
 def test_shutdown_stops_the_thread():

@@ -30,7 +30,8 @@ def load_sessions(folder) -> List[Tuple[Path, List[Dict[str, Any]]]]:
     sessions = []
     for path in sorted(folder.rglob("*.jsonl")):
         try:
-            events = [e for e in read_log(path) if isinstance(e, dict) and "event" in e and "t" in e]
+            events = [e for e in read_log(path) if isinstance(e, dict) and "event" in e
+                      and isinstance(e.get("t"), (int, float)) and not isinstance(e.get("t"), bool)]
         except (OSError, UnicodeDecodeError) as exc:
             log.warning("skipping %s: %s", path, exc)
             continue
@@ -44,7 +45,7 @@ def load_sessions(folder) -> List[Tuple[Path, List[Dict[str, Any]]]]:
 
 
 def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
-    vals = [v for v in values if v is not None]
+    vals = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(vals)) if vals else None
 
 

@@ -55,8 +55,9 @@ class RefineConfig:
     prior_weight: when correcting an adopted segmentation (session.adopt), the weight of its probability
         against the network's in every label update. Chosen on training patients (chaos_1, 2, 3, 19;
         kidneys, 3D, starts eroded by 3 voxels or shifted by 6, 3 robot rounds): 0.7 improved every case
-        at the first refinement (mean 0.77 -> 0.81 eroded, 0.81 -> 0.86 shifted); 0.5 went higher after
-        3 rounds (0.83, 0.88) but made some cases worse first (0.77 -> 0.51), 0.3 more so.
+        at the first refinement (mean 0.77 -> 0.81 -> 0.82 -> 0.83 eroded, 0.81 -> 0.86 -> 0.87 -> 0.88
+        shifted); 0.5 ended similar (0.85, 0.89) but made some cases much worse first (0.77 -> 0.51),
+        0.3 more so.
     """
 
     omega: float = 20.0
@@ -137,7 +138,8 @@ def check_cancel(cancel: Cancel) -> None:
 def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarray, spacing: Sequence[float],
               fg_seeds: np.ndarray, bg_seeds: np.ndarray, cfg: RefineConfig, progress: Progress = None,
               cancel: Cancel = None, deadline: Optional[float] = None,
-              inside: Optional[np.ndarray] = None, prior: Optional[np.ndarray] = None) -> FineTuneResult:
+              inside: Optional[np.ndarray] = None, prior: Optional[np.ndarray] = None,
+              start: Optional[np.ndarray] = None) -> FineTuneResult:
     """Fine-tune `model` (in place) on one object: the head on frozen features (1, C, *grid), or the
     whole network on the normalised crop (1, 1, *grid) when cfg.head_only is False.
 
@@ -149,7 +151,8 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
     background everywhere).
     `prior`: a probability (grid) of a segmentation made elsewhere that is being corrected: every label
     update uses its blend with the network's (cfg.prior_weight), so the network learns it and the
-    scribbles correct it, rather than the network's own prediction taking over.
+    scribbles correct it, rather than the network's own prediction taking over. `start`: the probability
+    the first label update uses (the current result's; default: the network's, blended with `prior`).
     Raises CancelledError when `cancel()` turns true (the caller keeps the untouched original).
     """
     params = [p for p in model.parameters() if p.requires_grad]
@@ -160,7 +163,7 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
     def blended(p: np.ndarray) -> np.ndarray:
         return p if prior is None else cfg.prior_weight * prior + (1.0 - cfg.prior_weight) * p
 
-    prob = np.asarray(prior, np.float32) if prior is not None else model_probability(model, inputs)
+    prob = np.asarray(start, np.float32) if start is not None else blended(model_probability(model, inputs))
     for it in range(1, cfg.iterations + 1):  # RefineConfig guarantees at least one
         check_cancel(cancel)
         labels = crf_segment(prob, intensity, spacing, lam=cfg.lam, sigma=cfg.sigma,

@@ -106,15 +106,19 @@ def roi_to_box(object_to_ras, size_mm, ijk_to_ras, shape_kji: Sequence[int],
     lo_ijk = np.ceil(corners.min(axis=0) - _EPS).astype(int)
     hi_ijk = np.floor(corners.max(axis=0) + _EPS).astype(int) + 1
     axis = _thin_axis(m, size, ijk_to_ras, view_normal_ras)
-    lo, hi = list(lo_ijk[::-1]), list(hi_ijk[::-1])  # -> (K, J, I)
+    lo, hi = [int(v) for v in lo_ijk[::-1]], [int(v) for v in hi_ijk[::-1]]  # -> (K, J, I)
+    if any(h <= l for a, (l, h) in enumerate(zip(lo, hi)) if a != axis):
+        raise PromptError(f"the ROI (sides {np.round(size, 2).tolist()} mm) holds no voxel centre: it is "
+                          f"smaller than a voxel ({np.round(voxel_spacing(ijk_to_ras), 2).tolist()} mm, I, J, K); "
+                          "draw a larger box")
     if axis is not None:
         index = int(np.floor(centre[2 - axis] + 0.5))
         lo[axis], hi[axis] = index, index + 1
-    lo = [max(0, int(v)) for v in lo]
-    hi = [min(s, int(v)) for s, v in zip(shape, hi)]
+    lo = [max(0, v) for v in lo]
+    hi = [min(s, v) for s, v in zip(shape, hi)]
     if any(h <= l for l, h in zip(lo, hi)):
-        raise PromptError(f"the ROI lies outside the volume (voxel bounds {list(lo_ijk[::-1])}.."
-                          f"{list(hi_ijk[::-1])}, volume shape {list(shape)} in K, J, I)")
+        raise PromptError(f"the ROI lies outside the volume (voxel bounds {lo_ijk[::-1].tolist()}.."
+                          f"{hi_ijk[::-1].tolist()}, volume shape {list(shape)} in K, J, I)")
     return Box(tuple(lo), tuple(hi), axis)
 
 

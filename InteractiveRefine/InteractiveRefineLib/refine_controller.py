@@ -70,15 +70,21 @@ class RefineController:
                  worker: Optional[Worker] = None,
                  session_factory: Callable[..., InteractiveSession] = InteractiveSession):
         path = None
-        if log_folder is not None:
-            path = Path(log_folder) / log_file_name(participant, case, time.strftime("%Y%m%d-%H%M%S"))
+        if log_folder is not None:  # one file per session, never appended to another session's
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = Path(log_folder) / log_file_name(participant, case, stamp)
+            n = 2
+            while path.exists():
+                path = Path(log_folder) / log_file_name(participant, case, f"{stamp}-{n}")
+                n += 1
         self.log = InteractionLog(path)
         self.log.write("study", participant=participant, case=case)
         self.session = session_factory(image, config=config, device=device, log=self.log)
         self.requested_device = device
         self.reference = None if reference is None else np.asarray(reference, bool)
         self.worker = worker or Worker()
-        self._written: Optional[np.ndarray] = None
+        self._written: Optional[np.ndarray] = None  # what the segment holds, as far as this session knows
+        self._outside: Optional[np.ndarray] = None  # the segment's voxels outside the object's box: kept
         self._pending: Optional[Callable[[object], Update]] = None
         self.object_id = "object"
 
@@ -114,32 +120,36 @@ class RefineController:
     def start_box(self, box: Box, current: Optional[np.ndarray] = None) -> Job:
         """Segment the object in `box` (a new object: history and scribbles restart).
 
-        current: what the segment holds now (K, J, I), if anything. The result replaces it inside the box
-        (and replaces this session's earlier result); voxels outside the box are left as they are, e.g. a
-        FewShotSeg result on other slices.
+        current: what the segment holds now (K, J, I), if anything. The result replaces it inside the box;
+        voxels outside the box are kept, through this object's later steps too (e.g. a FewShotSeg result
+        on other slices, or an earlier box's result). Without it, the result replaces this session's
+        earlier result.
         """
         self._idle()
         if current is not None:
-            current = np.asarray(current, bool)
-            if current.shape != self.session.image.shape:
-                raise PromptError(f"the segment's mask {current.shape} does not match the image "
-                                  f"{self.session.image.shape}")
+            current = self._check_mask(current)
             inside = np.zeros(current.shape, bool)
             inside[box.slices] = True
-            base = current & inside
-            self._written = base if self._written is None else base | self._written
+            self._written, self._outside = current, current & ~inside
+        else:
+            self._outside = None
         return self._submit("segment", lambda progress, cancel: self.session.set_box(
-            box, self.object_id, reference=self.reference), lambda mask: self._update("box", mask, scribbles=True))
+            box, self.object_id, reference=self.reference), lambda mask: self._update("box", mask, scribbles=True),
+            cancellable=False)
 
     def start_adopt(self, current: np.ndarray, box: Optional[Box] = None) -> Job:
         """Take the segment's current content (K, J, I) as the starting result (session.adopt): scribbles
         then correct it. Nothing is rewritten until a step changes it."""
         self._idle()
-        current = np.asarray(current, bool)
-        self._written = current.copy()
+        current = self._check_mask(current)
+        self._written, self._outside = current, None
+        if box is not None:  # the default box holds all of `current`
+            inside = np.zeros(current.shape, bool)
+            inside[box.slices] = True
+            self._outside = current & ~inside
         return self._submit("adopt", lambda progress, cancel: self.session.adopt(
             current, box, self.object_id, reference=self.reference),
-            lambda mask: self._update("adopt", mask, scribbles=True))
+            lambda mask: self._update("adopt", mask, scribbles=True), cancellable=False)
 
     def start_refine(self, mode: str = "supervised", time_budget: Optional[float] = None) -> Job:
         """Fine-tune + CRF ('supervised' with the scribbles; 'unsupervised' without)."""
@@ -218,7 +228,8 @@ class RefineController:
         self.session.close()
 
     def mark_written(self, mask: Optional[np.ndarray]) -> None:
-        """Tell the controller what the segment holds now (e.g. after the panel wrote an Update)."""
+        """Tell the controller what the segment really holds (e.g. after a failed write), so later extents
+        are computed against it."""
         self._written = None if mask is None else np.asarray(mask, bool).copy()
 
     # -- internals -------------------------------------------------------------------------------
@@ -226,13 +237,21 @@ class RefineController:
         if self.busy:
             raise BusyError(f"{self.worker.current.name} is still running; wait for it or press Cancel")
 
-    def _submit(self, name: str, fn, finish: Callable[[object], Update]) -> Job:
-        job = self.worker.submit(name, fn)
+    def _submit(self, name: str, fn, finish: Callable[[object], Update], cancellable: bool = True) -> Job:
+        job = self.worker.submit(name, fn, cancellable)
         self._pending = finish
         return job
 
+    def _check_mask(self, mask: np.ndarray) -> np.ndarray:
+        mask = np.asarray(mask, bool)
+        if mask.shape != self.session.image.shape:
+            raise PromptError(f"the segment's mask {mask.shape} does not match the image {self.session.image.shape}")
+        return mask
+
     def _update(self, action: str, mask: np.ndarray, scribbles: bool = False) -> Update:
         mask = np.asarray(mask, bool)
+        if self._outside is not None:
+            mask = mask | self._outside
         extent = changed_extent(self._written, mask)
         self._written = mask.copy()
         scr = self.session.state(self.object_id).scribbles.masks(mask.shape) if scribbles else None

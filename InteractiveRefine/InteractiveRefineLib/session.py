@@ -384,7 +384,8 @@ class InteractiveSession:
         else:
             (fg_g, bg_g), _ = self._seed_masks(ctx, scr)
             res = finetune.fine_tune(model, ctx.inputs, ctx.x_grid, ctx.grid_spacing, fg_g, bg_g, self.config,
-                                     progress, cancel, deadline, inside=ctx.inside_grid, prior=prior)
+                                     progress, cancel, deadline, inside=ctx.inside_grid, prior=prior,
+                                     start=None if prior is None else st.probability)
             prob = res.probability
             params = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             info.update(iterations=res.iterations, steps=res.steps, stopped_early=res.stopped_early)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-#: Panel field -> default (RefineConfig field in `CONFIG_FIELDS`). crf_sigma 0 and time_budget 0 mean
-#: "automatic" / "no limit" in the panel (None in RefineConfig).
+#: Panel field -> default. crf_sigma 0 and time_budget 0 mean "automatic" / "no limit" in the panel
+#: (None in RefineConfig); refine_config_kwargs maps them onto RefineConfig's fields.
 DEFAULTS: Dict[str, Any] = {
     "iterations": 3,
     "omega": 20.0,
@@ -19,8 +19,6 @@ DEFAULTS: Dict[str, Any] = {
     "whole_network": False,
     "time_budget": 0.0,
 }
-CONFIG_FIELDS = {"iterations": "iterations", "omega": "omega", "threshold": "threshold", "crf_lambda": "lam",
-                 "crf_sigma": "sigma", "margin_mm": "margin_mm", "time_budget": "time_budget"}
 
 
 def refine_config_kwargs(iterations: int, omega: float, threshold: float, crf_lambda: float, crf_sigma: float,

@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
 from .errors import AdaptiveSegError, CancelledError
@@ -34,6 +34,7 @@ class Job:
 
     name: str
     fn: Task
+    cancellable: bool = True  # False: the task cannot stop early (the GUI hides Cancel)
     state: str = "queued"
     fraction: float = 0.0
     message: str = ""
@@ -51,9 +52,9 @@ class Worker:
     """Runs one task at a time on one long-lived daemon thread.
 
     submit() refuses a second task while one is queued or running (BusyError): the GUI blocks re-entry
-    rather than queueing clicks. poll() is called from the GUI thread and returns the current job (a
-    snapshot of its progress); a finished job is returned by poll() exactly once more after it ends,
-    then poll() returns None.
+    rather than queueing clicks. poll() is called from the GUI thread and returns a snapshot (a copy
+    taken under the lock, so its state, progress and result agree) of the current job; a finished job is
+    returned by poll() exactly once, then poll() returns None.
     """
 
     def __init__(self, name: str = "AdaptiveSegWorker"):
@@ -70,11 +71,11 @@ class Worker:
         with self._lock:
             return self._job is not None and not self._job.finished
 
-    def submit(self, name: str, fn: Task) -> Job:
+    def submit(self, name: str, fn: Task, cancellable: bool = True) -> Job:
         with self._lock:
             if self._job is not None and not self._job.finished:
                 raise BusyError(f"{self._job.name} is still running; wait for it or cancel it first")
-            job = Job(name, fn)
+            job = Job(name, fn, cancellable)
             self._job = job
             self._cancel.clear()
             if self._thread is None or not self._thread.is_alive():
@@ -91,7 +92,7 @@ class Worker:
         return True
 
     def poll(self) -> Optional[Job]:
-        """The current job, or None when idle and the last job was already delivered."""
+        """A snapshot of the current job, or None when idle and the last job was already delivered."""
         with self._lock:
             job = self._job
             if job is None:
@@ -100,7 +101,7 @@ class Worker:
                 if job.delivered:
                     return None
                 job.delivered = True
-            return job
+            return replace(job)
 
     @property
     def current(self) -> Optional[Job]:
