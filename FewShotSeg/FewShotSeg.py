@@ -270,7 +270,7 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             from FewShotSegLib import slicer_bridge
             from FewShotSegLib.panel import axis_plane_names
 
-            planes = [f" ({name})" for name in axis_plane_names(slicer_bridge.ijk_to_ras(p.supportVolume))]
+            planes = [f" ({name})" for name in axis_plane_names(slicer_bridge.ijk_to_ras_array(p.supportVolume))]
         combo = self.ui.supportAxisComboBox
         for index in range(combo.count):
             combo.setItemText(index, f"{AXIS_NAMES[index]}{planes[index]}")
@@ -556,8 +556,8 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
         elif rangeMode == "slices":
             queryRange = panel.slice_range(firstSlice, lastSlice)
         elif rangeMode == "roi":
-            objectToWorld, size = bridge.roi_geometry(queryRoi)
-            queryRange = panel.roi_range(objectToWorld, size, bridge.ijk_to_ras(queryVolume), query.shape)
+            objectToWorld, size = bridge.query_roi_geometry(queryRoi)
+            queryRange = panel.roi_range(objectToWorld, size, bridge.ijk_to_ras_array(queryVolume), query.shape)
         else:
             raise PromptError(f"unknown range mode {rangeMode!r}; use one of {', '.join(RANGE_MODES)}")
         request = panel.FewShotRequest(support, masks, index, query, axis, queryRange, bool(adapt),

@@ -20,7 +20,9 @@ from InteractiveRefineLib.slicer_bridge import (  # noqa: F401  (re-exported)
     image_to_volume,
     labelmap_to_segment,
     probability_to_segment,
+    roi_geometry,
     segment_to_labelmap,
+    slice_to_ras_array,
     volume_to_image,
 )
 
@@ -35,12 +37,6 @@ def volume_image(volumeNode, what: str = "volume"):
         raise PromptError(f"select a {what}")
     array, spacing, origin, direction = volume_to_image(volumeNode)
     return Image(array, spacing, origin, direction)
-
-
-def ijk_to_ras(volumeNode) -> np.ndarray:
-    """The volume's IJK-to-RAS 4x4 matrix as numpy (PromptError for a volume under a transform: ROIs and
-    slice views are in world coordinates)."""
-    return ijk_to_ras_array(volumeNode)
 
 
 def volume_shape(volumeNode) -> Tuple[int, int, int]:
@@ -74,11 +70,10 @@ def support_masks(segmentationNode, segmentIds: Sequence[str], volumeNode) -> Di
 
 
 def slice_view_matrix(viewName: str = "Red") -> Optional[np.ndarray]:
-    """SliceToRAS 4x4 of a slice view (numpy), or None when the scene has no such slice node."""
+    """SliceToRAS 4x4 of a slice view (numpy), or None when the scene has no such slice node (found by
+    its node ID, so this works whether or not the view is shown)."""
     sliceNode = slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNode" + viewName)
-    if sliceNode is None:
-        return None
-    return slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())
+    return None if sliceNode is None else slice_to_ras_array(sliceNode)
 
 
 def view_slice(volumeNode, viewName: str = "Red") -> Optional[Tuple[int, int, bool]]:
@@ -89,17 +84,15 @@ def view_slice(volumeNode, viewName: str = "Red") -> Optional[Tuple[int, int, bo
     sliceToRas = slice_view_matrix(viewName)
     if sliceToRas is None:
         return None
-    return slice_of_view(sliceToRas, ijk_to_ras(volumeNode), volume_shape(volumeNode))
+    return slice_of_view(sliceToRas, ijk_to_ras_array(volumeNode), volume_shape(volumeNode))
 
 
-def roi_geometry(roiNode) -> Tuple[np.ndarray, List[float]]:
-    """(ObjectToWorld 4x4 as numpy, side lengths in world mm) of a Markups ROI node."""
+def query_roi_geometry(roiNode) -> Tuple[np.ndarray, np.ndarray]:
+    """(ObjectToWorld 4x4, side lengths in mm) of the query ROI (InteractiveRefine's checks: placed, not
+    under a transform)."""
     if roiNode is None:
         raise PromptError("select or create the query ROI (range mode ROI)")
-    objectToWorld = slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToWorldMatrix())
-    size = [0.0, 0.0, 0.0]
-    roiNode.GetSizeWorld(size)
-    return objectToWorld, [float(v) for v in size]
+    return roi_geometry(roiNode)
 
 
 def write_results(outputSegmentationNode, queryVolumeNode, masks: Dict[str, np.ndarray],
