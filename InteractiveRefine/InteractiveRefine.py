@@ -710,10 +710,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def refineConfig(self, p):
         from InteractiveRefineLib.finetune import RefineConfig
-        from InteractiveRefineLib.settings import refine_config_kwargs
+        from InteractiveRefineLib.settings import PANEL_FIELDS, refine_config_kwargs
 
-        return RefineConfig(**refine_config_kwargs(
-            p.iterations, p.omega, p.threshold, p.crfLambda, p.crfSigma, p.marginMm, p.wholeNetwork, p.timeBudget))
+        return RefineConfig(**refine_config_kwargs(**{key: getattr(p, field) for field, key in PANEL_FIELDS.items()}))
 
     def _ensureController(self, p):
         """The session for this volume, segment and device (a new one, with a new log, if any changed)."""
@@ -941,14 +940,12 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def restoreDefaults(p):
-        values = {"iterations": DEFAULTS["iterations"], "omega": DEFAULTS["omega"], "threshold": DEFAULTS["threshold"],
-                  "crfLambda": DEFAULTS["crf_lambda"], "crfSigma": DEFAULTS["crf_sigma"],
-                  "marginMm": DEFAULTS["margin_mm"], "wholeNetwork": DEFAULTS["whole_network"],
-                  "timeBudget": DEFAULTS["time_budget"]}
+        from InteractiveRefineLib.settings import PANEL_FIELDS
+
         wasModifying = p.StartModify()
         try:
-            for name, value in values.items():
-                setattr(p, name, value)
+            for field, key in PANEL_FIELDS.items():
+                setattr(p, field, DEFAULTS[key])
         finally:
             p.EndModify(wasModifying)
 

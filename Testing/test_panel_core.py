@@ -119,3 +119,23 @@ def test_box_to_roi_round_trip_and_flatten_for_the_drawing_view():
     obj[:3, 3] = centre6
     box2d = roi_to_box(obj, flat, AXIAL, (20, 64, 48), view_normal_ras=red[:3, 2])
     assert box2d.axis == 0 and box2d.slice_index == 6
+
+
+def test_panel_fields_cover_the_settings_and_the_parameter_node():
+    import ast
+
+    from InteractiveRefineLib.settings import PANEL_FIELDS
+    assert set(PANEL_FIELDS.values()) == set(DEFAULTS)
+    tree = ast.parse((ROOT / "InteractiveRefine" / "InteractiveRefine.py").read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "InteractiveRefineParameterNode")
+    fields = {s.target.id: s for s in node.body if isinstance(s, ast.AnnAssign)}
+    for field, key in PANEL_FIELDS.items():
+        assert field in fields and ast.unparse(fields[field].value) == f"DEFAULTS['{key}']"
+
+
+def test_live_times_count_a_running_step_as_compute():
+    from InteractiveRefineLib.study import live_times
+    events = [{"event": "study", "t": 100.0}, {"event": "box", "t": 101.0, "compute_seconds": 1.0}]
+    assert live_times(events, 110.0) == {"user_seconds": 9.0, "compute_seconds": 1.0, "interactions": 1}
+    running = live_times(events, 110.0, running_since=106.0)
+    assert running["compute_seconds"] == 5.0 and running["user_seconds"] == 5.0

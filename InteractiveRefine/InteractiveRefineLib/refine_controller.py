@@ -114,7 +114,9 @@ class RefineController:
 
     def times(self) -> dict:
         """Live {user_seconds, compute_seconds, interactions} for the panel."""
-        return live_times(self.log.events, time.monotonic())
+        job = self.worker.current
+        running = job.started if job is not None and not job.finished else None
+        return live_times(self.log.events, time.monotonic(), running)
 
     # -- long steps (worker) -------------------------------------------------------------------
     def start_box(self, box: Box, current: Optional[np.ndarray] = None) -> Job:

@@ -21,6 +21,12 @@ DEFAULTS: Dict[str, Any] = {
 }
 
 
+#: Parameter-node field of the panel -> key of DEFAULTS (and of refine_config_kwargs).
+PANEL_FIELDS = {"iterations": "iterations", "omega": "omega", "threshold": "threshold", "crfLambda": "crf_lambda",
+                "crfSigma": "crf_sigma", "marginMm": "margin_mm", "wholeNetwork": "whole_network",
+                "timeBudget": "time_budget"}
+
+
 def refine_config_kwargs(iterations: int, omega: float, threshold: float, crf_lambda: float, crf_sigma: float,
                          margin_mm: float, whole_network: bool, time_budget: float) -> Dict[str, Any]:
     """Keyword arguments of finetune.RefineConfig from the panel's values (0 -> automatic / no limit)."""

@@ -48,11 +48,14 @@ def timeline(events: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return rows
 
 
-def live_times(events: Sequence[Dict[str, Any]], now: float) -> Dict[str, float]:
-    """{user_seconds, compute_seconds, interactions} of a running session at monotonic time `now`."""
+def live_times(events: Sequence[Dict[str, Any]], now: float, running_since: Optional[float] = None) -> Dict[str, float]:
+    """{user_seconds, compute_seconds, interactions} of a running session at monotonic time `now`;
+    `running_since`: start of a step still computing (its time counts as compute, not user, time)."""
     if not events:
         return {"user_seconds": 0.0, "compute_seconds": 0.0, "interactions": 0}
     compute = sum(float(e.get("compute_seconds") or 0.0) for e in events)
+    if running_since is not None:
+        compute += max(0.0, now - running_since)
     elapsed = max(0.0, now - float(events[0]["t"]))
     return {"user_seconds": max(0.0, elapsed - compute), "compute_seconds": compute,
             "interactions": sum(e.get("event") in INTERACTIONS for e in events)}

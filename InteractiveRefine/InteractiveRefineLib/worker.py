@@ -41,6 +41,7 @@ class Job:
     result: Any = None
     error: Optional[BaseException] = None
     seconds: float = 0.0  # compute time, measured in the worker
+    started: Optional[float] = None  # time.monotonic() when it began running
     delivered: bool = False
 
     @property
@@ -145,7 +146,7 @@ class Worker:
             if job is None:
                 return
             with self._lock:
-                job.state = "running"
+                job.state, job.started = "running", time.monotonic()
             t0 = time.perf_counter()
             state, result, error = "done", None, None
             try:
