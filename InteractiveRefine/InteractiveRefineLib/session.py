@@ -166,14 +166,11 @@ class InteractiveSession:
     def set_box(self, box: Box, object_id: str = "object", reference: Optional[np.ndarray] = None) -> np.ndarray:
         """Segment the object in `box` with the shipped weights (+ CRF); replaces an object of that id."""
         box = validate_box(box, self.image.shape)
-        if reference is not None and np.shape(reference) != self.image.shape:
-            raise PromptError(f"reference of shape {np.shape(reference)} does not match the image {self.image.shape}")
+        self._check_reference(reference)
         t0 = time.perf_counter()
 
         def run():
-            net, manifest = self.segmenter.model(box.dim)
-            ctx = _Context(self.image, box, net, manifest.get("input", {}), self.device, self.config.head_only,
-                           self.config.margin_mm)
+            ctx = self._new_context(box)
             prob = finetune.model_probability(ctx.model(None), ctx.inputs)
             mask = self._final(ctx, prob, Scribbles(), crf=self.config.crf_on_box)
             return ctx, prob, mask
@@ -201,14 +198,11 @@ class InteractiveSession:
             box = box_from_mask(mask, flat, int(extent[flat][0]) if flat is not None else None)
             box = expand_box(box, self.image.shape)
         box = validate_box(box, self.image.shape)
-        if reference is not None and np.shape(reference) != self.image.shape:
-            raise PromptError(f"reference of shape {np.shape(reference)} does not match the image {self.image.shape}")
+        self._check_reference(reference)
         t0 = time.perf_counter()
 
         def run():
-            net, manifest = self.segmenter.model(box.dim)
-            ctx = _Context(self.image, box, net, manifest.get("input", {}), self.device, self.config.head_only,
-                           self.config.margin_mm)
+            ctx = self._new_context(box)
             native = native_region(mask, ctx.spec) & ctx.inside_native
             prob = np.clip(to_grid(native.astype(np.float32), ctx.spec), 0.02, 0.98)
             ctx.prior = prob
@@ -331,6 +325,15 @@ class InteractiveSession:
                 raise PromptError("no object yet: draw a box around the object first")
             raise PromptError(f"unknown object {oid!r}; known: {self.objects}")
         return oid
+
+    def _check_reference(self, reference: Optional[np.ndarray]) -> None:
+        if reference is not None and np.shape(reference) != self.image.shape:
+            raise PromptError(f"reference of shape {np.shape(reference)} does not match the image {self.image.shape}")
+
+    def _new_context(self, box: Box) -> _Context:
+        net, manifest = self.segmenter.model(box.dim)
+        return _Context(self.image, box, net, manifest.get("input", {}), self.device, self.config.head_only,
+                        self.config.margin_mm)
 
     def _start_object(self, oid: str, ctx: _Context, first: ObjectState, reference: Optional[np.ndarray]) -> None:
         self._ctx[oid] = ctx
