@@ -11,8 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from InteractiveRefineLib.errors import ModelError
-from InteractiveRefineLib.models import load_state, save_model, verified_state
+from InteractiveRefineLib.models import load_checked, save_model
 
 from .network import ARCHITECTURE, RPNet, build_rpnet
 
@@ -43,15 +42,5 @@ def save_rpnet(net: RPNet, manifest_path, arch_params: Dict[str, Any], extra: Di
 
 def load_rpnet(name_or_path=DEFAULT_NAME, device: Optional[torch.device] = None) -> Tuple[RPNet, Dict[str, Any]]:
     """Load a checked RP-Net in eval mode."""
-    path = model_path(name_or_path)
-    state, manifest = verified_state(path, known=(ARCHITECTURE,))
-    try:
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in manifest["arch_params"].items()}
-        net = build_rpnet(**params)
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"model manifest {path.name} has unusable arch_params: {exc}") from None
-    load_state(net, state, manifest)
-    net.eval()
-    if device is not None:
-        net.to(device)
-    return net, manifest
+    return load_checked(model_path(name_or_path), lambda manifest, **params: build_rpnet(**params),
+                        known=(ARCHITECTURE,), device=device)

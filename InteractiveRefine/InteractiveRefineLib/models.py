@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Container, Dict, Optional, Tuple
+from typing import Any, Callable, Container, Dict, Optional, Tuple
 
 import torch
 from safetensors import SafetensorError
@@ -111,10 +111,18 @@ def load_state(net: torch.nn.Module, state: Dict[str, torch.Tensor], manifest: D
 
 def load_model(manifest_path, device: Optional[torch.device] = None) -> Tuple[DilatedNet, Dict[str, Any]]:
     """Load a model after checking its manifest and the sha256 of its weights; eval mode."""
+    return load_checked(manifest_path, lambda manifest, **params: build_network(manifest["architecture"], **params),
+                        device=device)
+
+
+def load_checked(manifest_path, build: Callable[..., torch.nn.Module], known: Container[str] = ARCHITECTURES,
+                 device: Optional[torch.device] = None) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """Any shipped network: check the manifest and weights (verified_state), build it with
+    `build(manifest, **arch_params)`, load the weights strictly; eval mode, on `device`."""
     manifest_path = Path(manifest_path)
-    state, manifest = verified_state(manifest_path)
+    state, manifest = verified_state(manifest_path, known)
     try:
-        net = build_network(manifest["architecture"], **_tuplify(manifest["arch_params"]))
+        net = build(manifest, **_tuplify(manifest["arch_params"]))
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelError(f"model manifest {manifest_path.name} has unusable arch_params: {exc}") from None
     load_state(net, state, manifest)
