@@ -540,8 +540,7 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
             raise PromptError(_("select the query volume"))
         segmentIds = [str(s) for s in segmentIds or []]
         support = bridge.volume_image(supportVolume, "support volume")
-        masks = bridge.support_masks(supportSegmentation, segmentIds, supportVolume)
-        names = bridge.segment_names(supportSegmentation, segmentIds)
+        masks, names = bridge.support_segments(supportSegmentation, segmentIds, supportVolume)
         view = None
         if int(supportSlice) < 0 and viewName:
             try:

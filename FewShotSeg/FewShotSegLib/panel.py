@@ -29,7 +29,7 @@ import numpy as np
 from InteractiveRefineLib.errors import CancelledError, ImageError, ModelError, PromptError
 from InteractiveRefineLib.ras_geometry import OBLIQUE_COS, roi_to_box
 from InteractiveRefineLib.segment_names import output_segment_names
-from InteractiveRefineLib.worker import BusyError, Job, Worker
+from InteractiveRefineLib.worker import Job, Worker
 
 if TYPE_CHECKING:  # image_io imports SimpleITK: only when a request is checked, not when Slicer loads the module
     from InteractiveRefineLib.image_io import Image
@@ -368,8 +368,7 @@ class FewShotController:
     # -- running -------------------------------------------------------------------------------------------
     def start(self, request: FewShotRequest) -> Job:
         """Validate and submit `request`; BusyError while a run is going on."""
-        if self.busy:
-            raise BusyError(f"{self.worker.current.name} is still running; wait for it or press Cancel")
+        self.worker.ensure_idle()
         request.validate()
         # torch and the network code are imported here, on the calling (GUI) thread, once dependencies exist.
         from . import adapt, segment  # noqa: F401

@@ -59,14 +59,17 @@ def segment_names(segmentationNode, segmentIds: Sequence[str]) -> Dict[str, str]
     return names
 
 
-def support_masks(segmentationNode, segmentIds: Sequence[str], volumeNode) -> Dict[str, np.ndarray]:
-    """{segment id: uint8 0/1 mask (K, J, I) on the support volume's grid}, in the given order."""
+def support_segments(segmentationNode, segmentIds: Sequence[str], volumeNode
+                     ) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+    """({segment id: uint8 0/1 mask (K, J, I) on the support volume's grid}, {segment id: name}), in the
+    given order; PromptError without a segmentation, without segments, or for an unknown ID."""
     if segmentationNode is None:
         raise PromptError("select the support segmentation")
     if not segmentIds:
         raise PromptError("no support segment selected: choose the segment(s) to learn in the Support section")
-    segment_names(segmentationNode, segmentIds)  # every ID exists
-    return {segmentId: segment_to_labelmap(segmentationNode, segmentId, volumeNode) for segmentId in segmentIds}
+    names = segment_names(segmentationNode, segmentIds)
+    masks = {segmentId: segment_to_labelmap(segmentationNode, segmentId, volumeNode) for segmentId in segmentIds}
+    return masks, names
 
 
 def slice_view_matrix(viewName: str = "Red") -> Optional[np.ndarray]:
@@ -107,7 +110,7 @@ def write_results(outputSegmentationNode, queryVolumeNode, masks: Dict[str, np.n
     outputSegmentation = outputSegmentationNode.GetSegmentation()
     sameNode = outputSegmentationNode is supportSegmentationNode
     supportIds = list(masks)
-    supportNames = [segment_names(supportSegmentationNode, [sid])[sid] for sid in supportIds]
+    supportNames = list(segment_names(supportSegmentationNode, supportIds).values())
     existing = [outputSegmentation.GetSegment(sid).GetName() for sid in outputSegmentation.GetSegmentIDs()]
     names = result_segment_names(supportNames, existing, sameNode)
     written = []
@@ -123,16 +126,3 @@ def write_results(outputSegmentationNode, queryVolumeNode, masks: Dict[str, np.n
         written.append(targetId)
     return written
 
-
-def support_set(pairs: Sequence[Tuple[object, object, str]]) -> List[Tuple[tuple, np.ndarray]]:
-    """Convert annotated examples to core inputs: [(volume_to_image(volumeNode), mask_kji)] from
-    (volumeNode, segmentationNode, segmentId) triples; each mask must be non-empty."""
-    out = []
-    for volumeNode, segmentationNode, segmentId in pairs:
-        image = volume_to_image(volumeNode)
-        mask = segment_to_labelmap(segmentationNode, segmentId, volumeNode)
-        if not mask.any():
-            raise PromptError(f"segment {segmentId!r} of {segmentationNode.GetName()} is empty on "
-                              f"{volumeNode.GetName()}; each support example needs a non-empty mask")
-        out.append((image, mask))
-    return out

@@ -40,6 +40,12 @@ class Box:
     def in_plane_axes(self) -> Tuple[int, ...]:
         return tuple(a for a in range(3) if a != self.axis)
 
+    def mask(self, shape: Sequence[int]) -> np.ndarray:
+        """The box as a boolean mask on an image grid of `shape` (clipped to it)."""
+        inside = np.zeros(tuple(shape), bool)
+        inside[self.slices] = True
+        return inside
+
 
 def make_box(lo: Sequence[int], hi: Sequence[int], axis: Optional[int] = None) -> Box:
     """Build a box from bounds (hi exclusive); for a 2D box the slice is lo[axis]."""

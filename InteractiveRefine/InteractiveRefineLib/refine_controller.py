@@ -22,7 +22,7 @@ from .mask_update import Extent, changed_extent
 from .prompts import Box
 from .session import InteractiveSession
 from .study import live_times, log_file_name
-from .worker import BusyError, Job, Worker
+from .worker import Job, Worker
 
 
 @dataclass
@@ -130,9 +130,7 @@ class RefineController:
         self._idle()
         if current is not None:
             current = self._check_mask(current)
-            inside = np.zeros(current.shape, bool)
-            inside[box.slices] = True
-            self._written, self._outside = current, current & ~inside
+            self._written, self._outside = current, current & ~box.mask(current.shape)
         else:
             self._outside = None
         return self._submit("segment", lambda progress, cancel: self.session.set_box(
@@ -146,9 +144,7 @@ class RefineController:
         current = self._check_mask(current)
         self._written, self._outside = current, None
         if box is not None:  # the default box holds all of `current`
-            inside = np.zeros(current.shape, bool)
-            inside[box.slices] = True
-            self._outside = current & ~inside
+            self._outside = current & ~box.mask(current.shape)
         return self._submit("adopt", lambda progress, cancel: self.session.adopt(
             current, box, self.object_id, reference=self.reference),
             lambda mask: self._update("adopt", mask, scribbles=True), cancellable=False)
@@ -194,8 +190,7 @@ class RefineController:
         if fg.shape != self.session.image.shape or bg.shape != self.session.image.shape:
             raise PromptError(f"scribble masks of shape {fg.shape}/{bg.shape} do not match the image "
                               f"{self.session.image.shape}")
-        inside = np.zeros(fg.shape, bool)
-        inside[box.slices] = True
+        inside = box.mask(fg.shape)
         both = fg & bg
         kept_fg, kept_bg = fg & inside & ~both, bg & inside & ~both
         ignored = int((fg | bg).sum() - kept_fg.sum() - kept_bg.sum())
@@ -236,8 +231,7 @@ class RefineController:
 
     # -- internals -------------------------------------------------------------------------------
     def _idle(self) -> None:
-        if self.busy:
-            raise BusyError(f"{self.worker.current.name} is still running; wait for it or press Cancel")
+        self.worker.ensure_idle()
 
     def _submit(self, name: str, fn, finish: Callable[[object], Update], cancellable: bool = True) -> Job:
         job = self.worker.submit(name, fn, cancellable)

@@ -29,8 +29,7 @@ class RobotScribble:
 
 def error_regions(pred: np.ndarray, ref: np.ndarray, box: Box):
     """(under, over) error masks restricted to the box (the only place a scribble may go)."""
-    inside = np.zeros(pred.shape, bool)
-    inside[box.slices] = True
+    inside = box.mask(pred.shape)
     pred = np.asarray(pred, bool)
     ref = np.asarray(ref, bool)
     return ref & ~pred & inside, pred & ~ref & inside

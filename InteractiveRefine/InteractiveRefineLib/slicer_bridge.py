@@ -25,7 +25,7 @@ import slicer
 import vtk
 
 from .errors import AdaptiveSegError, ImageError, PromptError
-from .mask_update import Extent
+from .mask_update import Extent, crop
 
 # Sign flip between RAS and LPS (its own inverse).
 _RAS_LPS_FLIP = np.diag([-1.0, -1.0, 1.0])
@@ -204,7 +204,7 @@ def write_mask_extent(segmentationNode, segmentId, mask_kji, extent: Optional[Ex
     segmentation = segmentationNode.GetSegmentation()
     segmentation.SeparateSegmentLabelmap(segmentId)  # our writes must not touch segments sharing its layer
     (k0, j0, i0), (k1, j1, i1) = extent
-    block = np.ascontiguousarray((np.asarray(mask_kji)[k0:k1, j0:j1, i0:i1] > 0).astype(np.uint8))
+    block = np.ascontiguousarray((crop(mask_kji, extent) > 0).astype(np.uint8))
     image = slicer.vtkOrientedImageData()
     ijkToRas = vtk.vtkMatrix4x4()
     referenceVolumeNode.GetIJKToRASMatrix(ijkToRas)

@@ -72,10 +72,18 @@ class Worker:
         with self._lock:
             return self._job is not None and not self._job.finished
 
+    def ensure_idle(self) -> None:
+        """BusyError while a job is queued or running (callers check before preparing a new one)."""
+        with self._lock:
+            self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self._job is not None and not self._job.finished:
+            raise BusyError(f"{self._job.name} is still running; wait for it or press Cancel")
+
     def submit(self, name: str, fn: Task, cancellable: bool = True) -> Job:
         with self._lock:
-            if self._job is not None and not self._job.finished:
-                raise BusyError(f"{self._job.name} is still running; wait for it or cancel it first")
+            self._check_idle()
             job = Job(name, fn, cancellable)
             self._job = job
             self._cancel.clear()
