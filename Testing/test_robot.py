@@ -64,3 +64,17 @@ def test_2d_box_draws_on_its_slice():
     box = Box((2, 0, 0), (3, 40, 40), axis=0)
     s = next_scribble(pred, ref, box, (5.0, 1.0, 1.0), np.random.default_rng(0))
     assert (s.voxels[:, 0] == 2).all() and s.region_voxels == 14 * 14
+
+
+def test_robot_rounds_drive_a_session(chaos8, segmenter):
+    from InteractiveRefineLib.prompts import box_from_mask, main_object
+    from InteractiveRefineLib.robot import robot_rounds
+    from InteractiveRefineLib.session import InteractiveSession
+
+    image, label = chaos8
+    ref = label == 2
+    session = InteractiveSession(image, segmenter)
+    session.set_box(box_from_mask(main_object(ref), 0, 12), reference=ref)
+    dices = robot_rounds(session, ref, 2, np.random.default_rng(0))
+    assert len(dices) == 3 and dices[-1] > dices[0]
+    assert session.state().scribbles.count[0] + session.state().scribbles.count[1] > 0

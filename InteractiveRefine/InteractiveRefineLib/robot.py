@@ -110,3 +110,18 @@ def next_scribble(pred: np.ndarray, ref: np.ndarray, box: Box, spacing_kji: Sequ
     px = _stroke(plane, spacing2, max_length_mm, core, rng)
     vox = np.insert(px, axis, k, axis=1)
     return RobotScribble(vox, label, int(region.sum()), axis, k)
+
+
+def robot_rounds(session, ref: np.ndarray, rounds: int, rng: np.random.Generator) -> list:
+    """Drive an InteractiveSession's current object for up to `rounds` rounds (robot scribble + supervised
+    refinement each); the Dice after the start and after each round (it stops early when nothing is wrong).
+    The session needs `ref` as its object's reference for the Dice."""
+    dices = [session.dice()]
+    for _ in range(rounds):
+        stroke = next_scribble(session.mask(), ref, session.state().box, session.image.spacing_kji, rng)
+        if stroke is None:
+            break
+        session.add_scribble(stroke.voxels, stroke.label)
+        session.refine()
+        dices.append(session.dice())
+    return dices

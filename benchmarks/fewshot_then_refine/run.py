@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 from FewShotSegLib.panel import FewShotController, FewShotRequest, default_support_slice  # noqa: E402
 from InteractiveRefineLib.data import DecathlonDataset  # noqa: E402
 from InteractiveRefineLib.prompts import box_from_mask, main_object  # noqa: E402
-from InteractiveRefineLib.robot import next_scribble  # noqa: E402
+from InteractiveRefineLib.robot import robot_rounds  # noqa: E402
 from InteractiveRefineLib.sample import sample_dataset  # noqa: E402
 from InteractiveRefineLib.session import InteractiveSession  # noqa: E402
 
@@ -40,15 +40,7 @@ def main():
                 session.adopt(fewshot, reference=ref)
             else:
                 session.set_box(box_from_mask(main_object(ref)), reference=ref)
-            dices = [session.dice()]
-            rng = np.random.default_rng(0)
-            for _ in range(ROUNDS):
-                stroke = next_scribble(session.mask(), ref, session.state().box, q_img.spacing_kji, rng)
-                if stroke is None:
-                    break
-                session.add_scribble(stroke.voxels, stroke.label)
-                session.refine()
-                dices.append(session.dice())
+            dices = robot_rounds(session, ref, ROUNDS, np.random.default_rng(0))
             lines.append(f"| {ds.labels[organ]} | {start} | " + " | ".join(f"{d:.3f}" for d in dices) + " |")
             print(lines[-1], flush=True)
     controller.shutdown()

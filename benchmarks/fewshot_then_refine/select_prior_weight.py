@@ -14,7 +14,7 @@ from scipy import ndimage  # noqa: E402
 from InteractiveRefineLib.data import DecathlonDataset  # noqa: E402
 from InteractiveRefineLib.finetune import RefineConfig  # noqa: E402
 from InteractiveRefineLib.prompts import main_object  # noqa: E402
-from InteractiveRefineLib.robot import next_scribble  # noqa: E402
+from InteractiveRefineLib.robot import robot_rounds  # noqa: E402
 from InteractiveRefineLib.session import InteractiveSession  # noqa: E402
 
 CASES, WEIGHTS = ("chaos_1", "chaos_2", "chaos_3", "chaos_19"), (0.3, 0.5, 0.7)
@@ -34,14 +34,7 @@ def main():
                 for weight in WEIGHTS:
                     session = InteractiveSession(image, device="cpu", config=RefineConfig(prior_weight=weight))
                     session.adopt(start, reference=ref)
-                    dices, rng = [session.dice()], np.random.default_rng(0)
-                    for _ in range(3):
-                        stroke = next_scribble(session.mask(), ref, session.state().box, image.spacing_kji, rng)
-                        if stroke is None:
-                            break
-                        session.add_scribble(stroke.voxels, stroke.label)
-                        session.refine()
-                        dices.append(session.dice())
+                    dices = robot_rounds(session, ref, 3, np.random.default_rng(0))
                     results.setdefault((kind, weight), []).append(dices)
                     print(case, organ, kind, weight, [round(d, 3) for d in dices], flush=True)
     for key, runs in sorted(results.items()):
