@@ -40,9 +40,37 @@ def test_chunk_protocol_picks_the_documented_slices():
     chunks = query_chunks(5, 13)        # 9 query slices -> 3 chunks of 3
     assert chunks.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert query_chunks(0, 0).tolist() == [0]
-    assert np.bincount(query_chunks(0, 9)).tolist() == [4, 3, 3]
+    assert np.bincount(query_chunks(0, 9)).tolist() == [3, 3, 4]   # z_max alone would be chunk 3: clipped
     with pytest.raises(PromptError, match="absent"):
         support_chunk_slices(label, 4)
+
+
+def ssl_alpnet_part(z, z_min, z_max, npart=3):
+    # SSL-ALPNet dataloaders/common.py ValidationDataset.__getitem__, written out independently
+    try:
+        part = int((z - z_min) // ((z_max - z_min) / npart))
+    except ZeroDivisionError:
+        part = 0
+    return min(max(part, 0), npart - 1)
+
+
+def test_query_chunks_equal_ssl_alpnets_formula_on_synthetic_ranges():
+    differs = 0
+    for z_min in (0, 3, 17):
+        for length in range(1, 60):
+            z_max = z_min + length - 1
+            expected = [ssl_alpnet_part(z, z_min, z_max) for z in range(z_min, z_max + 1)]
+            assert query_chunks(z_min, z_max).tolist() == expected, (z_min, z_max)
+            floor_rule = [min(3 * i // length, 2) for i in range(length)]
+            differs += expected != floor_rule
+    assert differs > 0          # the old floor(3i/n) rule would fail this test
+    # support slices: SSL-ALPNet's get_support fractions, int(pct * len(zlist)), on lists of every length
+    half, interval = 1 / 6, (1.0 - 1.0 / 3) / 2
+    for length in range(1, 60):
+        label = np.zeros((80, 2, 2), int)
+        label[10:10 + length, 0, 0] = 1
+        zlist = list(range(10, 10 + length))
+        assert support_chunk_slices(label, 1) == [zlist[int((half + interval * p) * length)] for p in range(3)]
 
 
 def test_auto_range_keeps_the_component_under_the_support():

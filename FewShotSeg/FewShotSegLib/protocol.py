@@ -8,8 +8,11 @@
 - Setting 1: training slices may show the test organs (as background). Setting 2: every training slice that
   contains a test-group organ is removed, from the supervised and from the superpixel episodes.
 - Support slices: the support patient's slices containing the organ, split into 3 chunks; chunk p uses the
-  slice at fraction (2p + 1) / 6 of that list. Query: the organ's slice range [z_min, z_max] in the
-  reference label, split into 3 equal chunks; each query slice uses its chunk's support slice.
+  slice at fraction (2p + 1) / 6 of that list, computed as SSL-ALPNet's released code does
+  (dataloaders/ManualAnnoDatasetv2.py, get_support: pct = 1/(2n) + p (1 - 1/n)/(n - 1), index int(pct * len)).
+- Query: the organ's slice range [z_min, z_max] in the reference label; slice z uses chunk
+  int((z - z_min) // ((z_max - z_min) / 3)), clipped to 0..2, and 0 when z_min == z_max (SSL-ALPNet's
+  dataloaders/common.py, ValidationDataset). The last slice z_max lands in chunk 3 and is clipped to 2.
 - Dice: 3D, per query volume, over the organ's slice range.
 """
 from __future__ import annotations
@@ -70,16 +73,32 @@ def organ_slices(label: np.ndarray, organ: int, axis: int = 0) -> np.ndarray:
     return np.flatnonzero((label == organ).any(axis=other))
 
 
+def _chunk_fractions(n_chunks: int) -> List[float]:
+    """SSL-ALPNet's support fractions, with its floating-point arithmetic (1/6, 1/2, 5/6 for 3 chunks)."""
+    if n_chunks == 1:
+        return [0.5]
+    half = 1 / (n_chunks * 2)
+    interval = (1.0 - 1.0 / n_chunks) / (n_chunks - 1)
+    return [half + interval * p for p in range(n_chunks)]
+
+
 def support_chunk_slices(support_label: np.ndarray, organ: int, n_chunks: int = N_CHUNKS,
                          axis: int = 0) -> List[int]:
-    """The support slice of each chunk: index int(len * (2p + 1) / (2 n_chunks)) of the organ's slice list."""
+    """The support slice of each chunk: index int(fraction_p * len) of the organ's slice list."""
     z = organ_slices(support_label, organ, axis)
     if z.size == 0:
         raise PromptError(f"label {organ} is absent from the support volume")
-    return [int(z[int(len(z) * (2 * p + 1) / (2 * n_chunks))]) for p in range(n_chunks)]
+    return [int(z[int(f * len(z))]) for f in _chunk_fractions(n_chunks)]
+
+
+def query_chunk_of(z: int, z_min: int, z_max: int, n_chunks: int = N_CHUNKS) -> int:
+    """SSL-ALPNet's chunk of query slice z: int((z - z_min) // ((z_max - z_min) / n)), clipped to 0..n-1."""
+    if z_max == z_min:
+        return 0
+    part = int((z - z_min) // ((z_max - z_min) / n_chunks))
+    return min(max(part, 0), n_chunks - 1)
 
 
 def query_chunks(z_min: int, z_max: int, n_chunks: int = N_CHUNKS) -> np.ndarray:
-    """Chunk of each query slice z_min..z_max (inclusive): floor((z - z_min) * n / (z_max - z_min + 1))."""
-    n = z_max - z_min + 1
-    return np.minimum((np.arange(n) * n_chunks) // n, n_chunks - 1)
+    """Chunk of each query slice z_min..z_max (inclusive), by SSL-ALPNet's formula (query_chunk_of)."""
+    return np.array([query_chunk_of(z, z_min, z_max, n_chunks) for z in range(z_min, z_max + 1)], dtype=int)
