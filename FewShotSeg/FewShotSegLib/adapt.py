@@ -5,14 +5,17 @@ deformation and intensity changes of the exemplar itself, and the exemplar's org
 other slices of the query scan (so the organ is seen against the query's own anatomy and contrast).
 Loss: Dice + CE of the recurrent outputs plus a pixel-to-prototype contrastive term.
 Stage 2 pseudo-labels the query slices with the stage-1 network and trains on confident pixels only.
-Both stages are time-bounded, cancellable and report progress; the caller's network is never changed.
+The adaptation is defined by its step counts (stage 1 `steps`, stage 2 `pseudo_steps`) and seed, so the same
+command gives the same network on an idle or a loaded machine. `time_budget` is only an optional cap (the
+GUI's): when it stops a stage early, the result says so (`cut_by_time_cap`). Cancellable, reports progress;
+the caller's network is never changed.
 """
 from __future__ import annotations
 
 import copy
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -37,8 +40,15 @@ class AdaptConfig:
     temperature: float = 0.1
     paste_fraction: float = 0.5   # share of stage-1 pairs made by cut-and-paste onto query slices
     confidence: float = 0.9       # stage 2 keeps pixels with p >= 0.9 (foreground) or p <= 0.1 (background)
-    time_budget: float = 60.0     # seconds for both stages together (stage 1 gets two thirds)
+    time_budget: Optional[float] = None  # optional cap in seconds for both stages (stage 1 at most two thirds);
+    #                                      None: the step counts alone define the adaptation (reproducible)
     seed: int = 0
+
+    def record(self) -> Dict[str, object]:
+        """What defines this adaptation, for results records."""
+        return {"steps": self.steps, "pseudo_steps": self.pseudo_steps, "batch": self.batch, "lr": self.lr,
+                "iterations": self.iterations, "contrastive_weight": self.contrastive_weight,
+                "confidence": self.confidence, "time_cap": self.time_budget, "seed": self.seed}
 
 
 def synthesise(supports: Sequence[Support], query: torch.Tensor, batch: int, cfg: AdaptConfig,
@@ -91,6 +101,11 @@ def adapt_segmenter(segmenter: FewShotSegmenter, supports: Sequence[Support], qu
     total = config.steps + config.pseudo_steps
     done = 0
     history = []
+    cap = config.time_budget
+    cut = []
+
+    def over(limit):
+        return cap is not None and time.monotonic() - t0 > limit
 
     def tick(stage):
         if cancel is not None and cancel():
@@ -100,7 +115,8 @@ def adapt_segmenter(segmenter: FewShotSegmenter, supports: Sequence[Support], qu
 
     for _ in range(config.steps):
         tick("adapting to the exemplar")
-        if time.monotonic() - t0 > config.time_budget * 2 / 3:
+        if over(cap * 2 / 3 if cap is not None else 0):
+            cut.append("stage 1")
             break
         batch = synthesise(supports, query, config.batch, config, gen, rng)
         history.append(_step(net, opt, *(b.to(dev) for b in batch), config))
@@ -108,7 +124,8 @@ def adapt_segmenter(segmenter: FewShotSegmenter, supports: Sequence[Support], qu
     # stage 2: confident pseudo-labels of the query slices (each slice uses the support at its relative position)
     tick("pseudo-labelling the query")
     net.eval()
-    probe = FewShotSegmenter(net=net, device=str(dev), iterations=segmenter.iterations, batch=segmenter.batch)
+    probe = FewShotSegmenter(net=net, device=str(dev), iterations=segmenter.iterations, batch=segmenter.batch,
+                             start=segmenter.start)
     assign = np.minimum((np.arange(query.shape[0]) * len(supports)) // max(query.shape[0], 1), len(supports) - 1)
     prob = probe.predict(supports, query, assign, cancel=cancel)[:, None]
     label = (prob >= 0.5).float()
@@ -118,7 +135,8 @@ def adapt_segmenter(segmenter: FewShotSegmenter, supports: Sequence[Support], qu
     pseudo = 0
     for _ in range(config.pseudo_steps if has_fg.size else 0):
         tick("learning from confident pseudo-labels")
-        if time.monotonic() - t0 > config.time_budget:
+        if over(cap):
+            cut.append("stage 2")
             break
         idx = torch.from_numpy(rng.choice(has_fg, size=config.batch))
         a = assign[idx.numpy()]
@@ -135,8 +153,10 @@ def adapt_segmenter(segmenter: FewShotSegmenter, supports: Sequence[Support], qu
     net.eval()
     if progress:
         progress(1.0, "adapted")
-    adapted = FewShotSegmenter(net=net, device=str(dev), iterations=segmenter.iterations, batch=segmenter.batch)
-    adapted.manifest = dict(segmenter.manifest, adapted={"steps": done - pseudo, "pseudo_steps": pseudo,
-                                                         "seconds": round(time.monotonic() - t0, 2),
-                                                         "final_loss": history[-1] if history else None})
+    adapted = FewShotSegmenter(net=net, device=str(dev), iterations=segmenter.iterations, batch=segmenter.batch,
+                               start=segmenter.start)
+    adapted.manifest = dict(segmenter.manifest, adapted={
+        "steps": done - pseudo, "pseudo_steps": pseudo, "requested": config.record(),
+        "pseudo_label_slices": int(has_fg.size), "cut_by_time_cap": cut,
+        "seconds": round(time.monotonic() - t0, 2), "final_loss": history[-1] if history else None})
     return adapted
