@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from InteractiveRefineLib.errors import AdaptiveSegError, DatasetError, PromptError
+from InteractiveRefineLib.outputs import check_output_file, check_output_folder
+from InteractiveRefineLib.threads import THREADS_HELP, set_threads, threads_arg
 
 log = logging.getLogger("FewShotSegLib")
 
@@ -36,7 +38,20 @@ def parse_slices(text: str) -> Optional[Tuple[int, int]]:
         first, last = (int(v) for v in text.split(":"))
     except ValueError:
         raise PromptError(f"--range must be auto, all or FIRST:LAST (inclusive slice indices); got {text!r}") from None
+    if first > last or first < 0:
+        raise PromptError(f"--range {text}: FIRST:LAST must satisfy 0 <= FIRST <= LAST (inclusive slice indices)")
     return first, last + 1
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type of a time budget: a finite number of seconds > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a time budget in seconds > 0, got {text!r}")
+    return v
 
 
 def keep_previous(path: Path) -> None:
@@ -59,6 +74,7 @@ def cmd_segment(a) -> int:
 
     from .adapt import AdaptConfig, adapt_segmenter
     from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports
+    check_output_file(a.out, inputs=(a.support_image, a.support_label, a.query))
     s_img = read_image(a.support_image, "support image")
     s_lab = read_label(a.support_label, s_img, "support label")
     q_img = read_image(a.query, "query image")
@@ -73,7 +89,8 @@ def cmd_segment(a) -> int:
     else:
         result = seg.segment(supports, q_img, **kw)
     write_image(q_img, a.out, result.labels)
-    print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": list(result.slices),
+    first, stop = result.slices  # reported inclusive, as --range takes them
+    print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
                       "adapted": bool(a.adapt)}))
     return 0
@@ -89,7 +106,7 @@ def cmd_train(a) -> int:
     ds = DecathlonDataset(a.dataset)
     cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed)
     device = choose_device(a.device)
-    out_dir = Path(a.out) if a.out else models_dir()
+    out_dir = check_output_folder(Path(a.out) if a.out else models_dir())
     if a.default:
         cases = [c for c in ds.case_ids if c not in set(a.exclude or [])]
         path = train_protocol_model(ds, out_dir / "default.json", 1, None, cases, cfg, device, command=a.command_line)
@@ -119,8 +136,8 @@ def cmd_evaluate(a) -> int:
     from .evaluate import evaluate_chaos, evaluate_pairs, sample_pairs
     from .models import fold_model_name, models_dir
     from .summary import write_summary
+    out = check_output_folder(a.out, files=("results.jsonl", "summary.md"), inputs=(a.dataset,))
     ds = DecathlonDataset(a.dataset)
-    out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     keep_previous(out / "results.jsonl")
     adapter = None
@@ -176,8 +193,10 @@ def cmd_time(a) -> int:
 
 def cmd_demo(a) -> int:
     from .demo import run_demo
-    metrics = run_demo(Path(a.out), device=a.device, adapt=not a.no_adapt)
+    out = check_output_folder(a.out)
+    metrics = run_demo(out, device=a.device, adapt=not a.no_adapt)
     print(json.dumps(metrics, indent=2))
+    print(f"wrote label maps (*.nii.gz), overlays (*.png) and metrics.json to {out.resolve()}")
     return 0
 
 
@@ -187,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "annotated support slice (RP-Net), optionally adapted to the exemplar "
                                             "(ELSNet).")
     p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("segment", help="segment a query volume from one annotated support slice")
@@ -201,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--range", default="auto", help="auto (keep the component consistent with the support), all, "
                                                  "or FIRST:LAST query slices (inclusive)")
     s.add_argument("--adapt", action="store_true", help="exemplar adaptation first (ELSNet)")
-    s.add_argument("--adapt-seconds", type=float, default=60.0)
+    s.add_argument("--adapt-seconds", type=positive_seconds, default=60.0, help="adaptation time budget (s)")
     s.add_argument("--model", default="default", help="shipped model name or path to a manifest .json")
     s.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     s.set_defaults(func=cmd_segment)
@@ -226,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--setting", type=int, default=2, choices=[1, 2])
     e.add_argument("--folds", default="0-4")
     e.add_argument("--adapt", action="store_true")
-    e.add_argument("--adapt-seconds", type=float, default=60.0)
+    e.add_argument("--adapt-seconds", type=positive_seconds, default=60.0, help="adaptation time budget (s)")
     e.add_argument("--range", default="gt", choices=["gt", "auto"])
     e.add_argument("--out", required=True)
     e.add_argument("--train", action="store_true", help="retrain the per-fold models first (into OUT/models)")
@@ -255,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-adapt", action="store_true")
     d.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     d.set_defaults(func=cmd_demo)
+    for sp in (s, t, e, m, d):  # also after the command; SUPPRESS keeps a value given before it
+        sp.add_argument("--threads", type=threads_arg, default=argparse.SUPPRESS, help=THREADS_HELP)
     return p
 
 
@@ -263,10 +284,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = " ".join(["python -m FewShotSegLib"] + argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    if args.threads > 0:
-        import torch
-        torch.set_num_threads(args.threads)
     try:
+        set_threads(args.threads)
         return int(args.func(args) or 0)
     except AdaptiveSegError as exc:
         print(f"error: {exc}", file=sys.stderr)

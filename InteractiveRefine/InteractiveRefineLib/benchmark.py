@@ -11,7 +11,6 @@ per-slice compute time, and the per-slice values are kept in `slice_dice` / `sli
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import zlib
@@ -21,13 +20,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .atomic import atomic_path
 from .data import DecathlonDataset, split_for
 from .errors import DatasetError, PromptError
 from .image_io import Image, validate_image
 from .methods import METHODS, ROUND0_ONLY, check_methods, make_runners
 from .metrics import dice
 from .prompts import Box, box_from_mask, jitter_box, main_object, validate_box
+from .resume import ResumableResults
 from .robot import next_scribble
 from .scribbles import Scribbles, rows_in
 
@@ -167,26 +166,30 @@ def run_benchmark(dataset, out, labels: Optional[Sequence[int]] = None, cases: O
     if rounds < 0:
         raise DatasetError(f"--rounds must be >= 0; got {rounds}")
     driver = _resolve_driver(driver, methods)
+    out = Path(out)
+    store = ResumableResults(out, dict(
+        dataset=str(Path(dataset).resolve()), labels=label_ids, cases=case_ids, jitter=jitter, dims=dims,
+        methods=methods, slice_step=slice_step, min_area=min_area, seed=seed, rounds=rounds, driver=driver,
+        config=vars(config) if config is not None else None))
+    done = store.check()  # before any computing: another run's folder is refused
+    if done:
+        log.warning("resuming %s: %d of %d case(s) already done", out, len(done), len(case_ids))
     from .inference import BoxSegmenter
     segmenter = BoxSegmenter(device=device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = out / "results.jsonl"
+    store.start()
     t0 = time.monotonic()
-    records: List[dict] = []
-    with atomic_path(results, suffix=".jsonl") as tmp, open(tmp, "w") as f:
-        for case_id in tqdm(case_ids, desc="benchmark", unit="case", disable=not show_progress):
-            image, label = ds.load(case_id)
-            validate_image(image, case_id)
-            for rec in benchmark_case(image, label, case_id, label_ids, ds.labels, methods, segmenter, dims,
-                                      jitter, slice_step, min_area, seed, rounds, driver, config):
-                f.write(json.dumps(rec) + "\n")
-                records.append(rec)
+    for case_id in tqdm([c for c in case_ids if c not in done], desc="benchmark", unit="case",
+                        disable=not show_progress):
+        image, label = ds.load(case_id)
+        validate_image(image, case_id)
+        store.add_case(case_id, benchmark_case(image, label, case_id, label_ids, ds.labels, methods, segmenter,
+                                               dims, jitter, slice_step, min_area, seed, rounds, driver, config))
+    records = store.records
     from .report import write_summary
     write_summary(records, out, title=f"{ds.name}: {len(case_ids)} cases, jitter {jitter} voxels, {rounds} "
                                       f"rounds, robot driven by {driver or 'each method'}",
                   seen_labels=_seen_labels(ds), elapsed=time.monotonic() - t0)
-    return results
+    return store.results
 
 
 def _resolve_driver(driver: Optional[str], methods: Sequence[str]) -> Optional[str]:
@@ -215,9 +218,6 @@ def _seen_labels(ds: DecathlonDataset) -> Optional[List[int]]:
 
 
 def run_benchmark_cli(args) -> int:
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
     results = run_benchmark(args.dataset, args.out, labels=args.labels, cases=args.cases, jitter=args.jitter,
                             dims=args.dims.split(","), methods=[m.strip() for m in args.methods.split(",")],
                             slice_step=args.slice_step, min_area=args.min_area, seed=args.seed, device=args.device,

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import List, Optional
 
 from .benchmark import DEFAULT_ROUNDS
-from .errors import AdaptiveSegError
+from .errors import AdaptiveSegError, OutputError
 from .methods import METHODS
+from .outputs import check_output_file, check_output_folder
+from .threads import THREADS_HELP, set_threads, threads_arg
+from .train_box_cli import add_train_box, run_train_box
 
 
 def _int_list(text: str) -> List[int]:
@@ -36,13 +39,14 @@ def _add_train(sub) -> None:
     p.add_argument("--patience", type=int, default=8, help="validations without improvement before stopping")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cuda or cpu")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
 
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="box -> segmentation on the embedded sample (NIfTI, PNG, metrics.json)")
     p.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
 
 
 def _add_benchmark(sub) -> None:
@@ -66,7 +70,7 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--min-area", type=int, default=20, help="2D: skip slices where the structure has fewer voxels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
 
 
 def _add_analyze_logs(sub) -> None:
@@ -76,16 +80,53 @@ def _add_analyze_logs(sub) -> None:
     p.add_argument("--out", help="output folder (default: the log folder)")
     p.add_argument("--dice", type=float, default=0.9,
                    help="target Dice for 'time to reach' (default 0.9; needs a reference in the session)")
+    p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
 
 
 def _add_panel_timing(sub) -> None:
     p = sub.add_parser("panel-timing", help="the Slicer panel's background steps on the embedded sample: compute "
                                             "time and the longest GUI freeze while they run")
     p.add_argument("--out", default="panel_timing", help="output folder (results.jsonl, summary.md)")
-    p.add_argument("--rounds", type=int, default=3, help="scribble rounds after the box (default 3)")
-    p.add_argument("--tick", type=float, default=0.02, help="GUI poll interval in seconds (default 0.02)")
+    p.add_argument("--rounds", type=non_negative_int, default=3, help="scribble rounds after the box (default 3)")
+    p.add_argument("--tick", type=positive_float, default=0.02, help="GUI poll interval in seconds (default 0.02)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (time budgets, intervals)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (0 < v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return v
+
+
+def check_outputs(args) -> None:
+    """Every output path is checked before any computing (OutputError naming the problem)."""
+    cmd = args.command
+    if cmd in ("demo", "panel-timing"):
+        check_output_folder(args.out)
+    elif cmd == "benchmark":
+        check_output_folder(args.out, files=("results.jsonl", "summary.md", "dice.png"), inputs=(args.dataset,))
+    elif cmd == "analyze-logs":
+        check_output_folder(args.out or args.folder, files=("sessions.csv", "cases.md", "timing.png"))
+        if args.dice is not None and not 0 < args.dice <= 1:
+            raise OutputError(f"--dice {args.dice}: a target Dice lies in (0, 1]")
+    elif cmd == "train":
+        check_output_file(args.out, suffixes=(".json",), inputs=(args.dataset,))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(sub)
     _add_analyze_logs(sub)
     _add_panel_timing(sub)
+    add_train_box(sub)
     return parser
 
 
@@ -106,17 +148,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
+        set_threads(getattr(args, "threads", 0))
+        check_outputs(args)
         if args.command == "train":
             return _train(args, argv)
+        if args.command == "train-box":
+            return run_train_box(args, argv)
         if args.command == "demo":
             from .demo import run_demo
             run_demo(Path(args.out), device=args.device)
             return 0
         if args.command == "panel-timing":
             from .panel_timing import run_panel_timing
-            if args.threads:
-                import torch
-                torch.set_num_threads(args.threads)
             run_panel_timing(args.out, args.rounds, args.tick, args.device)
             print((Path(args.out) / "summary.md").read_text(), end="")
             return 0

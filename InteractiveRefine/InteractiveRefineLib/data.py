@@ -10,8 +10,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import DatasetError
+from .errors import DatasetError, PromptError
 from .image_io import Image, read_image, read_label
+from .prompts import whole_indices
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class DecathlonDataset:
         """The requested label ids (default: all foreground labels); unknown ids raise DatasetError."""
         if label_ids is None:
             return self.foreground_labels
+        try:
+            label_ids = whole_indices(list(label_ids), "label id")
+        except PromptError as exc:
+            raise DatasetError(f"{exc} (label ids are whole numbers; labels are {self.labels})") from None
         unknown = [int(l) for l in label_ids if int(l) not in self.labels or int(l) == 0]
         if unknown:
             raise DatasetError(f"unknown label id(s) {unknown} for dataset {self.name}; "

@@ -23,3 +23,11 @@ class DatasetError(AdaptiveSegError, ValueError):
 
 class CancelledError(AdaptiveSegError):
     """A long call was cancelled by the user."""
+
+
+class OutputError(AdaptiveSegError, ValueError):
+    """An output path that cannot be written: a file where a folder is needed, read-only, one of the inputs."""
+
+
+class ResourceError(AdaptiveSegError, MemoryError):
+    """A request that would need more memory than the machine has; refused before computing."""

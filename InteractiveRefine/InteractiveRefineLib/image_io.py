@@ -13,7 +13,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_path
-from .errors import ImageError
+from .errors import ImageError, OutputError
+from .nifti_check import check_nifti
 
 
 @dataclass
@@ -88,6 +89,7 @@ def read_image(path, name: Optional[str] = None) -> Image:
     name = name or path.name
     if not path.is_file():
         raise ImageError(f"image file not found: {path}")
+    check_nifti(path)  # truncation and NaN/Inf as stored: ITK's reader would zero-fill both
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -124,8 +126,17 @@ def check_same_grid(reference: Image, other: Image, name: str = "label map", tol
 
 
 def write_image(image: Image, path, array: Optional[np.ndarray] = None) -> Path:
-    """Write atomically: a temporary file in the target folder, then a rename (no half-written files)."""
-    path = Path(path)
-    with atomic_path(path, suffix="".join(path.suffixes) or ".nii.gz") as tmp:
-        sitk.WriteImage(to_sitk(image, array), str(tmp), True)
+    """Write atomically: a temporary file in the target folder, then a rename (no half-written files).
+
+    OutputError (naming `path`, never the temporary file) when it cannot be written."""
+    from .outputs import check_output_file
+
+    path = check_output_file(path, "output image")
+    try:
+        with atomic_path(path, suffix="".join(path.suffixes[-2:]) or ".nii.gz") as tmp:
+            sitk.WriteImage(to_sitk(image, array), str(tmp), True)
+    except (OSError, RuntimeError) as exc:
+        # Never name the hidden temporary file: the user knows only `path`.
+        reason = getattr(exc, "strerror", None) or "the image writer failed (disk full or unsupported format?)"
+        raise OutputError(f"cannot write {path}: {reason}") from None
     return path

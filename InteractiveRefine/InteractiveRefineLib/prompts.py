@@ -47,10 +47,31 @@ class Box:
         return inside
 
 
+def whole_indices(values, what: str = "voxel index") -> Tuple[int, ...]:
+    """Voxel indices as ints; PromptError for NaN, Inf, strings or non-integers. The one rule of every
+    prompt (box bounds, scribble voxels, slice indices, label ids): never silently round or truncate."""
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # ragged
+        raise PromptError(f"{what} must be whole numbers; got {values!r}") from None
+    if arr.dtype.kind not in "iuf":  # strings, booleans, objects: a wrong field, not an index
+        raise PromptError(f"{what} must be whole numbers; got {values!r}")
+    arr = arr.astype(float).ravel()
+    if not np.all(np.isfinite(arr)):
+        raise PromptError(f"{what} must be finite whole numbers; got {values!r}")
+    if not np.all(arr == np.round(arr)):
+        raise PromptError(f"{what} must be whole numbers (voxel indices, not millimetres); got {values!r}")
+    return tuple(int(v) for v in arr)
+
+
 def make_box(lo: Sequence[int], hi: Sequence[int], axis: Optional[int] = None) -> Box:
-    """Build a box from bounds (hi exclusive); for a 2D box the slice is lo[axis]."""
-    lo = tuple(int(v) for v in lo)
-    hi = tuple(int(v) for v in hi)
+    """Build a box from bounds (hi exclusive); for a 2D box the slice is lo[axis].
+
+    Bounds must be whole voxel indices, as for scribbles (12.7 is refused, not truncated to 12)."""
+    lo = whole_indices(lo, "box lower bound")
+    hi = whole_indices(hi, "box upper bound")
+    if axis is not None:
+        axis = whole_indices([axis], "box axis")[0]
     if len(lo) != 3 or len(hi) != 3:
         raise PromptError(f"a box needs three lower and three upper bounds; got {lo}, {hi}")
     if axis is not None:
@@ -68,6 +89,7 @@ def validate_box(box: Box, shape: Sequence[int]) -> Box:
     """
     if len(shape) != 3:
         raise PromptError(f"boxes apply to 3D images; got image shape {tuple(shape)}")
+    box = Box(whole_indices(box.lo, "box lower bound"), whole_indices(box.hi, "box upper bound"), box.axis)
     if box.axis is not None:
         if box.axis not in (0, 1, 2):
             raise PromptError(f"2D box axis must be 0, 1 or 2; got {box.axis}")

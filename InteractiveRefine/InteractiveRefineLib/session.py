@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import finetune
+from .capped_crf import capped_crf
 from .crf import crf_segment
 from .device import OutOfMemoryError
 from .errors import CancelledError, ModelError, PromptError
@@ -33,8 +34,10 @@ from .geometry import (
     to_region,
 )
 from .image_io import Image, validate_image, write_image
-from .inference import BoxSegmenter, plan_for
+from .inference import BoxSegmenter, plan_for, stack_input
+from .input_checks import check_box_image
 from .log import InteractionLog
+from .memory import box_step_bytes, check_memory
 from .metrics import dice
 from .prompts import Box, box_from_mask, expand_box, validate_box
 from .scribbles import Scribbles, network_masks, region_masks, rows_in
@@ -74,6 +77,7 @@ class _Context:
         self.inside_native = region_box_mask(self.spec)
         self.inside_grid = to_grid(self.inside_native.astype(np.float32), self.spec, order=0) > 0.5
         self.net = net
+        self.input_cfg = input_cfg
         self.head_only = head_only
         self.prior: Optional[np.ndarray] = None  # grid probability of an adopted segmentation (session.adopt)
         self.to(device)
@@ -81,7 +85,7 @@ class _Context:
     def to(self, device: torch.device) -> None:
         self.device = device
         self.net.to(device)
-        x = torch.from_numpy(np.ascontiguousarray(self.x_grid))[None, None].to(device)
+        x = torch.from_numpy(stack_input(self.x_grid, self.spec, self.input_cfg))[None].to(device)
         if self.head_only:
             with torch.no_grad():
                 self.net.eval()
@@ -166,6 +170,7 @@ class InteractiveSession:
     def set_box(self, box: Box, object_id: str = "object", reference: Optional[np.ndarray] = None) -> np.ndarray:
         """Segment the object in `box` with the shipped weights (+ CRF); replaces an object of that id."""
         box = validate_box(box, self.image.shape)
+        check_box_image(self.image, box)
         self._check_reference(reference)
         t0 = time.perf_counter()
 
@@ -267,6 +272,8 @@ class InteractiveSession:
         if mode == "supervised" and st.scribbles.empty:
             raise PromptError("supervised refinement needs at least one scribble (or use mode 'unsupervised')")
         budget = self.config.time_budget if time_budget is None else time_budget
+        if budget is not None and not 0 < budget < float("inf"):
+            raise PromptError(f"the time budget must be a positive number of seconds (or None); got {budget}")
         t0 = time.perf_counter()
         deadline = None if budget is None else t0 + budget
         scr = Scribbles() if mode == "unsupervised" else st.scribbles
@@ -332,6 +339,9 @@ class InteractiveSession:
 
     def _new_context(self, box: Box) -> _Context:
         net, manifest = self.segmenter.model(box.dim)
+        spec = plan_for(box, self.image, manifest.get("input", {}), self.config.margin_mm)
+        check_memory(box_step_bytes(spec.region_shape, self.image.shape),
+                     f"segmenting the {box.dim}D box {box.lo}-{box.hi} (crop {spec.region_shape})")
         return _Context(self.image, box, net, manifest.get("input", {}), self.device, self.config.head_only,
                         self.config.margin_mm)
 
@@ -365,9 +375,10 @@ class InteractiveSession:
         (fg_g, bg_g), (fg_n, bg_n) = self._seed_masks(ctx, scr)
         if not crf:
             mask = to_region(prob, ctx.spec) >= 0.5
-        elif cfg.final_grid == "native":
-            mask = crf_segment(to_region(prob, ctx.spec), ctx.native, ctx.native_spacing, lam=cfg.lam,
-                               sigma=cfg.sigma, connectivity=cfg.connectivity, fg_seeds=fg_n, bg_seeds=bg_n)
+        elif cfg.final_grid == "native":  # on at most MAX_CRF_VOXELS nodes: bounded memory for any box
+            mask = capped_crf(to_region(prob, ctx.spec), ctx.native, ctx.native_spacing, lam=cfg.lam,
+                              sigma=cfg.sigma, connectivity=cfg.connectivity, fg_seeds=fg_n, bg_seeds=bg_n,
+                              inside=ctx.inside_native)
         else:
             lab = crf_segment(prob, ctx.x_grid, ctx.grid_spacing, lam=cfg.lam, sigma=cfg.sigma,
                               connectivity=cfg.connectivity, fg_seeds=fg_g, bg_seeds=bg_g)

@@ -1,0 +1,64 @@
+"""Memory guard: estimate a step's peak bytes before computing and refuse what the machine cannot hold.
+
+A whole-image 3D box on a 512 x 512 x 300 CT once grew to 22.7 GB and was killed by the kernel, taking
+the session with it. The estimate counts the arrays a box step keeps per voxel of the crop and of the
+image, plus the capped CRF graph (capped_crf.crf_bytes); the limit is the memory available now, or
+ADAPTIVESEG_MAX_MEMORY_GB when set (lower it to leave room for other programs).
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .capped_crf import crf_bytes
+from .errors import ResourceError
+
+# Bytes per crop voxel of a box step: the float32 crop, the probability and the upsampled CRF labels
+# on the crop (4 each), seed / box / result masks (1 each, about 8 of them alive at once).
+BYTES_PER_REGION_VOXEL = 20
+BYTES_PER_IMAGE_VOXEL = 2  # the full-grid result mask and its paste
+ENV = "ADAPTIVESEG_MAX_MEMORY_GB"
+
+
+def available_bytes() -> int:
+    """MemAvailable of /proc/meminfo (Linux), else the physical memory, else 8 GB."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def memory_limit() -> int:
+    """Bytes a step may use: ADAPTIVESEG_MAX_MEMORY_GB if set, else 90% of the available memory."""
+    text = os.environ.get(ENV, "").strip()
+    if text:
+        try:
+            return int(float(text) * (1 << 30))
+        except ValueError:
+            raise ResourceError(f"{ENV}={text!r} is not a number of gigabytes") from None
+    return int(0.9 * available_bytes())
+
+
+def box_step_bytes(region_shape: Sequence[int], image_shape: Sequence[int]) -> int:
+    """Estimated peak bytes of segmenting one box whose crop (box + margin) has `region_shape`."""
+    region = int(np.prod(region_shape, dtype=np.int64))
+    image = int(np.prod(image_shape, dtype=np.int64))
+    return BYTES_PER_REGION_VOXEL * region + BYTES_PER_IMAGE_VOXEL * image + crf_bytes(region_shape)
+
+
+def check_memory(need: int, what: str, limit: Optional[int] = None) -> None:
+    """ResourceError naming `what`, the estimate and the limit if `need` exceeds the limit."""
+    limit = memory_limit() if limit is None else limit
+    if need > limit:
+        raise ResourceError(f"{what} would need about {need / 2**30:.1f} GB of memory but {limit / 2**30:.1f} GB "
+                            f"are available (limit: {ENV} or the free memory); draw a smaller box, or "
+                            "close other programs")
