@@ -1,4 +1,4 @@
-"""python -m FewShotSegLib {segment, train, evaluate, demo}: everything the FewShotSeg panel does, headless."""
+"""python -m FewShotSegLib {segment, train, pretrain, evaluate, demo}: everything the FewShotSeg panel does, headless."""
 from __future__ import annotations
 
 import argparse
@@ -72,17 +72,18 @@ def _progress_printer(prefix: str):
 def cmd_segment(a) -> int:
     from InteractiveRefineLib.image_io import read_image, read_label, write_image
 
-    from .adapt import AdaptConfig, adapt_segmenter
+    from .adapt import adapt_segmenter
+    from .options import adapt_config
     from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports
     check_output_file(a.out, inputs=(a.support_image, a.support_label, a.query))
     s_img = read_image(a.support_image, "support image")
     s_lab = read_label(a.support_label, s_img, "support label")
     q_img = read_image(a.query, "query image")
     supports = make_supports(s_img, s_lab, a.slice, a.label, a.axis)
-    seg = FewShotSegmenter(a.model, device=a.device)
+    seg = FewShotSegmenter(a.model, device=a.device, start=a.start)
     kw = dict(axis=a.axis, slices=parse_slices(a.range), auto_range=a.range == "auto")
     if a.adapt:  # one adapted network per label (each label is its own 1-way episode)
-        cfg = AdaptConfig(time_budget=a.adapt_seconds)
+        cfg = adapt_config(a)
         results = [adapt_segmenter(seg, [s], q_img, a.axis, cfg).segment([s], q_img, **kw) for s in supports]
         probs = {k: v for r in results for k, v in r.probabilities.items()}
         result = Segmentation(combine_labels(probs), probs, results[-1].slices)
@@ -101,6 +102,7 @@ def cmd_train(a) -> int:
     from InteractiveRefineLib.device import choose_device
 
     from .models import fold_model_name, models_dir
+    from .options import train_kwargs
     from .protocol import CHAOS_GROUPS
     from .train import TrainConfig, fold_training_cases, train_protocol_model
     ds = DecathlonDataset(a.dataset)
@@ -109,8 +111,9 @@ def cmd_train(a) -> int:
     out_dir = check_output_folder(Path(a.out) if a.out else models_dir())
     if a.default:
         cases = [c for c in ds.case_ids if c not in set(a.exclude or [])]
-        path = train_protocol_model(ds, out_dir / "default.json", 1, None, cases, cfg, device, command=a.command_line)
-        print(f"wrote {path}")
+        path = train_protocol_model(ds, out_dir / "default.json", 1, None, cases, cfg, device, command=a.command_line,
+                                    **train_kwargs(a, "default"))
+        print(f"wrote {path}" if path else "stopped early; checkpoint kept")
         return 0
     groups = a.groups.split(",") if a.groups else list(CHAOS_GROUPS)
     for fold in parse_range(a.folds):
@@ -118,9 +121,10 @@ def cmd_train(a) -> int:
             if group not in CHAOS_GROUPS:
                 raise DatasetError(f"unknown group {group!r}; groups are {sorted(CHAOS_GROUPS)}")
             path = out_dir / f"{fold_model_name(a.setting, fold, group)}.json"
-            train_protocol_model(ds, path, a.setting, group, fold_training_cases(ds, fold), cfg, device,
-                                 fold=fold, command=a.command_line)
-            print(f"wrote {path}", flush=True)
+            done = train_protocol_model(ds, path, a.setting, group, fold_training_cases(ds, fold), cfg, device,
+                                        fold=fold, command=a.command_line,
+                                        **train_kwargs(a, fold_model_name(a.setting, fold, group)))
+            print(f"wrote {path}" if done else f"{path.stem}: stopped early; checkpoint kept", flush=True)
     return 0
 
 
@@ -132,8 +136,9 @@ def is_chaos_protocol(ds) -> bool:
 def cmd_evaluate(a) -> int:
     from InteractiveRefineLib.data import DecathlonDataset
 
-    from .adapt import AdaptConfig, adapt_segmenter
-    from .evaluate import evaluate_chaos, evaluate_pairs, sample_pairs
+    from .adapt import adapt_segmenter
+    from .options import adapt_config
+    from .evaluate import evaluate_chaos, evaluate_pairs, evaluate_training_pairs, sample_pairs
     from .models import fold_model_name, models_dir
     from .summary import write_summary
     out = check_output_folder(a.out, files=("results.jsonl", "summary.md"), inputs=(a.dataset,))
@@ -142,7 +147,7 @@ def cmd_evaluate(a) -> int:
     keep_previous(out / "results.jsonl")
     adapter = None
     if a.adapt:
-        cfg = AdaptConfig(time_budget=a.adapt_seconds)
+        cfg = adapt_config(a)
 
         def adapter(seg, supports, q_img):
             return adapt_segmenter(seg, supports, q_img, 0, cfg)
@@ -164,13 +169,20 @@ def cmd_evaluate(a) -> int:
 
         def model_for(setting, fold, group):
             return model_dir / f"{fold_model_name(setting, fold, group)}.json"
-        records = evaluate_chaos(ds, a.setting, parse_range(a.folds), out, model_for, a.range, adapter, a.device,
-                                 progress=show)
-        title = f"CHAOS T2-SPIR few-shot protocol, setting {a.setting}"
+        if a.validate:
+            records = evaluate_training_pairs(ds, a.setting, parse_range(a.folds), out, model_for, a.validate,
+                                             a.seed, adapter, a.device, start=a.start, progress=show)
+            title = (f"CHAOS T2-SPIR, setting {a.setting}: {a.validate} pairs of TRAINING patients per fold "
+                     f"(design choices; start {a.start})")
+        else:
+            records = evaluate_chaos(ds, a.setting, parse_range(a.folds), out, model_for, a.range, adapter,
+                                     a.device, progress=show, start=a.start)
+            title = f"CHAOS T2-SPIR few-shot protocol, setting {a.setting} (start {a.start})"
     else:
         labels = ds.check_labels(parse_range(a.labels)) if a.labels else ds.foreground_labels
         pairs = sample_pairs(ds.case_ids, a.pairs or 20, a.seed)
-        records = evaluate_pairs(ds, pairs, labels, out, a.model, a.range, adapter, a.device, progress=show)
+        records = evaluate_pairs(ds, pairs, labels, out, a.model, a.range, adapter, a.device, progress=show,
+                                 start=a.start)
         title = f"{ds.name}: {len(pairs)} seeded support/query pairs (seed {a.seed}), model {a.model}"
     if not records:
         raise DatasetError("nothing was evaluated: no label is present in both support and query of any pair")
@@ -201,6 +213,7 @@ def cmd_demo(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .options import add_adapt_steps, add_pretrain_parser, add_start_argument, add_train_resume, add_validate
     p = argparse.ArgumentParser(prog="python -m FewShotSegLib",
                                 description="AdaptiveSeg FewShotSeg: segment a new organ in a whole volume from one "
                                             "annotated support slice (RP-Net), optionally adapted to the exemplar "
@@ -220,9 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--range", default="auto", help="auto (keep the component consistent with the support), all, "
                                                  "or FIRST:LAST query slices (inclusive)")
     s.add_argument("--adapt", action="store_true", help="exemplar adaptation first (ELSNet)")
-    s.add_argument("--adapt-seconds", type=positive_seconds, default=60.0, help="adaptation time budget (s)")
+    s.add_argument("--adapt-seconds", type=positive_seconds, default=None,
+                   help="optional cap in seconds on the adaptation (default: none; the step "
+                        "counts define it)")
     s.add_argument("--model", default="default", help="shipped model name or path to a manifest .json")
     s.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_start_argument(s)
+    add_adapt_steps(s)
     s.set_defaults(func=cmd_segment)
 
     t = sub.add_parser("train", help="train per-fold CHAOS models (or --default: the shipped default model)")
@@ -238,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="", help="model folder (default: FewShotSeg/Resources/Models)")
     t.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_train_resume(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="CHAOS 5-fold protocol, or seeded pairs on any Decathlon folder")
@@ -245,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--setting", type=int, default=2, choices=[1, 2])
     e.add_argument("--folds", default="0-4")
     e.add_argument("--adapt", action="store_true")
-    e.add_argument("--adapt-seconds", type=positive_seconds, default=60.0, help="adaptation time budget (s)")
+    e.add_argument("--adapt-seconds", type=positive_seconds, default=None,
+                   help="optional cap in seconds on the adaptation (default: none; the step "
+                        "counts define it)")
     e.add_argument("--range", default="gt", choices=["gt", "auto"])
     e.add_argument("--out", required=True)
     e.add_argument("--train", action="store_true", help="retrain the per-fold models first (into OUT/models)")
@@ -256,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="default", help="model for pair evaluation")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_start_argument(e)
+    add_adapt_steps(e)
+    add_validate(e)
     e.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser("time", help="time whole-volume segmentation and exemplar adaptation on one case pair")
@@ -274,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-adapt", action="store_true")
     d.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     d.set_defaults(func=cmd_demo)
+    add_pretrain_parser(sub)
     for sp in (s, t, e, m, d):  # also after the command; SUPPRESS keeps a value given before it
         sp.add_argument("--threads", type=threads_arg, default=argparse.SUPPRESS, help=THREADS_HELP)
     return p

@@ -36,9 +36,11 @@ class Volume:
 
 
 def prepare_volume(case_id: str, image: Image, label: np.ndarray, allowed: np.ndarray,
-                   with_superpixels: bool = True, size: int = NETWORK_SIZE) -> Volume:
-    imgs, grid = image_slices(image, 0, size)
-    labs = to_network(np.asarray(label, dtype=np.float32), grid, mode="nearest")[:, 0].round().long()
+                   with_superpixels: bool = True, size: int = NETWORK_SIZE, axis: int = 0) -> Volume:
+    """Slices along `axis` on the network grid; `allowed` has one entry per slice along that axis."""
+    imgs, grid = image_slices(image, axis, size)
+    lab = np.moveaxis(np.asarray(label, dtype=np.float32), axis, 0)
+    labs = to_network(lab, grid, mode="nearest")[:, 0].round().long()
     sp = {}
     if with_superpixels:
         for k in np.flatnonzero(allowed):

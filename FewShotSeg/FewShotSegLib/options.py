@@ -1,0 +1,118 @@
+"""Command-line options of the protocol, adaptation, resumable training and pretraining (torch-free).
+
+cli.py builds the parser and calls these; keeping them here keeps the options and what reads them together.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
+CHECKPOINT_ROOT = Path(__file__).resolve().parents[2] / "checkpoints" / "fewshot"
+PRETRAINED = CHECKPOINT_ROOT / "pretrained_external.json"
+
+
+def add_start_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start", default="prototype", choices=["prototype", "affine"],
+                   help="initial query mask: the prototype step (default, chosen on training patients) or "
+                        "RP-Net's affine-registered support mask")
+
+
+def add_adapt_steps(p: argparse.ArgumentParser) -> None:
+    """Step counts define the adaptation (reproducible); --adapt-seconds (in cli.py) is only a cap."""
+    p.add_argument("--adapt-steps", type=int, default=None, help="stage-1 adaptation steps (default: AdaptConfig)")
+    p.add_argument("--adapt-pseudo-steps", type=int, default=None,
+                   help="stage-2 (pseudo-label) adaptation steps (default: AdaptConfig)")
+
+
+def adapt_config(a):
+    """AdaptConfig from the parsed options: step counts, and the time cap only when --adapt-seconds is given."""
+    from .adapt import AdaptConfig
+    kw = {"time_budget": getattr(a, "adapt_seconds", None)}
+    if getattr(a, "adapt_steps", None) is not None:
+        kw["steps"] = int(a.adapt_steps)
+    if getattr(a, "adapt_pseudo_steps", None) is not None:
+        kw["pseudo_steps"] = int(a.adapt_pseudo_steps)
+    return AdaptConfig(**kw)
+
+
+def add_train_resume(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--init", default="", help="start from this model's weights (e.g. the pretrained encoder "
+                                               f"{PRETRAINED.relative_to(PRETRAINED.parents[2])})")
+    t.add_argument("--resume", default="", help="continue from this checkpoint (.json); with several folds or "
+                                                 "groups, a folder holding one checkpoint per model")
+    t.add_argument("--checkpoint-dir", default=str(CHECKPOINT_ROOT),
+                   help="where checkpoints are written (one per model, NAME.json + NAME.safetensors)")
+    t.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    t.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (checkpoint kept)")
+
+
+def checkpoint_for(a, name: str):
+    """(checkpoint path, resume path or None) of model `name` under the train options."""
+    ck = Path(a.checkpoint_dir) / f"{name}.json"
+    resume = None
+    if a.resume:
+        r = Path(a.resume)
+        resume = r / f"{name}.json" if r.is_dir() else r
+    return ck, resume
+
+
+def train_kwargs(a, name: str) -> dict:
+    ck, resume = checkpoint_for(a, name)
+    return {"checkpoint": ck, "resume": resume, "init": a.init or None,
+            "checkpoint_seconds": 60.0 * a.checkpoint_minutes, "stop_after": a.stop_after}
+
+
+def add_validate(e: argparse.ArgumentParser) -> None:
+    e.add_argument("--validate", type=int, default=0, metavar="N",
+                   help="CHAOS: measure on N seeded pairs of each fold's TRAINING patients (design choices; "
+                        "never the fold's query or support patients)")
+
+
+def add_pretrain_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("pretrain", help="pretrain the network on external data only (superpixel + supervised "
+                                        "episodes; never CHAOS, never the tumour set)")
+    p.add_argument("--data", default=str(DEFAULT_DATA_ROOT), help="folder holding the external datasets")
+    p.add_argument("--sources", default="", help="comma-separated dataset folders (default: all six)")
+    p.add_argument("--max-cases", type=int, default=0, help="at most this many cases per dataset (0: defaults)")
+    p.add_argument("--slice-step", type=int, default=0, help="every n-th slice (0: per-dataset defaults)")
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(PRETRAINED), help="model manifest to write (.json)")
+    p.add_argument("--resume", default="", help="checkpoint to continue from")
+    p.add_argument("--checkpoint-dir", default=str(CHECKPOINT_ROOT))
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--stop-after", type=int, default=None)
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.set_defaults(func=cmd_pretrain)
+    return p
+
+
+def cmd_pretrain(a) -> int:
+    from InteractiveRefineLib.device import choose_device
+    from InteractiveRefineLib.errors import DatasetError
+
+    from .pretrain import SOURCES, pretrain
+    from .train import TrainConfig
+    sources = SOURCES
+    if a.sources:
+        names = [s.strip() for s in a.sources.split(",") if s.strip()]
+        known = {s.folder: s for s in SOURCES}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            from .pretrain import check_allowed
+            for n in unknown:
+                check_allowed(n)
+            raise DatasetError(f"unknown pretraining source(s) {unknown}; known: {sorted(known)}")
+        sources = tuple(known[n] for n in names)
+    out = Path(a.out)
+    ck = Path(a.checkpoint_dir) / f"{out.stem}.json"
+    cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed)
+    path = pretrain(a.data, out, cfg, choose_device(a.device), sources, a.max_cases, a.slice_step, checkpoint=ck,
+                    resume=a.resume or None, checkpoint_seconds=60.0 * a.checkpoint_minutes,
+                    stop_after=a.stop_after, command=a.command_line)
+    print(json.dumps({"model": str(path) if path else None, "checkpoint": str(ck)}))
+    return 0
