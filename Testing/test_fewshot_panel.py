@@ -1,5 +1,5 @@
 """The FewShotSeg panel's logic without Slicer (FewShotSegLib.panel): the support slice it proposes, every bad
-request named clearly, and the controller with the real worker thread and the shipped default model on the
+request named clearly, and the controller with the real compute process and the shipped default model on the
 embedded CHAOS pair (one annotated slice of chaos_36 -> chaos_8): Dice, progress, re-entry, cancel, adaptation,
 the CPU fallback note, and the names of the result segments."""
 import ast
@@ -261,7 +261,7 @@ def test_reentry_is_blocked_and_cancel_leaves_no_result(controller, chaos36, cha
     with pytest.raises(BusyError, match="still running"):
         controller.start(kidney_request(chaos36, chaos8))
     deadline = time.monotonic() + 30
-    while controller.worker.current.fraction == 0.0 and time.monotonic() < deadline:
+    while controller.current.fraction == 0.0 and time.monotonic() < deadline:
         time.sleep(0.02)  # let it get going (adapting), then cancel
     assert controller.busy
     t0 = time.monotonic()
@@ -332,7 +332,7 @@ def test_device_note_and_failures_reach_the_panel(chaos36, chaos8):
         assert not broken.busy
     finally:
         broken.shutdown()
-    assert not broken.worker.alive
+    assert not broken.client.running
 
 
 def test_support_slice_note_flags_a_small_cross_section(chaos_sample):

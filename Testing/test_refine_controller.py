@@ -1,6 +1,8 @@
 """The InteractiveRefine panel's logic without Slicer, on the embedded CHAOS patient and the shipped
-models, with the real worker thread: box -> segment -> scribble -> refine -> undo/redo/reset -> accept,
-changed-extent writes, re-entry, cancel, bad input, the study log and its analysis."""
+models, through the compute protocol (messages and .npy files; here the request loop runs in a thread of
+the test process so the tests can reach the session; Testing/test_compute.py runs a real child process):
+box -> segment -> scribble -> refine -> undo/redo/reset -> accept, changed-extent writes, re-entry, cancel,
+bad input, the study log and its analysis."""
 import json
 import threading
 
@@ -8,6 +10,8 @@ import numpy as np
 import pytest
 
 from InteractiveRefineLib.analyze_logs import analyze_logs
+from InteractiveRefineLib.compute.client import ComputeClient
+from InteractiveRefineLib.compute.service import ComputeService
 from InteractiveRefineLib.errors import PromptError
 from InteractiveRefineLib.finetune import RefineConfig
 from InteractiveRefineLib.log import read_log
@@ -16,7 +20,7 @@ from InteractiveRefineLib.prompts import box_from_mask, main_object
 from InteractiveRefineLib.refine_controller import RefineController
 from InteractiveRefineLib.robot import next_scribble
 from InteractiveRefineLib.session import InteractiveSession
-from InteractiveRefineLib.worker import BusyError, Worker
+from InteractiveRefineLib.worker import BusyError
 
 RIGHT_KIDNEY, SLICE = 2, 12
 
@@ -25,13 +29,30 @@ RIGHT_KIDNEY, SLICE = 2, 12
 def controller(chaos8, segmenter, tmp_path):
     image, label = chaos8
     ref = label == RIGHT_KIDNEY
-    worker = Worker()
+    client = in_thread_client(segmenter)
     c = RefineController(image, device="cpu", log_folder=tmp_path / "logs", participant="p01", case="chaos_8 RK",
-                         reference=ref, worker=worker,
-                         session_factory=lambda *a, **k: InteractiveSession(*a, segmenter=segmenter, **k))
+                         reference=ref, client=client)
     yield c, ref, box_from_mask(main_object(ref), 0, SLICE)
     c.close()
-    worker.shutdown()
+    client.stop()
+
+
+def in_thread_client(segmenter):
+    """The compute protocol with its loop in a thread of this process (shares the loaded models)."""
+    return ComputeClient(service_factory=lambda: ComputeService(
+        session_factory=lambda *a, **k: InteractiveSession(*a, segmenter=segmenter, **k)))
+
+
+def session_of(c):
+    """The controller's InteractiveSession inside the (in-thread) compute loop."""
+    return c.client.service.sessions[c.session_id].session
+
+
+def step(c, start, timeout=60):
+    start()
+    status = c.wait(timeout)
+    assert status.job.state == "done", status.job.error
+    return status.update
 
 
 def segment(c, box):
@@ -42,7 +63,7 @@ def segment(c, box):
 
 
 def robot_scribbles(c, ref, update, box, seed=0):
-    stroke = next_scribble(update.mask, ref, box, c.session.image.spacing_kji, np.random.default_rng(seed))
+    stroke = next_scribble(update.mask, ref, box, c.image.spacing_kji, np.random.default_rng(seed))
     fg, bg = (np.zeros(ref.shape, bool) for _ in range(2))
     (fg if stroke.label == "fg" else bg)[tuple(np.asarray(stroke.voxels).T)] = True
     return fg, bg
@@ -66,14 +87,14 @@ def test_whole_workflow_with_exact_undo_redo(controller):
     assert refined.extent == changed_extent(first.mask, refined.mask)  # only what changed is written
     assert (refined.mask[fg]).all() and not refined.mask[bg].any()  # scribbles are hard constraints
 
-    undone = c.undo()  # back to the scribble state: the box result, scribbles kept
+    undone = step(c, c.undo)  # back to the scribble state: the box result, scribbles kept
     np.testing.assert_array_equal(undone.mask, first.mask)
     np.testing.assert_array_equal(undone.scribbles[0], fg)
     np.testing.assert_array_equal(undone.scribbles[1], bg)
     assert undone.extent == changed_extent(refined.mask, first.mask)
-    redone = c.redo()
+    redone = step(c, c.redo)
     np.testing.assert_array_equal(redone.mask, refined.mask)
-    reset = c.reset()
+    reset = step(c, c.reset)
     np.testing.assert_array_equal(reset.mask, first.mask)
     assert not reset.scribbles[0].any() and not reset.scribbles[1].any()
 
@@ -92,9 +113,11 @@ def test_reentry_blocked_and_cancel_mid_refinement(controller):
     c, ref, box = controller
     first = segment(c, box)
     c.set_scribbles(*robot_scribbles(c, ref, first, box))
-    before = c.session.state()
+    c.wait(10)  # the scribbles have reached the session
+    session = session_of(c)
+    before = session.state()
     started, cancel_pressed = threading.Event(), threading.Event()
-    real_refine = c.session.refine
+    real_refine = session.refine
 
     def held_refine(*args, **kwargs):  # the real refinement, held at its first cancel check until Cancel
         cancel = kwargs["cancel"]
@@ -106,7 +129,7 @@ def test_reentry_blocked_and_cancel_mid_refinement(controller):
         kwargs["cancel"] = waiting_cancel
         return real_refine(*args, **kwargs)
 
-    c.session.refine = held_refine
+    session.refine = held_refine
     c.start_refine("supervised")
     assert started.wait(60)
     with pytest.raises(BusyError):
@@ -119,7 +142,7 @@ def test_reentry_blocked_and_cancel_mid_refinement(controller):
     cancel_pressed.set()
     status = c.wait(60)
     assert status.job.state == "cancelled" and status.update is None
-    assert c.session.state() is before  # cancel leaves the session exactly as it was
+    assert session.state() is before  # cancel leaves the session exactly as it was
     assert [e["event"] for e in c.log.events][-1] == "cancelled"
 
 
@@ -134,7 +157,8 @@ def test_scribbles_outside_the_box_or_both_labels_are_ignored(controller):
     fg[k, 0, 0] = True  # outside the box
     ignored, message = c.set_scribbles(fg, bg)
     assert ignored == 3 and "ignored" in message
-    scr = c.session.state().scribbles
+    c.wait(10)  # the scribbles reach the session before the next step
+    scr = session_of(c).state().scribbles
     assert scr.count == (2, 1)
 
 
@@ -145,7 +169,7 @@ def test_out_of_order_and_bad_input(controller, chaos8):
     with pytest.raises(PromptError, match="segmentation first"):
         c.set_scribbles(np.zeros(ref.shape, bool), np.zeros(ref.shape, bool))
     with pytest.raises(PromptError, match="nothing to undo"):
-        c.undo()
+        c.undo()  # no session yet
     with pytest.raises(PromptError, match="nothing to reset"):
         c.reset()
     first = segment(c, box)
@@ -157,7 +181,8 @@ def test_out_of_order_and_bad_input(controller, chaos8):
         raise status.job.error
     with pytest.raises(PromptError, match="nothing to redo"):
         c.redo()
-    assert c.session.state().mask is not None and first.dice is not None
+        raise c.wait(10).job.error
+    assert session_of(c).state().mask is not None and first.dice is not None
     assert c.device_text == "cpu"
 
 
@@ -165,10 +190,14 @@ def test_device_note_when_cuda_is_asked_for_but_missing(chaos8, segmenter, monke
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     image, _ = chaos8
-    c = RefineController(image, device="cuda", config=RefineConfig())
+    client = in_thread_client(segmenter)
+    c = RefineController(image, device="cuda", config=RefineConfig(), client=client)
+    assert c.device_text == ""  # no session yet
+    c.start_box(box_from_mask(main_object(chaos8[1] == RIGHT_KIDNEY), 0, SLICE))
+    assert c.wait(60).job.state == "done"
     assert c.device_text == "cpu (fell back to the CPU: no CUDA GPU)"
     c.close()
-    c.worker.shutdown()
+    client.stop()
 
 
 def test_analyze_logs_table_csv_and_plot(controller, tmp_path, capsys):
@@ -252,13 +281,16 @@ def test_erased_scribbles_are_removed_and_logged(controller):
     c.set_scribbles(fg, np.zeros_like(fg))
     fg[k, j, i:i + 3] = False  # erase half
     c.set_scribbles(fg, np.zeros_like(fg))
-    assert c.session.state().scribbles.count == (3, 0)
+    c.wait(10)
+    assert session_of(c).state().scribbles.count == (3, 0)
     last = c.log.events[-1]
     assert last["event"] == "scribble" and last["removed_fg"] == 3 and last["added_fg"] == 0
     n = len(c.log.events)
-    c.set_scribbles(fg, np.zeros_like(fg))  # nothing changed: no new state, no event
+    c.set_scribbles(fg, np.zeros_like(fg))  # nothing changed: no request, no new state, no event
+    assert not c.scribbles_changed
+    c.wait(10)
     assert len(c.log.events) == n
-    undone = c.undo()
+    undone = step(c, c.undo)
     assert undone.scribbles[0].sum() == 6
 
 
@@ -274,18 +306,18 @@ def test_adopt_an_existing_segmentation_and_correct_it(controller):
     first = c.wait(60).update
     assert first.action == "adopt" and first.extent is None  # nothing to rewrite: it is the segment
     np.testing.assert_array_equal(first.mask, current)
-    assert c.session.state().box.axis == 0  # one slice -> a 2D object
+    assert session_of(c).state().box.axis == 0  # one slice -> a 2D object
     dices = [first.dice]
     rng = np.random.default_rng(0)
     fg, bg = np.zeros(ref.shape, bool), np.zeros(ref.shape, bool)
     for _ in range(2):
-        stroke = next_scribble(c.session.mask(), ref, c.session.state().box, c.session.image.spacing_kji, rng)
+        stroke = next_scribble(session_of(c).mask(), ref, session_of(c).state().box, c.image.spacing_kji, rng)
         (fg if stroke.label == "fg" else bg)[tuple(np.asarray(stroke.voxels).T)] = True
         c.set_scribbles(fg, bg)
         c.start_refine()
         dices.append(c.wait(120).update.dice)
     assert dices[-1] > dices[0] + 0.05, dices
-    np.testing.assert_array_equal(c.reset().mask, current)
+    np.testing.assert_array_equal(step(c, c.reset).mask, current)
     assert [e["event"] for e in c.log.events].count("adopt") == 1
     with pytest.raises(PromptError, match="empty"):
         c.start_adopt(np.zeros(ref.shape, bool))

@@ -29,7 +29,7 @@ import numpy as np
 from InteractiveRefineLib.errors import CancelledError, ImageError, ModelError, PromptError
 from InteractiveRefineLib.ras_geometry import OBLIQUE_COS, roi_to_box
 from InteractiveRefineLib.segment_names import output_segment_names
-from InteractiveRefineLib.worker import Job, Worker
+from InteractiveRefineLib.worker import BusyError, Job
 
 if TYPE_CHECKING:  # image_io imports SimpleITK: only when a request is checked, not when Slicer loads the module
     from InteractiveRefineLib.image_io import Image
@@ -321,33 +321,170 @@ def result_message(result: FewShotResult, names: Optional[Mapping[str, str]] = N
             f"{info.get('seconds', 0.0):.1f} s on {info.get('device', '?')})")
 
 
+# -- the request as a compute-process message ----------------------------------------------------------------
+def request_message(request: FewShotRequest, model: str = "default") -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    """(JSON fields, arrays) of a request for the compute process (nothing pickled)."""
+    from InteractiveRefineLib.compute.mailbox import image_message
+
+    s_geo, s_arr = image_message(request.support_image)
+    arrays = {"support": s_arr}
+    same = request.query_image is request.support_image
+    q_geo = s_geo
+    if not same:
+        q_geo, arrays["query"] = image_message(request.query_image)
+    ids = [str(sid) for sid in request.support_masks]
+    for i, mask in enumerate(request.support_masks.values()):
+        arrays[f"mask{i}"] = np.asarray(mask) > 0
+    r = tuple(request.query_range)
+    rng = [r[0]] + [list(v) if isinstance(v, (tuple, list, np.ndarray)) else v for v in r[1:]]
+    return ({"support": s_geo, "query": q_geo, "same": same, "ids": ids, "slice_index": int(request.slice_index),
+             "axis": int(request.axis), "query_range": _plain_range(rng), "adapt": bool(request.adapt),
+             "adapt_seconds": float(request.adapt_seconds), "device": str(request.device),
+             "names": {str(k): str(v) for k, v in request.names.items()}, "model": model}, arrays)
+
+
+def _plain_range(rng):
+    return [[int(x) for x in v] if isinstance(v, list) else (int(v) if isinstance(v, (int, np.integer)) else v)
+            for v in rng]
+
+
+def request_from_message(fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> FewShotRequest:
+    """The request back from request_message's fields and arrays (in the compute process)."""
+    from InteractiveRefineLib.compute.mailbox import image_from_message
+
+    support = image_from_message(fields["support"], arrays["support"])
+    query = support if fields.get("same") else image_from_message(fields["query"], arrays["query"])
+    masks = {sid: arrays[f"mask{i}"] for i, sid in enumerate(fields["ids"])}
+    r = list(fields.get("query_range") or ["auto"])
+    rng = tuple([r[0]] + [tuple(v) if isinstance(v, list) else v for v in r[1:]])
+    return FewShotRequest(support, masks, int(fields["slice_index"]), query, int(fields.get("axis", 0)), rng,
+                          bool(fields.get("adapt")), float(fields.get("adapt_seconds", DEFAULT_ADAPT_SECONDS)),
+                          str(fields.get("device", "auto")), dict(fields.get("names") or {}))
+
+
+def result_from_message(fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray], shape) -> FewShotResult:
+    from InteractiveRefineLib.compute.mailbox import unpack_mask
+
+    masks = {sid: unpack_mask(shape, fields["mask_lo"][sid], arrays[f"mask{i}"])
+             for i, sid in enumerate(fields["ids"])}
+    info = dict(fields.get("info") or {})
+    if "slices" in info:
+        info["slices"] = tuple(info["slices"])
+    return FewShotResult(masks, info)
+
+
+# -- running (in the compute process) -----------------------------------------------------------------------
+def run_request(request: FewShotRequest, segmenter_for: Callable[[str], Any], progress, cancel) -> FewShotResult:
+    """Run a validated request; `segmenter_for(device)` gives the (cached) segmenter. A GPU out-of-memory
+    error runs it again on the CPU and says so in the result's info."""
+    import torch
+
+    from InteractiveRefineLib.device import OutOfMemoryError
+
+    request.validate()
+    t0 = time.perf_counter()
+    device = request.device
+    try:
+        result = _segment(request, segmenter_for(device), progress, cancel)
+        fallback = None
+    except OutOfMemoryError as exc:
+        if segmenter_for(device).device.type == "cpu":
+            raise ModelError("out of memory on the CPU: use a smaller query range or close other programs; "
+                             "nothing was written") from exc
+        log.warning("out of GPU memory (%s); running again on the CPU", str(exc).splitlines()[0] if str(exc)
+                    else "")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        device, fallback = "cpu", "out of GPU memory"
+        result = _segment(request, segmenter_for(device), progress, cancel)
+    used = str(segmenter_for(device).device)
+    result.info.update(device=used, requested_device=request.device, fallback=fallback,
+                       seconds=round(time.perf_counter() - t0, 2))
+    return result
+
+
+def _segment(request: FewShotRequest, base, progress, cancel) -> FewShotResult:
+    from .adapt import AdaptConfig, adapt_segmenter
+    from .segment import combine_labels, make_supports
+
+    ids = request.segment_ids
+    n = len(ids)
+    axis, k = int(request.axis), int(request.slice_index)
+    budget = float(request.adapt_seconds) / n if request.adapt else 0.0
+    probs: Dict[int, np.ndarray] = {}
+    adaptation: Dict[str, Any] = {}
+    slices = (0, request.query_image.shape[axis])
+    for i, sid in enumerate(ids):
+        if cancel():
+            raise CancelledError("segmentation cancelled; nothing was written")
+        name = request.name(sid)
+        seg_share = 0.8 if request.adapt else 0.0
+
+        def report(lo, hi, i=i, name=name):
+            return lambda f, msg: progress((i + lo + (hi - lo) * float(f)) / n, f"{name}: {msg}")
+        mask = (np.asarray(request.support_masks[sid]) > 0).astype(np.uint8)
+        support = dataclasses.replace(make_supports(request.support_image, mask, k, [1], axis)[0], label=i + 1)
+        net = base
+        if request.adapt:
+            net = adapt_segmenter(base, [support], request.query_image, axis,
+                                  AdaptConfig(time_budget=budget), progress=report(0.0, seg_share), cancel=cancel)
+            adaptation[sid] = dict(net.manifest.get("adapted", {}))
+        res = net.segment([support], request.query_image, axis=axis, auto_range=True,
+                          progress=report(seg_share, 1.0), cancel=cancel, **request.core_range())
+        probs[i + 1] = res.probabilities[i + 1]
+        slices = res.slices
+    if cancel():
+        raise CancelledError("segmentation cancelled; nothing was written")
+    labels = combine_labels(probs)
+    masks = {sid: labels == i + 1 for i, sid in enumerate(ids)}
+    info = {"adapted": bool(request.adapt), "adaptation": adaptation, "axis": axis, "support_slice": k,
+            "slices": (int(slices[0]), int(slices[1]) - 1), "adapt_seconds_each": round(budget, 2),
+            "voxels": {sid: int(m.sum()) for sid, m in masks.items()},
+            "empty": [sid for sid, m in masks.items() if not m.any()], "model": base.manifest.get("name")}
+    progress(1.0, "done")
+    return FewShotResult(masks, info)
+
+
 # -- controller ----------------------------------------------------------------------------------------------
 class FewShotController:
-    """Runs few-shot segmentations on one persistent worker thread; one per panel.
+    """Runs few-shot segmentations in the persistent compute process; one per panel.
 
     Args:
-        worker: the Worker to run on (a new one by default; shutdown() stops only a worker it created).
-        model: shipped model name or manifest path.
-        segmenter_factory: `device -> FewShotSegmenter` (tests pass their own); by default the shipped model
-            is loaded lazily, once per device choice, on the worker thread.
+        client: the compute process (compute.ComputeClient, shared by the panels in Slicer); by default a new
+            one, which shutdown() stops.
+        model: shipped model name or manifest path (the compute process loads it once per device and keeps it).
+        segmenter_factory: `device -> FewShotSegmenter` (tests pass their own): the request loop then runs in a
+            thread of this process with that factory (same messages and files).
 
-    start() validates the request and submits it; while it runs every start() raises BusyError. poll() (GUI
-    thread) returns the job's progress and, once, the finished job with its FewShotResult.
+    start() validates the request and sends it; while it runs every start() raises BusyError. poll() (GUI
+    thread, never blocks) returns the job's progress and, once, the finished job with its FewShotResult.
     """
 
-    def __init__(self, worker: Optional[Worker] = None, model: str = "default",
+    def __init__(self, client=None, model: str = "default",
                  segmenter_factory: Optional[Callable[[str], Any]] = None):
-        self._own_worker = worker is None
-        self.worker = worker or Worker("FewShotSegWorker")
+        from InteractiveRefineLib.compute.client import ComputeClient
+
+        self._own_client = client is None
+        if client is None and segmenter_factory is not None:
+            from InteractiveRefineLib.compute.service import ComputeService
+
+            client = ComputeClient(service_factory=lambda: ComputeService(segmenter_factory=segmenter_factory),
+                                   name="FewShotSeg")
+        self.client = client or ComputeClient(name="FewShotSeg")
         self.model = model
-        self._factory = segmenter_factory
-        self._segmenters: Dict[str, Any] = {}
+        self._job = None
+        self._shape = None
+        self._delivered = True
         self._device: Dict[str, Any] = {}
 
     # -- state shown by the panel --------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return self.worker.busy
+        return self._job is not None and not self._job.finished
+
+    @property
+    def current(self):
+        return self._job
 
     @property
     def device_text(self) -> str:
@@ -367,109 +504,44 @@ class FewShotController:
 
     # -- running -------------------------------------------------------------------------------------------
     def start(self, request: FewShotRequest) -> Job:
-        """Validate and submit `request`; BusyError while a run is going on."""
-        self.worker.ensure_idle()
+        """Validate and send `request`; BusyError while a run is going on."""
+        if self.busy:
+            raise BusyError(f"{self._job.name} is still running; wait for it or press Cancel")
         request.validate()
-        # torch and the network code are imported here, on the calling (GUI) thread, once dependencies exist.
-        from . import adapt, segment  # noqa: F401
-        return self.worker.submit("few-shot segmentation", lambda progress, cancel: self._run(request, progress,
-                                                                                             cancel))
+        fields, arrays = request_message(request, self.model)
+        self._shape = request.query_image.shape
+        self._job = self.client.submit("fewshot.run", fields, arrays, name="few-shot segmentation")
+        self._delivered = False
+        return self._job
 
     def cancel(self) -> bool:
-        return self.worker.cancel()
+        return self.busy and self.client.cancel(self._job)
 
     def poll(self) -> Optional[Status]:
-        job = self.worker.poll()
-        if job is None:
+        self.client.poll()
+        job = self._job
+        if job is None or (job.finished and self._delivered):
             return None
-        return Status(job, job.result if job.state == "done" else None)
+        if not job.finished:
+            return Status(job)
+        self._delivered = True
+        if job.state != "done":
+            return Status(job)
+        result = result_from_message(*job.result, self._shape)
+        info = result.info
+        self._device = {"used": info.get("device"), "requested": info.get("requested_device", ""),
+                        "fallback": info.get("fallback")}
+        return Status(job, result)
 
     def wait(self, timeout: Optional[float] = None) -> Optional[Status]:
-        """Block until the current run ends and return its Status (scripts and self-tests)."""
-        self.worker.wait(timeout)
+        """Poll until the current run ends and return its Status (scripts and self-tests)."""
+        if self._job is not None:
+            self.client.wait(self._job, timeout)
         return self.poll()
 
     def shutdown(self) -> None:
-        """Cancel what runs and stop the worker thread if this controller created it (panel cleanup)."""
-        if self._own_worker:
-            self.worker.shutdown()
+        """Cancel what runs; stop the compute process if this controller created it (panel cleanup)."""
+        if self._own_client:
+            self.client.stop()
         else:
-            self.worker.cancel()
-
-    # -- worker side ---------------------------------------------------------------------------------------
-    def _segmenter(self, device: str):
-        if device not in self._segmenters:
-            if self._factory is not None:
-                self._segmenters[device] = self._factory(device)
-            else:
-                from .segment import FewShotSegmenter
-                self._segmenters[device] = FewShotSegmenter(self.model, device=device)
-        return self._segmenters[device]
-
-    def _run(self, request: FewShotRequest, progress, cancel) -> FewShotResult:
-        import torch
-
-        from InteractiveRefineLib.device import OutOfMemoryError
-
-        t0 = time.perf_counter()
-        device = request.device
-        try:
-            result = self._segment(request, device, progress, cancel)
-            fallback = None
-        except OutOfMemoryError as exc:
-            if self._segmenter(device).device.type == "cpu":
-                raise ModelError("out of memory on the CPU: use a smaller query range or close other programs; "
-                                 "nothing was written") from exc
-            log.warning("out of GPU memory (%s); running again on the CPU", str(exc).splitlines()[0] if str(exc)
-                        else "")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            device, fallback = "cpu", "out of GPU memory"
-            result = self._segment(request, device, progress, cancel)
-        used = str(self._segmenter(device).device)
-        self._device = {"used": used, "requested": request.device, "fallback": fallback}
-        result.info.update(device=used, requested_device=request.device, fallback=fallback,
-                           seconds=round(time.perf_counter() - t0, 2))
-        return result
-
-    def _segment(self, request: FewShotRequest, device: str, progress, cancel) -> FewShotResult:
-        from .adapt import AdaptConfig, adapt_segmenter
-        from .segment import combine_labels, make_supports
-
-        base = self._segmenter(device)
-        ids = request.segment_ids
-        n = len(ids)
-        axis, k = int(request.axis), int(request.slice_index)
-        budget = float(request.adapt_seconds) / n if request.adapt else 0.0
-        probs: Dict[int, np.ndarray] = {}
-        adaptation: Dict[str, Any] = {}
-        slices = (0, request.query_image.shape[axis])
-        for i, sid in enumerate(ids):
-            if cancel():
-                raise CancelledError("segmentation cancelled; nothing was written")
-            name = request.name(sid)
-            seg_share = 0.8 if request.adapt else 0.0
-
-            def report(lo, hi, i=i, name=name):
-                return lambda f, msg: progress((i + lo + (hi - lo) * float(f)) / n, f"{name}: {msg}")
-            mask = (np.asarray(request.support_masks[sid]) > 0).astype(np.uint8)
-            support = dataclasses.replace(make_supports(request.support_image, mask, k, [1], axis)[0], label=i + 1)
-            net = base
-            if request.adapt:
-                net = adapt_segmenter(base, [support], request.query_image, axis,
-                                      AdaptConfig(time_budget=budget), progress=report(0.0, seg_share), cancel=cancel)
-                adaptation[sid] = dict(net.manifest.get("adapted", {}))
-            res = net.segment([support], request.query_image, axis=axis, auto_range=True,
-                              progress=report(seg_share, 1.0), cancel=cancel, **request.core_range())
-            probs[i + 1] = res.probabilities[i + 1]
-            slices = res.slices
-        if cancel():
-            raise CancelledError("segmentation cancelled; nothing was written")
-        labels = combine_labels(probs)
-        masks = {sid: labels == i + 1 for i, sid in enumerate(ids)}
-        info = {"adapted": bool(request.adapt), "adaptation": adaptation, "axis": axis, "support_slice": k,
-                "slices": (int(slices[0]), int(slices[1]) - 1), "adapt_seconds_each": round(budget, 2),
-                "voxels": {sid: int(m.sum()) for sid, m in masks.items()},
-                "empty": [sid for sid, m in masks.items() if not m.any()], "model": base.manifest.get("name")}
-        progress(1.0, "done")
-        return FewShotResult(masks, info)
+            self.cancel()

@@ -57,6 +57,9 @@ class InteractionLog:
     def write(self, event: str, **fields: Any) -> Dict[str, Any]:
         record = {"event": event, "t": time.monotonic(), "wall": time.time()}
         record.update(fields)
+        return self._emit(record)
+
+    def _emit(self, record: Dict[str, Any]) -> Dict[str, Any]:
         line = json.dumps(record, default=_jsonable)  # fails (TypeError) before anything is written
         if self._file is not None:
             if self._file.closed:
@@ -66,6 +69,15 @@ class InteractionLog:
             os.fsync(self._file.fileno())
         self.events.append(json.loads(line))
         return record
+
+    def append(self, record: Dict[str, Any]) -> Dict[str, Any]:
+        """Write an event recorded elsewhere (the compute process's session), keeping its `t` and `wall`
+        (time.monotonic is system-wide, so both processes' times are on one clock)."""
+        record = dict(record)
+        record.setdefault("event", "event")
+        record.setdefault("t", time.monotonic())
+        record.setdefault("wall", time.time())
+        return self._emit(record)
 
     def close(self) -> None:
         if self._file is not None and not self._file.closed:

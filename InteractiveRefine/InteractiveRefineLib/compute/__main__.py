@@ -1,0 +1,29 @@
+"""Entry point of the compute process: `python -m InteractiveRefineLib.compute --folder F [--parent-pid P]
+[--log FILE]`. Started by ComputeClient (with Slicer's PythonSlicer inside Slicer)."""
+import argparse
+import logging
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m InteractiveRefineLib.compute")
+    parser.add_argument("--folder", required=True, help="the mailbox folder shared with the client")
+    parser.add_argument("--parent-pid", type=int, default=None, help="end when this process has ended")
+    parser.add_argument("--log", default=None, help="send this process's stdout/stderr to this file")
+    args = parser.parse_args(argv)
+    if args.log:  # a launcher's pipe that nobody reads must never fill up and block this process
+        fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from InteractiveRefineLib.compute.service import serve
+
+    return serve(args.folder, parent_pid=args.parent_pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
