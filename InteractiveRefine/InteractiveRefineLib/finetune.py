@@ -107,6 +107,19 @@ def loss_weights(labels: np.ndarray, probability: np.ndarray, fg_seeds: np.ndarr
     return w
 
 
+def box_loss_weights(labels: np.ndarray, probability: np.ndarray, fg_seeds: np.ndarray, bg_seeds: np.ndarray,
+                     inside: Optional[np.ndarray], spacing: Sequence[float], cfg: "RefineConfig") -> np.ndarray:
+    """loss_weights for one box: the outside of the box is clamped background for the CRF but it is not
+    a background scribble: it neither makes foreground voxels near the box edge uncertain nor gets
+    the scribble weight; it gets weight 0 (never predicted)."""
+    scribbled_bg = bg_seeds if inside is None else bg_seeds & inside
+    w = loss_weights(labels, probability, fg_seeds, scribbled_bg, spacing, cfg.omega, cfg.threshold,
+                     cfg.distance_mm)
+    if inside is not None:
+        w[~inside] = 0.0
+    return w
+
+
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """sum_i w_i * CE_i / sum_i w_i (0 when every weight is 0). logits (1, 2, ...), labels/weights (...)."""
     ce = torch.nn.functional.cross_entropy(logits, labels[None], reduction="none")[0]
@@ -168,9 +181,7 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
         check_cancel(cancel)
         labels = crf_segment(prob, intensity, spacing, lam=cfg.lam, sigma=cfg.sigma,
                              connectivity=cfg.connectivity, fg_seeds=fg_seeds, bg_seeds=bg_seeds)
-        w = loss_weights(labels, prob, fg_seeds, bg_seeds, spacing, cfg.omega, cfg.threshold, cfg.distance_mm)
-        if inside is not None:
-            w[~inside] = 0.0
+        w = box_loss_weights(labels, prob, fg_seeds, bg_seeds, inside, spacing, cfg)
         target = torch.from_numpy(labels.astype(np.int64)).to(device)
         weight = torch.from_numpy(w).to(device)
         model.eval()  # dropout off: a few deterministic steps on one image

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from .device import choose_device
-from .geometry import CropSpec, extract, normalize, paste, plan_crop
+from .geometry import CropSpec, extract, normalize, paste, plan_crop, region_box_mask, to_grid
 from .image_io import Image, validate_image
 from .models import default_model_path, load_model
+from .networks import SliceWise
 from .prompts import Box, validate_box
 
 # Crop settings used when a manifest does not say otherwise (train writes them into the manifest).
@@ -37,24 +38,51 @@ class Prediction:
 
 
 def plan_for(box: Box, image: Image, input_cfg: Dict[str, Any], margin_mm: Optional[float] = None) -> CropSpec:
-    """The crop of `box` with the input settings of a model manifest."""
+    """The crop of `box` with the input settings of a model manifest.
+
+    A "slicewise" 3D model (a 2D network run per slice, see networks.SliceWise) gets the 2D grid in
+    plane and the native slices through-plane (at most `depth_range[1]`, never interpolated up).
+    """
     cfg = dict(DEFAULT_INPUT, **(input_cfg or {}))
+    slicewise = box.axis is None and cfg.get("slicewise", False)
+    size2d = tuple(cfg["size2d"])
     return plan_crop(box, image.shape, image.spacing_kji,
                      margin_mm=cfg["margin_mm"] if margin_mm is None else margin_mm,
-                     size2d=tuple(cfg["size2d"]), size3d=int(cfg["size3d"]),
-                     depth_range=tuple(cfg["depth_range"]))
+                     size2d=size2d, size3d=int(size2d[0]) if slicewise else int(cfg["size3d"]),
+                     depth_range=(1, int(cfg["depth_range"][1])) if slicewise else tuple(cfg["depth_range"]),
+                     slicewise=slicewise)
 
 
-def network_input(array: np.ndarray, spec: CropSpec) -> np.ndarray:
-    """Normalised network input (float32, network grid) of the crop `spec` of `array`."""
-    return normalize(extract(array, spec, order=1))
+def box_channel(spec: CropSpec) -> np.ndarray:
+    """1 on the user box, 0 on the margin, on the network grid: tells the network where the box is."""
+    return (to_grid(region_box_mask(spec).astype(np.float32), spec, order=0) > 0.5).astype(np.float32)
+
+
+def stack_input(intensity: np.ndarray, spec: CropSpec, input_cfg: Optional[Dict[str, Any]]) -> np.ndarray:
+    """Network input channels (C, *grid): the normalised crop, plus the box mask for box-channel models."""
+    channels = [intensity.astype(np.float32, copy=False)]
+    if (input_cfg or {}).get("box_channel", False):
+        channels.append(box_channel(spec))
+    return np.ascontiguousarray(np.stack(channels))
+
+
+def network_input(array: np.ndarray, spec: CropSpec, input_cfg: Optional[Dict[str, Any]] = None) -> np.ndarray:
+    """Network input (C, *grid), float32: the normalised crop `spec` of `array` (+ box channel)."""
+    return stack_input(normalize(extract(array, spec, order=1)), spec, input_cfg)
 
 
 @torch.no_grad()
 def foreground_probability(net: torch.nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
-    """Softmax foreground probability on the network grid for one normalised crop."""
-    t = torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)
+    """Softmax foreground probability on the network grid for one input (C, *grid)."""
+    t = torch.from_numpy(np.ascontiguousarray(x))[None].to(device)
     return torch.softmax(net(t), dim=1)[0, 1].float().cpu().numpy()
+
+
+def wrap_for(net: torch.nn.Module, manifest: Dict[str, Any], dim: int) -> torch.nn.Module:
+    """The network as used for `dim`-D boxes: a 2D network with a slicewise manifest serves 3D boxes."""
+    if dim == 3 and manifest.get("input", {}).get("slicewise", False) and getattr(net, "dim", 3) == 2:
+        return SliceWise(net).eval()
+    return net
 
 
 class BoxSegmenter:
@@ -73,7 +101,8 @@ class BoxSegmenter:
     def model(self, dim: int):
         """(network, manifest) for 2D or 3D boxes, loaded once and checksum-verified."""
         if dim not in self._models:
-            self._models[dim] = load_model(self._paths[dim], self.device)
+            net, manifest = load_model(self._paths[dim], self.device)
+            self._models[dim] = (wrap_for(net, manifest, dim), manifest)
         return self._models[dim]
 
     def predict(self, image: Image, box: Box, margin_mm: Optional[float] = None,
@@ -91,6 +120,6 @@ def predict_box(net: torch.nn.Module, input_cfg: Dict[str, Any], image: Image, b
     """Predict with a loaded network; `box` must already be valid for `image`. Timed end to end."""
     t0 = time.perf_counter()
     spec = plan_for(box, image, input_cfg, margin_mm)
-    prob = foreground_probability(net, network_input(image.array, spec), device)
+    prob = foreground_probability(net, network_input(image.array, spec, input_cfg), device)
     full = paste(prob, spec, image.shape)
     return Prediction(full, spec, time.perf_counter() - t0)

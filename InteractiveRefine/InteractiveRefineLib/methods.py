@@ -25,7 +25,7 @@ from .prompts import Box
 from .scribbles import Scribbles, rows_in
 from .session import InteractiveSession
 
-METHODS = ("bifseg", "bifseg_unsup", "cnn+crf", "cnn", "graphcut", "random_walker")
+METHODS = ("bifseg", "bifseg_unsup", "cnn+crf", "cnn", "graphcut", "random_walker", "filled_box")
 ROUND0_ONLY = ("bifseg_unsup",)
 Result = Tuple[np.ndarray, float]
 
@@ -86,6 +86,20 @@ class _ClassicalRunner:
         return pred.mask, pred.seconds
 
 
+class _FilledBoxRunner:
+    """The trivial baseline: the box itself; with scribbles, the box with scribbled voxels set."""
+
+    def __init__(self, image: Image, box: Box):
+        self.shape, self.box = image.shape, box
+
+    def start(self) -> Result:
+        return self.box.mask(self.shape), 0.0
+
+    def update(self, scribbles: Scribbles) -> Result:
+        fg, bg = scribbles.masks(self.shape)
+        return (self.box.mask(self.shape) | fg) & ~bg, 0.0
+
+
 def check_methods(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in METHODS]
     if unknown:
@@ -109,6 +123,8 @@ def make_runners(names: Sequence[str], image: Image, box: Box, segmenter: BoxSeg
             out[name] = _CnnRunner(image, box, segmenter)
         elif name == "graphcut":
             out[name] = _ClassicalRunner(image, box, graphcut_segment)
-        else:
+        elif name == "filled_box":
+            out[name] = _FilledBoxRunner(image, box)
+        elif name == "random_walker":
             out[name] = _ClassicalRunner(image, box, random_walker_segment)
     return out

@@ -35,11 +35,13 @@ class DilatedNet(nn.Module):
         head_channels: hidden channels of the classifier head.
         dropout: dropout probability in the head.
         n_classes: output channels (2: background, foreground).
-    Input (N, 1, H, W) or (N, 1, D, H, W); output logits of the same spatial size.
+        in_channels: input channels: 1 (the image) or 2 (the image and the box mask, see inference).
+    Input (N, C, H, W) or (N, C, D, H, W); output logits of the same spatial size.
     """
 
     def __init__(self, dim: int, channels: Sequence[int], layers: Sequence[int], dilations: Sequence,
-                 compress: int = 0, head_channels: int = 64, dropout: float = 0.5, n_classes: int = 2):
+                 compress: int = 0, head_channels: int = 64, dropout: float = 0.5, n_classes: int = 2,
+                 in_channels: int = 1):
         super().__init__()
         if dim not in (2, 3):
             raise ValueError("dim must be 2 or 3")
@@ -50,7 +52,7 @@ class DilatedNet(nn.Module):
         drop = nn.Dropout2d if dim == 2 else nn.Dropout3d
         self.blocks = nn.ModuleList()
         self.compressors = nn.ModuleList()
-        c_in, cat = 1, 0
+        c_in, cat = in_channels, 0
         for ch, n, d in zip(channels, layers, dilations):
             if dim == 2:
                 dil, kernel = (int(d), int(d)), (3, 3)
@@ -93,6 +95,53 @@ ARCHITECTURES = {
                     dilations=((1, 0), (2, 1), (4, 2), (8, 2), (16, 3)), compress=8,
                     head_channels=32, dropout=0.5),
 }
+
+
+class _PerSlice(nn.Module):
+    """Runs a 2D module on every slice of a (1, C, D, H, W) tensor: the slices become the batch."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[0] != 1:
+            raise ValueError(f"expected a (1, C, D, H, W) tensor, got {tuple(x.shape)}")
+        y = self.module(x[0].transpose(0, 1))          # (D, C', H, W)
+        return y.transpose(0, 1)[None]                  # (1, C', D, H, W)
+
+
+class SliceWise(nn.Module):
+    """A 2D network applied slice by slice inside a 3D box ("2.5D"), with the 3D interface of DilatedNet.
+
+    `features` and `head` take and return (1, C, D, H, W) tensors, so inference, the session's frozen
+    features and head-only fine-tuning work unchanged; the 3D CRF then ties the slices together.
+    The state dict is the 2D network's (prefixed "net."), so the same weights serve both.
+    """
+
+    def __init__(self, net: DilatedNet):
+        super().__init__()
+        if net.dim != 2:
+            raise ValueError("SliceWise wraps a 2D network")
+        self.net = net
+        self.dim = 3
+        self._features = _PerSlice(_Features(net))
+        self.head = _PerSlice(net.head)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class _Features(nn.Module):
+    def __init__(self, net: DilatedNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.features(x)
 
 
 def build_network(arch: str, **overrides) -> DilatedNet:

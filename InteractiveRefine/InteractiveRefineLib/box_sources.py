@@ -1,0 +1,123 @@
+"""What the class-agnostic box networks learn from, validate on and are evaluated on (issue 11).
+
+Everything comes from `../shared/data` (see each PROVENANCE.md) and is split by patient or subject:
+
+- train: CHAOS training patients (liver, spleen only: kidneys stay unseen), 200 hippocampus subjects,
+  spinal cord (T1w, T2w), the spleen CT crop, fetal brain tissues except cortex and corpus callosum
+  (all 15 atlases), the adult brain's 158 automatic parcels (training only), the TotalSegmentator CT and
+  MR structures except the kidneys; plus label-free pseudo-objects (pseudo_objects.py) of all of these.
+- val (model selection): CHAOS validation patients (liver, spleen), 30 other hippocampus subjects, cord
+  grey and white matter of the T2* and MT contrasts, fetal cortex and corpus callosum on the five
+  non-operated atlases (GA 21-25).
+- eval (benchmarks only, never selection): CHAOS test patients (kidneys unseen), the last 30 hippocampus
+  subjects, fetal cortex and corpus callosum on the ten operated atlases, the brain tumour set
+  (evaluation only, never in any training).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .data import DecathlonDataset, load_split
+from .errors import DatasetError
+from .image_io import Image, read_image, read_label
+
+FETAL_HELD_OUT = (5, 8)            # cortical grey matter (ring-like), corpus callosum (thin, curved)
+FETAL_TRAIN = (1, 2, 3, 4, 6, 7)
+FETAL_NAMES = {1: "white matter", 2: "ventricles", 3: "cerebellum", 4: "extra-axial CSF",
+               5: "cortical grey matter", 6: "deep grey matter", 7: "brainstem", 8: "corpus callosum"}
+TOTALSEG_KIDNEYS = (2, 3)          # same ids in the CT ('total') and MR ('total_mr') maps
+
+
+@dataclass
+class Volume:
+    """One image with its label map and the label ids that count as structures here."""
+
+    name: str
+    group: str
+    image: Image
+    labels: np.ndarray
+    label_ids: Tuple[int, ...]
+    label_names: Dict[int, str]
+
+
+def data_root(root: Optional[str] = None) -> Path:
+    path = Path(root) if root else Path(__file__).resolve().parents[3] / "shared" / "data"
+    if not path.is_dir():
+        raise DatasetError(f"shared data folder not found: {path} (pass --data-root)")
+    return path
+
+
+def _decathlon(root: Path, folder: str, group: str, cases: Sequence[str], label_ids: Sequence[int]) -> List[Volume]:
+    ds = DecathlonDataset(root / folder)
+    out = []
+    for c in cases:
+        image, lab = ds.load(c)
+        out.append(Volume(c, group, image, lab.astype(np.int16), tuple(label_ids),
+                          {l: ds.labels[l] for l in label_ids}))
+    return out
+
+
+def _fetal(root: Path, ages: Sequence[str], label_ids: Sequence[int]) -> List[Volume]:
+    out = []
+    for age in ages:
+        d = root / "fetal-brain-atlas" / f"fetal_SB_atlas_{age}"
+        image = read_image(d / "srr.nii.gz", f"{age} image")
+        lab = read_label(d / "parcellation.nii.gz", image, f"{age} parcellation")
+        out.append(Volume(f"fetal_{age}", "fetal", image, lab.astype(np.int16), tuple(label_ids),
+                          {l: FETAL_NAMES[l] for l in label_ids}))
+    return out
+
+
+def _totalseg(root: Path) -> List[Volume]:
+    out = []
+    for img, seg in (("example_ct_sm", "example_seg"), ("example_mr_sm", "example_seg_mr")):
+        d = root / "totalseg-small"
+        image = read_image(d / f"{img}.nii.gz", img)
+        lab = read_label(d / f"{seg}.nii.gz", image, seg)
+        ids = tuple(int(v) for v in np.unique(lab) if v and int(v) not in TOTALSEG_KIDNEYS)
+        out.append(Volume(img, "totalseg", image, lab.astype(np.int16), ids, {l: f"ts_{l}" for l in ids}))
+    return out
+
+
+FETAL_VAL_AGES = tuple(f"GA{a}_notoperated" for a in range(21, 26))
+FETAL_EVAL_AGES = tuple(f"GA{a}_operated" for a in range(25, 35))
+
+
+def hippocampus_split() -> Dict[str, List[str]]:
+    return load_split("msd_hippocampus")
+
+
+def load_sources(part: str, root: Optional[str] = None, limit: Optional[int] = None) -> List[Volume]:
+    """The volumes of one part ("train", "val" or "eval") of the recipe above.
+
+    `limit` caps the hippocampus subjects (validation in training uses a few, benchmarks all).
+    """
+    r = data_root(root)
+    hip = hippocampus_split()
+    chaos = load_split("chaos_t2spir")
+    if part == "train":
+        fetal_ages = FETAL_VAL_AGES + FETAL_EVAL_AGES
+        return (_decathlon(r, "chaos-t2spir", "chaos", chaos["train"], (1, 4))
+                + _decathlon(r, "msd-hippocampus", "hippocampus", hip["train"][:limit], (1, 2))
+                + _decathlon(r, "sct-spinalcord", "cord", ["sct_errsm30_t1w", "sct_errsm30_t2w"], (1,))
+                + _decathlon(r, "msd-spleen-crop", "spleen_ct", ["spleen_2_crop"], (1,))
+                + _fetal(r, fetal_ages, FETAL_TRAIN)
+                + _decathlon(r, "fpg-brain-gif-silver", "adult_brain", ["fpg_t2"],
+                             DecathlonDataset(r / "fpg-brain-gif-silver").foreground_labels)
+                + _totalseg(r))
+    if part == "val":
+        return (_decathlon(r, "chaos-t2spir", "chaos", chaos["val"], (1, 4))
+                + _decathlon(r, "msd-hippocampus", "hippocampus", hip["val"][:limit], (1, 2))
+                + _decathlon(r, "sct-spinalcord", "cord_gm_wm", ["sct_errsm30_t2s", "sct_errsm30_mt1"], (1, 2))
+                + _fetal(r, FETAL_VAL_AGES, FETAL_HELD_OUT))
+    if part == "eval":
+        ds = DecathlonDataset(r / "tcia-brain-tumor-progression")
+        return (_decathlon(r, "chaos-t2spir", "chaos_kidneys", chaos["test"], (2, 3))
+                + _decathlon(r, "msd-hippocampus", "hippocampus", hip["test"][:limit], (1, 2))
+                + _fetal(r, FETAL_EVAL_AGES, FETAL_HELD_OUT)
+                + _decathlon(r, "tcia-brain-tumor-progression", "tumour", ds.case_ids, (1,)))
+    raise ValueError(f"unknown part {part!r}: train, val or eval")

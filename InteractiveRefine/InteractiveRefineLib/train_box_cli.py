@@ -1,0 +1,36 @@
+"""`train-box`: the resumable multi-dataset training of the class-agnostic box network (train_box.py)."""
+from __future__ import annotations
+
+import shlex
+from typing import List
+
+
+def add_train_box(sub) -> None:
+    p = sub.add_parser("train-box", help="train the class-agnostic box network (2D, also run slice by slice in "
+                                         "3D boxes) on every dataset of ../shared/data; resumable")
+    p.add_argument("--out", default="runs/box2d/pnet2d.json", help="best validation model (NAME.json)")
+    p.add_argument("--run-dir", default="checkpoints/box2d", help="checkpoint folder (last.json/.safetensors)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/last.json")
+    p.add_argument("--data-root", help="the shared data folder (default ../shared/data)")
+    p.add_argument("--max-iters", type=int, default=12000, help="length of the cosine schedule")
+    p.add_argument("--stop-after-minutes", type=float, default=0.0,
+                   help="checkpoint and end this run after so many minutes (resume later); 0 = run to the end")
+    p.add_argument("--ckpt-minutes", type=float, default=5.0)
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+
+
+def run_train_box(args, argv: List[str]) -> int:
+    from .train_box import BoxTrainConfig, train_box
+    cfg = BoxTrainConfig(out=args.out, run_dir=args.run_dir, data_root=args.data_root, batch=args.batch,
+                         lr=args.lr, max_iters=args.max_iters, stop_after_minutes=args.stop_after_minutes,
+                         ckpt_minutes=args.ckpt_minutes, val_every=args.val_every, seed=args.seed,
+                         device=args.device, threads=args.threads,
+                         command="python -m InteractiveRefineLib " + " ".join(shlex.quote(a) for a in argv))
+    out = train_box(cfg, resume=args.resume)
+    print(f"best model: {out}")
+    return 0

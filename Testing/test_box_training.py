@@ -1,0 +1,128 @@
+"""The class-agnostic box network's training pieces: slice-wise 3D use, pseudo-objects, samples,
+exact resume, and the filled-box baseline."""
+import numpy as np
+import pytest
+import torch
+
+from InteractiveRefineLib.box_samples import BoxSampler
+from InteractiveRefineLib.box_sources import Volume
+from InteractiveRefineLib.checkpoint import load_checkpoint
+from InteractiveRefineLib.image_io import Image
+from InteractiveRefineLib.inference import DEFAULT_INPUT, plan_for, predict_box
+from InteractiveRefineLib.methods import make_runners
+from InteractiveRefineLib.networks import SliceWise, build_network
+from InteractiveRefineLib.prompts import make_box
+from InteractiveRefineLib.pseudo_objects import pseudo_object
+from InteractiveRefineLib.scribbles import Scribbles
+from InteractiveRefineLib.train_box import BoxTrainConfig, lr_at, train_box
+
+CFG = dict(DEFAULT_INPUT, box_channel=True)
+
+
+def _ring_volume(seed=0, name="rings"):
+    """Synthetic 12 x 64 x 64 volume: a bright ring (label 1) around a dark cavity, a disc (label 2)."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.mgrid[:12, :64, :64]
+    r = np.hypot(j - 30, i - 24)
+    ring = (r >= 6) & (r <= 11) & (k >= 2) & (k <= 9)
+    disc = (np.hypot(j - 40, i - 50) <= 7) & (k >= 3) & (k <= 8)
+    img = 100 + 200 * ring + 120 * disc + rng.normal(0, 5, (12, 64, 64))
+    lab = ring.astype(np.int16) + 2 * disc.astype(np.int16)
+    return Volume(name, "synthetic", Image(img.astype(np.float32), spacing=(1.0, 1.0, 3.0)), lab, (1, 2),
+                  {1: "ring", 2: "disc"})
+
+
+def test_slicewise_equals_the_2d_network_on_each_slice():
+    torch.manual_seed(0)
+    net = build_network("pnet2d", in_channels=2).eval()
+    x = torch.randn(1, 2, 5, 24, 24)
+    with torch.no_grad():
+        out = SliceWise(net)(x)
+        per = torch.stack([net(x[:, :, d]) for d in range(5)], dim=2)
+    assert out.shape == (1, 2, 5, 24, 24)
+    assert torch.allclose(out, per, atol=1e-5)
+
+
+def test_slicewise_crop_keeps_native_slices_and_box_channel_marks_the_box():
+    image = _ring_volume().image
+    box = make_box((2, 19, 13), (10, 42, 36))
+    spec = plan_for(box, image, dict(CFG, slicewise=True))
+    assert spec.out_shape == (8, 96, 96) and spec.region_lo[0] == 2 and spec.region_hi[0] == 10
+    from InteractiveRefineLib.inference import network_input
+    x = network_input(image.array, spec, CFG)
+    assert x.shape == (2, 8, 96, 96)
+    assert abs(x[1].mean() - (23 / 43) ** 2) < 0.03 and x[1, :, 48, 48].all() and not x[1, :, 0, 0].any()
+
+
+@pytest.mark.parametrize("kind", ["single", "merged", "ring"])
+def test_pseudo_objects_are_one_piece_inside_the_slice(kind):
+    vol = _ring_volume()
+    rng = np.random.default_rng(3)
+    obj = pseudo_object(vol.image.array[5], rng, kind=kind)
+    assert obj is not None and obj.any()
+    from scipy import ndimage
+    assert ndimage.label(obj)[1] == 1
+    assert not (obj[0].any() or obj[-1].any() or obj[:, 0].any() or obj[:, -1].any())
+
+
+def test_samples_target_the_object_inside_the_box():
+    sampler = BoxSampler([_ring_volume()], CFG, {"pseudo": 0.0})
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = sampler.sample(rng)
+        assert x.shape == (2, 96, 96) and y.shape == (96, 96)
+        assert not (y.astype(bool) & (x[1] < 0.5)).any(), "target outside the box"
+    # a ring's sample keeps its hole: the object is not a filled blob
+    ring_hole = False
+    for _ in range(30):
+        x, y = sampler._labelled("synthetic", rng) or (None, None)
+        if y is not None and y.any():
+            from scipy import ndimage
+            ring_hole |= bool((ndimage.binary_fill_holes(y) & ~y.astype(bool)).sum() > 20)
+    assert ring_hole
+
+
+def test_learning_rate_warms_up_then_decays():
+    cfg = BoxTrainConfig(lr=1e-3, warmup=10, max_iters=110)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(10, cfg) == pytest.approx(1e-3)
+    assert lr_at(110, cfg) == pytest.approx(2e-5)
+
+
+def _tiny_cfg(tmp_path, name, iters):
+    return BoxTrainConfig(out=str(tmp_path / name / "m.json"), run_dir=str(tmp_path / name / "ck"), batch=2,
+                          max_iters=iters, val_every=1000, warmup=2, threads=1, device="cpu",
+                          input=dict(CFG, size2d=[32, 32]), arch_overrides=dict(channels=(8, 8, 8, 8, 8)))
+
+
+def test_resume_is_bit_identical(tmp_path):
+    vols = [_ring_volume(0), _ring_volume(1, "rings2")]
+    full = _tiny_cfg(tmp_path, "full", 6)
+    train_box(full, volumes=(vols, vols))
+    half = _tiny_cfg(tmp_path, "half", 6)
+    half.stop_after_minutes = 1e-9  # stop (checkpointed) after the first iteration
+    train_box(half, volumes=(vols, vols))
+    for _ in range(10):
+        train_box(half, resume=True, volumes=(vols, vols))
+    net_a, net_b = build_network("pnet2d", in_channels=2, channels=(8,) * 5), build_network(
+        "pnet2d", in_channels=2, channels=(8,) * 5)
+    opt_a, opt_b = torch.optim.Adam(net_a.parameters()), torch.optim.Adam(net_b.parameters())
+    sa = load_checkpoint(tmp_path / "full" / "ck" / "last.json", net_a, opt_a, np.random.default_rng())
+    sb = load_checkpoint(tmp_path / "half" / "ck" / "last.json", net_b, opt_b, np.random.default_rng())
+    assert sa["iteration"] == sb["iteration"] == 6
+    for (ka, va), (kb, vb) in zip(net_a.state_dict().items(), net_b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    # and it learned something: not the initial weights
+    assert not torch.equal(net_a.state_dict()["head.1.weight"],
+                           build_network("pnet2d", in_channels=2, channels=(8,) * 5).state_dict()["head.1.weight"])
+
+
+def test_filled_box_baseline_is_the_box_with_scribbles_set():
+    vol = _ring_volume()
+    box = make_box((5, 17, 11), (6, 44, 38), axis=0)
+    runner = make_runners(["filled_box"], vol.image, box, segmenter=None)["filled_box"]
+    mask, _ = runner.start()
+    assert (mask == box.mask(vol.image.shape)).all()
+    sc = Scribbles(fg=np.array([[5, 2, 2]]), bg=np.array([[5, 30, 24]]))
+    mask, _ = runner.update(sc)
+    assert mask[5, 2, 2] and not mask[5, 30, 24] and mask[5, 20, 20]
