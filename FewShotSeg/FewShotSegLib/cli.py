@@ -73,15 +73,24 @@ def cmd_segment(a) -> int:
     from InteractiveRefineLib.image_io import read_image, read_label, write_image
 
     from .adapt import adapt_segmenter
+    from .intensity_check import check_not_constant, modality_warning
     from .options import adapt_config
     from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports
     check_output_file(a.out, inputs=(a.support_image, a.support_label, a.query))
     s_img = read_image(a.support_image, "support image")
     s_lab = read_label(a.support_label, s_img, "support label")
     q_img = read_image(a.query, "query image")
+    check_not_constant(q_img, "query image")
+    slices = parse_slices(a.range)
+    n = q_img.shape[a.axis] if a.axis in (0, 1, 2) else 0
+    if slices is not None and slices[1] > n:  # before the model is loaded
+        raise PromptError(f"query slice range {slices[0]}..{slices[1] - 1} is outside the query volume (0..{n - 1})")
+    warning = modality_warning(s_img, q_img)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     supports = make_supports(s_img, s_lab, a.slice, a.label, a.axis)
     seg = FewShotSegmenter(a.model, device=a.device, start=a.start)
-    kw = dict(axis=a.axis, slices=parse_slices(a.range), auto_range=a.range == "auto")
+    kw = dict(axis=a.axis, slices=slices, auto_range=a.range == "auto")
     if a.adapt:  # one adapted network per label (each label is its own 1-way episode)
         cfg = adapt_config(a)
         results = [adapt_segmenter(seg, [s], q_img, a.axis, cfg).segment([s], q_img, **kw) for s in supports]

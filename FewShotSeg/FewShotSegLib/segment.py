@@ -18,6 +18,7 @@ from InteractiveRefineLib.errors import CancelledError, ImageError, PromptError
 from InteractiveRefineLib.image_io import Image, validate_image
 from InteractiveRefineLib.prompts import whole_indices
 
+from .intensity_check import check_not_constant
 from .models import DEFAULT_NAME, load_rpnet
 from .network import RPNet
 from .query_range import keep_consistent_component
@@ -57,6 +58,7 @@ def make_supports(image: Image, label: np.ndarray, slice_index: int, label_ids: 
                   axis: int = 0, size: int = NETWORK_SIZE) -> List[Support]:
     """Support slices of `label_ids` (default: every label on that slice) at `slice_index` along `axis`."""
     validate_image(image, "support image")
+    check_not_constant(image, "support image")
     axis = check_axis(axis)
     label = np.asarray(label)
     if label.shape != image.shape:
@@ -143,6 +145,7 @@ class FewShotSegmenter:
         if not supports:
             raise PromptError("no support slice given: annotate the organ on one slice of the support volume")
         validate_image(query_image, "query image")
+        check_not_constant(query_image, "query image")
         axis = check_axis(axis)
         n = query_image.shape[axis]
         inside = None
@@ -156,6 +159,9 @@ class FewShotSegmenter:
             inside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
             slices = (int(lo[axis]), int(hi[axis]))
         k0, k1 = (0, n) if slices is None else (int(slices[0]), int(slices[1]))
+        if k0 >= k1:
+            raise PromptError(f"query slice range {k0}..{k1 - 1} is empty or reversed: the first slice must not "
+                              "come after the last")
         if not 0 <= k0 < k1 <= n:
             raise PromptError(f"query slice range {k0}..{k1 - 1} is outside the query volume (0..{n - 1})")
         qimgs, grid = image_slices(query_image, axis)

@@ -1,0 +1,310 @@
+"""The catalogue of bad inputs (issue 14): each is refused with a project error naming the problem, before any
+computing; from a command line with exit code 2, no traceback, and no file written or changed.
+
+Read the two tables: CLI_CASES (command lines) and API_CASES (library calls). Each row is
+(case name, what is run, expected fragment of the message).
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from FewShotSegLib import cli as fs_cli
+from InteractiveRefineLib import cli as ir_cli
+from InteractiveRefineLib.errors import AdaptiveSegError, ResourceError
+from InteractiveRefineLib.image_io import Image, read_image, write_image
+from InteractiveRefineLib.prompts import Box, make_box
+from InteractiveRefineLib.sample import sample_dataset
+
+CHAOS = sample_dataset("chaos")
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Copies of the inputs in tmp_path (so that 'nothing changed' covers them) and broken variants."""
+    f = {"support": tmp_path / "s.nii.gz", "label": tmp_path / "s_lab.nii.gz", "query": tmp_path / "q.nii.gz"}
+    shutil.copy(CHAOS / "imagesTr/chaos_36.nii.gz", f["support"])
+    shutil.copy(CHAOS / "labelsTr/chaos_36.nii.gz", f["label"])
+    shutil.copy(CHAOS / "imagesTr/chaos_8.nii.gz", f["query"])
+    data = f["query"].read_bytes()
+    (tmp_path / "trunc.nii.gz").write_bytes(data[: len(data) // 2])
+    img = sitk.ReadImage(str(f["query"]))
+    sitk.WriteImage(img, str(tmp_path / "plain.nii"))
+    raw = (tmp_path / "plain.nii").read_bytes()
+    (tmp_path / "trunc.nii").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "plain.nii").unlink()
+    a = sitk.GetArrayFromImage(img).astype(np.float32)
+    a[3, 4, 5], a[6, 7, 8] = np.nan, np.inf
+    sitk.WriteImage(sitk.GetImageFromArray(a), str(tmp_path / "nan.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 32, 32), 7, np.int16)), str(tmp_path / "const.nii.gz"))
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "ro").mkdir()
+    os.chmod(tmp_path / "ro", 0o555)
+    yield {k: str(v) for k, v in f.items()} | {"tmp": tmp_path}
+    os.chmod(tmp_path / "ro", 0o755)
+
+
+def seg(**kw):
+    """A FewShotSeg `segment` command line over the fixture files; keywords replace arguments."""
+    args = {"--support-image": "{support}", "--support-label": "{label}", "--slice": "18", "--query": "{query}",
+            "--out": "{tmp}/out.nii.gz", "--device": "cpu"}
+    args.update({"--" + k.replace("_", "-"): v for k, v in kw.items()})
+    return ["fs", "segment"] + [x for kv in args.items() for x in kv]
+
+
+CLI_CASES = [
+    # 1. truncated images, 2. NaN / Inf as stored, 3. constant image
+    ("truncated .nii.gz", seg(query="{tmp}/trunc.nii.gz"), "truncated"),
+    ("truncated .nii", seg(query="{tmp}/trunc.nii"), "truncated"),
+    ("NaN/Inf in a float NIfTI", seg(query="{tmp}/nan.nii.gz"), "NaN or Inf values (2 voxels"),
+    ("constant query image", seg(query="{tmp}/const.nii.gz"), "query image is constant"),
+    # 5. outputs validated first, 6. never an input
+    ("--out parent is a file", seg(out="{tmp}/afile/out.nii.gz"), "is a file, not a folder"),
+    ("--out is a folder", seg(out="{tmp}/adir"), "is a folder"),
+    ("--out unsupported extension", seg(out="{tmp}/out.png"), "unsupported file type"),
+    ("--out in a read-only folder", seg(out="{tmp}/ro/out.nii.gz"), "not writable"),
+    ("--out equal to the query", seg(out="{query}"), "is also an input"),
+    ("benchmark --out an existing file", ["ir", "benchmark", "--dataset", str(CHAOS), "--out", "{tmp}/afile"],
+     "is an existing file"),
+    ("demo --out an existing file", ["ir", "demo", "--out", "{tmp}/afile"], "is an existing file"),
+    ("few-shot demo --out an existing file", ["fs", "demo", "--out", "{tmp}/afile"], "is an existing file"),
+    ("evaluate --out an existing file", ["fs", "evaluate", "--dataset", str(CHAOS), "--out", "{tmp}/afile"],
+     "is an existing file"),
+    ("analyze-logs --out a read-only folder", ["ir", "analyze-logs", "{tmp}", "--out", "{tmp}/ro"], "not writable"),
+    # 7. budgets and other numbers
+    ("--adapt-seconds -5", seg(adapt_seconds="-5"), "time budget in seconds > 0"),
+    ("--adapt-seconds 0", seg(adapt_seconds="0"), "time budget in seconds > 0"),
+    ("--threads -1", seg(threads="-1"), "threads >= 0"),
+    ("panel-timing --tick 0", ["ir", "panel-timing", "--tick", "0", "--out", "{tmp}/pt"], "expected a number > 0"),
+    ("analyze-logs --dice 1.5", ["ir", "analyze-logs", "{tmp}", "--dice", "1.5"], "lies in (0, 1]"),
+    # 8. prompts: one rule (whole numbers)
+    ("--slice 11.5", seg(slice="11.5"), "invalid int value"),
+    ("--label liver", seg(label="liver"), "invalid int value"),
+    ("benchmark --labels liver", ["ir", "benchmark", "--dataset", str(CHAOS), "--labels", "liver", "--out",
+                                  "{tmp}/b"], "comma-separated integers"),
+    # 11. ranges
+    ("reversed --range", seg(range="10:5"), "0 <= FIRST <= LAST"),
+    ("--range past the volume", seg(range="2:99"), "query slice range 2..99 is outside the query volume (0..33)"),
+]
+
+
+def _snapshot(root):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Model loading is where computing starts: any case that reaches it fails the test."""
+    def refuse(*a, **k):
+        raise AssertionError("computing started before the bad input was refused")
+    monkeypatch.setattr("FewShotSegLib.segment.FewShotSegmenter.__init__", refuse)
+    monkeypatch.setattr("InteractiveRefineLib.inference.BoxSegmenter.__init__", refuse)
+
+
+def _as_root_emulate_permissions(monkeypatch):
+    """Root may write anywhere; judge folders by their permission bits, as for any user."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, m, **k: real(p, m, **k) and not (
+            m & os.W_OK and not os.stat(p).st_mode & 0o222))
+
+
+@pytest.mark.parametrize("name,argv,fragment", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_cli_refuses(name, argv, fragment, files, no_compute, monkeypatch, capsys):
+    _as_root_emulate_permissions(monkeypatch)
+    tool, args = argv[0], [a.format(**files) for a in argv[1:]]
+    before = _snapshot(files["tmp"])
+    try:
+        code = (fs_cli.main if tool == "fs" else ir_cli.main)(args)
+    except SystemExit as exc:  # argparse: usage + message, exit 2
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err, err
+    assert "Traceback" not in err
+    assert _snapshot(files["tmp"]) == before, "a file was written or changed"
+
+
+def test_cross_modality_is_warned(files, no_compute, capsys):
+    """4. A CT query for an MR support: a clear warning (the segmentation itself is not stopped)."""
+    ct = sample_dataset("totalseg_ct") / "imagesTr" / "totalseg_ct.nii.gz"
+    fs_cli.main([a.format(**files) for a in seg(query=str(ct), slice="999")[1:]])
+    err = capsys.readouterr().err
+    assert "warning: the support looks like MR" in err and "query like CT" in err
+
+
+def test_same_modality_is_not_warned():
+    from FewShotSegLib.intensity_check import modality_warning
+    mr = read_image(CHAOS / "imagesTr/chaos_8.nii.gz")
+    assert modality_warning(read_image(CHAOS / "imagesTr/chaos_36.nii.gz"), mr) is None
+
+
+# --- library calls --------------------------------------------------------------------------------------------
+def _session(image, segmenter):
+    from InteractiveRefineLib.session import InteractiveSession
+    return InteractiveSession(image, segmenter, device="cpu")
+
+
+def _chaos8_session(chaos8, segmenter, box=Box((10, 100, 60), (20, 160, 120))):
+    s = _session(chaos8[0], segmenter)
+    s.set_box(box)
+    return s
+
+
+def _aniso(chaos8, spacing):
+    img = chaos8[0]
+    return Image(img.array, spacing, img.origin, img.direction)
+
+
+def _constant_under_box(chaos8):
+    a = chaos8[0].array.copy()
+    a[10:20, 100:160, 60:120] = 5
+    return chaos8[0].with_array(a)
+
+
+API_CASES = [
+    ("float box bound", lambda c, s: make_box((10, 100, 60.7), (20, 160, 120)), "whole numbers"),
+    ("NaN box bound", lambda c, s: make_box((10, float("nan"), 60), (20, 160, 120)), "finite whole numbers"),
+    ("float bound in a Box", lambda c, s: _session(c[0], s).set_box(Box((10, 100, 60.5), (20, 160, 120))),
+     "whole numbers"),
+    ("string label id", lambda c, s: _support(c, ["liver"]), "support label id must be whole numbers"),
+    ("support slice 11.5", lambda c, s: _support(c, [1], 11.5), "support slice must be whole numbers"),
+    ("dataset label 'liver'", lambda c, s: _chaos().check_labels(["liver"]), "label id must be whole numbers"),
+    ("refine time_budget -1", lambda c, s: _chaos8_session(c, s).refine("unsupervised", time_budget=-1),
+     "time budget must be a positive"),
+    ("refine time_budget 0", lambda c, s: _chaos8_session(c, s).refine("unsupervised", time_budget=0),
+     "time budget must be a positive"),
+    ("constant image", lambda c, s: _session(c[0].with_array(np.zeros_like(c[0].array)), s).set_box(
+        Box((10, 100, 60), (20, 160, 120))), "constant (0) inside the box"),
+    ("constant region under the box", lambda c, s: _session(_constant_under_box(c), s).set_box(
+        Box((10, 100, 60), (20, 160, 120))), "constant (5) inside the box"),
+    ("0.05 x 0.05 x 80 mm, 3D box", lambda c, s: _session(_aniso(c, (0.05, 0.05, 80.0)), s).set_box(
+        Box((10, 100, 60), (20, 160, 120))), "too anisotropic for a 3D box"),
+    ("0.05 x 0.05 x 80 mm, coronal 2D box", lambda c, s: _session(_aniso(c, (0.05, 0.05, 80.0)), s).set_box(
+        make_box((10, 130, 60), (20, 131, 120), axis=1)), "too anisotropic for a 2D box"),
+    ("1e-4 mm slices, 3D box", lambda c, s: _session(_aniso(c, (1.5, 1.5, 1e-4)), s).set_box(
+        Box((10, 100, 60), (20, 160, 120))), "too anisotropic"),
+    ("save_mask to a folder", lambda c, s: _chaos8_session(c, s).save_mask(c[2]), "is a folder"),
+    ("save_mask under a file", lambda c, s: _chaos8_session(c, s).save_mask(c[2] / "f" / "m.nii.gz"),
+     "is a file, not a folder"),
+    ("save_mask .png", lambda c, s: _chaos8_session(c, s).save_mask(c[2] / "m.png"), "unsupported file type"),
+    ("write_image, writer failure", lambda c, s: _failing_write(c), "cannot write"),
+    ("query range reversed (API)", lambda c, s: _segment_range(c, (10, 6)), "empty or reversed"),
+]
+
+
+def _chaos():
+    from InteractiveRefineLib.data import DecathlonDataset
+    return DecathlonDataset(CHAOS)
+
+
+def _support(c, labels, slice_index=18):
+    from FewShotSegLib.segment import make_supports
+    img, lab = _chaos().load("chaos_36")
+    return make_supports(img, lab, slice_index, labels)
+
+
+def _segment_range(c, slices):
+    from FewShotSegLib.segment import FewShotSegmenter
+    seg = FewShotSegmenter.__new__(FewShotSegmenter)  # the range is checked before any network use
+    return seg.segment(_support(c, [1]), c[0], slices=slices)
+
+
+def _failing_write(c):
+    """SimpleITK cannot write a .mhd with this detached header name: the message names the target only."""
+    import unittest.mock as mock
+    with mock.patch("SimpleITK.WriteImage", side_effect=RuntimeError("ITK ERROR: /x/.tmp-abc.nii.gz")):
+        write_image(c[0], c[2] / "m.nii.gz")
+
+
+@pytest.mark.parametrize("name,call,fragment", API_CASES, ids=[c[0] for c in API_CASES])
+def test_api_refuses(name, call, fragment, chaos8, segmenter, tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(AdaptiveSegError) as exc:
+        call((chaos8[0], chaos8[1], tmp_path), segmenter)
+    assert fragment in str(exc.value)
+    assert ".tmp-" not in str(exc.value)  # never the hidden staging file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"], "nothing written"
+
+
+def test_support_slice_given_as_float_whole_number_is_that_slice(chaos8):
+    """11.0 is slice 11 (it used to be reported as outside the volume)."""
+    assert _support(chaos8, [1], 18.0)[0].slice_index == 18
+
+
+def test_range_is_reported_back_inclusive(files, monkeypatch, capsys):
+    """`--range 2:31` is reported as [2, 31] (it was [2, 32]), as the user gave it."""
+    from FewShotSegLib import segment
+
+    class Stub:
+        def __init__(self, *a, **k):
+            pass
+
+        def segment(self, supports, q_img, slices=None, **kw):
+            labels = np.zeros(q_img.shape, np.int16)
+            return segment.Segmentation(labels, {1: labels.astype(np.float32)}, slices)
+    monkeypatch.setattr(segment, "FewShotSegmenter", Stub)
+    assert fs_cli.main([a.format(**files) for a in seg(range="2:31", label="1")[1:]]) == 0
+    assert json.loads(capsys.readouterr().out)["slices"] == [2, 31]
+
+
+def test_memory_guard_refuses_before_computing(chaos8, segmenter, monkeypatch):
+    """A box whose estimated peak exceeds the limit is refused, naming the estimate; the session is unchanged.
+    The same box passes under the default limit."""
+    from InteractiveRefineLib import memory
+    box = Box((0, 0, 0), chaos8[0].shape)
+    s = _session(chaos8[0], segmenter)
+    need = memory.box_step_bytes(chaos8[0].shape, chaos8[0].shape)
+    monkeypatch.setenv(memory.ENV, str(0.9 * need / 2 ** 30))
+    calls = []
+
+    class Built(Exception):
+        pass
+
+    def context(*a, **k):
+        calls.append(1)
+        raise Built
+    monkeypatch.setattr("InteractiveRefineLib.session._Context.__init__", context)
+    with pytest.raises(ResourceError, match="would need about"):
+        s.set_box(box)
+    assert not calls and s.objects == []
+    monkeypatch.setenv(memory.ENV, str(1.1 * need / 2 ** 30))
+    with pytest.raises(Built):  # past the guard: computing starts
+        s.set_box(box)
+    assert calls == [1]
+
+
+# --- 12. an interrupted benchmark resumes -------------------------------------------------------------------
+def test_interrupted_benchmark_computes_only_the_missing_cases(tmp_path, monkeypatch):
+    """Killed during the second case (and mid-write: a torn last line), a rerun keeps the first case's
+    records, computes only the second case, and ends with the records of an uninterrupted run."""
+    from InteractiveRefineLib import benchmark
+    computed = []
+
+    def fake_case(image, label, case_id, *a, **k):
+        computed.append(case_id)
+        if case_id == "chaos_36" and crash:
+            raise KeyboardInterrupt
+        return [{"case": case_id, "label": 2, "label_name": "k", "dim": "3d", "method": "cnn", "round": 0,
+                 "dice": 0.5, "seconds": 0.1, "scribbled_voxels": 0, "jitter": 0}]
+    monkeypatch.setattr(benchmark, "benchmark_case", fake_case)
+    monkeypatch.setattr("InteractiveRefineLib.inference.BoxSegmenter.__init__", lambda *a, **k: None)
+    kw = dict(labels=[2], cases="chaos_8,chaos_36", dims=["3d"], methods=["cnn"], rounds=0, device="cpu",
+              show_progress=False)
+    crash = True
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.run_benchmark(CHAOS, tmp_path / "b", **kw)
+    with open(tmp_path / "b" / "results.jsonl", "a") as f:
+        f.write('{"case": "chaos_36", "label": 2, "di')  # torn by the kill
+    crash = False
+    computed.clear()
+    benchmark.run_benchmark(CHAOS, tmp_path / "b", **kw)
+    assert computed == ["chaos_36"]
+    records = [json.loads(l) for l in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
+    assert [r["case"] for r in records] == ["chaos_8", "chaos_36"]
+    assert (tmp_path / "b" / "summary.md").is_file()
+    with pytest.raises(AdaptiveSegError, match="other settings \\(rounds\\)"):  # not another run's folder
+        benchmark.run_benchmark(CHAOS, tmp_path / "b", **dict(kw, rounds=1))
