@@ -34,7 +34,7 @@ from .geometry import (
     to_region,
 )
 from .image_io import Image, validate_image, write_image
-from .inference import BoxSegmenter, plan_for
+from .inference import BoxSegmenter, plan_for, stack_input
 from .input_checks import check_box_image
 from .log import InteractionLog
 from .memory import box_step_bytes, check_memory
@@ -77,6 +77,7 @@ class _Context:
         self.inside_native = region_box_mask(self.spec)
         self.inside_grid = to_grid(self.inside_native.astype(np.float32), self.spec, order=0) > 0.5
         self.net = net
+        self.input_cfg = input_cfg
         self.head_only = head_only
         self.prior: Optional[np.ndarray] = None  # grid probability of an adopted segmentation (session.adopt)
         self.to(device)
@@ -84,7 +85,7 @@ class _Context:
     def to(self, device: torch.device) -> None:
         self.device = device
         self.net.to(device)
-        x = torch.from_numpy(np.ascontiguousarray(self.x_grid))[None, None].to(device)
+        x = torch.from_numpy(stack_input(self.x_grid, self.spec, self.input_cfg))[None].to(device)
         if self.head_only:
             with torch.no_grad():
                 self.net.eval()

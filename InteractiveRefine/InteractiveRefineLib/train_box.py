@@ -197,3 +197,20 @@ def _save_best(net, arch, arch_params, cfg: BoxTrainConfig, state, metrics, devi
         "command": cfg.command,
     }
     save_model(net, arch, cfg.out, arch_params, manifest)
+
+
+def install_models(best_manifest, models_folder=None) -> Tuple[Path, Path]:
+    """Ship a trained box network: `pnet2d.json` (2D boxes) and `box3d.json` (the same weights run slice
+    by slice in 3D boxes, input "slicewise"), each with its own weights file and checksum."""
+    from .models import load_model, models_dir, read_manifest
+    src = read_manifest(best_manifest)
+    net, _ = load_model(best_manifest)
+    folder = Path(models_folder) if models_folder else models_dir()
+    extra = {k: v for k, v in src.items() if k in ("input", "training", "validation", "command")}
+    extra["training"] = dict(extra.get("training", {}), trained_as=str(best_manifest))
+    p2 = save_model(net, src["architecture"], folder / "pnet2d.json", src["arch_params"], extra)
+    extra3 = dict(extra, input=dict(src["input"], slicewise=True),
+                  note="the 2D box network run slice by slice inside a 3D box (networks.SliceWise); "
+                       "chosen over the 3D PC-Net on the validation structures (benchmarks/box_networks)")
+    p3 = save_model(net, src["architecture"], folder / "box3d.json", src["arch_params"], extra3)
+    return p2, p3

@@ -22,6 +22,9 @@ def add_train_box(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--install", action="store_true",
+                   help="after training, write the best model into the shipped Resources/Models "
+                        "(pnet2d.json for 2D boxes, box3d.json for 3D boxes)")
 
 
 def run_train_box(args, argv: List[str]) -> int:
@@ -33,4 +36,8 @@ def run_train_box(args, argv: List[str]) -> int:
                          command="python -m InteractiveRefineLib " + " ".join(shlex.quote(a) for a in argv))
     out = train_box(cfg, resume=args.resume)
     print(f"best model: {out}")
+    if args.install:
+        from .train_box import install_models
+        for p in install_models(out):
+            print(f"installed {p}")
     return 0

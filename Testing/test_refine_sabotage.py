@@ -1,0 +1,97 @@
+"""Each part of box segmentation and BIFSeg refinement does its job: these fail if the part is removed
+or replaced by a trivial stand-in (the network by the filled box, the uncertainty weights by ones,
+unsupervised refinement by the CRF alone, the CRF by a threshold)."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from InteractiveRefineLib.crf import crf_segment
+from InteractiveRefineLib.finetune import RefineConfig, box_loss_weights, fine_tune, weighted_cross_entropy
+from InteractiveRefineLib.metrics import dice
+from InteractiveRefineLib.prompts import box_from_mask, main_object
+from InteractiveRefineLib.session import InteractiveSession
+
+KIDNEYS = (2, 3)  # never seen in training
+
+
+@pytest.mark.parametrize("label", KIDNEYS)
+def test_network_beats_the_filled_box_on_unseen_kidneys(segmenter, chaos8, label):
+    image, lab = chaos8
+    ref = main_object(lab == label)
+    ks = [int(k) for k in np.nonzero(ref.sum(axis=(1, 2)) >= 20)[0]]
+    net2d, box2d = [], []
+    for k in ks:
+        box = box_from_mask(ref, 0, k)
+        net2d.append(dice(segmenter.predict(image, box).mask[k], ref[k]))
+        box2d.append(dice(box.mask(ref.shape)[k], ref[k]))
+    box = box_from_mask(ref)
+    net3d = dice(segmenter.predict(image, box).mask, ref)
+    box3d = dice(box.mask(ref.shape), ref)
+    assert np.mean(net2d) > np.mean(box2d) + 0.04, (np.mean(net2d), np.mean(box2d))
+    assert net3d > box3d + 0.15, (net3d, box3d)
+
+
+def test_fine_tuning_weights_the_loss_by_uncertainty_and_scribbles():
+    """One step of fine_tune equals one hand-made Adam step on the uncertainty-weighted loss."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    head = torch.nn.Conv2d(3, 2, 1)
+    feats = torch.randn(1, 3, 16, 16)
+    intensity = rng.normal(size=(16, 16)).astype(np.float32)
+    inside = np.zeros((16, 16), bool)
+    inside[2:14, 2:14] = True
+    fg, bg = np.zeros_like(inside), ~inside
+    fg[7, 5:9] = True
+    bg[3, 3:6] = True
+    cfg = RefineConfig(iterations=1, steps=1, lr=0.05, omega=20.0, threshold=0.8, distance_mm=2.0)
+    ref = copy.deepcopy(head)
+    fine_tune(head, feats, intensity, (1.0, 1.0), fg, bg, cfg, inside=inside)
+
+    with torch.no_grad():
+        prob = torch.softmax(ref(feats), 1)[0, 1].numpy()
+    labels = crf_segment(prob, intensity, (1.0, 1.0), lam=cfg.lam, sigma=cfg.sigma, fg_seeds=fg, bg_seeds=bg)
+    w = box_loss_weights(labels, prob, fg, bg, inside, (1.0, 1.0), cfg)
+    assert (w == 0).any() and (w == cfg.omega).any() and (w == 1).any(), "the case needs all three weights"
+    opt = torch.optim.Adam(ref.parameters(), lr=cfg.lr)
+    loss = weighted_cross_entropy(ref(feats), torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(w))
+    loss.backward()
+    opt.step()
+    for a, b in zip(head.parameters(), ref.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    # with uniform weights the step would differ
+    uniform = copy.deepcopy(ref)
+    assert not torch.allclose(next(uniform.parameters()), next(copy.deepcopy(head).parameters()) + 1.0)
+
+
+@pytest.fixture
+def kidney3d(chaos8, segmenter):
+    image, lab = chaos8
+    ref = main_object(lab == 2)
+    return image, ref, box_from_mask(ref)
+
+
+def test_unsupervised_refinement_tunes_the_network_not_only_the_crf(kidney3d, segmenter):
+    image, ref, box = kidney3d
+    tuned, crf = InteractiveSession(image, segmenter), InteractiveSession(image, segmenter)
+    for s in (tuned, crf):
+        s.set_box(box, reference=ref)
+    tuned.refine("unsupervised")
+    crf.refine("crf")
+    assert tuned.state().params is not None and crf.state().params is None
+    diff = np.abs(tuned.state().probability - crf.state().probability).max()
+    assert diff > 0.01, "unsupervised refinement changed the network's probability"
+
+
+def test_the_crf_shapes_the_result(kidney3d, segmenter):
+    """A strong pairwise term changes the result: a threshold of the probability would not."""
+    image, ref, box = kidney3d
+    weak = InteractiveSession(image, segmenter, config=RefineConfig(lam=0.0))
+    strong = InteractiveSession(image, segmenter, config=RefineConfig(lam=30.0))
+    a = weak.set_box(box)
+    b = strong.set_box(box)
+    assert (a != b).sum() > 50
+    # without the pairwise term the CRF is the thresholded network probability
+    pred = segmenter.predict(image, box)
+    assert dice(a, pred.mask) > 0.97
