@@ -88,7 +88,11 @@ def _add_panel_timing(sub) -> None:
                                             "time and the longest GUI freeze while they run")
     p.add_argument("--out", default="panel_timing", help="output folder (results.jsonl, summary.md)")
     p.add_argument("--rounds", type=non_negative_int, default=3, help="scribble rounds after the box (default 3)")
-    p.add_argument("--tick", type=positive_float, default=0.02, help="GUI poll interval in seconds (default 0.02)")
+    p.add_argument("--tick", type=positive_float, default=0.1,
+                   help="GUI poll interval in seconds (default 0.1, the panel's)")
+    p.add_argument("--gui", choices=("both", "gil", "sleep"), default="both",
+                   help="emulated main loop between polls: 'gil' holds the GIL (as Slicer's does), 'sleep' releases "
+                        "it; 'both' (default) runs each and compares the compute speed")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
 
@@ -117,7 +121,7 @@ def non_negative_int(text: str) -> int:
 def check_outputs(args) -> None:
     """Every output path is checked before any computing (OutputError naming the problem)."""
     cmd = args.command
-    if cmd in ("demo", "panel-timing"):
+    if cmd in ("demo", "panel-timing", "large-volume"):
         check_output_folder(args.out)
     elif cmd == "benchmark":
         check_output_folder(args.out, files=("results.jsonl", "summary.md", "dice.png"), inputs=(args.dataset,))
@@ -127,6 +131,15 @@ def check_outputs(args) -> None:
             raise OutputError(f"--dice {args.dice}: a target Dice lies in (0, 1]")
     elif cmd == "train":
         check_output_file(args.out, suffixes=(".json",), inputs=(args.dataset,))
+
+
+def _add_large_volume(sub) -> None:
+    p = sub.add_parser("large-volume", help="time and peak memory of box steps and FewShotSeg on a synthetic "
+                                            "CT-sized volume (each case in a fresh process)")
+    p.add_argument("--out", default="large_volume", help="output folder (results.jsonl, summary.md)")
+    p.add_argument("--shape", type=_int_list, default=[300, 512, 512], help="K,J,I voxels (default 300,512,512)")
+    p.add_argument("--cases", default="", help="comma-separated subset of the cases (default: all)")
+    p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(sub)
     _add_analyze_logs(sub)
     _add_panel_timing(sub)
+    _add_large_volume(sub)
     add_train_box(sub)
     return parser
 
@@ -160,8 +174,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         if args.command == "panel-timing":
             from .panel_timing import run_panel_timing
-            run_panel_timing(args.out, args.rounds, args.tick, args.device)
+            run_panel_timing(args.out, args.rounds, args.tick, args.device,
+                             loops=("sleep", "gil") if args.gui == "both" else (args.gui,))
             print((Path(args.out) / "summary.md").read_text(), end="")
+            return 0
+        if args.command == "large-volume":
+            from .large_volume import CASES, run_large_volume
+            cases = [c for c in args.cases.split(",") if c] or list(CASES)
+            unknown = sorted(set(cases) - set(CASES))
+            if unknown or len(args.shape) != 3:
+                raise OutputError(f"--cases from {', '.join(CASES)} and --shape K,J,I; got {unknown or args.shape}")
+            print(run_large_volume(args.out, args.shape, cases, args.threads).read_text(), end="")
             return 0
         if args.command == "analyze-logs":
             from .analyze_logs import analyze_logs

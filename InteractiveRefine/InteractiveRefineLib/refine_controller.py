@@ -110,6 +110,7 @@ class RefineController:
         self._job: Optional[Request] = None  # the step the panel waits for
         self._quick: list = []  # scribble updates sent ahead of the next step
         self._delivered = True
+        self._lost_note = ""  # set when the compute process ended and took the session's history with it
 
     # -- state shown by the panel --------------------------------------------------------------
     @property
@@ -187,8 +188,7 @@ class RefineController:
     def start_refine(self, mode: str = "supervised", time_budget: Optional[float] = None) -> Job:
         """Fine-tune + CRF ('supervised' with the scribbles; 'unsupervised' without)."""
         self._idle()
-        if not self.has_object:
-            raise PromptError("refine needs a segmentation first: place a box and press Segment")
+        self._check_object("refine needs a segmentation first: place a box and press Segment")
         return self._submit("refine.refine", f"refine ({mode})", {"mode": mode, "time_budget": time_budget}, {},
                             f"refine_{mode}")
 
@@ -199,14 +199,12 @@ class RefineController:
         return self._history("redo")
 
     def reset(self) -> Job:
-        if not self.has_object:
-            raise PromptError("nothing to reset: place a box and press Segment first")
+        self._check_object("nothing to reset: place a box and press Segment first")
         return self._history("reset")
 
     def _history(self, action: str) -> Job:
         self._idle()
-        if not self.has_object:
-            raise PromptError(f"nothing to {action}: place a box and press Segment first")
+        self._check_object(f"nothing to {action}: place a box and press Segment first")
         return self._submit(f"refine.{action}", action, {}, {}, action, cancellable=False)
 
     def set_scribbles(self, fg_mask: np.ndarray, bg_mask: np.ndarray) -> Tuple[int, str]:
@@ -214,8 +212,7 @@ class RefineController:
         the box (or off the slice of a 2D box) and voxels marked both fg and bg are ignored; returns
         (ignored voxels, message). `scribbles_changed` tells whether they differ from the session's."""
         self._idle()
-        if not self.has_object:
-            raise PromptError("scribbles need a segmentation first: place a box and press Segment")
+        self._check_object("scribbles need a segmentation first: place a box and press Segment")
         box = self.box
         fg, bg = (np.asarray(m, bool) for m in (fg_mask, bg_mask))
         if fg.shape != self.image.shape or bg.shape != self.image.shape:
@@ -315,6 +312,7 @@ class RefineController:
                                                                          "device": self.requested_device}),
                                               arrays, name="open", cancellable=False))
         self._generation = self.client.generation
+        self._lost_note = ""
         self._state = {}
         self._scribbles = (np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64))
 
@@ -323,16 +321,22 @@ class RefineController:
             self._ensure_open()
         elif self._generation != self.client.generation or not self.client.running:
             self._lost()
-            raise PromptError("the compute process was restarted and this session's history is gone: place the "
-                              "box and press Segment (or Refine this segment) again")
+            self._check_object("")
         job = self.client.submit(op, self._args(args), arrays, name=name, cancellable=cancellable)
         job.action = action
         self._job, self._delivered = job, False
         return job
 
     def _lost(self) -> None:
+        if self._generation is not None:
+            self._lost_note = ("the compute process was restarted and this session's history is gone: place the "
+                               "box and press Segment (or Refine this segment) again")
         self._state = {}
         self._generation = None
+
+    def _check_object(self, message: str) -> None:
+        if not self.has_object:
+            raise PromptError(self._lost_note or message)
 
     def _take_state(self, fields: Mapping[str, Any]) -> None:
         if "state" in fields:
