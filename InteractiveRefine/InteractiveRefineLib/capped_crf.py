@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from .crf import crf_segment
 
-MAX_CRF_VOXELS = 2_000_000  # ~0.7 GB of max-flow graph; measured in benchmarks/large_volume/summary.md
+MAX_CRF_VOXELS = 1_000_000  # ~0.35 GB of max-flow graph, ~1.5 s; see benchmarks/large_volume/summary.md
 BYTES_PER_CRF_VOXEL = 340
 
 
