@@ -122,15 +122,19 @@ def adapt_segmenter(segmenter: FewShotSegmenter, supports: Sequence[Support], qu
         history.append(_step(net, opt, *(b.to(dev) for b in batch), config))
         done += 1
     # stage 2: confident pseudo-labels of the query slices (each slice uses the support at its relative position)
-    tick("pseudo-labelling the query")
-    net.eval()
-    probe = FewShotSegmenter(net=net, device=str(dev), iterations=segmenter.iterations, batch=segmenter.batch,
-                             start=segmenter.start)
     assign = np.minimum((np.arange(query.shape[0]) * len(supports)) // max(query.shape[0], 1), len(supports) - 1)
-    prob = probe.predict(supports, query, assign, cancel=cancel)[:, None]
-    label = (prob >= 0.5).float()
-    weight = ((prob >= config.confidence) | (prob <= 1 - config.confidence)).float()
-    has_fg = np.flatnonzero(((prob >= config.confidence).flatten(1).sum(1) > 0).numpy())
+    has_fg = np.zeros(0, dtype=int)
+    if config.pseudo_steps > 0 and not over(cap if cap is not None else 0):
+        tick("pseudo-labelling the query")
+        net.eval()
+        probe = FewShotSegmenter(net=net, device=str(dev), iterations=segmenter.iterations, batch=segmenter.batch,
+                                 start=segmenter.start)
+        prob = probe.predict(supports, query, assign, cancel=cancel)[:, None]
+        label = (prob >= 0.5).float()
+        weight = ((prob >= config.confidence) | (prob <= 1 - config.confidence)).float()
+        has_fg = np.flatnonzero(((prob >= config.confidence).flatten(1).sum(1) > 0).numpy())
+    elif config.pseudo_steps > 0:
+        cut.append("stage 2")
     net.train()
     pseudo = 0
     for _ in range(config.pseudo_steps if has_fg.size else 0):
