@@ -221,3 +221,43 @@ def write_mask_extent(segmentationNode, segmentId, mask_kji, extent: Optional[Ex
         if not logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, mode, vtkExtent):
             raise AdaptiveSegError(f"could not write segment {segmentId!r} of {segmentationNode.GetName()} "
                                    "(is its source representation a binary labelmap?)")
+
+
+# -- scribbles: a segmentation node of their own, never saved with the scene ----------------------------
+#: Attribute of a scribble node: the ID of the segmentation whose segment it helps to refine.
+SCRIBBLES_FOR = "AdaptiveSeg.ScribblesFor"
+
+
+def scribble_node(segmentationNode, referenceVolumeNode=None, create: bool = True):
+    """The segmentation node that holds the foreground/background scribbles for `segmentationNode`.
+
+    The scribbles live in a node of their own, not in the user's segmentation, and that node (with its
+    display node) is not saved with the scene: saving a scene mid-session never stores them, and Accept or
+    closing the session removes the node. None when there is none and `create` is False.
+    """
+    scene = segmentationNode.GetScene()
+    for node in slicer.util.getNodesByClass("vtkMRMLSegmentationNode", scene):
+        if node.GetAttribute(SCRIBBLES_FOR) == segmentationNode.GetID():
+            return node
+    if not create:
+        return None
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{segmentationNode.GetName()} scribbles")
+    node.SetAttribute(SCRIBBLES_FOR, segmentationNode.GetID())
+    node.SetSaveWithScene(False)
+    node.CreateDefaultDisplayNodes()
+    for i in range(node.GetNumberOfDisplayNodes()):
+        node.GetNthDisplayNode(i).SetSaveWithScene(False)
+    if referenceVolumeNode is not None:
+        node.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
+    return node
+
+
+def remove_scribble_nodes(scene, segmentationNode=None) -> int:
+    """Remove the scribble node of `segmentationNode` (all scribble nodes when None); returns how many."""
+    removed = 0
+    for node in list(slicer.util.getNodesByClass("vtkMRMLSegmentationNode", scene)):
+        owner = node.GetAttribute(SCRIBBLES_FOR)
+        if owner and (segmentationNode is None or owner == segmentationNode.GetID()):
+            scene.RemoveNode(node)
+            removed += 1
+    return removed
