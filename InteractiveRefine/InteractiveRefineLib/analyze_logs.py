@@ -17,7 +17,7 @@ from .atomic import write_text
 from .errors import AdaptiveSegError
 from .log import read_log
 from .report import save_figure
-from .study import summarize, timeline, write_summary_csv
+from .study import study_info, summarize, timeline, write_summary_csv
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,26 @@ def plot_sessions(rows, sessions, path: Path, target_dice: Optional[float]) -> P
 def analyze_logs(folder, out=None, target_dice: Optional[float] = 0.9) -> Tuple[List[Dict[str, Any]], str]:
     """Summarise every log in `folder`; write sessions.csv, cases.md and timing.png to `out`
     (default: `folder`). Returns (session rows, the per-case markdown table)."""
-    sessions = load_sessions(folder)
+    units = [(p, study_info(events), oid, evs) for p, events in load_sessions(folder)
+             for oid, evs in per_object(events)]
     out = Path(out) if out is not None else Path(folder)
-    rows = [summarize(events, target_dice, log=str(p.relative_to(folder))) for p, events in sessions]
+    rows = []
+    for p, info, oid, evs in units:
+        row = summarize(evs, target_dice, log=str(p.relative_to(folder)))
+        if oid is not None:  # one row per object, named by the case id (if any) and the object
+            row.update(info, object=oid, case=f"{info['case']} / {oid}" if info["case"] else oid)
+        rows.append(row)
     table = case_table(rows, target_dice)
     write_summary_csv(rows, out / "sessions.csv")
     write_text(out / "cases.md", table)
-    plot_sessions(rows, sessions, out / "timing.png", target_dice)
+    plot_sessions(rows, [(p, evs) for p, _, _, evs in units], out / "timing.png", target_dice)
     return rows, table
+
+
+def per_object(events: List[Dict[str, Any]]) -> List[Tuple[Optional[str], List[Dict[str, Any]]]]:
+    """[(object id, its events)] for a session that segmented several objects (the demo's log holds four:
+    merged, their times and Dice would mix); [(None, events)] for a session of one object."""
+    oids = list(dict.fromkeys(e["object"] for e in events if e.get("object") is not None))
+    if len(oids) <= 1:
+        return [(None, events)]
+    return [(oid, [e for e in events if e.get("object") == oid]) for oid in oids]
