@@ -1,0 +1,131 @@
+"""Evaluation protocol: chunks and the component step are used, setting 2 reaches training, the support_copy
+baseline, the guard against models trained on the evaluated patients, the summary's baseline column."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from FewShotSegLib import train as train_module
+from FewShotSegLib.evaluate import check_unseen, evaluate_pairs, protocol_case, support_copy
+from FewShotSegLib.models import save_rpnet
+from FewShotSegLib.network import DEFAULT_PARAMS, build_rpnet
+from FewShotSegLib.protocol import CHAOS_GROUPS, query_chunks, support_chunk_slices
+from FewShotSegLib.segment import FewShotSegmenter, Segmentation, make_supports
+from FewShotSegLib.summary import summary_markdown
+from InteractiveRefineLib.errors import DatasetError
+from InteractiveRefineLib.image_io import Image
+
+
+def cylinder(n=30, organ=1, z=(8, 23)):
+    arr = np.random.default_rng(0).normal(size=(n, 40, 40)).astype(np.float32)
+    lab = np.zeros((n, 40, 40), np.int16)
+    lab[z[0]:z[1], 10:25, 12:30] = organ
+    arr[lab == organ] += 3
+    img = Image(arr, np.array([1.0, 1.0, 3.0]), np.zeros(3), np.eye(3))
+    return img, lab
+
+
+class RecordingSegmenter:
+    """Stands in for FewShotSegmenter: records what the protocol asks for, answers with the reference."""
+
+    def __init__(self, reference):
+        self.reference, self.calls, self.manifest, self.start = reference, [], {}, "prototype"
+
+    def segment(self, supports, query_image, slices=None, chunk_of_slice=None, auto_range=False, **kw):
+        self.calls.append({"supports": [s.slice_index for s in supports], "slices": slices,
+                           "chunks": None if chunk_of_slice is None else list(chunk_of_slice),
+                           "auto_range": auto_range})
+        lab = (self.reference > 0).astype(np.int16) * supports[0].label
+        return Segmentation(lab, {supports[0].label: lab.astype(np.float32)}, slices or (0, lab.shape[0]))
+
+
+def test_protocol_uses_three_chunks_and_the_component_step():
+    s_img, s_lab = cylinder(z=(5, 17))
+    q_img, q_lab = cylinder(z=(8, 23))
+    seg = RecordingSegmenter(q_lab)
+    r = protocol_case(seg, (s_img, s_lab), (q_img, q_lab), 1)
+    call = seg.calls[0]
+    assert call["supports"] == support_chunk_slices(s_lab, 1) == [7, 11, 15]
+    assert call["slices"] == (8, 23) and call["chunks"] == query_chunks(8, 22).tolist()
+    assert sorted(set(call["chunks"])) == [0, 1, 2]
+    assert call["auto_range"] is True                # component step on by default
+    assert r["dice"] == 1.0 and r["slices"] == [8, 23] and r["adaptation"] is None
+
+
+def test_support_copy_copies_each_chunks_mask_on_the_same_grid():
+    img, lab = cylinder()
+    sups = [make_supports(img, lab, k, [1])[0] for k in (9, 15, 20)]
+    pred = support_copy(sups, img, 8, 23, query_chunks(8, 22))
+    # same scan, constant cross-section: the copy is the organ itself (up to the resize to the grid and back)
+    ref = lab[8:23] == 1
+    inter = (pred & ref).sum()
+    assert 2 * inter / (pred.sum() + ref.sum()) > 0.97
+    # and each slice really takes its own chunk's mask: make the middle chunk's support mask empty-ish
+    sups[1].mask.zero_()
+    pred = support_copy(sups, img, 8, 23, query_chunks(8, 22))
+    chunks = query_chunks(8, 22)
+    assert not pred[chunks == 1].any() and pred[chunks == 0].any() and pred[chunks == 2].any()
+    r = protocol_case(RecordingSegmenter(lab), (img, lab), (img, lab), 1)
+    assert 0.9 < r["support_copy"] <= 1.0
+
+
+def test_segment_keeps_only_the_component_under_the_support(monkeypatch):
+    img, lab = cylinder()
+    seg = FewShotSegmenter(net=build_rpnet(), device="cpu", iterations=1)
+    sup = make_supports(img, lab, 15, [1])
+
+    def predict(supports, query, assignment, progress=None, cancel=None):
+        p = torch.zeros(query.shape[0], query.shape[-2], query.shape[-1])
+        p[:, 40:80, 40:90] = 1.0          # under the support footprint
+        p[:, 100:120, 100:120] = 1.0      # a look-alike elsewhere
+        return p
+    monkeypatch.setattr(seg, "predict", predict)
+    with_step = seg.segment(sup, img, auto_range=True).labels
+    without = seg.segment(sup, img, auto_range=False).labels
+    assert without[15, 35, 35] == 1 and with_step[15, 35, 35] == 0
+    assert with_step[15, 17, 20] == 1
+
+
+def test_setting_two_reaches_the_training_volumes(chaos_sample, monkeypatch, tmp_path):
+    seen = {}
+    real_prepare = train_module.prepare_case_volumes
+
+    def prepare(ds, cases, setting, excluded):
+        seen["args"] = (setting, tuple(excluded))
+        return real_prepare(ds, cases, setting, excluded)
+
+    def fake_train(volumes, base, config, device, **kw):
+        seen["volumes"], seen["base"] = volumes, base
+        return {"net": build_rpnet(), "history": [1.0], "seconds": 0.0, "step": config.steps, "init": None}
+    monkeypatch.setattr(train_module, "prepare_case_volumes", prepare)
+    monkeypatch.setattr(train_module, "train_rpnet", fake_train)
+    out = train_module.train_protocol_model(chaos_sample, tmp_path / "s2.json", 2, "lower", ["chaos_8"],
+                                            train_module.TrainConfig(steps=1))
+    assert seen["args"] == (2, CHAOS_GROUPS["lower"]) and tuple(seen["base"]) == (1, 4)
+    v = seen["volumes"][0]
+    kidney = np.isin(v.labels.numpy(), [2, 3]).any((1, 2))
+    assert kidney.any() and not (kidney & v.allowed).any()
+    assert json.loads(out.read_text())["training"]["setting"] == 2
+
+
+def test_pairs_refuse_a_model_trained_on_the_evaluated_patients(chaos_sample, tmp_path):
+    path = save_rpnet(build_rpnet(), tmp_path / "m.json", dict(DEFAULT_PARAMS),
+                      {"training": {"dataset": "CHAOS-T2SPIR-fewshot", "cases": ["chaos_1", "chaos_8"]}})
+    with pytest.raises(DatasetError, match="trained on chaos_8"):
+        evaluate_pairs(chaos_sample, [("chaos_36", "chaos_8")], [2], tmp_path, model=path, device="cpu")
+    check_unseen({"training": {"dataset": "CHAOS-T2SPIR-fewshot", "cases": ["chaos_1"]}}, chaos_sample,
+                 ["chaos_8", "chaos_36"])
+    check_unseen({"training": {"dataset": "Hippocampus", "cases": ["chaos_8"]}}, chaos_sample, ["chaos_8"])
+
+
+def test_summary_shows_support_copy_and_steps_beside_every_row():
+    recs = [{"setting": 2, "adapted": a, "range": "gt", "label": lab, "label_name": n, "dice": d, "seconds": 1.0,
+             "support_copy": c, "adaptation": {"steps": 30, "pseudo_steps": 15, "cut_by_time_cap": []} if a else None}
+            for a in (False, True) for lab, n, d, c in [(1, "liver", 0.6, 0.58), (4, "spleen", 0.7, 0.4)]]
+    text = summary_markdown(recs, "t")
+    rows = [line for line in text.splitlines() if line.startswith("| 2 |")][:2]
+    assert len(rows) == 2
+    for row in rows:
+        assert "58.00 / 40.00" in row and "| 49.00 |" in row
+    assert "30+15" in rows[1] and "30+15" not in rows[0]
