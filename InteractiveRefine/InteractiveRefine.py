@@ -1,10 +1,17 @@
 """InteractiveRefine: deep-learning segmentation from a box, refined with scribbles (BIFSeg).
 
 GUI wiring only. The work is done by the Slicer-free core (InteractiveRefineLib: the RefineController
-runs the session on a background worker) and the node <-> array conversions by
-InteractiveRefineLib.slicer_bridge. torch and the core are imported inside methods, so the module loads
-before its dependencies are installed; they are installed when the user first presses Segment.
+sends each step to the persistent compute process, a separate PythonSlicer process that owns the session,
+so Slicer's main thread, which holds the GIL while Qt idles, never starves it) and the node <-> array
+conversions by InteractiveRefineLib.slicer_bridge. torch and the core are imported inside methods, so the
+module loads before its dependencies are installed; they are installed when the user first presses Segment
+(never in testing mode).
+
+One undo history: the embedded Segment Editor only paints the scribbles, which live in a segmentation node of
+their own that is never saved with the scene, and its own undo is off; Undo/Redo/Reset are this module's.
+Hand edits of the result segment (e.g. in the Segment Editor module) are read back before every write.
 """
+import contextlib
 import logging
 import os
 import pathlib
@@ -152,9 +159,9 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._observedSegmentation = None
         self._writingSegments = False  # our own writes must not count as scribble strokes
         self._flattenOnPlacement = False
+        self._observedScribbles = None  # the scribble node's segmentation, observed while the module is entered
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self):
@@ -173,7 +180,10 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.segmentEditorWidget.segmentationNodeSelectorVisible = False
         self.ui.segmentEditorWidget.sourceVolumeNodeSelectorVisible = False
         self.ui.segmentEditorWidget.switchToSegmentationsButtonVisible = False
-        self.ui.segmentEditorWidget.setMaximumNumberOfUndoStates(20)
+        # One undo history: the module's. The embedded editor paints scribbles only, with its undo off.
+        if hasattr(self.ui.segmentEditorWidget, "setUndoEnabled"):
+            self.ui.segmentEditorWidget.setUndoEnabled(False)
+        self.ui.segmentEditorWidget.setMaximumNumberOfUndoStates(0)
 
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_MS)
@@ -216,24 +226,31 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def cleanup(self):
         for timer in (self._pollTimer, self._clockTimer, self._strokeTimer):
             timer.stop()
+        self.observeScribbles(None)
         self.logic.shutdown()
         self.removeObservers()
 
     def enter(self):
         self.initializeParameterNode()
         self.ui.segmentEditorWidget.installKeyboardShortcuts()
+        self.observeScribbles(self.logic.scribbleNode(self._parameterNode, create=False))
         self._clockTimer.start()
 
     def exit(self):
         # The GUI stays bound to the parameter node: a background step may still finish and write its
-        # result, and Slicer <= 5.8 cannot unbind (connectGui returns no tag there).
+        # result, and Slicer <= 5.8 cannot unbind (connectGui returns no tag there). Strokes made elsewhere
+        # after leaving the module are not scribbles: stop observing them.
         self.ui.segmentEditorWidget.setActiveEffect(None)
         self.ui.segmentEditorWidget.uninstallKeyboardShortcuts()
         self.ui.segmentEditorWidget.removeViewObservations()
+        self.observeScribbles(None)
+        self._strokeTimer.stop()
         self._clockTimer.stop()
 
     def onSceneStartClose(self, caller, event):
-        self.logic.closeSession()
+        self._pollTimer.stop()
+        self.observeScribbles(None)
+        self.logic.closeSession(stopCompute=True)  # ends the compute process: its GPU memory is freed
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -267,23 +284,25 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         p = self._parameterNode
         editor = self.ui.segmentEditorWidget
         if p is not None:
-            if editor.segmentationNode() is not p.segmentation:
-                editor.setSegmentationNode(p.segmentation)
+            scribbles = self.logic.scribbleNode(p, create=False)
+            if scribbles is not None and editor.segmentationNode() is not scribbles:
+                editor.setSegmentationNode(scribbles)
             if editor.sourceVolumeNode() is not p.inputVolume:
                 editor.setSourceVolumeNode(p.inputVolume)
-            self.observeSegmentation(p.segmentation)
+            if self.parent.isEntered:
+                self.observeScribbles(scribbles)
             self.observeRoi(p.roi)
         self.updateButtons()
 
-    def observeSegmentation(self, segmentationNode):
-        """Watch the segmentation's voxels: a Paint/Draw stroke on a helper segment ends there."""
-        segmentation = segmentationNode.GetSegmentation() if segmentationNode else None
-        if segmentation is self._observedSegmentation:
+    def observeScribbles(self, scribbleNode):
+        """Watch the scribble node's voxels (only while the module is entered): a stroke ends there."""
+        segmentation = scribbleNode.GetSegmentation() if scribbleNode else None
+        if segmentation is self._observedScribbles:
             return
-        if self._observedSegmentation is not None:
-            self.removeObserver(self._observedSegmentation, slicer.vtkSegmentation.RepresentationModified,
+        if self._observedScribbles is not None:
+            self.removeObserver(self._observedScribbles, slicer.vtkSegmentation.RepresentationModified,
                                 self.onSegmentVoxelsModified)
-        self._observedSegmentation = segmentation
+        self._observedScribbles = segmentation
         if segmentation is not None:
             self.addObserver(segmentation, slicer.vtkSegmentation.RepresentationModified, self.onSegmentVoxelsModified)
 
@@ -323,6 +342,26 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.timesLabel.text = _("user {user:.1f} s, compute {compute:.1f} s, {n} interactions").format(
             user=times["user_seconds"], compute=times["compute_seconds"], n=times["interactions"])
 
+    @contextlib.contextmanager
+    def guarded(self, message, waitCursor=False):
+        """Run a GUI action: an error shows one dialog (nested actions do not add a second one, as
+        slicer.util.tryWithErrorDisplay, which re-raises, would), is logged, and the buttons are updated."""
+        if waitCursor:
+            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        try:
+            yield
+        except Exception as exc:
+            logging.exception("InteractiveRefine: %s", message)
+            if waitCursor:
+                qt.QApplication.restoreOverrideCursor()
+                waitCursor = False
+            self.setStatus(f"{message} {exc}")
+            slicer.util.errorDisplay(f"{message}\n\n{exc}")
+        finally:
+            if waitCursor:
+                qt.QApplication.restoreOverrideCursor()
+            self.updateButtons()
+
     def setStatus(self, text):
         self.ui.statusLabel.text = text
         logging.info("InteractiveRefine: %s", text)
@@ -340,7 +379,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     # -- box -----------------------------------------------------------------------------------
     def onPlaceBox(self, flat):
-        with slicer.util.tryWithErrorDisplay(_("Could not start placing the box."), waitCursor=False):
+        with self.guarded(_("Could not start placing the box."), waitCursor=False):
             self.ui.segmentEditorWidget.setActiveEffect(None)  # an active effect would cancel placement
             self._flattenOnPlacement = flat
             self._parameterNode.roi = self.logic.startBoxPlacement(self._parameterNode.roi)
@@ -357,21 +396,21 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     # -- long steps ----------------------------------------------------------------------------
     def onSegment(self):
-        with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
+        with self.guarded(_("Segmentation failed."), waitCursor=True):
             if not self.logic.ensureDependencies():
                 return
             self.logic.startSegment(self._parameterNode)
             self.startPolling(_("Segmenting..."))
 
     def onAdopt(self):
-        with slicer.util.tryWithErrorDisplay(_("Could not start from the segment."), waitCursor=True):
+        with self.guarded(_("Could not start from the segment."), waitCursor=True):
             if not self.logic.ensureDependencies():
                 return
             self.logic.startAdopt(self._parameterNode)
             self.startPolling(_("Taking over the segment for refinement..."))
 
     def onRefine(self, mode):
-        with slicer.util.tryWithErrorDisplay(_("Refinement failed."), waitCursor=False):
+        with self.guarded(_("Refinement failed."), waitCursor=False):
             p = self._parameterNode
             self.syncScribbles()
             self.logic.startRefine(p, mode)
@@ -398,10 +437,11 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if not job.finished:
             return
         self._pollTimer.stop()
-        if job.state == "done":
+        if job.state == "done" and status.update is not None:
             try:
                 self.applyUpdate(status.update)
             except Exception as exc:  # e.g. the segmentation was deleted while the step ran
+                self.setStatus(_("Could not write the result: {error}").format(error=exc))
                 slicer.util.errorDisplay(_("Could not write the result: {error}").format(error=exc))
                 self.updateButtons()
                 return
@@ -422,11 +462,17 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     # -- scribbles -----------------------------------------------------------------------------
     def onPaint(self, label):
-        with slicer.util.tryWithErrorDisplay(_("Could not select the scribble segment."), waitCursor=False):
+        with self.guarded(_("Could not select the scribble segment."), waitCursor=False):
             p = self._parameterNode
             segmentId = self.logic.helperSegmentId(p, label)
-            self.ui.segmentEditorWidget.setCurrentSegmentID(segmentId)
-            self.ui.segmentEditorWidget.setActiveEffectByName("Paint")
+            scribbles = self.logic.scribbleNode(p)
+            editor = self.ui.segmentEditorWidget
+            if editor.segmentationNode() is not scribbles:
+                editor.setSegmentationNode(scribbles)
+            editor.setSourceVolumeNode(p.inputVolume)
+            self.observeScribbles(scribbles)
+            editor.setCurrentSegmentID(segmentId)
+            editor.setActiveEffectByName("Paint")
 
     @vtk.calldata_type(vtk.VTK_STRING)
     def onSegmentVoxelsModified(self, caller, event, segmentId):
@@ -439,7 +485,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self.logic.busy:
             self._strokeTimer.start()  # try again once the running step is over
             return
-        with slicer.util.tryWithErrorDisplay(_("Could not read the scribbles."), waitCursor=False):
+        with self.guarded(_("Could not read the scribbles."), waitCursor=False):
             changed = self.syncScribbles()
             if changed and self._parameterNode.autoRefine and self.logic.hasScribbles:
                 self.onRefine("supervised")
@@ -454,11 +500,9 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     # -- history -------------------------------------------------------------------------------
     def onHistory(self, action):
-        with slicer.util.tryWithErrorDisplay(_("Could not {action}.").format(action=action), waitCursor=True):
-            self.applyUpdate(self.logic.history(self._parameterNode, action))
-            self.setStatus(_("{action} done").format(action=action.capitalize()))
-        self.updateButtons()
-        self.updateTimes()
+        with self.guarded(_("Could not {action}.").format(action=action), waitCursor=False):
+            self.logic.history(self._parameterNode, action)
+            self.startPolling(_("{action}...").format(action=action.capitalize()))
 
     def applyUpdate(self, update):
         self._writingSegments = True
@@ -468,19 +512,19 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._writingSegments = False
 
     def onAccept(self):
-        with slicer.util.tryWithErrorDisplay(_("Could not accept the result."), waitCursor=False):
+        with self.guarded(_("Could not accept the result."), waitCursor=False):
             self.ui.segmentEditorWidget.setActiveEffect(None)
             self._writingSegments = True
             try:
                 self.logic.accept(self._parameterNode)
             finally:
                 self._writingSegments = False
-            self.setStatus(_("Accepted; the scribble segments were removed"))
-        self.updateButtons()
+            self.setStatus(_("Accepted; the scribbles were removed"))
+            self.observeScribbles(None)
 
     # -- study log, settings, dependencies -----------------------------------------------------
     def onExportSummary(self):
-        with slicer.util.tryWithErrorDisplay(_("Could not export the summary."), waitCursor=False):
+        with self.guarded(_("Could not export the summary."), waitCursor=False):
             path = self.logic.defaultSummaryPath(self._parameterNode)
             if path is None:
                 path = qt.QFileDialog.getSaveFileName(self.parent, _("Export summary"), "session_summary.csv",
@@ -494,15 +538,15 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.logic.restoreDefaults(self._parameterNode)
 
     def onInstall(self):
-        with slicer.util.tryWithErrorDisplay(_("Failed to install dependencies."), waitCursor=True):
-            if self.logic.ensureDependencies():
+        with self.guarded(_("Failed to install dependencies."), waitCursor=True):
+            if self.logic.ensureDependencies(askConfirmation=True):
                 slicer.util.infoDisplay(_("All dependencies are installed."))
 
     # -- hand-over from FewShotSeg ---------------------------------------------------------------
     def startRefinementOf(self, volumeNode, segmentationNode, segmentId):
         """FewShotSeg's 'Refine in InteractiveRefine': select the volume and the segment and take the
         segment over as it is (Refine this segment), ready for scribbles."""
-        with slicer.util.tryWithErrorDisplay(_("Could not select the segment for refinement."), waitCursor=False):
+        with self.guarded(_("Could not select the segment for refinement."), waitCursor=False):
             self.initializeParameterNode()
             self.logic.selectForRefinement(self._parameterNode, volumeNode, segmentationNode, segmentId)
         self.onAdopt()
@@ -520,7 +564,6 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._controller = None
         self._sessionKey = None
-        self._worker = None
 
     def getParameterNode(self):
         return InteractiveRefineParameterNode(super().getParameterNode())
@@ -587,8 +630,26 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
                 packages=", ".join(still)))
         return True
 
-    def ensureDependencies(self):
-        return not self.missingDependencies() or self.installDependencies(askConfirmation=True)
+    def ensureDependencies(self, askConfirmation=True):
+        """True when everything is installed. In testing mode nothing is ever installed and nothing is asked
+        (a ctest run must not download gigabytes, and a dialog would block it): False when something is
+        missing."""
+        if not self.missingDependencies():
+            return True
+        if slicer.app.testingEnabled():
+            return False
+        return self.installDependencies(askConfirmation=askConfirmation)
+
+    # -- compute process -----------------------------------------------------------------------
+    @staticmethod
+    def computeClient():
+        """The compute process both panels share (PythonSlicer, started on the first request)."""
+        from InteractiveRefineLib.compute.client import shared_client
+
+        def launch(args, envUpdate):  # PythonSlicer with Slicer's environment; its output goes to a log file
+            return slicer.util.launchConsoleProcess(args, updateEnvironment=dict(envUpdate))
+
+        return shared_client(launcher=launch)
 
     # -- segment editor node -------------------------------------------------------------------
     @staticmethod
@@ -607,12 +668,13 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
     # -- box -----------------------------------------------------------------------------------
     @staticmethod
     def startBoxPlacement(roiNode=None):
-        """Start placing a box ROI (two clicks) in the views; returns the ROI node."""
-        if roiNode is None:
-            roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", _("box"))
-        else:
-            roiNode.RemoveAllControlPoints()
-        roiNode.RemoveAttribute("AdaptiveSeg.View")
+        """Start placing a box ROI (two clicks) in the views; returns a new ROI node. A fresh node per
+        placement: a finished ROI keeps its required/maximum point counts, so reusing it would make a click
+        without a drag a zero-size box. The previous box ROI is removed if this module created it."""
+        if roiNode is not None and roiNode.GetAttribute("AdaptiveSeg.Box") == "1":
+            slicer.mrmlScene.RemoveNode(roiNode)
+        roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", _("box"))
+        roiNode.SetAttribute("AdaptiveSeg.Box", "1")
         selectionNode = slicer.app.applicationLogic().GetSelectionNode()
         selectionNode.SetReferenceActivePlaceNodeClassName("vtkMRMLMarkupsROINode")
         selectionNode.SetActivePlaceNodeID(roiNode.GetID())
@@ -687,13 +749,13 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     @property
     def hasScribbles(self):
-        return self.hasResult and not self._controller.session.state().scribbles.empty
+        return self.hasResult and self._controller.has_scribbles
 
     @property
     def cancellable(self):
         """Whether the running step can be cancelled (and reports progress)."""
-        job = None if self._controller is None else self._controller.worker.current
-        return job is not None and job.cancellable
+        job = None if self._controller is None else self._controller.current
+        return job is not None and not job.finished and job.cancellable
 
     @property
     def deviceText(self):
@@ -709,17 +771,16 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         return None if self._controller is None else self._controller.times()
 
     def refineConfig(self, p):
-        from InteractiveRefineLib.finetune import RefineConfig
+        """The Advanced settings as RefineConfig's fields (torch is not imported in Slicer's process)."""
         from InteractiveRefineLib.settings import PANEL_FIELDS, refine_config_kwargs
 
-        return RefineConfig(**refine_config_kwargs(**{key: getattr(p, field) for field, key in PANEL_FIELDS.items()}))
+        return refine_config_kwargs(**{key: getattr(p, field) for field, key in PANEL_FIELDS.items()})
 
     def _ensureController(self, p):
         """The session for this volume, segment and device (a new one, with a new log, if any changed)."""
         from InteractiveRefineLib import slicer_bridge
         from InteractiveRefineLib.image_io import Image
         from InteractiveRefineLib.refine_controller import RefineController
-        from InteractiveRefineLib.worker import Worker
 
         key = self._objectKey(p) + (p.device, p.recordLog, str(p.logFolder), p.participant, p.caseId)
         if self._controller is not None and key == self._sessionKey:
@@ -732,14 +793,12 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
             if refId is None:
                 raise ValueError(_("reference segment {name!r} not found").format(name=p.referenceSegmentName))
             reference = slicer_bridge.segment_to_labelmap(p.referenceSegmentation, refId, p.inputVolume)
-        if self._worker is None:
-            self._worker = Worker()
         logFolder = str(p.logFolder) if p.recordLog else None
         if p.recordLog and (not logFolder or logFolder == "."):
             raise ValueError(_("choose a folder for the interaction log (User study section)"))
         self._controller = RefineController(Image(array, spacing, origin, direction), self.refineConfig(p), p.device,
                                             log_folder=logFolder, participant=p.participant, case=p.caseId,
-                                            reference=reference, worker=self._worker)
+                                            reference=reference, client=self.computeClient())
         self._sessionKey = key
         return self._controller
 
@@ -758,20 +817,20 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         return self._controller
 
     def startSegment(self, p):
-        """Segment the object in the ROI (on the worker); poll() delivers the result."""
+        """Segment the object in the ROI (in the compute process); poll() delivers the result."""
         from InteractiveRefineLib import slicer_bridge
 
         self._checkInputs(p)
         box = self.boxFromRoi(p.roi, p.inputVolume)
         controller = self._ensureController(p)
-        controller.session.config = self.refineConfig(p)
+        controller.config = self.refineConfig(p)
         segmentId = slicer_bridge.segment_id_by_name(p.segmentation, p.segmentName.strip())
         current = None if segmentId is None else slicer_bridge.segment_to_labelmap(p.segmentation, segmentId,
                                                                                     p.inputVolume)
         return controller.start_box(box, current)
 
     def startAdopt(self, p):
-        """Start from the segment's current content (on the worker); poll() delivers it."""
+        """Start from the segment's current content (in the compute process); poll() delivers it."""
         from InteractiveRefineLib import slicer_bridge
 
         self._checkInputs(p, needBox=False)
@@ -781,12 +840,12 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
                 name=p.segmentName.strip()))
         current = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, p.inputVolume)
         controller = self._ensureController(p)
-        controller.session.config = self.refineConfig(p)
+        controller.config = self.refineConfig(p)
         return controller.start_adopt(current)
 
     def startRefine(self, p, mode="supervised"):
         controller = self._session(p, _("refine"))
-        controller.session.config = self.refineConfig(p)
+        controller.config = self.refineConfig(p)
         return controller.start_refine(mode)
 
     def poll(self):
@@ -800,25 +859,25 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         return self._controller is not None and self._controller.cancel()
 
     def history(self, p, action):
+        """Start undo, redo or reset (in the compute process); poll() delivers the update."""
         return getattr(self._session(p, action), action)()
 
-    def closeSession(self):
+    def closeSession(self, stopCompute=False):
+        """End the session without waiting: a running step is cancelled and its result dropped, the log is
+        closed, the scribbles are removed. stopCompute: also end the compute process (scene close, module
+        cleanup), which frees everything it held, GPU memory included."""
+        from InteractiveRefineLib import slicer_bridge
+
         controller, self._controller, self._sessionKey = self._controller, None, None
-        if controller is None:
-            return
-        if controller.busy:
+        if controller is not None:
             controller.cancel()
-            try:
-                controller.wait(30)
-            except TimeoutError:  # a step that ignores cancel: its result is dropped, the log is closed
-                logging.warning("InteractiveRefine: a running step did not stop within 30 s")
-        controller.close()
+            controller.close()
+        slicer_bridge.remove_scribble_nodes(slicer.mrmlScene)
+        if stopCompute:
+            self.computeClient().stop()
 
     def shutdown(self):
-        self.closeSession()
-        if self._worker is not None:
-            self._worker.shutdown()
-            self._worker = None
+        self.closeSession(stopCompute=True)
 
     @staticmethod
     def _checkInputs(p, needBox=True):
@@ -832,44 +891,55 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("place a box around the object first"))
 
     # -- segments ------------------------------------------------------------------------------
-    def helperSegmentIds(self, p):
-        """IDs of the existing `<segment>_fg` / `<segment>_bg` segments."""
+    @staticmethod
+    def scribbleNode(p, create=True):
+        """The segmentation node holding this segmentation's scribbles (never saved with the scene), or None."""
         from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.segment_names import is_helper_name, scribble_segment_names
 
-        if not p or not p.segmentation or not p.segmentName.strip() or is_helper_name(p.segmentName.strip()):
+        if not p or not p.segmentation:
+            return None
+        return slicer_bridge.scribble_node(p.segmentation, p.inputVolume, create=create)
+
+    def helperSegmentIds(self, p):
+        """IDs of the existing foreground / background scribble segments (in the scribble node)."""
+        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.segment_names import scribble_segment_names
+
+        node = self.scribbleNode(p, create=False)
+        if node is None or not p.segmentName.strip():
             return []
-        ids = [slicer_bridge.segment_id_by_name(p.segmentation, n) for n in scribble_segment_names(p.segmentName)]
+        ids = [slicer_bridge.segment_id_by_name(node, n) for n in scribble_segment_names(p.segmentName)]
         return [i for i in ids if i]
 
     def helperSegmentId(self, p, label):
-        """ID of the helper segment of `label` ('fg' or 'bg'), created (green / red) if needed."""
+        """ID of the scribble segment of `label` ('fg' or 'bg'), created (green / red) if needed."""
         from InteractiveRefineLib import slicer_bridge
         from InteractiveRefineLib.segment_names import BG_COLOR, FG_COLOR, scribble_segment_names
 
         fgName, bgName = scribble_segment_names(p.segmentName)
         name, color = (fgName, FG_COLOR) if label == "fg" else (bgName, BG_COLOR)
-        return slicer_bridge.ensure_named_segment(p.segmentation, name, color)
+        return slicer_bridge.ensure_named_segment(self.scribbleNode(p), name, color)
 
     def syncScribbles(self, p):
-        """Give the helper segments' content to the session as its scribbles; (changed, message)."""
+        """Give the scribble segments' content to the session (sent ahead of its next step); (changed,
+        message)."""
         from InteractiveRefineLib import slicer_bridge
         from InteractiveRefineLib.segment_names import scribble_segment_names
 
         if not self.hasResult or self._sessionKey[:3] != self._objectKey(p):
             return False, ""  # strokes on another selection are not this session's scribbles
+        node = self.scribbleNode(p, create=False)
         masks = []
         for name in scribble_segment_names(p.segmentName):
-            segmentId = slicer_bridge.segment_id_by_name(p.segmentation, name)
+            segmentId = None if node is None else slicer_bridge.segment_id_by_name(node, name)
             masks.append(None if segmentId is None
-                         else slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, p.inputVolume))
-        shape = self._controller.session.image.shape
+                         else slicer_bridge.segment_to_labelmap(node, segmentId, p.inputVolume))
+        shape = self._controller.image.shape
         import numpy as np
 
         fg, bg = (np.zeros(shape, bool) if m is None else m > 0 for m in masks)
-        before = self._controller.session.state()
         _ignored, message = self._controller.set_scribbles(fg, bg)
-        return self._controller.session.state() is not before, message
+        return self._controller.scribbles_changed, message
 
     def applyUpdate(self, p, update):
         """Write a step's result into the segment (changed extent only) and, after undo/redo/reset/box,
@@ -879,6 +949,10 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
         controller = self._session(p, _("write"))
         segmentId = slicer_bridge.ensure_named_segment(p.segmentation, p.segmentName.strip())
+        # Read the segment back first: a hand edit made since the last write (or a failed write) must leave
+        # nothing stale, so the write covers every voxel that differs from what the segment holds now.
+        current = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, p.inputVolume) > 0
+        update = controller.rebase(update, current)
         try:
             slicer_bridge.write_mask_extent(p.segmentation, segmentId, update.mask, update.extent, p.inputVolume)
         except Exception:
@@ -886,20 +960,24 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
             controller.mark_written(slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, p.inputVolume))
             raise
         if update.scribbles is not None:
+            node = self.scribbleNode(p, create=any(m.any() for m in update.scribbles))
             for name, color, mask in zip(scribble_segment_names(p.segmentName), (FG_COLOR, BG_COLOR),
                                          update.scribbles):
-                helperId = slicer_bridge.segment_id_by_name(p.segmentation, name)
+                if node is None:
+                    break
+                helperId = slicer_bridge.segment_id_by_name(node, name)
                 if helperId is None and not mask.any():
                     continue
-                helperId = helperId or slicer_bridge.ensure_named_segment(p.segmentation, name, color)
-                slicer_bridge.labelmap_to_segment(p.segmentation, helperId, mask, p.inputVolume)
+                helperId = helperId or slicer_bridge.ensure_named_segment(node, name, color)
+                slicer_bridge.labelmap_to_segment(node, helperId, mask, p.inputVolume)
         return segmentId
 
     def accept(self, p):
-        """End the session (logged) and remove the helper segments; the result stays."""
+        """End the session (logged) and remove the scribbles; the result stays."""
+        from InteractiveRefineLib import slicer_bridge
+
         self._session(p, _("accept")).accept()
-        for segmentId in self.helperSegmentIds(p):
-            p.segmentation.GetSegmentation().RemoveSegment(segmentId)
+        slicer_bridge.remove_scribble_nodes(slicer.mrmlScene, p.segmentation)
         self._controller, self._sessionKey = None, None
 
     def selectForRefinement(self, p, volumeNode, segmentationNode, segmentId):
@@ -965,6 +1043,8 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        # Reload and Test calls runTest outside unittest's machinery: nothing below uses skipTest or
+        # addCleanup; each test cleans up after itself in a finally block.
         self.setUp()
         self.test_InteractiveRefine_sample_data()
         self.setUp()
@@ -1013,14 +1093,27 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         self.assertEqual(box2d.slice_index, int(np.floor((10 + 13) / 2 + 0.5)))
 
     def _logicWithDependencies(self):
-        import importlib.util
-
+        """A logic whose dependencies are installed, or None (said in the log and the display): a test run
+        never installs packages and never asks."""
         logic = InteractiveRefineLogic()
-        self.addCleanup(logic.shutdown)
-        if "torch" in logic.missingDependencies() and importlib.util.find_spec("PyTorchUtils") is None:
-            self.skipTest("needs torch, or the PyTorch extension to install it")
-        self.assertTrue(logic.ensureDependencies())
+        missing = logic.missingDependencies()
+        if missing:
+            message = "InteractiveRefine self-test: not run, missing {}".format(", ".join(missing))
+            logging.warning(message)
+            self.delayDisplay(message)
+            return None
         return logic
+
+    def _scribble(self, logic, p, stroke, shape, volume):
+        """Paint a robot stroke into its scribble segment (in the scribble node, as the Paint effect would)."""
+        import numpy as np
+
+        from InteractiveRefineLib import slicer_bridge
+
+        helper = np.zeros(shape, np.uint8)
+        helper[tuple(np.asarray(stroke.voxels).T)] = 1
+        helperId = logic.helperSegmentId(p, stroke.label)
+        slicer_bridge.labelmap_to_segment(logic.scribbleNode(p), helperId, helper, volume)
 
     def test_InteractiveRefine_workflow(self):
         import numpy as np
@@ -1038,56 +1131,64 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         box = box_from_mask(main_object(ref), 0, k)
 
         logic = self._logicWithDependencies()
-        p = logic.getParameterNode()
-        p.inputVolume = volume
-        p.segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-        p.segmentName = "kidney"
-        p.device = "cpu"
-        p.referenceSegmentation = reference
-        p.referenceSegmentName = self.RIGHT_KIDNEY
-        centre, size = box_to_roi(box, slicer_bridge.ijk_to_ras_array(volume))
-        roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
-        roi.SetCenter(*centre)
-        roi.SetSize(size[0], size[1], 0.0)
-        p.roi = roi
-        self.assertEqual(logic.boxFromRoi(roi, volume), box)
+        if logic is None:
+            return
+        try:
+            p = logic.getParameterNode()
+            p.inputVolume = volume
+            p.segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+            p.segmentName = "kidney"
+            p.device = "cpu"
+            p.referenceSegmentation = reference
+            p.referenceSegmentName = self.RIGHT_KIDNEY
+            centre, size = box_to_roi(box, slicer_bridge.ijk_to_ras_array(volume))
+            roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+            roi.SetCenter(*centre)
+            roi.SetSize(size[0], size[1], 0.0)
+            p.roi = roi
+            self.assertEqual(logic.boxFromRoi(roi, volume), box)
 
-        logic.startSegment(p)
-        status = logic.wait(120)
-        self.assertEqual(status.job.state, "done", status.job.error)
-        first = status.update
-        logic.applyUpdate(p, first)
-        segmentId = slicer_bridge.segment_id_by_name(p.segmentation, "kidney")
-        written = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, volume) > 0
-        np.testing.assert_array_equal(written, first.mask)
-        self.assertGreater(first.dice, 0.7)
+            logic.startSegment(p)
+            status = logic.wait(120)
+            self.assertEqual(status.job.state, "done", status.job.error)
+            first = status.update
+            logic.applyUpdate(p, first)
+            segmentId = slicer_bridge.segment_id_by_name(p.segmentation, "kidney")
+            written = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, volume) > 0
+            np.testing.assert_array_equal(written, first.mask)
+            self.assertGreater(first.dice, 0.7)
 
-        self.delayDisplay("Scribble into the helper segment, refine")
-        stroke = next_scribble(first.mask, ref, box, logic._controller.session.image.spacing_kji,
-                               np.random.default_rng(0))
-        helper = np.zeros(ref.shape, np.uint8)
-        helper[tuple(np.asarray(stroke.voxels).T)] = 1
-        helperId = logic.helperSegmentId(p, stroke.label)
-        slicer_bridge.labelmap_to_segment(p.segmentation, helperId, helper, volume)
-        changed, _message = logic.syncScribbles(p)
-        self.assertTrue(changed)
-        logic.startRefine(p, "supervised")
-        status = logic.wait(300)
-        self.assertEqual(status.job.state, "done", status.job.error)
-        refined = status.update
-        logic.applyUpdate(p, refined)
-        self.assertGreaterEqual(refined.dice, first.dice)
-        written = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, volume) > 0
-        np.testing.assert_array_equal(written, refined.mask)
+            self.delayDisplay("Scribble (in the scribble node, not the user's segmentation), refine")
+            stroke = next_scribble(first.mask, ref, box, logic._controller.image.spacing_kji,
+                                   np.random.default_rng(0))
+            self._scribble(logic, p, stroke, ref.shape, volume)
+            self.assertEqual(p.segmentation.GetSegmentation().GetNumberOfSegments(), 1)
+            self.assertFalse(logic.scribbleNode(p).GetSaveWithScene())
+            changed, _message = logic.syncScribbles(p)
+            self.assertTrue(changed)
+            logic.startRefine(p, "supervised")
+            status = logic.wait(300)
+            self.assertEqual(status.job.state, "done", status.job.error)
+            refined = status.update
+            logic.applyUpdate(p, refined)
+            self.assertGreaterEqual(refined.dice, first.dice)
+            written = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, volume) > 0
+            np.testing.assert_array_equal(written, refined.mask)
 
-        self.delayDisplay("Undo restores the box result exactly")
-        logic.applyUpdate(p, logic.history(p, "undo"))
-        written = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, volume) > 0
-        np.testing.assert_array_equal(written, first.mask)
+            self.delayDisplay("Undo restores the box result exactly")
+            logic.history(p, "undo")
+            status = logic.wait(60)
+            self.assertEqual(status.job.state, "done", status.job.error)
+            logic.applyUpdate(p, status.update)
+            written = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, volume) > 0
+            np.testing.assert_array_equal(written, first.mask)
 
-        logic.accept(p)
-        self.assertEqual(logic.helperSegmentIds(p), [])
-        self.assertIsNotNone(p.segmentation.GetSegmentation().GetSegment(segmentId))
+            logic.accept(p)
+            self.assertEqual(logic.helperSegmentIds(p), [])
+            self.assertIsNone(logic.scribbleNode(p, create=False))
+            self.assertIsNotNone(p.segmentation.GetSegmentation().GetSegment(segmentId))
+        finally:
+            logic.shutdown()
         self.delayDisplay("Workflow test passed")
 
     def test_InteractiveRefine_refine_existing_segment(self):
@@ -1104,30 +1205,34 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         ref = slicer_bridge.segment_to_labelmap(reference, refId, volume) > 0
         start = ndimage.binary_erosion(ref, structure=np.ones((1, 3, 3)), iterations=3)
         logic = self._logicWithDependencies()
-        p = logic.getParameterNode()
-        p.device = "cpu"
-        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-        segmentId = slicer_bridge.labelmap_to_segment(segmentation, None, start, volume)
-        segmentation.GetSegmentation().GetSegment(segmentId).SetName("left kidney")
-        p.referenceSegmentation = reference
-        p.referenceSegmentName = "left kidney"
-        logic.selectForRefinement(p, volume, segmentation, segmentId)
-        logic.startAdopt(p)
-        status = logic.wait(120)
-        self.assertEqual(status.job.state, "done", status.job.error)
-        adopted = status.update
-        self.assertIsNone(adopted.extent)  # taken over as it is: nothing rewritten
-        logic.applyUpdate(p, adopted)
-        np.testing.assert_array_equal(slicer_bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0, start)
-        box = logic._controller.session.state().box
-        stroke = next_scribble(start, ref, box, logic._controller.session.image.spacing_kji, np.random.default_rng(0))
-        helper = np.zeros(ref.shape, np.uint8)
-        helper[tuple(np.asarray(stroke.voxels).T)] = 1
-        slicer_bridge.labelmap_to_segment(segmentation, logic.helperSegmentId(p, stroke.label), helper, volume)
-        logic.syncScribbles(p)
-        logic.startRefine(p)
-        status = logic.wait(300)
-        self.assertEqual(status.job.state, "done", status.job.error)
-        self.assertGreater(status.update.dice, adopted.dice)
-        logic.applyUpdate(p, status.update)
+        if logic is None:
+            return
+        try:
+            p = logic.getParameterNode()
+            p.device = "cpu"
+            segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+            segmentId = slicer_bridge.labelmap_to_segment(segmentation, None, start, volume)
+            segmentation.GetSegmentation().GetSegment(segmentId).SetName("left kidney")
+            p.referenceSegmentation = reference
+            p.referenceSegmentName = "left kidney"
+            logic.selectForRefinement(p, volume, segmentation, segmentId)
+            logic.startAdopt(p)
+            status = logic.wait(120)
+            self.assertEqual(status.job.state, "done", status.job.error)
+            adopted = status.update
+            self.assertIsNone(adopted.extent)  # taken over as it is: nothing rewritten
+            logic.applyUpdate(p, adopted)
+            np.testing.assert_array_equal(slicer_bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0,
+                                          start)
+            stroke = next_scribble(start, ref, logic._controller.box, logic._controller.image.spacing_kji,
+                                   np.random.default_rng(0))
+            self._scribble(logic, p, stroke, ref.shape, volume)
+            logic.syncScribbles(p)
+            logic.startRefine(p)
+            status = logic.wait(300)
+            self.assertEqual(status.job.state, "done", status.job.error)
+            self.assertGreater(status.update.dice, adopted.dice)
+            logic.applyUpdate(p, status.update)
+        finally:
+            logic.shutdown()
         self.delayDisplay("Refine-existing-segment test passed")

@@ -325,3 +325,32 @@ def test_adopt_an_existing_segmentation_and_correct_it(controller):
     with pytest.raises(PromptError, match="empty"):
         c.start_adopt(np.zeros(ref.shape, bool))
         raise c.wait(60).job.error
+
+
+def test_hand_edits_are_read_back_before_a_write(controller):
+    """The user edits the result segment by hand (Segment Editor module) between two steps: the next write
+    covers every voxel that differs from what the segment holds, keeps the edits outside the object's box and
+    lets the session's result decide inside it; nothing stale is left."""
+    c, ref, box = controller
+    first = segment(c, box)
+    segment_now = first.mask.copy()
+    segment_now[SLICE, box.lo[1]:box.hi[1], box.lo[2]] = True  # painted inside the box
+    segment_now[SLICE, 0:3, 0:3] = True  # painted outside the box
+    segment_now[SLICE + 5, 10, 10] = True  # and on another slice
+    k, j, i = SLICE, (box.lo[1] + box.hi[1]) // 2, (box.lo[2] + box.hi[2]) // 2
+    fg = np.zeros(ref.shape, bool)
+    fg[k, j, i] = True
+    c.set_scribbles(fg, np.zeros_like(fg))
+    refined = step(c, lambda: c.start_refine(), 120)
+    stale = c.rebase(refined, segment_now)
+    written = segment_now.copy()
+    lo, hi = stale.extent
+    region = tuple(slice(a, b) for a, b in zip(lo, hi))
+    written[region] = stale.mask[region]  # what write_mask_extent does
+    np.testing.assert_array_equal(written, stale.mask)  # the extent covered every difference
+    inside = box.mask(ref.shape)
+    np.testing.assert_array_equal(written[inside], refined.mask[inside])  # the session decides inside the box
+    np.testing.assert_array_equal(written[~inside], segment_now[~inside])  # hand edits outside are kept
+    undone = c.rebase(step(c, c.undo), written)  # and later steps keep them too
+    np.testing.assert_array_equal(undone.mask[~inside], segment_now[~inside])
+    np.testing.assert_array_equal(undone.mask[inside], first.mask[inside])

@@ -287,6 +287,22 @@ class RefineController:
         self._state = {}
         self.log.close()
 
+    def rebase(self, update: Update, current: np.ndarray) -> Update:
+        """`update` against what the segment holds now (`current`, K, J, I, read back just before the write),
+        so a hand edit of the segment made since the last write (another module's Segment Editor, a failed
+        write) leaves nothing stale: inside the object's box the session's result replaces the segment; outside
+        it the segment's own content is kept (and stays kept through later steps); the extent covers every
+        voxel that differs from `current`."""
+        current = self._check_mask(current)
+        mask = np.asarray(update.mask, bool)
+        box = self.box
+        if box is not None:
+            inside = box.mask(current.shape)
+            self._outside = current & ~inside
+            mask = np.where(inside, mask, current)
+        self._written = mask.copy()
+        return dataclasses.replace(update, mask=mask, extent=changed_extent(current, mask))
+
     def mark_written(self, mask: Optional[np.ndarray]) -> None:
         """Tell the controller what the segment really holds (after a failed write, or after the user edited
         the segment by hand), so later extents are computed against it and nothing stale is left."""

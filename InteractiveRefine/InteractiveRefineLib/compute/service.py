@@ -403,7 +403,8 @@ def serve(folder, service: Optional[ComputeService] = None, parent_pid: Optional
             t0 = time.perf_counter()
             try:
                 result, out = service.handle(op, message.get("args") or {}, arrays, progress, cancel_event.is_set)
-                box.post({"type": "done", "id": rid, "result": _plain(result), "seconds": time.perf_counter() - t0}, out)
+                box.post({"type": "done", "id": rid, "result": _plain(result),
+                          "seconds": time.perf_counter() - t0}, out)
             except CancelledError as exc:
                 box.post({"type": "cancelled", "id": rid, "message": str(exc), "seconds": time.perf_counter() - t0,
                           "result": _plain(_after_failure(service, op, message))})
