@@ -40,8 +40,8 @@ def adapt_config(a):
 def add_train_resume(t: argparse.ArgumentParser) -> None:
     t.add_argument("--init", default="", help="start from this model's weights (e.g. the pretrained encoder "
                                                f"{PRETRAINED.relative_to(PRETRAINED.parents[2])})")
-    t.add_argument("--resume", default="", help="continue from this checkpoint (.json); with several folds or "
-                                                 "groups, a folder holding one checkpoint per model")
+    t.add_argument("--resume", default="", help="continue from this checkpoint (.json), or from a folder of "
+                                                 "checkpoints NAME.json (models without one start afresh)")
     t.add_argument("--checkpoint-dir", default=str(CHECKPOINT_ROOT),
                    help="where checkpoints are written (one per model, NAME.json + NAME.safetensors)")
     t.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -54,7 +54,10 @@ def checkpoint_for(a, name: str):
     resume = None
     if a.resume:
         r = Path(a.resume)
-        resume = r / f"{name}.json" if r.is_dir() else r
+        if r.is_dir():  # a folder: resume each model whose checkpoint is there, start the others afresh
+            resume = r / f"{name}.json" if (r / f"{name}.json").is_file() else None
+        else:
+            resume = r
     return ck, resume
 
 
