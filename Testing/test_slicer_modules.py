@@ -142,3 +142,58 @@ def test_light_core_modules_import_only_the_standard_library(name):
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'InteractiveRefine')!r}); import {name}; "
             "heavy = {'torch', 'numpy', 'scipy', 'SimpleITK'} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- what Slicer's test harnesses and users need (issue 13, item 5) -------------------------------------------
+def _method(module, cls, name):
+    tree = ast.parse(module_source(module))
+    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    return next(f for f in klass.body if isinstance(f, ast.FunctionDef) and f.name == name), klass
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_self_tests_never_skip_or_add_cleanups(module):
+    """Reload and Test calls runTest outside unittest: skipTest would be an error there and addCleanup
+    callbacks never run. Neither may be reached from runTest."""
+    _, klass = _method(module, f"{module}Test", "runTest")
+    calls = {c.func.attr for c in ast.walk(klass) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)}
+    assert not calls & {"skipTest", "addCleanup"}, calls & {"skipTest", "addCleanup"}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_one_error_dialog_per_action(module):
+    """slicer.util.tryWithErrorDisplay re-raises: the code after the block is skipped and an enclosing handler
+    shows a second dialog. The panels use their own guard, which shows one and updates the buttons."""
+    source = module_source(module)
+    assert "with slicer.util.tryWithErrorDisplay(" not in source
+    assert "def guarded(self, message" in source and "with self.guarded(" in source
+
+
+def test_testing_mode_never_installs_or_asks():
+    fn, _ = _method("InteractiveRefine", "InteractiveRefineLogic", "ensureDependencies")
+    text = ast.unparse(fn)
+    assert "testingEnabled()" in text and text.index("testingEnabled()") < text.index("installDependencies")
+    fewshot = module_source("FewShotSeg")
+    assert "slicer.app.testingEnabled() or not self.logic.installDependencies" in fewshot
+
+
+def test_a_fresh_roi_per_placement():
+    fn, _ = _method("InteractiveRefine", "InteractiveRefineLogic", "startBoxPlacement")
+    text = ast.unparse(fn)
+    assert "AddNewNodeByClass('vtkMRMLMarkupsROINode'" in text and "RemoveAllControlPoints" not in text
+
+
+def test_one_undo_history_and_scribbles_outside_the_users_segmentation():
+    source = module_source("InteractiveRefine")
+    assert "setMaximumNumberOfUndoStates(0)" in source and "setUndoEnabled(False)" in source
+    for name in ("helperSegmentId", "syncScribbles", "applyUpdate"):
+        fn, _ = _method("InteractiveRefine", "InteractiveRefineLogic", name)
+        assert "scribbleNode" in ast.unparse(fn), name
+    exit_fn, _ = _method("InteractiveRefine", "InteractiveRefineWidget", "exit")
+    assert "observeScribbles(None)" in ast.unparse(exit_fn)  # strokes elsewhere are not scribbles
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_panels_use_the_compute_process(module):
+    source = module_source(module)
+    assert "computeClient()" in source and "Worker(" not in source
