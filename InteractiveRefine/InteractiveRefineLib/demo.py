@@ -16,6 +16,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from .data import DecathlonDataset
+from .figures import draw_box, draw_slice, show_view, zoom
 from .image_io import Image, write_image
 from .inference import BoxSegmenter
 from .metrics import dice
@@ -27,45 +28,27 @@ DEMO_CASES = (("chaos", "chaos_8", (1, 2, 3, 4)), ("totalseg_ct", "totalseg_ct",
 REFINE_LABELS = (2, 3)  # refinement is shown on the unseen kidneys of the first case
 
 
-def _radiological(image: Image):
-    """Row / column flips that show an axial slice anterior up and patient right on the left."""
-    d = np.asarray(image.direction)
-    # Column i runs along direction[:, 0] (LPS); patient right (-x) should be on the left.
-    flip_cols = d[0, 0] < 0
-    # Row j runs along direction[:, 1]; anterior (-y) should be at the top.
-    flip_rows = d[1, 1] < 0
-    return flip_rows, flip_cols
-
-
 def radiological_view(image: Image):
     """A function that flips an axial slice (or mask) of `image` into radiological orientation."""
-    flip_rows, flip_cols = _radiological(image)
-
-    def show(a):
-        a = a[::-1] if flip_rows else a
-        return a[:, ::-1] if flip_cols else a
-
-    return show
+    return show_view(image)
 
 
-def finish_figure(fig, path: Path, title: str, dpi: int) -> None:
-    """Title, layout, write to `path` (the demo's staging folder) and free the figure."""
+def finish_figure(fig, path: Path, title: str, dpi: int, bottom: float = 0.0) -> None:
+    """Title, layout (`bottom`: room kept for a figure legend), write to `path` and free the figure."""
     import matplotlib.pyplot as plt
 
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    if bottom:
+        fig.subplots_adjust(bottom=bottom)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
 def show_slice(ax, image: Image, k: int, ref: np.ndarray, pred: np.ndarray, show) -> None:
-    """Axial slice k (windowed to percentiles 1-99, true aspect) with reference (green) and result (red)."""
-    img = show(image.array[k].astype(np.float32))
-    lo, hi = np.percentile(img, [1, 99])
-    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, aspect=image.spacing_kji[1] / image.spacing_kji[2])
-    ax.contour(show(ref[k]), levels=[0.5], colors="lime", linewidths=0.8)
-    if pred[k].any():
-        ax.contour(show(pred[k]), levels=[0.5], colors="red", linewidths=0.8)
+    """Axial slice k (CT: soft-tissue window; MR: percentiles 1-99; true aspect) with reference (green) and
+    result (red) contours."""
+    draw_slice(ax, image, k, ref, pred, show)
 
 
 def _overlay_png(image: Image, slices: Dict[str, tuple], path: Path, title: str) -> None:
@@ -73,23 +56,19 @@ def _overlay_png(image: Image, slices: Dict[str, tuple], path: Path, title: str)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
-    flip_rows, flip_cols = _radiological(image)
-    h, w = image.shape[1:]
     show = radiological_view(image)
-
     n = len(slices)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), squeeze=False)
     for ax, (name, (k, ref, pred, box, d)) in zip(axes[0], slices.items()):
         show_slice(ax, image, k, ref, pred, show)
-        x0 = w - box.hi[2] if flip_cols else box.lo[2]
-        y0 = h - box.hi[1] if flip_rows else box.lo[1]
-        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), box.size[2], box.size[1],
-                               fill=False, color="yellow", linewidth=0.8))
-        ax.set_title(f"{name}\nslice {k}, Dice {d:.3f}", fontsize=8)
+        draw_box(ax, image, box.lo[1:], box.hi[1:])
+        zoom(ax, image, box.lo[1:], box.hi[1:])
+        what = f"slice {k}" if box.axis is not None else f"slice {k} of the 3D result, 3D Dice"
+        ax.set_title(f"{name}\n{what} {d:.3f}" if box.axis is None else f"{name}\n{what}, Dice {d:.3f}",
+                     fontsize=8)
         ax.axis("off")
-    finish_figure(fig, path, title + "  (green: reference, red: CNN, yellow: box)", dpi=90)
+    finish_figure(fig, path, title + "  (green: reference, red: CNN, yellow: box)", dpi=100)
 
 
 def run_case(segmenter: BoxSegmenter, ds: DecathlonDataset, case_id: str, label_ids: Sequence[int],

@@ -23,20 +23,23 @@ def _panels_png(image, panels, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     from .demo import finish_figure, radiological_view, show_slice
+    from .figures import draw_box, draw_scribbles, zoom
 
     show = radiological_view(image)
 
     n_rows, n_cols = len(panels), ROUNDS + 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.0 * n_cols, 3.0 * n_rows), squeeze=False)
-    for row, (name, k, ref, steps) in zip(axes, panels):
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.0 * n_cols, 3.1 * n_rows), squeeze=False)
+    for row, (name, k, ref, box, steps) in zip(axes, panels):
         for ax, (rnd, mask, fg, bg, d) in zip(row, steps):
             show_slice(ax, image, k, ref, mask, show)
-            for scr, colour in ((fg, "yellow"), (bg, "cyan")):
-                yy, xx = np.nonzero(show(scr[k]))
-                ax.plot(xx, yy, ".", color=colour, markersize=2)
-            ax.set_title(f"{name}, round {rnd}\nslice {k}, Dice {d:.3f}", fontsize=8)
+            draw_box(ax, image, box.lo[1:], box.hi[1:])
+            draw_scribbles(ax, fg[k], bg[k], show)
+            zoom(ax, image, box.lo[1:], box.hi[1:])
+            where = f"slice {k}," if box.axis is not None else f"slice {k} of the 3D result, 3D"
+            ax.set_title(f"{name}, round {rnd}\n{where} Dice {d:.3f}", fontsize=8)
             ax.axis("off")
-    finish_figure(fig, path, title + " (green: reference, red: result, yellow/cyan: fg/bg scribbles)", dpi=80)
+    finish_figure(fig, path, title + "\n(green: reference, red: result, yellow: box, blue / magenta: "
+                  "foreground / background scribbles)", dpi=100)
 
 
 def refine_case(segmenter: BoxSegmenter, ds: DecathlonDataset, case_id: str, label_ids: Sequence[int],
@@ -73,7 +76,7 @@ def refine_case(segmenter: BoxSegmenter, ds: DecathlonDataset, case_id: str, lab
                                  "method": "bifseg", "round": rnd, "dice": round(float(d), 4)})
                 seg[session.mask() & (seg == 0)] = lab
                 shown = int(np.argmax((fg | bg).sum(axis=(1, 2)))) if (fg | bg).any() else k
-                panels.append((ds.labels[lab], shown if dim == 3 else k, ref, steps))
+                panels.append((ds.labels[lab], shown if dim == 3 else k, ref, box, steps))
             write_image(image, staging / f"{case_id}_bifseg{dim}d.nii.gz", seg)
             _panels_png(image, panels, staging / f"{case_id}_bifseg{dim}d.png",
                         f"{case_id}, {dim}D boxes + {ROUNDS} rounds of simulated scribbles")
