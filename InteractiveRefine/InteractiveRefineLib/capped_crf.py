@@ -62,22 +62,26 @@ def _points(mask: np.ndarray, out_shape: Sequence[int]) -> np.ndarray:
 def capped_crf(probability: np.ndarray, intensity: np.ndarray, spacing: Sequence[float], *,
                inside: np.ndarray, fg_seeds: np.ndarray, bg_seeds: np.ndarray,
                max_voxels: int = MAX_CRF_VOXELS, **crf_kw) -> np.ndarray:
-    """crf.crf_segment on a grid of at most `max_voxels` voxels; bool labels on the input grid.
+    """crf.crf_segment on a grid of at most `max_voxels` voxels; bool labels on the grid of `intensity`.
 
-    inside: the user box on the input grid (outside is background); fg_seeds / bg_seeds: scribbles
+    probability: P(object) on any grid of the same region (e.g. the network's), resampled straight to the
+    grid of the cut (never through the full native grid: that alone took a second on a liver box).
+    inside: the user box on the intensity grid (outside is background); fg_seeds / bg_seeds: scribbles
     (bg_seeds may include the outside of the box). Other keywords go to crf_segment.
     """
-    shape = coarse_shape(probability.shape, spacing, max_voxels)
-    if shape == tuple(probability.shape):
-        return crf_segment(probability, intensity, spacing, fg_seeds=fg_seeds, bg_seeds=bg_seeds, **crf_kw)
-    c_spacing = [s * n / o for s, n, o in zip(spacing, probability.shape, shape)]
-    p = _resample(probability.astype(np.float32, copy=False), shape, 1)
+    native = tuple(intensity.shape)
+    shape = coarse_shape(native, spacing, max_voxels)
+    p = probability.astype(np.float32, copy=False)
+    p = p if p.shape == shape else _resample(p, shape, 1)
+    if shape == native:
+        return crf_segment(p, intensity, spacing, fg_seeds=fg_seeds, bg_seeds=bg_seeds, **crf_kw)
+    c_spacing = [s * n / o for s, n, o in zip(spacing, native, shape)]
     x = _resample(intensity.astype(np.float32, copy=False), shape, 1)
     out_box = _resample(inside.astype(np.uint8), shape, 0) == 0
     fg = _points(fg_seeds & inside, shape)
     bg = (_points(bg_seeds & inside, shape) | out_box) & ~fg
     lab = crf_segment(p, x, c_spacing, fg_seeds=fg, bg_seeds=bg, **crf_kw)
-    return _resample(lab.astype(np.float32), probability.shape, 1) >= 0.5
+    return _resample(lab.astype(np.float32), native, 1) >= 0.5
 
 
 def crf_bytes(shape: Sequence[int], max_voxels: int = MAX_CRF_VOXELS) -> int:

@@ -376,7 +376,7 @@ class InteractiveSession:
         if not crf:
             mask = to_region(prob, ctx.spec) >= 0.5
         elif cfg.final_grid == "native":  # on at most MAX_CRF_VOXELS nodes: bounded memory for any box
-            mask = capped_crf(to_region(prob, ctx.spec), ctx.native, ctx.native_spacing, lam=cfg.lam,
+            mask = capped_crf(prob, ctx.native, ctx.native_spacing, lam=cfg.lam,
                               sigma=cfg.sigma, connectivity=cfg.connectivity, fg_seeds=fg_n, bg_seeds=bg_n,
                               inside=ctx.inside_native)
         else:
