@@ -9,7 +9,7 @@
 #
 # Environment: DATA (default ../shared/data), OUT (checkpoints/fewshot/models), CKPT (checkpoints/fewshot),
 # PRETRAIN_STEPS, FOLD_STEPS, DEFAULT_STEPS, BATCH, DEVICE (auto), SETTINGS ("1 2"), FOLDS ("0 1 2 3 4"),
-# GROUPS ("upper lower"), PRETRAIN_ARGS (extra pretrain options, e.g. "--max-cases 1 --slice-step 8" for a smoke test).
+# ORGAN_GROUPS ("upper lower"), PRETRAIN_ARGS (extra pretrain options, e.g. "--max-cases 1 --slice-step 8" for a smoke test).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"
@@ -19,7 +19,7 @@ CKPT="${CKPT:-$ROOT/checkpoints/fewshot}"
 DEVICE="${DEVICE:-auto}"
 SETTINGS="${SETTINGS:-1 2}"
 FOLDS="${FOLDS:-0 1 2 3 4}"
-GROUPS="${GROUPS:-upper lower}"
+ORGAN_GROUPS="${ORGAN_GROUPS:-upper lower}"
 PRETRAIN_ARGS="${PRETRAIN_ARGS:-}"
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null && [ "$DEVICE" != cpu ]; then
     ON_GPU=1; : "${PRETRAIN_STEPS:=30000}" "${FOLD_STEPS:=10000}" "${DEFAULT_STEPS:=10000}" "${BATCH:=16}"
@@ -43,7 +43,7 @@ fi
 # 2. per-fold models of each setting, started from the pretrained weights
 for setting in $SETTINGS; do
     for fold in $FOLDS; do
-        for group in $GROUPS; do
+        for group in $ORGAN_GROUPS; do
             name="chaos_s${setting}_f${fold}_${group}"
             [ -f "$OUT/$name.json" ] && { echo "$name: done"; continue; }
             run train --dataset "$DATA/chaos-t2spir" --setting "$setting" --folds "$fold" --groups "$group" \

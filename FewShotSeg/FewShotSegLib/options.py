@@ -54,7 +54,7 @@ def checkpoint_for(a, name: str):
     resume = None
     if a.resume:
         r = Path(a.resume)
-        if r.is_dir():  # a folder: resume each model whose checkpoint is there, start the others afresh
+        if r.is_dir() or r.suffix != ".json":  # a folder: resume the models whose checkpoint is there
             resume = r / f"{name}.json" if (r / f"{name}.json").is_file() else None
         else:
             resume = r
