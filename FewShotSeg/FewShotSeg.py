@@ -69,7 +69,7 @@ back to the CPU).</li>
 <b>Segment</b> runs in the background with a progress bar and Cancel. <b>Refine in InteractiveRefine</b>
 opens a result segment in the Interactive Refine module for correction with scribbles.
 Missing Python packages (PyTorch, ...) are installed on the first Segment, after confirmation.
-See the <a href="https://github.com/adaptiveseg/AdaptiveSeg">AdaptiveSeg documentation</a>.
+See the <a href="https://github.com/adaptiveseg/SlicerAdaptiveSeg">AdaptiveSeg documentation</a>.
 """)
         self.parent.acknowledgementText = _("""
 Part of the AdaptiveSeg extension. The methods follow these publications:

@@ -78,7 +78,7 @@ result and removes the scribble segments.</li>
 </ol>
 For user studies, the interaction log (JSON lines) records every step with its time; Export summary
 writes a CSV, and <code>python -m InteractiveRefineLib analyze-logs DIR</code> summarises a folder of logs.
-See the <a href="https://github.com/adaptiveseg/AdaptiveSeg">AdaptiveSeg documentation</a>.
+See the <a href="https://github.com/adaptiveseg/SlicerAdaptiveSeg">AdaptiveSeg documentation</a>.
 """)
         self.parent.acknowledgementText = _("""
 Part of the AdaptiveSeg extension. The methods follow these publications:
