@@ -1,4 +1,4 @@
-"""python -m FewShotSegLib {segment, train, pretrain, evaluate, demo}: everything the FewShotSeg panel does, headless."""
+"""python -m FewShotSegLib {segment, train, pretrain, evaluate, time, demo}: the FewShotSeg panel, headless."""
 from __future__ import annotations
 
 import argparse
@@ -307,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     d.set_defaults(func=cmd_demo)
     add_pretrain_parser(sub)
-    for sp in (s, t, e, m, d):  # also after the command; SUPPRESS keeps a value given before it
-        sp.add_argument("--threads", type=threads_arg, default=argparse.SUPPRESS, help=THREADS_HELP)
+    for sp in sub.choices.values():  # also after the command; SUPPRESS keeps a value given before it
+        if "--threads" not in sp._option_string_actions:
+            sp.add_argument("--threads", type=threads_arg, default=argparse.SUPPRESS, help=THREADS_HELP)
     return p
 
 

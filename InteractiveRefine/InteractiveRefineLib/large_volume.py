@@ -131,7 +131,9 @@ def run_large_volume(out, shape: Sequence[int] = SHAPE, cases: Sequence[str] = C
 def _summary(records: List[Dict], shape: Sequence[int]) -> str:
     lines = [f"# Large volume: synthetic CT {' x '.join(map(str, shape))} voxels ({SPACING[0]} x {SPACING[1]} x "
              f"{SPACING[2]} mm), CPU", "",
-             "Each case in a fresh process; peak RSS includes reading the image and loading the model.", "",
+             "Each case in a fresh process; peak RSS includes reading the image and loading the model. "
+             f"Machine: {os.cpu_count()} cores, 1-minute load average {os.getloadavg()[0]:.1f} when written "
+             "(other jobs share the cores: times are upper bounds).", "",
              "| case | box voxels | seconds (step) | first step in the process | peak RSS MB | RSS after read MB | "
              "Dice (liver) | threads |",
              "|---|---|---|---|---|---|---|---|"]
