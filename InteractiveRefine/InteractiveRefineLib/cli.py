@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_panel_timing(sub)
     _add_large_volume(sub)
     add_train_box(sub)
+    from .segment_command import add_segment
+    add_segment(sub)
     return parser
 
 
@@ -168,6 +170,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _train(args, argv)
         if args.command == "train-box":
             return run_train_box(args, argv)
+        if args.command == "segment":
+            from .segment_command import run_segment
+            return run_segment(args)
         if args.command == "demo":
             from .demo import run_demo
             run_demo(Path(args.out), device=args.device)
