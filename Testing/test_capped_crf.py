@@ -30,3 +30,13 @@ def test_capped_crf_matches_the_native_crf_and_keeps_box_and_seeds():
     assert capped.shape == sphere.shape
     assert dice(capped, native) > 0.95 and dice(capped, sphere) > 0.9
     assert not capped[~inside].any()
+
+
+def test_upsampled_labels_match_linear_interpolation():
+    """The separable slab-wise upsampling gives what an order-1 affine_transform gives (ties aside)."""
+    from InteractiveRefineLib.capped_crf import _resample, upsample_labels
+    rng = np.random.default_rng(1)
+    for shape, out in (((10, 20, 30), (37, 55, 64)), ((7, 9), (30, 41)), ((3, 6, 7), (3, 60, 70))):
+        lab = rng.random(shape) > 0.5
+        expected = _resample(lab.astype(np.float32), out, 1) >= 0.5
+        assert (upsample_labels(lab, out) != expected).mean() < 1e-3

@@ -48,9 +48,49 @@ def _resample(a: np.ndarray, out_shape: Sequence[int], order: int) -> np.ndarray
                                     mode="nearest", prefilter=False)
 
 
+def _axis_weights(n_from: int, n_to: int):
+    """Linear interpolation of one axis (voxel-centre convention, edges clamped): (i0, i1, w1)."""
+    pos = np.clip((np.arange(n_to) + 0.5) * n_from / n_to - 0.5, 0, n_from - 1)
+    i0 = np.floor(pos).astype(np.int64)
+    return i0, np.minimum(i0 + 1, n_from - 1), (pos - i0).astype(np.float32)
+
+
+def _interp_matrix(n_from: int, n_to: int) -> np.ndarray:
+    """(n_from, n_to) matrix of the linear interpolation of one axis: x @ M resamples the last axis."""
+    i0, i1, w = _axis_weights(n_from, n_to)
+    m = np.zeros((n_from, n_to), np.float32)
+    cols = np.arange(n_to)
+    np.add.at(m, (i0, cols), 1 - w)
+    np.add.at(m, (i1, cols), w)
+    return m
+
+
+def upsample_labels(lab: np.ndarray, out_shape: Sequence[int], slab: int = 8) -> np.ndarray:
+    """Bool labels on `out_shape` from coarse labels: linear interpolation >= 0.5, as an order-1
+    affine_transform would give, but separable (in-plane axes as small matrix products) and slab by slab
+    along the first axis: a whole 512 x 512 x 300 image in about a second, float temporaries of one slab."""
+    a = lab.astype(np.float32)
+    out = np.empty(tuple(out_shape), bool)
+    i0, i1, w = _axis_weights(a.shape[0], int(out_shape[0]))
+    mats = [_interp_matrix(a.shape[ax], int(out_shape[ax])) for ax in range(1, a.ndim)]
+    for start in range(0, out.shape[0], slab):
+        sl = slice(start, min(start + slab, out.shape[0]))
+        ww = w[sl].reshape((-1,) + (1,) * (a.ndim - 1))
+        part = a[i0[sl]] * (1 - ww) + a[i1[sl]] * ww  # coarse in-plane: small
+        n = part.shape[0]
+        if a.ndim == 3:  # rows, then columns, each one 2D product (stacked matmul is 6x slower)
+            t = np.ascontiguousarray(part.transpose(0, 2, 1)).reshape(-1, part.shape[1]) @ mats[0]
+            part = np.ascontiguousarray(t.reshape(n, part.shape[2], -1).transpose(0, 2, 1))
+        cols = part.reshape(-1, part.shape[-1]) @ mats[-1]
+        out[sl] = cols.reshape((n,) + tuple(out_shape[1:])) >= 0.5
+    return out
+
+
 def _points(mask: np.ndarray, out_shape: Sequence[int]) -> np.ndarray:
     """Each True voxel of `mask` mapped to its nearest coarse voxel (a bool mask on `out_shape`)."""
     out = np.zeros(tuple(out_shape), bool)
+    if not mask.any():  # the usual case for the background scribbles inside a huge box: skip the scan
+        return out
     idx = np.nonzero(mask)
     if idx[0].size:
         coarse = tuple(np.clip(np.rint((i + 0.5) * o / n - 0.5).astype(np.int64), 0, o - 1)
@@ -81,7 +121,7 @@ def capped_crf(probability: np.ndarray, intensity: np.ndarray, spacing: Sequence
     fg = _points(fg_seeds & inside, shape)
     bg = (_points(bg_seeds & inside, shape) | out_box) & ~fg
     lab = crf_segment(p, x, c_spacing, fg_seeds=fg, bg_seeds=bg, **crf_kw)
-    return _resample(lab.astype(np.float32), native, 1) >= 0.5
+    return upsample_labels(lab, native)
 
 
 def crf_bytes(shape: Sequence[int], max_voxels: int = MAX_CRF_VOXELS) -> int:
