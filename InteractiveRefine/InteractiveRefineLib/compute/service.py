@@ -93,7 +93,9 @@ class ComputeService:
             "refine.reset": self.refine_history, "refine.close": self.refine_close,
             "fewshot.run": self.fewshot_run,
             "debug.work": self.debug_work, "debug.exit": self.debug_exit,
+            "debug.hog": self.debug_hog, "debug.release": self.debug_release,
         }
+        self._hog = None  # GPU memory held on purpose (debug.hog: a real out-of-memory for the GPU check)
 
     def handle(self, op: str, args: Dict[str, Any], arrays: Dict[str, np.ndarray], progress, cancel) -> Result:
         fn = self.handlers.get(op)
@@ -123,6 +125,7 @@ class ComputeService:
         return info, {}
 
     def close(self) -> None:
+        self._hog = None
         for rec in self.sessions.values():
             rec.session.close()
         self.sessions.clear()
@@ -287,6 +290,24 @@ class ComputeService:
 
     def debug_exit(self, args, arrays, progress, cancel, op=None) -> Result:
         os._exit(int(args.get("code", 3)))
+
+    def debug_hog(self, args, arrays, progress, cancel, op=None) -> Result:
+        """Hold all free GPU memory but `leave_mb` (the GPU check's way to a real out-of-memory error)."""
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PromptError("debug.hog needs a CUDA GPU")
+        self._hog = None
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info()
+        held = max(0, int(free) - int(args.get("leave_mb", 64)) * 2 ** 20)
+        self._hog = torch.empty(held, dtype=torch.uint8, device="cuda")
+        return {"held": held, "free_before": int(free), "total": int(total)}, {}
+
+    def debug_release(self, args, arrays, progress, cancel, op=None) -> Result:
+        self._hog = None
+        _empty_cuda_cache()
+        return self.memory(args, arrays, progress, cancel)
 
 
 def _torch_if_loaded():
