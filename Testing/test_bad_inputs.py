@@ -79,6 +79,8 @@ CLI_CASES = [
     ("--adapt-seconds -5", seg(adapt_seconds="-5"), "time budget in seconds > 0"),
     ("--adapt-seconds 0", seg(adapt_seconds="0"), "time budget in seconds > 0"),
     ("--threads -1", seg(threads="-1"), "threads >= 0"),
+    ("train --max-minutes -5", ["ir", "train", "--dataset", str(CHAOS), "--out", "{tmp}/m.json", "--max-minutes",
+                                "-5"], "expected a number > 0"),
     ("panel-timing --tick 0", ["ir", "panel-timing", "--tick", "0", "--out", "{tmp}/pt"], "expected a number > 0"),
     ("analyze-logs --dice 1.5", ["ir", "analyze-logs", "{tmp}", "--dice", "1.5"], "lies in (0, 1]"),
     # 8. prompts: one rule (whole numbers)

@@ -34,7 +34,7 @@ def _add_train(sub) -> None:
     p.add_argument("--batch", type=int, help="samples per step (default 8 in 2D, 4 in 3D)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-iters", type=int, default=20000)
-    p.add_argument("--max-minutes", type=float, default=55.0, help="time budget (the best model is kept)")
+    p.add_argument("--max-minutes", type=positive_float, default=55.0, help="time budget (the best model is kept)")
     p.add_argument("--val-every", type=int, help="iterations between validations (default 100 2D, 25 3D)")
     p.add_argument("--patience", type=int, default=8, help="validations without improvement before stopping")
     p.add_argument("--seed", type=int, default=0)
