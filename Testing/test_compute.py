@@ -223,3 +223,30 @@ def test_compute_keeps_its_speed_while_the_main_loop_holds_the_gil(client):
     finally:
         threaded.stop()
     assert units / secs < 0.5 * free, (units / secs, free)
+
+
+def test_a_cuda_error_ends_the_loop_and_the_next_request_restarts_it():
+    """After a CUDA error (not out-of-memory) the context may be broken: the request fails with the error,
+    the loop ends, and the next request gets a fresh one. Out of memory keeps the loop."""
+    def factory():
+        service = ComputeService()
+
+        def broken(args, arrays, progress, cancel, op=None):
+            raise RuntimeError(args["text"])
+        service.handlers["debug.raise"] = broken
+        return service
+    c = ComputeClient(service_factory=factory)
+    try:
+        job = c.wait(c.submit("debug.raise", {"text": "CUDA out of memory. Tried to allocate 2 GiB"}), 10)
+        assert job.state == "failed" and "out of memory" in str(job.error)
+        c.poll()
+        assert c.running and c.generation == 1
+        job = c.wait(c.submit("debug.raise", {"text": "CUDA error: device-side assert triggered"}), 10)
+        assert job.state == "failed" and "restarts on the next request" in str(job.error)
+        end = time.monotonic() + 5
+        while c.running and time.monotonic() < end:
+            time.sleep(0.01)
+        assert not c.running
+        assert c.call("ping", timeout=10) and c.generation == 2
+    finally:
+        c.stop()
