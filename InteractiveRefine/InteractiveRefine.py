@@ -72,9 +72,11 @@ image and runs a graph-cut CRF (BIFSeg). Works for objects the model never saw i
 <b>Place 3D box</b> (adjust its depth in another view); then <b>Segment</b>. Or <b>Refine this
 segment</b> to start from the segment as it is (e.g. a Few-Shot Segmentation result).</li>
 <li>Pick <b>Foreground</b> or <b>Background</b> and paint; <b>Refine</b> (or tick "refine when a stroke
-ends"). <b>Refine without scribbles</b> adapts to the image alone.</li>
-<li><b>Undo</b> / <b>Redo</b> / <b>Reset</b> move through this module's steps; <b>Accept</b> keeps the
-result and removes the scribble segments.</li>
+ends"). <b>Refine without scribbles</b> adapts to the image alone. The scribbles live in a segmentation of
+their own ("... scribbles"), never saved with the scene.</li>
+<li><b>Undo</b> / <b>Redo</b> / <b>Reset</b> move through this module's steps (the only undo here); <b>Accept</b>
+keeps the result and removes the scribbles. Edits of the result in the Segment Editor are kept outside the box
+and read back before the next write.</li>
 </ol>
 For user studies, the interaction log (JSON lines) records every step with its time; Export summary
 writes a CSV, and <code>python -m InteractiveRefineLib analyze-logs DIR</code> summarises a folder of logs.
@@ -943,7 +945,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def applyUpdate(self, p, update):
         """Write a step's result into the segment (changed extent only) and, after undo/redo/reset/box,
-        the scribbles into the helper segments."""
+        the scribbles into the scribble node's segments."""
         from InteractiveRefineLib import slicer_bridge
         from InteractiveRefineLib.segment_names import BG_COLOR, FG_COLOR, scribble_segment_names
 
