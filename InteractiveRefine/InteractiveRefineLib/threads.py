@@ -1,9 +1,11 @@
 """CPU threads for torch: one default for every command, `--threads N` to override.
 
-torch's default (one thread per core) oversubscribes a loaded machine: with another job on one of two
-cores, commands ran 2-5x slower than with one thread (issue 14; benchmarks/large_volume/summary.md has
-the measurement). The default is the number of idle cores (cores minus the 1-minute load), at least 1
-and at most MAX_DEFAULT (beyond that the small networks here gain little).
+torch's default (one thread per core) oversubscribes a loaded machine: with other jobs on the two cores
+(load 3.5-6), a liver-sized 3D box took 2.8 s with 2 threads against 1.6 s with 1, and FewShotSeg on a
+300-slice CT did not finish in 5 minutes with 2 threads against 44 s with 1
+(benchmarks/large_volume/summary.md). The default is therefore the number of idle cores (cores minus the
+1-minute load average), at least 1 and at most MAX_DEFAULT (beyond that the small networks here gain
+little); --threads N overrides it.
 """
 from __future__ import annotations
 
