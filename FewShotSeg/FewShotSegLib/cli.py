@@ -70,6 +70,11 @@ def _progress_printer(prefix: str):
 
 
 def cmd_segment(a) -> int:
+    if a.propagate:
+        from .options import cmd_propagate
+        return cmd_propagate(a)
+    if a.query is None:
+        raise PromptError("--query is required (it may be left out only with --propagate)")
     from InteractiveRefineLib.image_io import read_image, read_label, write_image
 
     from .adapt import adapt_segmenter
@@ -222,7 +227,8 @@ def cmd_demo(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .options import add_adapt_steps, add_pretrain_parser, add_start_argument, add_train_resume, add_validate
+    from .options import (add_adapt_steps, add_pretrain_parser, add_propagate, add_start_argument, add_train_resume,
+                          add_validate)
     p = argparse.ArgumentParser(prog="python -m FewShotSegLib",
                                 description="AdaptiveSeg FewShotSeg: segment a new organ in a whole volume from one "
                                             "annotated support slice (RP-Net), optionally adapted to the exemplar "
@@ -237,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--slice", type=int, required=True, help="support slice index along --axis")
     s.add_argument("--label", type=int, action="append", help="label id(s) to learn (default: all on the slice)")
     s.add_argument("--axis", type=int, default=0, help="array axis of the slices: 0 = K (axial for axial scans)")
-    s.add_argument("--query", required=True)
+    s.add_argument("--query", default=None, help="query image (with --propagate: the support image)")
     s.add_argument("--out", required=True, help="output label map (.nii.gz), query grid")
     s.add_argument("--range", default="auto", help="auto (keep the component consistent with the support), all, "
                                                  "or FIRST:LAST query slices (inclusive)")
@@ -249,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     add_start_argument(s)
     add_adapt_steps(s)
+    add_propagate(s)
     s.set_defaults(func=cmd_segment)
 
     t = sub.add_parser("train", help="train per-fold CHAOS models (or --default: the shipped default model)")

@@ -173,8 +173,8 @@ def evaluate_pairs(dataset, pairs: Sequence[tuple], labels: Sequence[int], out_d
 def evaluate_training_pairs(dataset, setting: int, folds: Iterable[int], out_dir: Path, model_for: Callable,
                             n_pairs: int = 3, seed: int = 0, adapter: Optional[Callable] = None,
                             device: str = "auto", groups: Dict[str, tuple] = CHAOS_GROUPS,
-                            start: str = DEFAULT_START, progress: Optional[Callable[[str], None]] = None
-                            ) -> List[Dict[str, object]]:
+                            start: str = DEFAULT_START, progress: Optional[Callable[[str], None]] = None,
+                            component: bool = True) -> List[Dict[str, object]]:
     """Design choices measured on TRAINING patients only: per fold and group, n_pairs seeded support/query
     pairs drawn from the fold's training patients, segmented by that fold's model for the group's (test)
     organs with the protocol's chunks and reference range. Never touches a fold's query or support patient."""
@@ -190,7 +190,7 @@ def evaluate_training_pairs(dataset, setting: int, folds: Iterable[int], out_dir
                 for organ in organs:
                     if not (sup[1] == organ).any() or not (qry[1] == organ).any():
                         continue
-                    r = protocol_case(segmenter, sup, qry, organ, "gt", adapter)
+                    r = protocol_case(segmenter, sup, qry, organ, "gt", adapter, component)
                     rec = {"fold": fold, "setting": setting, "split": "training-patients", "support_case": sid,
                            "query_case": qid, "label": organ, "label_name": dataset.labels.get(organ, str(organ)),
                            "adapted": adapter is not None, "range": "gt",

@@ -119,3 +119,40 @@ def cmd_pretrain(a) -> int:
                     stop_after=a.stop_after, command=a.command_line)
     print(json.dumps({"model": str(path) if path else None, "checkpoint": str(ck)}))
     return 0
+
+
+def add_propagate(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--propagate", action="store_true",
+                   help="same-scan propagation: segment the organ of --slice through the support image itself "
+                        "(--query may be left out; --range auto stops where the organ ends, FIRST:LAST is exact)")
+    s.add_argument("--propagate-mode", default=None, choices=["roi", "anchor", "chain", "mixed"],
+                   help="how the mask is carried from slice to slice (default: roi, chosen on training patients)")
+
+
+def cmd_propagate(a) -> int:
+    from InteractiveRefineLib.errors import PromptError
+    from InteractiveRefineLib.image_io import read_image, read_label, write_image
+    from InteractiveRefineLib.outputs import check_output_file
+
+    from .cli import parse_slices
+    from .propagate import DEFAULT_MODE, propagate
+    from .segment import FewShotSegmenter
+    if a.query is not None and Path(a.query).resolve() != Path(a.support_image).resolve():
+        raise PromptError("--propagate segments the support image itself; leave --query out (or give the same file)")
+    if a.adapt:
+        raise PromptError("--propagate does not combine with --adapt")
+    check_output_file(a.out, inputs=(a.support_image, a.support_label))
+    img = read_image(a.support_image, "image")
+    lab = read_label(a.support_label, img, "label")
+    labels = a.label or [None]
+    if len(labels) > 1:
+        raise PromptError("--propagate follows one organ: give one --label")
+    rng = parse_slices(a.range) if a.range != "auto" else None
+    seg = FewShotSegmenter(a.model, device=a.device)
+    result = propagate(seg, img, lab, a.slice, labels[0], a.axis, rng, a.propagate_mode or DEFAULT_MODE)
+    write_image(img, a.out, result.labels)
+    first, stop = result.slices
+    print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
+                      "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
+                      "propagated": True, "mode": result.info["mode"]}))
+    return 0

@@ -1,0 +1,116 @@
+"""Same-scan propagation: one annotated slice of a scan segments the rest of that organ in the same scan.
+
+Neighbouring slices of one scan are nearly identical, so the mask is carried slice by slice, outwards from
+the annotated slice in both directions: slice z + d is segmented with the network, its recurrence started
+from the mask of slice z (RP-Net's refinement from a good initial mask) and its prototypes taken from
+`mode`:
+- "chain": slice z with its (predicted) mask as the support;
+- "anchor": the annotated slice itself as the support for every slice;
+- "mixed": the mean of both prototype sets;
+- "roi": the annotated slice as the support and the prototype start (no mask carried into the recurrence);
+  the mask of slice z, dilated by `roi_pixels`, bounds where slice z + d may be foreground, and the part
+  connected to slice z's mask is kept.
+With no range given, propagation stops where the organ ends: a predicted cross-section under
+`min_pixels` pixels (on the network grid) or below `min_ratio` of the previous one ends that direction.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from InteractiveRefineLib.errors import PromptError
+from InteractiveRefineLib.image_io import Image, validate_image
+
+from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports
+from .slices import check_axis, from_network, image_slices, volume_from_slices
+
+MODES = ("chain", "anchor", "mixed", "roi")
+DEFAULT_MODE = "roi"  # chosen on training patients of fold 0 (benchmarks/fewshot_choices/propagation.md)
+MIN_PIXELS = 8        # on the 128 x 128 grid
+MIN_RATIO = 0.2       # a slice whose cross-section drops below 20% of the previous one ends the organ
+ROI_PIXELS = 4        # roi mode: how far (network-grid pixels, ~10 mm on CHAOS) the organ may move per slice
+
+
+def _connected_to(mask: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+    """The parts of `mask` (1, 1, S, S) bool whose 2D components touch `seed`; float."""
+    m = mask[0, 0].cpu().numpy()
+    lab, n = ndimage.label(m)
+    keep = np.zeros_like(m)
+    if n:
+        ids = np.unique(lab[m & seed[0, 0].cpu().numpy()])
+        keep = np.isin(lab, ids[ids > 0])
+    return torch.from_numpy(keep.astype(np.float32))[None, None].to(mask.device)
+
+
+def _protos(state: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    return state["raw_prototypes"], state["prototypes"]
+
+
+@torch.no_grad()
+def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slice_index: int,
+              organ: Optional[int] = None, axis: int = 0, slices: Optional[Tuple[int, int]] = None,
+              mode: str = DEFAULT_MODE, min_pixels: int = MIN_PIXELS, min_ratio: float = MIN_RATIO,
+              roi_pixels: int = ROI_PIXELS) -> Segmentation:
+    """Segment `organ` in `image` from its annotation on slice `slice_index` of the same image.
+
+    label: label map on the image grid (only slice `slice_index` is read). slices: (first, last + 1) to
+    propagate through exactly that range; None: automatic (stops where the organ ends).
+    """
+    if mode not in MODES:
+        raise PromptError(f"propagation mode must be one of {MODES}; got {mode!r}")
+    validate_image(image, "image")
+    axis = check_axis(axis)
+    sups = make_supports(image, label, slice_index, None if organ is None else [organ], axis)
+    if len(sups) != 1:
+        raise PromptError(f"propagation follows one organ; slice {slice_index} has labels "
+                          f"{[s.label for s in sups]}: choose one with `organ`")
+    sup = sups[0]
+    n = image.shape[axis]
+    k0, k1 = (0, n) if slices is None else (int(slices[0]), int(slices[1]))
+    if not 0 <= k0 <= slice_index < k1 <= n:
+        raise PromptError(f"propagation range {k0}..{k1 - 1} must hold the annotated slice {slice_index} "
+                          f"and lie in 0..{n - 1}")
+    net, dev, it = segmenter.net, segmenter.device, segmenter.iterations
+    imgs, grid = image_slices(image, axis)
+    anchor = net.support_state(sup.image.to(dev), sup.mask.to(dev))
+    prob = torch.zeros(n, imgs.shape[-2], imgs.shape[-1])
+    prob[slice_index] = sup.mask[0, 0]
+    visited = [slice_index, slice_index]
+    for d in (1, -1):
+        prev_img, prev_mask = sup.image.to(dev), sup.mask.to(dev)
+        prev_area = float(prev_mask.sum())
+        z = slice_index + d
+        while k0 <= z < k1:
+            q = imgs[z:z + 1].to(dev)
+            raw, protos = _protos(anchor)
+            if mode == "roi":
+                logits, _ = net.refine(net.encoder(q), raw, protos, it, q.shape[-2:])
+                p = logits[-1].softmax(1)[:, 1:2]
+                near = F.max_pool2d(prev_mask, 2 * roi_pixels + 1, stride=1, padding=roi_pixels)
+                m = _connected_to((p > 0.5) & (near > 0), prev_mask > 0)
+                p = p * m
+            elif mode != "anchor":
+                chain = net.support_state(prev_img, prev_mask)
+                craw, cprotos = _protos(chain)
+                raw, protos = (craw, cprotos) if mode == "chain" else ((raw + craw) / 2, (protos + cprotos) / 2)
+            if mode != "roi":
+                logits, _ = net.refine(net.encoder(q), raw, protos, it, q.shape[-2:], init_mask=prev_mask)
+                p = logits[-1].softmax(1)[:, 1:2]
+            m = (p > 0.5).float()
+            area = float(m.sum())
+            if slices is None and (area < min_pixels or area < min_ratio * prev_area):
+                break
+            prob[z] = p[0, 0].cpu()
+            visited[0 if d < 0 else 1] = z
+            prev_img, prev_mask, prev_area = q, m, area
+            z += d
+    full = from_network(prob, grid)
+    vol = volume_from_slices(full, grid)
+    probs = {sup.label: vol}
+    return Segmentation(combine_labels(probs), probs, (visited[0], visited[1] + 1),
+                        {"axis": axis, "mode": mode, "support_slice": int(slice_index), "propagated": True,
+                         "auto_range": slices is None})

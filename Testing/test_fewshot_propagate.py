@@ -1,0 +1,60 @@
+"""Same-scan propagation: one annotated slice segments the rest of the organ in the same scan."""
+import numpy as np
+import pytest
+
+from FewShotSegLib.cli import main
+from FewShotSegLib.evaluate import support_copy
+from FewShotSegLib.propagate import propagate
+from FewShotSegLib.protocol import organ_slices
+from FewShotSegLib.segment import FewShotSegmenter, make_supports
+from InteractiveRefineLib.errors import PromptError
+from InteractiveRefineLib.image_io import read_label
+from InteractiveRefineLib.metrics import dice
+from InteractiveRefineLib.sample import sample_dataset
+
+
+def largest_slice(lab, organ):
+    z = organ_slices(lab, organ)
+    return int(z[np.argmax([(lab[i] == organ).sum() for i in z])]), int(z[0]), int(z[-1]) + 1
+
+
+@pytest.fixture(scope="module")
+def default_segmenter():
+    return FewShotSegmenter(device="cpu")
+
+
+def test_propagation_beats_support_copy_on_the_sample(default_segmenter, chaos8):
+    """chaos_8 was never seen by the default model; support = the organ's largest slice of chaos_8 itself."""
+    img, lab = chaos8
+    for organ in (2, 4):                 # right kidney, spleen (measured: 0.87 vs 0.74, 0.88 vs 0.65)
+        k, z0, z1 = largest_slice(lab, organ)
+        ref = lab == organ
+        copy = np.zeros_like(ref)
+        copy[z0:z1] = support_copy(make_supports(img, lab, k, [organ]), img, z0, z1, np.zeros(z1 - z0, int))
+        given = propagate(default_segmenter, img, lab, k, organ, slices=(z0, z1))
+        assert given.slices == (z0, z1)
+        d_prop, d_copy = dice(given.labels == organ, ref), dice(copy, ref)
+        assert d_prop > d_copy + 0.08, (organ, d_prop, d_copy)
+        # automatic range: stops where the organ ends (within 2 slices), about as good as the given range
+        auto = propagate(default_segmenter, img, lab, k, organ)
+        assert abs(auto.slices[0] - z0) <= 2 and abs(auto.slices[1] - z1) <= 2, (auto.slices, (z0, z1))
+        assert dice(auto.labels == organ, ref) > d_copy + 0.05
+
+
+def test_propagate_command_and_its_refusals(default_segmenter, chaos8, tmp_path, capsys):
+    data = sample_dataset("chaos")
+    img, lab = data / "imagesTr/chaos_8.nii.gz", data / "labelsTr/chaos_8.nii.gz"
+    out = tmp_path / "p.nii.gz"
+    rc = main(["--threads", "1", "segment", "--propagate", "--support-image", str(img), "--support-label", str(lab),
+               "--slice", "12", "--label", "2", "--range", "5:15", "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    pred = read_label(out)
+    assert set(np.unique(pred)) == {0, 2} and not pred[:5].any() and not pred[16:].any() and pred[12].any()
+    bad = [(["--label", "1", "--label", "2"], "one organ"),
+           (["--query", str(data / "imagesTr/chaos_36.nii.gz")], "itself")]
+    for extra, msg in bad:
+        rc = main(["segment", "--propagate", "--support-image", str(img), "--support-label", str(lab), "--slice",
+                   "12", "--out", str(tmp_path / "q.nii.gz"), "--device", "cpu"] + extra)
+        assert rc == 2 and msg in capsys.readouterr().err
+    with pytest.raises(PromptError, match="must hold the annotated slice"):
+        propagate(default_segmenter, *chaos8, 12, 2, slices=(13, 20))
