@@ -29,6 +29,10 @@ from .segment import FewShotSegmenter, Support
 from .slices import image_slices
 
 
+# The FewShotSeg panel's default cap on the whole adaptation (seconds); the CLI and the evaluation use none.
+GUI_TIME_CAP = 60.0
+
+
 @dataclass(frozen=True)
 class AdaptConfig:
     steps: int = 30               # stage 1 (synthesised pairs)
