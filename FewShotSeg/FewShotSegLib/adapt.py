@@ -28,7 +28,6 @@ from .losses import prototype_contrastive, refinement_loss
 from .segment import FewShotSegmenter, Support
 from .slices import image_slices
 
-
 # The FewShotSeg panel's default cap on the whole adaptation (seconds); the CLI and the evaluation use none.
 GUI_TIME_CAP = 60.0
 

@@ -151,9 +151,9 @@ def cmd_evaluate(a) -> int:
     from InteractiveRefineLib.data import DecathlonDataset
 
     from .adapt import adapt_segmenter
-    from .options import adapt_config
     from .evaluate import evaluate_chaos, evaluate_pairs, evaluate_training_pairs, sample_pairs
     from .models import fold_model_name, models_dir
+    from .options import adapt_config
     from .summary import write_summary
     out = check_output_folder(a.out, files=("results.jsonl", "summary.md"), inputs=(a.dataset,))
     ds = DecathlonDataset(a.dataset)
@@ -227,8 +227,14 @@ def cmd_demo(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .options import (add_adapt_steps, add_pretrain_parser, add_propagate, add_start_argument, add_train_resume,
-                          add_validate)
+    from .options import (
+        add_adapt_steps,
+        add_pretrain_parser,
+        add_propagate,
+        add_start_argument,
+        add_train_resume,
+        add_validate,
+    )
     p = argparse.ArgumentParser(prog="python -m FewShotSegLib",
                                 description="AdaptiveSeg FewShotSeg: segment a new organ in a whole volume from one "
                                             "annotated support slice (RP-Net), optionally adapted to the exemplar "

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from InteractiveRefineLib.errors import DatasetError
-from InteractiveRefineLib.image_io import Image, read_image, read_label
+from InteractiveRefineLib.image_io import read_image, read_label
 
 from .episodes import Volume, prepare_volume
 from .models import save_rpnet

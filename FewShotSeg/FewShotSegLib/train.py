@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .episodes import EpisodeSampler, Volume, prepare_case_volumes
 from .checkpoint import restore_checkpoint, save_checkpoint
+from .episodes import EpisodeSampler, Volume, prepare_case_volumes
 from .losses import dice_ce, refinement_loss
 from .models import load_rpnet, save_rpnet
 from .network import DEFAULT_PARAMS, build_rpnet
