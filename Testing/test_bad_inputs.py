@@ -195,7 +195,14 @@ API_CASES = [
     ("save_mask .png", lambda c, s: _chaos8_session(c, s).save_mask(c[2] / "m.png"), "unsupported file type"),
     ("write_image, writer failure", lambda c, s: _failing_write(c), "cannot write"),
     ("query range reversed (API)", lambda c, s: _segment_range(c, (10, 6)), "empty or reversed"),
+    ("constant support image", lambda c, s: _constant_support(), "support image is constant"),
 ]
+
+
+def _constant_support():
+    from FewShotSegLib.segment import make_supports
+    img, lab = _chaos().load("chaos_36")
+    return make_supports(img.with_array(np.full(img.shape, 3.0, np.float32)), lab, 18, [1])
 
 
 def _chaos():
