@@ -42,15 +42,26 @@ def add_train_resume(t: argparse.ArgumentParser) -> None:
                                                f"{PRETRAINED.relative_to(PRETRAINED.parents[2])})")
     t.add_argument("--resume", default="", help="continue from this checkpoint (.json), or from a folder of "
                                                  "checkpoints NAME.json (models without one start afresh)")
-    t.add_argument("--checkpoint-dir", default=str(CHECKPOINT_ROOT),
-                   help="where checkpoints are written (one per model, NAME.json + NAME.safetensors)")
+    t.add_argument("--checkpoint-dir", default="",
+                   help="where checkpoints are written (one per model, NAME.json + NAME.safetensors); default "
+                        "OUT/checkpoints with --out, else checkpoints/fewshot/train (outside the shipped models)")
     t.add_argument("--checkpoint-minutes", type=float, default=5.0)
     t.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (checkpoint kept)")
 
 
+def checkpoint_dir(a, kind: str) -> Path:
+    """--checkpoint-dir, or OUT/checkpoints when an output was given, or checkpoints/fewshot/KIND."""
+    if a.checkpoint_dir:
+        return Path(a.checkpoint_dir)
+    out = Path(a.out) if a.out else None
+    if out is not None and out != PRETRAINED:
+        return (out.parent if out.suffix == ".json" else out) / "checkpoints"
+    return CHECKPOINT_ROOT / kind
+
+
 def checkpoint_for(a, name: str):
     """(checkpoint path, resume path or None) of model `name` under the train options."""
-    ck = Path(a.checkpoint_dir) / f"{name}.json"
+    ck = checkpoint_dir(a, "train") / f"{name}.json"
     resume = None
     if a.resume:
         r = Path(a.resume)
@@ -86,7 +97,8 @@ def add_pretrain_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(PRETRAINED), help="model manifest to write (.json)")
     p.add_argument("--resume", default="", help="checkpoint to continue from")
-    p.add_argument("--checkpoint-dir", default=str(CHECKPOINT_ROOT))
+    p.add_argument("--checkpoint-dir", default="", help="default: next to --out (checkpoints/fewshot/pretrain for "
+                                                         "the default --out)")
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
     p.add_argument("--stop-after", type=int, default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
@@ -112,7 +124,7 @@ def cmd_pretrain(a) -> int:
             raise DatasetError(f"unknown pretraining source(s) {unknown}; known: {sorted(known)}")
         sources = tuple(known[n] for n in names)
     out = Path(a.out)
-    ck = Path(a.checkpoint_dir) / f"{out.stem}.json"
+    ck = checkpoint_dir(a, "pretrain") / f"{out.stem}.json"
     cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed)
     path = pretrain(a.data, out, cfg, choose_device(a.device), sources, a.max_cases, a.slice_step, checkpoint=ck,
                     resume=a.resume or None, checkpoint_seconds=60.0 * a.checkpoint_minutes,
