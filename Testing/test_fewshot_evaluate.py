@@ -11,7 +11,8 @@ from FewShotSegLib.evaluate import check_unseen, evaluate_pairs, protocol_case, 
 from FewShotSegLib.models import save_rpnet
 from FewShotSegLib.network import DEFAULT_PARAMS, build_rpnet
 from FewShotSegLib.protocol import CHAOS_GROUPS, query_chunks, support_chunk_slices
-from FewShotSegLib.segment import FewShotSegmenter, Segmentation, make_supports
+from FewShotSegLib.segment import (FewShotSegmenter, Segmentation, extent_window, make_supports,
+                                   support_extents)
 from FewShotSegLib.summary import summary_markdown
 from InteractiveRefineLib.errors import DatasetError
 from InteractiveRefineLib.image_io import Image
@@ -129,3 +130,38 @@ def test_summary_shows_support_copy_and_steps_beside_every_row():
     for row in rows:
         assert "58.00 / 40.00" in row and "| 49.00 |" in row
     assert "30+15" in rows[1] and "30+15" not in rows[0]
+
+
+def test_auto_range_keeps_a_window_of_the_support_organs_length(monkeypatch):
+    s_img, s_lab = cylinder(z=(5, 17))                    # 12 slices of 3 mm in the support
+    q_img, q_lab = cylinder(z=(8, 23))
+    q_img = Image(q_img.array, np.array([1.0, 1.0, 6.0]), np.zeros(3), np.eye(3))
+    assert support_extents(s_img, s_lab, [1], q_img) == {1: 6.0}    # 36 mm = 6 query slices of 6 mm
+    mask = np.zeros((30, 4, 4), bool)
+    mask[2:28, :2, :2] = True                             # look-alike on every slice
+    mask[14:17] = True                                    # largest cross-sections at 14..16
+    keep = extent_window(mask, 6.0)
+    assert np.flatnonzero(keep).tolist() == list(range(11, 18)) and not extent_window(mask & False, 6.0).any()
+    # the segmenter applies it with auto_range, and protocol_case's automatic range asks for it
+    seg = FewShotSegmenter(net=build_rpnet(), device="cpu", iterations=1)
+    sup = make_supports(s_img, s_lab, 11, [1])
+
+    def predict(supports, query, assignment, progress=None, cancel=None):
+        p = torch.zeros(query.shape[0], query.shape[-2], query.shape[-1])
+        p[:, :64] = 1.0                   # something on every slice, the most on slice 15
+        p[15] = 1.0
+        return p
+    monkeypatch.setattr(seg, "predict", predict)
+    out = seg.segment(sup, q_img, auto_range=True, extents={1: 6.0}).labels
+    assert np.flatnonzero(out.any((1, 2))).tolist() == list(range(12, 19))
+    assert seg.segment(sup, q_img, auto_range=True).labels.any((1, 2)).all()
+    rec = RecordingSegmenter(q_lab)
+    seen = {}
+    real = rec.segment
+
+    def segment(*args, **kw):
+        seen.update(kw)
+        return real(*args, **kw)
+    rec.segment = segment
+    protocol_case(rec, (s_img, s_lab), (q_img, q_lab), 1, range_mode="auto")
+    assert seen["extents"] == {1: 6.0} and seen["auto_range"] is True

@@ -80,7 +80,7 @@ def cmd_segment(a) -> int:
     from .adapt import adapt_segmenter
     from .intensity_check import check_not_constant, modality_warning
     from .options import adapt_config
-    from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports
+    from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports, support_extents
     check_output_file(a.out, inputs=(a.support_image, a.support_label, a.query))
     s_img = read_image(a.support_image, "support image")
     s_lab = read_label(a.support_label, s_img, "support label")
@@ -96,6 +96,8 @@ def cmd_segment(a) -> int:
     supports = make_supports(s_img, s_lab, a.slice, a.label, a.axis)
     seg = FewShotSegmenter(a.model, device=a.device, start=a.start)
     kw = dict(axis=a.axis, slices=slices, auto_range=a.range == "auto")
+    if a.range == "auto":  # the organ about as long as in the support (segment.support_extents)
+        kw["extents"] = support_extents(s_img, s_lab, [s.label for s in supports], q_img, a.axis)
     if a.adapt:  # one adapted network per label (each label is its own 1-way episode)
         cfg = adapt_config(a)
         results = [adapt_segmenter(seg, [s], q_img, a.axis, cfg).segment([s], q_img, **kw) for s in supports]
@@ -185,7 +187,8 @@ def cmd_evaluate(a) -> int:
             return model_dir / f"{fold_model_name(setting, fold, group)}.json"
         if a.validate:
             records = evaluate_training_pairs(ds, a.setting, parse_range(a.folds), out, model_for, a.validate,
-                                             a.seed, adapter, a.device, start=a.start, progress=show)
+                                             a.seed, adapter, a.device, start=a.start, progress=show,
+                                             range_mode=a.range)
             title = (f"CHAOS T2-SPIR, setting {a.setting}: {a.validate} pairs of TRAINING patients per fold "
                      f"(design choices; start {a.start})")
         else:

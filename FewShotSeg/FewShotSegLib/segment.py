@@ -134,13 +134,17 @@ class FewShotSegmenter:
     def segment(self, supports: Sequence[Support], query_image: Image, axis: int = 0,
                 slices: Optional[Tuple[int, int]] = None, chunk_of_slice: Optional[np.ndarray] = None,
                 auto_range: bool = False, box: Optional[Tuple[Sequence[int], Sequence[int]]] = None,
-                progress: Progress = None, cancel: Cancel = None) -> Segmentation:
+                progress: Progress = None, cancel: Cancel = None,
+                extents: Optional[Dict[int, float]] = None) -> Segmentation:
         """Segment `query_image` along `axis`.
 
         slices: (first, last + 1) query slice range (default: all); chunk_of_slice: support index per slice
         of that range (default: 0 for all, i.e. one support per label: pass one Support per label then).
         box: (lo, hi) voxel indices (K, J, I), hi exclusive: its slices are the range, and nothing outside it
         is labelled. auto_range: keep only the 3D component consistent with the support position, per label.
+        extents: {label: the organ's extent in query slices} (support_extents): with auto_range, only the
+        window of that many slices centred on the slice with the largest kept cross-section is labelled (the
+        organ is about as long as in the support; on training patients +7.6 Dice points in setting 2).
         """
         if not supports:
             raise PromptError("no support slice given: annotate the organ on one slice of the support volume")
@@ -186,10 +190,39 @@ class FewShotSegmenter:
             if auto_range:
                 footprint = from_network(sups[len(sups) // 2].mask[:, 0], grid)[0] > 0.5
                 vol = vol * keep_consistent_component(vol > 0.5, footprint, axis)
+                if extents and lab in extents:
+                    vol = vol * np.expand_dims(extent_window(vol > 0.5, extents[lab], axis), tuple(
+                        a for a in range(3) if a != axis))
             probs[lab] = vol
         labels = combine_labels(probs)
         return Segmentation(labels, probs, (k0, k1), {"axis": axis, "iterations": self.iterations,
                                                        "device": str(self.device), "auto_range": auto_range})
+
+
+def support_extents(support_image: Image, support_label: np.ndarray, labels: Sequence[int], query_image: Image,
+                    axis: int = 0) -> Dict[int, float]:
+    """Extent of each label along `axis` in the support (first to last slice, in mm), in query slices."""
+    other = tuple(a for a in range(3) if a != axis)
+    out = {}
+    for lab in labels:
+        z = np.flatnonzero((np.asarray(support_label) == lab).any(axis=other))
+        if z.size:
+            mm = (z[-1] - z[0] + 1) * float(support_image.spacing_kji[axis])
+            out[int(lab)] = mm / float(query_image.spacing_kji[axis])
+    return out
+
+
+def extent_window(mask: np.ndarray, extent: float, axis: int = 0) -> np.ndarray:
+    """Bool per slice: the window of `extent` slices (rounded outwards, so up to one more) centred on the
+    slice with the largest cross-section of `mask`."""
+    area = mask.sum(axis=tuple(a for a in range(3) if a != axis))
+    keep = np.zeros(area.shape[0], dtype=bool)
+    if area.max() == 0:
+        return keep
+    center, half = int(np.argmax(area)), extent / 2
+    lo, hi = int(np.floor(center - half + 0.5)), int(np.ceil(center + half - 0.5))
+    keep[max(lo, 0):hi + 1] = True
+    return keep
 
 
 def combine_labels(probs: Dict[int, np.ndarray], threshold: float = 0.5) -> np.ndarray:
