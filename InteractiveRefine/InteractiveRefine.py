@@ -400,6 +400,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onSegment(self):
         with self.guarded(_("Segmentation failed."), waitCursor=True):
             if not self.logic.ensureDependencies():
+                self.setStatus(_("The required Python packages are not installed; nothing was done."))
                 return
             self.logic.startSegment(self._parameterNode)
             self.startPolling(_("Segmenting..."))
@@ -407,6 +408,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onAdopt(self):
         with self.guarded(_("Could not start from the segment."), waitCursor=True):
             if not self.logic.ensureDependencies():
+                self.setStatus(_("The required Python packages are not installed; nothing was done."))
                 return
             self.logic.startAdopt(self._parameterNode)
             self.startPolling(_("Taking over the segment for refinement..."))
