@@ -252,3 +252,38 @@ def test_a_cuda_error_ends_the_loop_and_the_next_request_restarts_it():
         assert c.call("ping", timeout=10) and c.generation == 2
     finally:
         c.stop()
+
+
+def test_cancelling_a_queued_request_never_ends_the_running_one():
+    """Requests run one after another (both panels share the process): cancelling one still queued finishes
+    it at once and leaves the running one alone, however long it runs; a running request that ignores its
+    cancel ends the process after kill_after seconds."""
+    c = ComputeClient(kill_after=0.3)
+    try:
+        pid = c.call("ping", timeout=60)[0]["pid"]
+        running = c.submit("debug.work", {"seconds": 1.2})
+        queued = c.submit("debug.work", {"seconds": 0.1})
+        while running.state != "running":
+            c.poll()
+            time.sleep(0.01)
+        assert c.cancel(queued) and queued.state == "cancelled"
+        time.sleep(0.6)  # longer than kill_after
+        c.wait(running, 10)
+        assert running.state == "done" and c.generation == 1
+        assert c.call("ping")[0]["pid"] == pid  # still the same process: nothing was killed
+
+        s = ComputeClient(kill_after=0.3)  # a real child: the last resort ends a request that ignores cancel
+        try:
+            job = s.submit("debug.work", {"seconds": 30.0, "ignore_cancel": True})
+            while job.state != "running":
+                s.poll()
+                time.sleep(0.01)
+            first = s.child_pid
+            s.cancel(job)
+            s.wait(job, 20)
+            assert job.state == "cancelled" and "ended" in str(job.error) and not s.running
+            assert s.call("ping", timeout=60)[0]["pid"] != first  # and the next request starts a new one
+        finally:
+            s.stop()
+    finally:
+        c.stop()

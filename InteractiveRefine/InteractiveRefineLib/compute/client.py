@@ -241,6 +241,8 @@ class ComputeClient:
                 self._post({"op": "cancel", "target": j.id})
                 j.cancel_sent = time.monotonic()
                 sent = True
+                if j.state == "queued":  # the child skips it when it comes to it; nothing to wait for
+                    self._finish(j, "cancelled", errors.CancelledError("cancelled before it started"))
         return sent
 
     def poll(self) -> None:
@@ -277,9 +279,10 @@ class ComputeClient:
             self.kill()
             self._cleanup()
             return
-        for job in pending:
-            if job.cancel_sent is not None and now - job.cancel_sent > self.kill_after:
-                log.warning("%s did not stop %.0f s after cancel: ending the compute process", job.name,
+        for job in pending:  # only a request that runs and ignores its cancel ends the child
+            if job.cancel_sent is not None and job.state == "running" and job.started is not None \
+                    and now - max(job.cancel_sent, job.started) > self.kill_after:
+                log.warning("%s did not stop %.1f s after cancel: ending the compute process", job.name,
                             self.kill_after)
                 self.kill()
                 self.poll()
