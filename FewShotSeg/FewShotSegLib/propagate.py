@@ -11,7 +11,10 @@ from the mask of slice z (RP-Net's refinement from a good initial mask) and its 
   the mask of slice z, dilated by `roi_pixels`, bounds where slice z + d may be foreground, and the part
   connected to slice z's mask is kept.
 With no range given, propagation stops where the organ ends: a predicted cross-section under
-`min_pixels` pixels (on the network grid) or below `min_ratio` of the previous one ends that direction.
+`min_pixels` pixels (on the network grid) or below `min_ratio` of the previous one ends that direction, and
+so does one that grows again by `regrow` after the organ had tapered below half the annotated cross-section
+(chosen on fold-0 training patients: 50.0 -> 53.6 Dice). The automatic range still runs past the organ's
+ends in most cases (the network keeps finding look-alike tissue next to the organ); give a range when you can.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ DEFAULT_MODE = "roi"  # chosen on training patients of fold 0 (benchmarks/fewsho
 MIN_PIXELS = 8        # on the 128 x 128 grid
 MIN_RATIO = 0.2       # a slice whose cross-section drops below 20% of the previous one ends the organ
 ROI_PIXELS = 4        # roi mode: how far (network-grid pixels, ~10 mm on CHAOS) the organ may move per slice
+REGROW = 1.2          # automatic range: once below half the annotated cross-section, growing by 20% ends it
 
 
 def _connected_to(mask: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
@@ -54,7 +58,7 @@ def _protos(state: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]
 def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slice_index: int,
               organ: Optional[int] = None, axis: int = 0, slices: Optional[Tuple[int, int]] = None,
               mode: str = DEFAULT_MODE, min_pixels: int = MIN_PIXELS, min_ratio: float = MIN_RATIO,
-              roi_pixels: int = ROI_PIXELS) -> Segmentation:
+              roi_pixels: int = ROI_PIXELS, regrow: Optional[float] = REGROW) -> Segmentation:
     """Segment `organ` in `image` from its annotation on slice `slice_index` of the same image.
 
     label: label map on the image grid (only slice `slice_index` is read). slices: (first, last + 1) to
@@ -83,6 +87,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     for d in (1, -1):
         prev_img, prev_mask = sup.image.to(dev), sup.mask.to(dev)
         prev_area = float(prev_mask.sum())
+        start_area, low = prev_area, prev_area
         z = slice_index + d
         while k0 <= z < k1:
             q = imgs[z:z + 1].to(dev)
@@ -104,6 +109,9 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
             area = float(m.sum())
             if slices is None and (area < min_pixels or area < min_ratio * prev_area):
                 break
+            if slices is None and regrow is not None and low < 0.5 * start_area and area > regrow * low:
+                break               # it had tapered off and grows again: another structure
+            low = min(low, area)
             prob[z] = p[0, 0].cpu()
             visited[0 if d < 0 else 1] = z
             prev_img, prev_mask, prev_area = q, m, area
