@@ -135,3 +135,22 @@ def test_query_box_limits_the_result(untrained, chaos36):
     assert not res.labels[outside].any()
     with pytest.raises(PromptError, match="outside the query volume"):
         untrained.segment(sup, img, box=((5, 100, 40), (9, 300, 140)))
+
+
+def test_affine_start_registers_the_support_mask_onto_the_query():
+    from FewShotSegLib.registration import registered_masks
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    blob = lambda cy, cx: (((yy - cy) / 10) ** 2 + ((xx - cx) / 7) ** 2 < 1).float()[None, None]  # noqa: E731
+    support_mask = blob(30, 28)
+    support = support_mask * 2 + 0.1 * blob(45, 40)
+    query_mask = blob(35, 33)                          # the same organ moved by (5, 5) pixels
+    query = query_mask * 2 + 0.1 * blob(50, 45)
+    warped = registered_masks(support, support_mask, query)
+    inter = (warped * query_mask).sum()
+    before = 2 * (support_mask * query_mask).sum() / (support_mask.sum() + query_mask.sum())
+    after = 2 * inter / (warped.sum() + query_mask.sum())
+    assert before < 0.75 and after > 0.9, (float(before), float(after))
+    seg = FewShotSegmenter(net=build_rpnet(), device="cpu", iterations=1, start="affine")
+    assert seg.start == "affine"
+    with pytest.raises(PromptError, match="start must be"):
+        FewShotSegmenter(net=build_rpnet(), device="cpu", start="unaligned")
