@@ -257,7 +257,8 @@ def test_range_is_reported_back_inclusive(files, monkeypatch, capsys):
             return segment.Segmentation(labels, {1: labels.astype(np.float32)}, slices)
     monkeypatch.setattr(segment, "FewShotSegmenter", Stub)
     assert fs_cli.main([a.format(**files) for a in seg(range="2:31", label="1")[1:]]) == 0
-    assert json.loads(capsys.readouterr().out)["slices"] == [2, 31]
+    report = json.loads(capsys.readouterr().out)
+    assert report["slices"] == [2, 31] and report["warnings"] == []
 
 
 def test_memory_guard_refuses_before_computing(chaos8, segmenter, monkeypatch):

@@ -109,7 +109,7 @@ def cmd_segment(a) -> int:
     first, stop = result.slices  # reported inclusive, as --range takes them
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
-                      "adapted": bool(a.adapt)}))
+                      "adapted": bool(a.adapt), "warnings": [warning] if warning else []}))
     return 0
 
 
