@@ -11,8 +11,7 @@ from FewShotSegLib.evaluate import check_unseen, evaluate_pairs, protocol_case, 
 from FewShotSegLib.models import save_rpnet
 from FewShotSegLib.network import DEFAULT_PARAMS, build_rpnet
 from FewShotSegLib.protocol import CHAOS_GROUPS, query_chunks, support_chunk_slices
-from FewShotSegLib.segment import (FewShotSegmenter, Segmentation, extent_window, make_supports,
-                                   support_extents)
+from FewShotSegLib.segment import FewShotSegmenter, Segmentation, extent_window, make_supports, support_extents
 from FewShotSegLib.summary import summary_markdown
 from InteractiveRefineLib.errors import DatasetError
 from InteractiveRefineLib.image_io import Image
