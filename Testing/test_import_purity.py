@@ -11,7 +11,8 @@ LIBS = [ROOT / "InteractiveRefine" / "InteractiveRefineLib", ROOT / "FewShotSeg"
 FORBIDDEN = {"slicer", "qt", "ctk", "vtk", "mrml", "vtkSegmentationCorePython", "PythonQt"}
 ALLOWED_THIRD_PARTY = {"numpy", "scipy", "torch", "SimpleITK", "safetensors", "tqdm", "skimage", "maxflow",
                        "matplotlib", "InteractiveRefineLib", "FewShotSegLib"}
-CORE_FILES = sorted(p for lib in LIBS for p in lib.glob("*.py") if p.name != "slicer_bridge.py")
+CORE_FILES = sorted(p for lib in LIBS for p in lib.rglob("*.py")
+                    if p.name != "slicer_bridge.py" and "__pycache__" not in p.parts)
 
 
 def imported_roots(path: Path):
