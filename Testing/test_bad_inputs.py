@@ -318,3 +318,10 @@ def test_interrupted_benchmark_computes_only_the_missing_cases(tmp_path, monkeyp
     assert (tmp_path / "b" / "summary.md").is_file()
     with pytest.raises(AdaptiveSegError, match="other settings \\(rounds\\)"):  # not another run's folder
         benchmark.run_benchmark(CHAOS, tmp_path / "b", **dict(kw, rounds=1))
+
+
+def test_fewshot_memory_guard_refuses_before_loading_the_model(files, no_compute, monkeypatch, capsys):
+    from InteractiveRefineLib import memory
+    monkeypatch.setenv(memory.ENV, "0.01")
+    assert fs_cli.main([a.format(**files) for a in seg(label="1")[1:]]) == 2
+    assert "would need about" in capsys.readouterr().err

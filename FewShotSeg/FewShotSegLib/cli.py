@@ -76,6 +76,7 @@ def cmd_segment(a) -> int:
     if a.query is None:
         raise PromptError("--query is required (it may be left out only with --propagate)")
     from InteractiveRefineLib.image_io import read_image, read_label, write_image
+    from InteractiveRefineLib.memory import check_memory, fewshot_bytes
 
     from .adapt import adapt_segmenter
     from .intensity_check import check_not_constant, modality_warning
@@ -94,6 +95,7 @@ def cmd_segment(a) -> int:
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     supports = make_supports(s_img, s_lab, a.slice, a.label, a.axis)
+    check_memory(fewshot_bytes(q_img.shape, len(supports)), f"segmenting the query {q_img.shape}")
     seg = FewShotSegmenter(a.model, device=a.device, start=a.start)
     kw = dict(axis=a.axis, slices=slices, auto_range=a.range == "auto")
     if a.range == "auto":  # the organ about as long as in the support (segment.support_extents)
