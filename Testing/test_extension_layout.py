@@ -19,8 +19,8 @@ def cmake_listed(module):
 def test_cmake_lists_every_lib_file_and_resource(module):
     listed = cmake_listed(module)
     folder = ROOT / module
-    existing = {p.relative_to(folder).as_posix() for p in (folder / f"{module}Lib").rglob("*.py")
-                if "__pycache__" not in p.parts}
+    existing = {p.relative_to(folder).as_posix() for pkg in (f"{module}Lib", f"{module}Slicer")
+                for p in (folder / pkg).rglob("*.py") if "__pycache__" not in p.parts}
     existing |= {p.relative_to(folder).as_posix() for p in (folder / "Resources").rglob("*") if p.is_file()}
     existing.add(f"{module}.py")
     assert not existing - listed, f"not listed in {module}/CMakeLists.txt: {sorted(existing - listed)}"

@@ -126,7 +126,7 @@ def test_panel_fields_cover_the_settings_and_the_parameter_node():
 
     from InteractiveRefineLib.settings import PANEL_FIELDS
     assert set(PANEL_FIELDS.values()) == set(DEFAULTS)
-    tree = ast.parse((ROOT / "InteractiveRefine" / "InteractiveRefine.py").read_text())
+    tree = ast.parse((ROOT / "InteractiveRefine" / "InteractiveRefineSlicer" / "parameters.py").read_text())
     node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "InteractiveRefineParameterNode")
     fields = {s.target.id: s for s in node.body if isinstance(s, ast.AnnAssign)}
     for field, key in PANEL_FIELDS.items():

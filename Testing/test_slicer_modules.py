@@ -23,7 +23,9 @@ def ui_tree(module):
 
 
 def module_source(module):
-    return (ROOT / module / f"{module}.py").read_text()
+    """The module file and its Slicer-side package (<Module>Slicer/: parameter node, Logic), if any."""
+    files = [ROOT / module / f"{module}.py"] + sorted((ROOT / module / f"{module}Slicer").glob("*.py"))
+    return "\n".join(p.read_text() for p in files)
 
 
 def widget_names(root):
@@ -95,6 +97,8 @@ def test_custom_widgets_declared_and_mrml_widgets_get_the_scene(module):
 @pytest.mark.parametrize("module", MODULES)
 def test_module_compiles_and_cites_the_methods(module, tmp_path):
     py_compile.compile(str(ROOT / module / f"{module}.py"), cfile=str(tmp_path / "m.pyc"), doraise=True)
+    for extra in sorted((ROOT / module / f"{module}Slicer").glob("*.py")):
+        py_compile.compile(str(extra), cfile=str(tmp_path / (extra.stem + "_s.pyc")), doraise=True)
     for lib in sorted((ROOT / module / f"{module}Lib").glob("*.py")):
         py_compile.compile(str(lib), cfile=str(tmp_path / (lib.stem + ".pyc")), doraise=True)
     for citation in ("BIFSeg", "RP-Net", "ELSNet"):  # the shared CITATIONS of InteractiveRefine.py
