@@ -195,7 +195,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .analyze_logs import analyze_logs
             rows, table = analyze_logs(args.folder, args.out, args.dice)
             print(table, end="")
-            print(f"{len(rows)} session(s); wrote sessions.csv, cases.md and timing.png to {args.out or args.folder}")
+            print(f"{len(rows)} row(s): one per session and object; wrote sessions.csv, cases.md and timing.png to "
+                  f"{args.out or args.folder}")
             return 0
         from .benchmark import run_benchmark_cli
         return run_benchmark_cli(args)
