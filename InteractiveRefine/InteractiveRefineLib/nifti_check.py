@@ -22,7 +22,7 @@ CHUNK = 1 << 22  # bytes decompressed / scanned at a time
 _FLOATS = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 / float64
 
 
-def _header(head: bytes, path: Path) -> Optional[Tuple[int, int, str, Optional[str]]]:
+def _header(head: bytes) -> Optional[Tuple[int, int, str, Optional[str]]]:
     """(vox_offset, data bytes, byte order, float dtype or None) of a NIfTI-1/2 header; None if not NIfTI."""
     for order in "<>":
         if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
@@ -54,7 +54,7 @@ def check_nifti(path) -> None:
     try:
         with opener(path, "rb") as f:
             head = f.read(540)
-            info = _header(head, path)
+            info = _header(head)
             if info is None:
                 return
             offset, need, order, dtype = info
@@ -65,6 +65,8 @@ def check_nifti(path) -> None:
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ImageError(f"image {path} is truncated or corrupted (the compressed data end early: {exc}); "
                          "copy or download it again") from None
+    except OSError as exc:  # unreadable (permissions, a folder named .nii, ...)
+        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from None
     if got < need:
         raise ImageError(f"image {path} is truncated: the header announces {need} bytes of voxel data but the "
                          f"file holds {got}; copy or download it again")
