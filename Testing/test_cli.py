@@ -37,7 +37,7 @@ def test_benchmark_records_and_summary(tmp_path):
             "--slice-step", "6", "--jitter", "2", "--rounds", "2", "--device", "cpu", "--out", str(out)]
     assert main(args) == 0
     records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
-    methods = {"bifseg", "cnn+crf", "cnn", "graphcut", "random_walker"}
+    methods = {"bifseg", "cnn+crf", "cnn", "graphcut", "random_walker", "filled_box"}
     expected = {(d, m, r) for d in ("2d", "3d") for m in methods for r in (0, 1, 2)}
     expected |= {("2d", "bifseg_unsup", 0), ("3d", "bifseg_unsup", 0)}
     assert {(r["dim"], r["method"], r["round"]) for r in records} == expected
@@ -50,7 +50,11 @@ def test_benchmark_records_and_summary(tmp_path):
     same = [r["scribbled_voxels"] for r in records if r["dim"] == "3d" and r["round"] == 2
             and r["method"] != "bifseg_unsup"]
     assert len(set(same)) == 1, "every method gets the same scribbles"
+    # the trivial baseline is the box itself: its round-0 Dice is the filled box's, measured here
+    box_rec = next(r for r in records if r["dim"] == "3d" and r["method"] == "filled_box" and r["round"] == 0)
+    assert 0.2 < box_rec["dice"] < 0.8
     summary = (out / "summary.md").read_text()
+    assert "filled_box" in summary
     assert "right kidney" in summary and "Rounds to reach Dice 0.90" in summary
     assert (out / "dice.png").stat().st_size > 1000 and (out / "dice_rounds.png").stat().st_size > 1000
 
