@@ -1,0 +1,174 @@
+"""InteractiveRefine's Logic (InteractiveRefineSlicer/logic.py) on Slicer's real MRML (slicer-core), with the
+real models through the compute protocol: the self-test's workflow outside Slicer. Only what slicer-core lacks
+is stood in for: the Qt-side helper modules (ScriptedLoadableModule's Logic base, i18n's tr, the
+parameter-node wrapper) and the parameter node itself (a namespace with the same fields).
+
+Checked: ROI -> box, Segment written into the user's segment, scribbles in their own never-saved node (never
+in the user's segmentation), a hand edit outside the box kept and inside it replaced, undo through the
+compute process, Accept removes the scribbles, a fresh ROI per placement."""
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("slicer.util", reason="slicer-core is not installed")
+slicer = pytest.importorskip("slicer")
+vtk = pytest.importorskip("vtk")
+
+from test_slicer_core_bridge import SAMPLE, scene  # noqa: E402,F401  (the MRML scene fixture)
+
+from InteractiveRefineLib import slicer_bridge as bridge  # noqa: E402
+from InteractiveRefineLib.metrics import dice  # noqa: E402
+from InteractiveRefineLib.prompts import box_from_mask, main_object  # noqa: E402
+from InteractiveRefineLib.ras_geometry import box_to_roi  # noqa: E402
+from InteractiveRefineLib.settings import DEFAULTS, PANEL_FIELDS  # noqa: E402
+
+
+@pytest.fixture
+def logic_class(monkeypatch, scene, segmenter):  # noqa: F811
+    """InteractiveRefineLogic imported with the Qt-side helpers stood in for; its compute client runs the
+    request loop in a thread of this process with the already loaded models."""
+    from InteractiveRefineLib.compute.client import ComputeClient
+    from InteractiveRefineLib.compute.service import ComputeService
+    from InteractiveRefineLib.session import InteractiveSession
+
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModuleLogic:
+        def __init__(self, parent=None):
+            pass
+    slm.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.Choice = pnw.WithinRange = lambda *a, **k: None
+    pnw.parameterNodeWrapper = lambda cls: cls
+    for name, module in (("slicer.ScriptedLoadableModule", slm), ("slicer.i18n", i18n),
+                         ("slicer.parameterNodeWrapper", pnw)):
+        monkeypatch.setitem(sys.modules, name, module)
+    for name in ("InteractiveRefineSlicer.logic", "InteractiveRefineSlicer.parameters", "InteractiveRefineSlicer"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    from InteractiveRefineSlicer.logic import InteractiveRefineLogic
+
+    client = ComputeClient(service_factory=lambda: ComputeService(
+        session_factory=lambda *a, **k: InteractiveSession(*a, segmenter=segmenter, **k)))
+    monkeypatch.setattr(InteractiveRefineLogic, "computeClient", staticmethod(lambda: client))
+    yield InteractiveRefineLogic
+    client.stop()
+
+
+def parameters(volume, segmentation, **kw):
+    """The parameter node's fields (InteractiveRefineSlicer/parameters.py) with their defaults."""
+    fields = dict(inputVolume=volume, segmentation=segmentation, segmentName="kidney", roi=None, device="cpu",
+                  autoRefine=False, recordLog=False, logFolder=Path("."), participant="", caseId="",
+                  referenceSegmentation=None, referenceSegmentName="")
+    fields.update({field: DEFAULTS[key] for field, key in PANEL_FIELDS.items()})
+    fields.update(kw)
+    return types.SimpleNamespace(**fields)
+
+
+def load_sample(scene):  # noqa: F811
+    volume = slicer.modules.volumes.logic().AddArchetypeVolume(str(SAMPLE / "chaos" / "imagesTr" / "chaos_8.nii.gz"),
+                                                               "chaos_8")
+    reference = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "chaos_8 organs")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(SAMPLE / "slicer" / "chaos_8.seg.nrrd"))
+    assert storage.ReadData(reference)
+    return volume, reference
+
+
+def test_the_panel_workflow_on_real_mrml(scene, logic_class):  # noqa: F811
+    from InteractiveRefineLib.robot import next_scribble
+
+    volume, reference = load_sample(scene)
+    ref = bridge.segment_to_labelmap(reference, bridge.segment_id_by_name(reference, "right kidney"), volume) > 0
+    k = int(np.argmax(ref.sum(axis=(1, 2))))
+    box = box_from_mask(main_object(ref), 0, k)
+    logic = logic_class()
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my organs")
+    p = parameters(volume, segmentation, referenceSegmentation=reference, referenceSegmentName="right kidney")
+    centre, size = box_to_roi(box, bridge.ijk_to_ras_array(volume))
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    roi.SetCenter(*[float(v) for v in centre])
+    roi.SetSize(float(size[0]), float(size[1]), 0.0)
+    p.roi = roi
+    assert logic.boxFromRoi(roi, volume) == box and "2D box on slice" in logic.describeBox(roi, volume)
+
+    logic.startSegment(p)
+    status = logic.wait(120)
+    assert status.job.state == "done", status.job.error
+    first = status.update
+    segmentId = logic.applyUpdate(p, first)
+    np.testing.assert_array_equal(bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0, first.mask)
+    assert first.dice > 0.7 and logic.hasResult and not logic.hasScribbles
+
+    # hand edits (Segment Editor module): paint outside the box, erase the object inside it
+    edited = first.mask.copy()
+    edited[k, 0:4, 0:4] = True
+    edited[box.mask(ref.shape)] = False
+    bridge.labelmap_to_segment(segmentation, segmentId, edited, volume)
+
+    stroke = next_scribble(first.mask, ref, box, logic._controller.image.spacing_kji, np.random.default_rng(0))
+    helper = np.zeros(ref.shape, np.uint8)
+    helper[tuple(np.asarray(stroke.voxels).T)] = 1
+    helperId = logic.helperSegmentId(p, stroke.label)
+    scribbles = logic.scribbleNode(p, create=False)
+    assert scribbles is not None and scribbles is not segmentation and not scribbles.GetSaveWithScene()
+    bridge.labelmap_to_segment(scribbles, helperId, helper, volume)
+    assert list(segmentation.GetSegmentation().GetSegmentIDs()) == [segmentId]  # nothing of ours in it
+    changed, _message = logic.syncScribbles(p)
+    assert changed and logic.hasScribbles and logic.canUndo()
+    inside = box.mask(ref.shape)
+
+    # Reset gives the same result as the segment last got from the session (nothing to write by the session's
+    # account), but the user erased it by hand: read back, it is written again; the paint outside stays.
+    logic.history(p, "reset")
+    status = logic.wait(60)
+    assert status.job.state == "done", status.job.error
+    logic.applyUpdate(p, status.update)
+    written = bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0
+    np.testing.assert_array_equal(written[inside], first.mask[inside])
+    np.testing.assert_array_equal(written[~inside], edited[~inside])
+    assert not any((bridge.segment_to_labelmap(scribbles, i, volume) > 0).any() for i in logic.helperSegmentIds(p))
+
+    bridge.labelmap_to_segment(scribbles, helperId, helper, volume)
+    assert logic.syncScribbles(p)[0]
+    logic.startRefine(p, "supervised")
+    status = logic.wait(300)
+    assert status.job.state == "done", status.job.error
+    logic.applyUpdate(p, status.update)
+    written = bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0
+    np.testing.assert_array_equal(written[~inside], edited[~inside])  # the hand edit outside the box stays
+    np.testing.assert_array_equal(written[inside], status.update.mask[inside])  # inside: the session's result
+    assert dice(written[k], ref[k]) >= dice(first.mask[k], ref[k]) - 0.02
+
+    logic.history(p, "undo")
+    status = logic.wait(60)
+    assert status.job.state == "done", status.job.error
+    logic.applyUpdate(p, status.update)
+    written = bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0
+    np.testing.assert_array_equal(written[inside], first.mask[inside])
+    np.testing.assert_array_equal(written[~inside], edited[~inside])
+    fg_bg = [bridge.segment_to_labelmap(scribbles, i, volume) > 0 for i in logic.helperSegmentIds(p)]
+    assert sum(int(m.sum()) for m in fg_bg) == int(helper.sum())  # undo to the scribble state keeps them
+
+    logic.accept(p)
+    assert logic.scribbleNode(p, create=False) is None and logic.helperSegmentIds(p) == []
+    assert not logic.hasSession and segmentation.GetSegmentation().GetSegment(segmentId) is not None
+    logic.shutdown()
+
+
+def test_a_fresh_roi_for_every_placement(scene, logic_class):  # noqa: F811
+    logic = logic_class()
+    first = logic.startBoxPlacement(None)
+    assert first.GetAttribute("AdaptiveSeg.Box") == "1"
+    app = slicer.app.applicationLogic()
+    assert app.GetSelectionNode().GetActivePlaceNodeID() == first.GetID()
+    assert app.GetInteractionNode().GetCurrentInteractionMode() == app.GetInteractionNode().Place
+    second = logic.startBoxPlacement(first)
+    assert second is not first and first.GetScene() is None  # the module's previous box is removed
+    mine = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "a user's ROI")
+    third = logic.startBoxPlacement(mine)
+    assert third is not mine and mine.GetScene() is scene  # a user's own ROI is never removed
