@@ -6,7 +6,6 @@ parameter-node wrapper) and the parameter node itself (a namespace with the same
 Checked: ROI -> box, Segment written into the user's segment, scribbles in their own never-saved node (never
 in the user's segmentation), a hand edit outside the box kept and inside it replaced, undo through the
 compute process, Accept removes the scribbles, a fresh ROI per placement."""
-import sys
 import types
 from pathlib import Path
 
@@ -30,26 +29,13 @@ from InteractiveRefineLib.settings import DEFAULTS, PANEL_FIELDS  # noqa: E402
 def logic_class(monkeypatch, scene, segmenter):  # noqa: F811
     """InteractiveRefineLogic imported with the Qt-side helpers stood in for; its compute client runs the
     request loop in a thread of this process with the already loaded models."""
+    import slicer_stubs
+
     from InteractiveRefineLib.compute.client import ComputeClient
     from InteractiveRefineLib.compute.service import ComputeService
     from InteractiveRefineLib.session import InteractiveSession
 
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class ScriptedLoadableModuleLogic:
-        def __init__(self, parent=None):
-            pass
-    slm.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.tr = lambda text: text
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.Choice = pnw.WithinRange = lambda *a, **k: None
-    pnw.parameterNodeWrapper = lambda cls: cls
-    for name, module in (("slicer.ScriptedLoadableModule", slm), ("slicer.i18n", i18n),
-                         ("slicer.parameterNodeWrapper", pnw)):
-        monkeypatch.setitem(sys.modules, name, module)
-    for name in ("InteractiveRefineSlicer.logic", "InteractiveRefineSlicer.parameters", "InteractiveRefineSlicer"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    slicer_stubs.install(monkeypatch)
     from InteractiveRefineSlicer.logic import InteractiveRefineLogic
 
     client = ComputeClient(service_factory=lambda: ComputeService(
