@@ -158,3 +158,33 @@ def test_a_fresh_roi_for_every_placement(scene, logic_class):  # noqa: F811
     mine = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "a user's ROI")
     third = logic.startBoxPlacement(mine)
     assert third is not mine and mine.GetScene() is scene  # a user's own ROI is never removed
+
+
+@pytest.mark.parametrize("module_name, widget_class", [("InteractiveRefine", "InteractiveRefineWidget"),
+                                                       ("FewShotSeg", "FewShotSegWidget")])
+def test_an_error_shows_one_dialog_and_updates_the_buttons(monkeypatch, scene, module_name,  # noqa: F811
+                                                           widget_class):
+    """Nested GUI actions (a stroke that triggers a refinement) that fail show one dialog, not two, and the
+    buttons are updated after it; the error does not escape into Qt's event loop."""
+    import importlib
+
+    import slicer_stubs
+
+    slicer_stubs.install(monkeypatch)
+    module = importlib.import_module(module_name)
+    widget = object.__new__(getattr(module, widget_class))
+    widget.ui = types.SimpleNamespace(statusLabel=types.SimpleNamespace(text=""))
+    calls = {"dialogs": [], "buttons": 0}
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, *a, **k: calls["dialogs"].append(text))
+    update = "updateButtons" if module_name == "InteractiveRefine" else "_updateButtons"
+    monkeypatch.setattr(widget, update, lambda: calls.__setitem__("buttons", calls["buttons"] + 1), raising=False)
+    if module_name == "InteractiveRefine":
+        monkeypatch.setattr(widget, "setStatus", lambda text: setattr(widget.ui.statusLabel, "text", text))
+    after = []
+    with widget.guarded("Could not read the scribbles."):
+        with widget.guarded("Refinement failed."):
+            raise ValueError("the box is outside the volume")
+        after.append("the outer action goes on")
+    assert len(calls["dialogs"]) == 1 and "the box is outside the volume" in calls["dialogs"][0]
+    assert calls["dialogs"][0].startswith("Refinement failed.") and after == ["the outer action goes on"]
+    assert calls["buttons"] == 2 and "outside the volume" in widget.ui.statusLabel.text
