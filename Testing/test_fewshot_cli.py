@@ -76,6 +76,7 @@ def test_evaluate_adapted_with_automatic_range_keeps_earlier_results(tmp_path):
     assert rc == 0
     rec = json.loads((tmp_path / "results.jsonl").read_text())
     assert rec["adapted"] is True and rec["range"] == "auto" and rec["label"] == 4
+    assert rec["adaptation"]["requested"]["time_cap"] == 3.0 and 0 <= rec["support_copy"] <= 1
     assert (tmp_path / "results.1.jsonl").read_text() == '{"earlier": true}\n'
     assert "| - | yes | auto |" in (tmp_path / "summary.md").read_text()
 
@@ -86,7 +87,7 @@ def test_segment_command_adapts_each_label(tmp_path):
     rc = main(["--threads", "1", "segment", "--support-image", str(data / "imagesTr/chaos_36.nii.gz"),
                "--support-label", str(data / "labelsTr/chaos_36.nii.gz"), "--slice", "12",
                "--query", str(data / "imagesTr/chaos_8.nii.gz"), "--range", "5:20", "--adapt",
-               "--adapt-seconds", "2", "--out", str(out), "--device", "cpu"])
+               "--adapt-steps", "2", "--adapt-pseudo-steps", "0", "--out", str(out), "--device", "cpu"])
     assert rc == 0
     pred = read_label(out)
     assert not pred[:5].any() and not pred[21:].any()
