@@ -62,3 +62,21 @@ def test_resume_is_bit_identical_and_checked(tmp_path):
     ck.with_suffix(".safetensors").write_bytes(bytes(blob))
     with pytest.raises(ModelError, match="corrupted"):
         read_checkpoint(ck)
+
+
+def test_checkpoints_are_written_periodically(tmp_path, monkeypatch):
+    from FewShotSegLib import train as train_module
+    steps = []
+    real = train_module.save_checkpoint
+
+    def spy(path, net, opt, sched, sampler, step, history, info):
+        steps.append(step)
+        return real(path, net, opt, sched, sampler, step, history, info)
+    monkeypatch.setattr(train_module, "save_checkpoint", spy)
+    cfg = TrainConfig(steps=3, batch=1, iterations=1)
+    train_rpnet(tiny_volumes(), [1], cfg, arch_params=TINY, show_progress=False, checkpoint=tmp_path / "c.json",
+                checkpoint_seconds=0.0)
+    assert steps == [1, 2, 3, 3]          # after every step (interval 0 s here) and once at the end
+    steps.clear()
+    train_rpnet(tiny_volumes(), [1], cfg, arch_params=TINY, show_progress=False, checkpoint=tmp_path / "c.json")
+    assert steps == [3]                   # default interval: minutes, so only the final one in a short run
