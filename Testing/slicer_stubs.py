@@ -16,6 +16,9 @@ def install(monkeypatch) -> None:
         def __init__(self, parent=None):
             self.parent = parent
 
+        def getParameterNode(self):
+            return None  # the wrapper below keeps the fields itself
+
     slm = types.ModuleType("slicer.ScriptedLoadableModule")
     slm.ScriptedLoadableModule = type("ScriptedLoadableModule", (_Base,), {})
     slm.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (_Base,), {})
@@ -26,9 +29,25 @@ def install(monkeypatch) -> None:
     i18n.translate = lambda context, text: text
     pnw = types.ModuleType("slicer.parameterNodeWrapper")
     pnw.Choice = pnw.WithinRange = pnw.Minimum = lambda *a, **k: None
-    pnw.parameterNodeWrapper = lambda cls: cls
+    pnw.parameterNodeWrapper = _wrapper
     for name, module in (("qt", types.ModuleType("qt")), ("slicer.ScriptedLoadableModule", slm),
                          ("slicer.i18n", i18n), ("slicer.parameterNodeWrapper", pnw)):
         monkeypatch.setitem(sys.modules, name, module)
     for name in MODULES:
         monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+def _wrapper(cls):
+    """@parameterNodeWrapper stand-in: an object with the class's annotated fields and their defaults."""
+    import copy
+
+    fields = dict(getattr(cls, "__annotations__", {}))
+    defaults = {name: getattr(cls, name) for name in fields if hasattr(cls, name)}
+
+    def __init__(self, parameterNode=None):
+        self.parameterNode = parameterNode
+        for name in fields:
+            setattr(self, name, copy.copy(defaults.get(name)))
+
+    return type(cls.__name__, (), {"__init__": __init__, "__doc__": cls.__doc__,
+                                   "StartModify": lambda self: 0, "EndModify": lambda self, was: None})
