@@ -130,6 +130,7 @@ def test_the_child_ends_with_its_parent(tmp_path):
     parent.kill()
     parent.wait()
     assert child.wait(10) == 0  # noticed within a few seconds, ended cleanly
+    assert not (tmp_path / "to_child").exists()  # and removed the mailbox nobody else would remove
 
 
 def _segment(c, start, timeout=120):

@@ -384,6 +384,7 @@ def serve(folder, service: Optional[ComputeService] = None, parent_pid: Optional
             if now - last_check > 1.0:
                 last_check = now
                 if not parent_alive(parent_pid):
+                    state["orphaned"] = True
                     requests.put(None)
                     return
             time.sleep(poll_interval)
@@ -444,4 +445,9 @@ def serve(folder, service: Optional[ComputeService] = None, parent_pid: Optional
                     state["current"] = None
     finally:
         stop.set()
+        if state.get("orphaned"):  # nobody will clean up after us: free the memory and the mailbox folder
+            service.close()
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
     return code
