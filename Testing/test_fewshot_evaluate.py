@@ -164,3 +164,15 @@ def test_auto_range_keeps_a_window_of_the_support_organs_length(monkeypatch):
     rec.segment = segment
     protocol_case(rec, (s_img, s_lab), (q_img, q_lab), 1, range_mode="auto")
     assert seen["extents"] == {1: 6.0} and seen["auto_range"] is True
+
+
+def test_protocol_refuses_a_fold_model_trained_on_its_query_patients(tmp_path):
+    from FewShotSegLib.evaluate import evaluate_chaos
+    ids = [f"chaos_{i}" for i in (1, 2, 3, 5, 8, 10, 13, 15, 19, 20, 21, 22, 31, 32, 33, 34, 36, 37, 38, 39)]
+
+    class Ids:
+        case_ids, name, labels = ids, "CHAOS-T2SPIR-fewshot", {}
+    bad = save_rpnet(build_rpnet(), tmp_path / "bad.json", dict(DEFAULT_PARAMS),
+                     {"training": {"dataset": "CHAOS-T2SPIR-fewshot", "cases": ids[4:]}})
+    with pytest.raises(DatasetError, match="trained on chaos_8,"):    # fold 0's support patient
+        evaluate_chaos(Ids(), 2, [0], tmp_path, lambda s, f, g: bad, device="cpu")

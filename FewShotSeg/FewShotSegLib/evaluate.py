@@ -110,6 +110,7 @@ def evaluate_chaos(dataset, setting: int, folds: Iterable[int], out_dir: Path, m
         for group, organs in groups.items():
             model = model_for(setting, fold, group)
             segmenter = FewShotSegmenter(model, device=device, start=start)
+            check_unseen(segmenter.manifest, dataset, fc["query"] + [fc["support"]])
             for organ in organs:
                 for qid in fc["query"]:
                     r = protocol_case(segmenter, load(fc["support"]), load(qid), organ, range_mode, adapter)
