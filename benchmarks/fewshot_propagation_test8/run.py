@@ -1,0 +1,32 @@
+import sys, json
+sys.path[:0]=['InteractiveRefine','FewShotSeg']
+import numpy as np, torch; torch.set_num_threads(1)
+from FewShotSegLib.propagate import propagate
+from FewShotSegLib.segment import FewShotSegmenter, make_supports
+from FewShotSegLib.models import fold_model_name, models_dir
+from FewShotSegLib.protocol import CHAOS_GROUPS, fold_cases, organ_slices
+from FewShotSegLib.evaluate import support_copy
+from InteractiveRefineLib.data import DecathlonDataset
+from InteractiveRefineLib.metrics import dice
+ds = DecathlonDataset('/work/shared/data/chaos-t2spir')
+test = json.load(open('InteractiveRefine/Resources/Splits/chaos_t2spir.json'))['test']
+fold_of = {q: f for f in range(5) for q in fold_cases(ds.case_ids, f)["query"]}
+out = open(sys.argv[1], "w")
+res = {}
+for pid in test:
+    img, lab = ds.load(pid)
+    for group, organs in CHAOS_GROUPS.items():
+        seg = FewShotSegmenter(models_dir()/f"{fold_model_name(2, fold_of[pid], group)}.json", device="cpu")
+        for organ in organs:
+            z = organ_slices(lab, organ); k = int(z[np.argmax([(lab[i] == organ).sum() for i in z])])
+            z0, z1 = int(z[0]), int(z[-1]) + 1; ref = lab == organ
+            sup = make_supports(img, lab, k, [organ])
+            cp = np.zeros_like(ref); cp[z0:z1] = support_copy(sup, img, z0, z1, np.zeros(z1 - z0, int))
+            r = propagate(seg, img, lab, k, organ, slices=(z0, z1))
+            rec = {"case": pid, "fold": fold_of[pid], "model": fold_model_name(2, fold_of[pid], group), "label": organ,
+                   "support_slice": k, "range": [z0, z1 - 1], "support_copy": dice(cp, ref), "propagate_gt": dice(r.labels == organ, ref)}
+            out.write(json.dumps(rec) + "\n"); out.flush()
+            for a in ("support_copy", "propagate_gt"): res.setdefault((a, organ), []).append(rec[a])
+for a in ("support_copy", "propagate_gt"):
+    per = [float(np.mean(res[(a, o)])) for o in (1, 2, 3, 4)]
+    print(a, [round(p, 3) for p in per], "mean", round(float(np.mean(per)), 4))
