@@ -256,9 +256,9 @@ def test_a_cuda_error_ends_the_loop_and_the_next_request_restarts_it():
 
 
 def test_cancelling_a_queued_request_never_ends_the_running_one():
-    """Requests run one after another (both panels share the process): cancelling one still queued finishes
-    it at once and leaves the running one alone, however long it runs; a running request that ignores its
-    cancel ends the process after kill_after seconds."""
+    """Requests run one after another (both panels share the process): cancelling one still queued leaves the
+    running one alone, however long it runs, and the queued one ends as cancelled without running; a running
+    request that ignores its cancel ends the process after kill_after seconds."""
     c = ComputeClient(kill_after=0.3)
     try:
         pid = c.call("ping", timeout=60)[0]["pid"]
@@ -267,10 +267,12 @@ def test_cancelling_a_queued_request_never_ends_the_running_one():
         while running.state != "running":
             c.poll()
             time.sleep(0.01)
-        assert c.cancel(queued) and queued.state == "cancelled"
+        assert c.cancel(queued)
         time.sleep(0.6)  # longer than kill_after
         c.wait(running, 10)
+        c.wait(queued, 10)
         assert running.state == "done" and c.generation == 1
+        assert queued.state == "cancelled" and "before it started" in str(queued.error)
         assert c.call("ping")[0]["pid"] == pid  # still the same process: nothing was killed
 
         s = ComputeClient(kill_after=0.3)  # a real child: the last resort ends a request that ignores cancel
