@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # image_io imports SimpleITK: only when a request is checked,
 
 log = logging.getLogger(__name__)
 
-#: Default exemplar-adaptation budget in seconds; equals AdaptConfig.time_budget (adapt.py imports torch, this
+#: Default exemplar-adaptation budget in seconds; equals adapt.GUI_TIME_CAP (adapt.py imports torch, this
 #: module does not). FewShotSeg.py states these constants again for its parameter node; tests check all agree.
 DEFAULT_ADAPT_SECONDS = 60.0
 DEVICES = ("auto", "cuda", "cpu")
