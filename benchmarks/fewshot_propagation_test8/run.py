@@ -13,6 +13,7 @@ test = json.load(open('InteractiveRefine/Resources/Splits/chaos_t2spir.json'))['
 fold_of = {q: f for f in range(5) for q in fold_cases(ds.case_ids, f)["query"]}
 out = open(sys.argv[1], "w")
 res = {}
+KEYS = ("support_copy", "propagate_gt", "propagate_auto", "propagate_gt_middle", "propagate_gt_p25")
 for pid in test:
     img, lab = ds.load(pid)
     for group, organs in CHAOS_GROUPS.items():
@@ -25,8 +26,12 @@ for pid in test:
             r = propagate(seg, img, lab, k, organ, slices=(z0, z1))
             rec = {"case": pid, "fold": fold_of[pid], "model": fold_model_name(2, fold_of[pid], group), "label": organ,
                    "support_slice": k, "range": [z0, z1 - 1], "support_copy": dice(cp, ref), "propagate_gt": dice(r.labels == organ, ref)}
+            rec["propagate_auto"] = dice(propagate(seg, img, lab, k, organ).labels == organ, ref)
+            for name, kk in (("middle", int(z[len(z) // 2])), ("p25", int(z[int(0.25 * len(z))]))):
+                rec[f"{name}_slice"] = kk
+                rec[f"propagate_gt_{name}"] = dice(propagate(seg, img, lab, kk, organ, slices=(z0, z1)).labels == organ, ref)
             out.write(json.dumps(rec) + "\n"); out.flush()
-            for a in ("support_copy", "propagate_gt"): res.setdefault((a, organ), []).append(rec[a])
-for a in ("support_copy", "propagate_gt"):
+            for a in KEYS: res.setdefault((a, organ), []).append(rec[a])
+for a in KEYS:
     per = [float(np.mean(res[(a, o)])) for o in (1, 2, 3, 4)]
     print(a, [round(p, 3) for p in per], "mean", round(float(np.mean(per)), 4))
