@@ -117,6 +117,25 @@ def test_stop_ends_the_child_through_a_launcher():
     assert not _alive(pid) and not _alive(launcher_pid)
 
 
+@pytest.mark.skipif(not POSIX, reason="SIGKILL")
+def test_a_clean_stop_signals_no_pid_that_may_be_reused(monkeypatch):
+    """After a clean shutdown the child's (and launcher's) pids are free and may belong to another process by
+    now: stop() must not send them a kill."""
+    from InteractiveRefineLib.compute import client as client_module
+
+    shim = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+    killed = []
+    monkeypatch.setattr(client_module, "_kill_pid", killed.append)
+    for launcher in (None, lambda args, env_update: subprocess.Popen(
+            [sys.executable, "-c", shim] + args, env=dict(os.environ, **env_update),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)):
+        c = ComputeClient(launcher=launcher)
+        pid = c.call("ping", timeout=60)[0]["pid"]
+        c.stop(timeout=30)  # idle: the child reads shutdown and exits on its own
+        assert not _alive(pid) and not c.running
+    assert killed == []
+
+
 @pytest.mark.skipif(not POSIX, reason="POSIX process handling")
 def test_the_child_ends_with_its_parent(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -197,7 +197,10 @@ class ComputeClient:
             self._stop.set()
             self._thread.join(5.0)
             return
-        if self.child_pid is not None and self.child_pid != os.getpid():
+        # The real interpreter's pid (a launcher's child) is signalled only while the launcher still runs: once
+        # the launcher has ended, that pid may already belong to another process. Popen.kill() guards its own.
+        if self.child_pid is not None and self.child_pid != os.getpid() and self._proc is not None \
+                and self.child_pid != getattr(self._proc, "pid", None) and self._proc.poll() is None:
             _kill_pid(self.child_pid)
         if self._proc is not None and self._proc.poll() is None:
             try:
