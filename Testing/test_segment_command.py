@@ -130,11 +130,24 @@ def test_rounds_of_scribbles_with_the_panels_log(image, tmp_path, capsys):
     (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--rounds", "2"], "needs scribbles"),
     (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--scribbles", "missing.txt"], "not found"),
     (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--out", "."], "is a folder"),
+    (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--mode", "unsupervised", "--rounds", "1",
+      "--time-budget", "-1"], "expected a number > 0"),
+    (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--out", str(LABEL)], "is also an input"),
 ])
-def test_bad_input_is_named_before_anything_runs(tmp_path, capsys, argv, text):
+def test_bad_input_is_named_before_anything_runs(tmp_path, capsys, argv, text, monkeypatch):
     import re
 
-    args = ["segment", str(IMAGE), "--out", str(tmp_path / "o.nii.gz"), "--device", "cpu"] + argv
-    assert main(args) == 2
+    from InteractiveRefineLib.compute.client import ComputeClient
+
+    def refuse(*a, **k):
+        raise AssertionError("the compute process started before the bad input was refused")
+    monkeypatch.setattr(ComputeClient, "start", refuse)
+    args = ["segment", str(IMAGE), "--out", str(tmp_path / "o.nii.gz"), "--device", "cpu",
+            "--reference", str(LABEL)] + argv
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse: usage + message, exit 2
+        code = exc.code
+    assert code == 2
     assert re.search(text, capsys.readouterr().err)
     assert not (tmp_path / "o.nii.gz").exists()

@@ -36,6 +36,7 @@ MODES = ("supervised", "unsupervised", "crf")
 
 def add_segment(sub) -> None:
     """Register the `segment` subcommand (cli.py)."""
+    from .cli import positive_float
     from .threads import THREADS_HELP, threads_arg
 
     p = sub.add_parser("segment", help="segment your own image from a box (+ scribbles, + rounds of refinement) "
@@ -55,7 +56,8 @@ def add_segment(sub) -> None:
     p.add_argument("--mode", choices=MODES, default="supervised", help="refinement mode (default supervised)")
     p.add_argument("--out", required=True, help="output label map (e.g. result.nii.gz)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cuda or cpu")
-    p.add_argument("--time-budget", type=float, default=None, help="seconds per refinement (default: none)")
+    p.add_argument("--time-budget", type=positive_float, default=None,
+                   help="seconds per refinement, > 0 (default: none)")
     p.add_argument("--log-folder", help="write the interaction log there (as the panel's user-study log)")
     p.add_argument("--participant", default="", help="participant id in the log")
     p.add_argument("--case", default="", help="case id in the log")
@@ -157,14 +159,16 @@ def run_segment(args) -> int:
     from .compute.client import ComputeClient
     from .compute.service import ComputeService
     from .image_io import read_image, read_label, validate_image, write_image
+    from .input_checks import check_box_image
     from .outputs import check_output_file
     from .refine_controller import RefineController
 
-    out = check_output_file(args.out, "--out", inputs=[args.image] + list(args.scribbles))
+    out = check_output_file(args.out, "--out", inputs=[args.image, args.reference] + list(args.scribbles))
     image = validate_image(read_image(args.image))
     from .prompts import validate_box
 
     box = validate_box(box_from_args(args.box, args.box_space, image, args.slice_axis), image.shape)
+    check_box_image(image, box)  # constant or too anisotropic: said here, before the compute process starts
     rounds_files = [read_scribbles(p, image) for p in args.scribbles]  # all inputs checked before computing
     rounds = len(rounds_files) if args.rounds is None else int(args.rounds)
     if rounds < 0:
