@@ -316,6 +316,24 @@ def test_out_of_gpu_memory_falls_back_to_the_cpu(chaos36, chaos8):
         c.shutdown()
 
 
+def test_memory_guard_refuses_before_any_model_is_loaded(chaos36, chaos8, monkeypatch):
+    """The panel's run has the `segment` command's memory guard: over the limit it fails with the project's
+    ResourceError (across the compute protocol) before a segmenter is made."""
+    from InteractiveRefineLib import memory
+    from InteractiveRefineLib.errors import ResourceError
+
+    made = []
+    c = FewShotController(segmenter_factory=lambda device: made.append(device))
+    monkeypatch.setenv(memory.ENV, "0.001")
+    try:
+        c.start(kidney_request(chaos36, chaos8, kidneys=(RIGHT_KIDNEY,), device="cpu", query_range=slice_range(8, 9)))
+        status = c.wait(60)
+        assert status.job.state == "failed" and isinstance(status.job.error, ResourceError), status.job.error
+        assert "would need about" in str(status.job.error) and made == []
+    finally:
+        c.shutdown()
+
+
 def test_device_note_and_failures_reach_the_panel(chaos36, chaos8):
     c = FewShotController()
     try:

@@ -380,8 +380,12 @@ def run_request(request: FewShotRequest, segmenter_for: Callable[[str], Any], pr
     import torch
 
     from InteractiveRefineLib.device import OutOfMemoryError
+    from InteractiveRefineLib.memory import check_memory, fewshot_bytes
 
     request.validate()
+    # the memory guard of `segment`, before any model is loaded: a refusal, not the child killed mid-run
+    check_memory(fewshot_bytes(request.query_image.shape, len(request.segment_ids)),
+                 f"segmenting the query {request.query_image.shape}")
     t0 = time.perf_counter()
     device = request.device
     try:

@@ -49,7 +49,7 @@ class ComputeError(errors.AdaptiveSegError):
 
 
 _ERRORS = {name: getattr(errors, name) for name in ("ImageError", "PromptError", "ModelError", "DatasetError",
-                                                    "OutputError", "CancelledError")}
+                                                    "OutputError", "CancelledError", "ResourceError")}
 _ERRORS["BusyError"] = BusyError
 
 
