@@ -26,3 +26,16 @@ def test_default_threads_are_the_idle_cores(monkeypatch, cores, load, expected):
     monkeypatch.setattr(threads.os, "cpu_count", lambda: cores)
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, load, load))
     assert threads.default_threads() == expected
+
+
+@pytest.mark.parametrize("tool,argv", [(ir_cli, ["demo", "--threads", "3", "--out", "{f}"]),
+                                       (fs_cli, ["--threads", "3", "demo", "--out", "{f}"]),
+                                       (fs_cli, ["demo", "--out", "{f}"])])
+def test_the_command_uses_the_threads_it_was_given(tool, argv, tmp_path, monkeypatch):
+    """--threads reaches torch before the command runs (0, the default, when not given); the command here
+    then stops at its bad --out (an existing file), so nothing is computed."""
+    (tmp_path / "afile").write_text("x")
+    used = []
+    monkeypatch.setattr(tool, "set_threads", used.append)
+    assert tool.main([a.format(f=tmp_path / "afile") for a in argv]) == 2
+    assert used == [3 if "3" in argv else 0]
