@@ -65,6 +65,14 @@ def load_sample(scene):  # noqa: F811
     return volume, reference
 
 
+def finish_and_write(logic, p, segmentId, timeout=60):
+    """Wait for the running step, write its update as the panel does; (status, the segment read back)."""
+    status = logic.wait(timeout)
+    assert status.job.state == "done", status.job.error
+    logic.applyUpdate(p, status.update)
+    return status, bridge.segment_to_labelmap(p.segmentation, segmentId, p.inputVolume) > 0
+
+
 def test_the_panel_workflow_on_real_mrml(scene, logic_class):  # noqa: F811
     from InteractiveRefineLib.robot import next_scribble
 
@@ -111,10 +119,7 @@ def test_the_panel_workflow_on_real_mrml(scene, logic_class):  # noqa: F811
     # Reset gives the same result as the segment last got from the session (nothing to write by the session's
     # account), but the user erased it by hand: read back, it is written again; the paint outside stays.
     logic.history(p, "reset")
-    status = logic.wait(60)
-    assert status.job.state == "done", status.job.error
-    logic.applyUpdate(p, status.update)
-    written = bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0
+    _status, written = finish_and_write(logic, p, segmentId)
     np.testing.assert_array_equal(written[inside], first.mask[inside])
     np.testing.assert_array_equal(written[~inside], edited[~inside])
     assert not any((bridge.segment_to_labelmap(scribbles, i, volume) > 0).any() for i in logic.helperSegmentIds(p))
@@ -122,19 +127,13 @@ def test_the_panel_workflow_on_real_mrml(scene, logic_class):  # noqa: F811
     bridge.labelmap_to_segment(scribbles, helperId, helper, volume)
     assert logic.syncScribbles(p)[0]
     logic.startRefine(p, "supervised")
-    status = logic.wait(300)
-    assert status.job.state == "done", status.job.error
-    logic.applyUpdate(p, status.update)
-    written = bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0
+    status, written = finish_and_write(logic, p, segmentId, 300)
     np.testing.assert_array_equal(written[~inside], edited[~inside])  # the hand edit outside the box stays
     np.testing.assert_array_equal(written[inside], status.update.mask[inside])  # inside: the session's result
     assert dice(written[k], ref[k]) >= dice(first.mask[k], ref[k]) - 0.02
 
     logic.history(p, "undo")
-    status = logic.wait(60)
-    assert status.job.state == "done", status.job.error
-    logic.applyUpdate(p, status.update)
-    written = bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0
+    _status, written = finish_and_write(logic, p, segmentId)
     np.testing.assert_array_equal(written[inside], first.mask[inside])
     np.testing.assert_array_equal(written[~inside], edited[~inside])
     fg_bg = [bridge.segment_to_labelmap(scribbles, i, volume) > 0 for i in logic.helperSegmentIds(p)]
