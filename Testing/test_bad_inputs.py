@@ -66,6 +66,7 @@ CLI_CASES = [
     ("--out parent is a file", seg(out="{tmp}/afile/out.nii.gz"), "is a file, not a folder"),
     ("--out is a folder", seg(out="{tmp}/adir"), "is a folder"),
     ("--out unsupported extension", seg(out="{tmp}/out.png"), "unsupported file type"),
+    ("--out .mhd (a detached data file)", seg(out="{tmp}/out.mhd"), "unsupported file type"),
     ("--out in a read-only folder", seg(out="{tmp}/ro/out.nii.gz"), "not writable"),
     ("--out equal to the query", seg(out="{query}"), "is also an input"),
     ("benchmark --out an existing file", ["ir", "benchmark", "--dataset", str(CHAOS), "--out", "{tmp}/afile"],

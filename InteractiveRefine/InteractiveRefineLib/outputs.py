@@ -8,8 +8,10 @@ from typing import Iterable, Optional, Sequence
 
 from .errors import OutputError
 
-# Formats SimpleITK writes that keep the geometry (spacing, origin, direction) of a label map.
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".nhdr")
+# Formats SimpleITK writes that keep the geometry (spacing, origin, direction) of a label map, in one file.
+# Not .mhd / .nhdr: their header names a separate data file, which the atomic write (a hidden temporary name,
+# then a rename) would leave under its temporary name, with the header pointing at it.
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
 def _existing_ancestor(path: Path) -> Path:
