@@ -139,6 +139,8 @@ def add_propagate(s: argparse.ArgumentParser) -> None:
                         "(--query may be left out; --range auto stops where the organ ends, FIRST:LAST is exact)")
     s.add_argument("--propagate-mode", default=None, choices=["roi", "anchor", "chain", "mixed"],
                    help="how the mask is carried from slice to slice (default: roi, chosen on training patients)")
+    s.add_argument("--no-box-network", action="store_true",
+                   help="with --propagate: skip the InteractiveRefine 2D box network's pass over each slice")
 
 
 def cmd_propagate(a) -> int:
@@ -161,10 +163,15 @@ def cmd_propagate(a) -> int:
         raise PromptError("--propagate follows one organ: give one --label")
     rng = parse_slices(a.range) if a.range != "auto" else None
     seg = FewShotSegmenter(a.model, device=a.device)
-    result = propagate(seg, img, lab, a.slice, labels[0], a.axis, rng, a.propagate_mode or DEFAULT_MODE)
+    box = None
+    if not a.no_box_network:
+        from InteractiveRefineLib.inference import BoxSegmenter
+        box = BoxSegmenter(device=a.device)
+    result = propagate(seg, img, lab, a.slice, labels[0], a.axis, rng, a.propagate_mode or DEFAULT_MODE,
+                       box_segmenter=box)
     write_image(img, a.out, result.labels)
     first, stop = result.slices
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
-                      "propagated": True, "mode": result.info["mode"]}))
+                      "propagated": True, "mode": result.info["mode"], "box_network": box is not None}))
     return 0

@@ -9,6 +9,8 @@ from FewShotSegLib.evaluate import support_copy
 from InteractiveRefineLib.data import DecathlonDataset
 from InteractiveRefineLib.metrics import dice
 ds = DecathlonDataset('/work/shared/data/chaos-t2spir')
+from InteractiveRefineLib.inference import BoxSegmenter
+BOX = BoxSegmenter(device="cpu") if "--no-box" not in sys.argv else None
 test = json.load(open('InteractiveRefine/Resources/Splits/chaos_t2spir.json'))['test']
 fold_of = {q: f for f in range(5) for q in fold_cases(ds.case_ids, f)["query"]}
 out = open(sys.argv[1], "w")
@@ -23,13 +25,13 @@ for pid in test:
             z0, z1 = int(z[0]), int(z[-1]) + 1; ref = lab == organ
             sup = make_supports(img, lab, k, [organ])
             cp = np.zeros_like(ref); cp[z0:z1] = support_copy(sup, img, z0, z1, np.zeros(z1 - z0, int))
-            r = propagate(seg, img, lab, k, organ, slices=(z0, z1))
+            r = propagate(seg, img, lab, k, organ, slices=(z0, z1), box_segmenter=BOX)
             rec = {"case": pid, "fold": fold_of[pid], "model": fold_model_name(2, fold_of[pid], group), "label": organ,
                    "support_slice": k, "range": [z0, z1 - 1], "support_copy": dice(cp, ref), "propagate_gt": dice(r.labels == organ, ref)}
-            rec["propagate_auto"] = dice(propagate(seg, img, lab, k, organ).labels == organ, ref)
+            rec["propagate_auto"] = dice(propagate(seg, img, lab, k, organ, box_segmenter=BOX).labels == organ, ref)
             for name, kk in (("middle", int(z[len(z) // 2])), ("p25", int(z[int(0.25 * len(z))]))):
                 rec[f"{name}_slice"] = kk
-                rec[f"propagate_gt_{name}"] = dice(propagate(seg, img, lab, kk, organ, slices=(z0, z1)).labels == organ, ref)
+                rec[f"propagate_gt_{name}"] = dice(propagate(seg, img, lab, kk, organ, slices=(z0, z1), box_segmenter=BOX).labels == organ, ref)
             out.write(json.dumps(rec) + "\n"); out.flush()
             for a in KEYS: res.setdefault((a, organ), []).append(rec[a])
 for a in KEYS:
