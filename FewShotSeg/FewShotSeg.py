@@ -176,8 +176,8 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # restart after a scene clear).
         if self._pending is not None:
             self._pending["discard"] = True
-        if self.logic is not None and self.logic.busy:
-            self.logic.cancel()
+        if self.logic is not None:  # cancels a running job and frees what the compute process holds (GPU memory)
+            self.logic.shutdown(stopCompute=True)
         self._clearRefineChoices()
         self.setParameterNode(None)
 

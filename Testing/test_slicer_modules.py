@@ -201,3 +201,11 @@ def test_one_undo_history_and_scribbles_outside_the_users_segmentation():
 def test_panels_use_the_compute_process(module):
     source = module_source(module)
     assert "computeClient()" in source and "Worker(" not in source
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_closing_the_scene_ends_the_compute_process(module):
+    """Each panel frees the shared compute process (its models, GPU memory) when the scene closes: the other
+    panel's widget may never have been created, so neither may rely on it."""
+    fn, _ = _method(module, f"{module}Widget", "onSceneStartClose")
+    assert "stopCompute=True" in ast.unparse(fn)
