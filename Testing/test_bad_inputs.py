@@ -326,3 +326,23 @@ def test_fewshot_memory_guard_refuses_before_loading_the_model(files, no_compute
     monkeypatch.setenv(memory.ENV, "0.01")
     assert fs_cli.main([a.format(**files) for a in seg(label="1")[1:]]) == 2
     assert "would need about" in capsys.readouterr().err
+
+
+def test_memory_limit_respects_a_containers_cgroup(tmp_path, monkeypatch):
+    """In a container MemAvailable is the host's; the kernel kills at the cgroup's limit. The guard's limit is
+    the cgroup's room (limit - usage + reclaimable file cache) when that is smaller."""
+    from InteractiveRefineLib import memory
+    monkeypatch.delenv(memory.ENV, raising=False)
+    (tmp_path / "max").write_text(str(4 << 30) + "\n")
+    (tmp_path / "current").write_text(str(3 << 30) + "\n")
+    (tmp_path / "stat").write_text(f"anon 123\ninactive_file {1 << 30}\n")
+    files = (str(tmp_path / "max"), str(tmp_path / "current"), str(tmp_path / "stat"))
+    monkeypatch.setattr(memory, "CGROUP_FILES", (files,))
+    assert memory.cgroup_available_bytes() == 2 << 30
+    assert memory.available_bytes() <= 2 << 30
+    with pytest.raises(ResourceError, match="would need about 3.0 GB"):
+        memory.check_memory(3 << 30, "a step")
+    (tmp_path / "max").write_text("max\n")
+    assert memory.cgroup_available_bytes() is None
+    monkeypatch.setattr(memory, "CGROUP_FILES", ((str(tmp_path / "none"),) * 3,))
+    assert memory.cgroup_available_bytes() is None

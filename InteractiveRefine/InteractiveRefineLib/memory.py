@@ -22,19 +22,60 @@ BYTES_PER_IMAGE_VOXEL = 2  # the full-grid result mask and its paste
 ENV = "ADAPTIVESEG_MAX_MEMORY_GB"
 
 
+# cgroup v2, then v1: (limit, usage, stat) of this process's memory cgroup (a container's limit).
+CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat"),
+                ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+                 "/sys/fs/cgroup/memory/memory.stat"))
+
+
+def cgroup_available_bytes() -> Optional[int]:
+    """What the memory cgroup (a container) still allows: limit - (usage - reclaimable file cache); None
+    without a limit. MemAvailable describes the host, and the kernel kills a process at the cgroup's limit."""
+    for limit_path, usage_path, stat_path in CGROUP_FILES:
+        try:
+            with open(limit_path) as f:
+                text = f.read().strip()
+            if text == "max":
+                return None
+            limit = int(text)
+            with open(usage_path) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit >= 1 << 60:  # cgroup v1 without a limit
+            return None
+        cache = 0
+        try:
+            with open(stat_path) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key in ("inactive_file", "total_inactive_file"):
+                        cache = max(cache, int(value))
+        except (OSError, ValueError):
+            pass
+        return max(0, limit - max(0, usage - cache))
+    return None
+
+
 def available_bytes() -> int:
-    """MemAvailable of /proc/meminfo (Linux), else the physical memory, else 8 GB."""
+    """MemAvailable of /proc/meminfo (Linux), else the physical memory, else 8 GB; no more than the memory
+    cgroup (container) allows."""
+    total = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    total = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
+    if total is None:
+        try:
+            total = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            total = 8 << 30
+    limited = cgroup_available_bytes()
+    return total if limited is None else min(total, limited)
 
 
 def memory_limit() -> int:
