@@ -274,6 +274,33 @@ def test_a_cuda_error_ends_the_loop_and_the_next_request_restarts_it():
         c.stop()
 
 
+def test_the_reply_a_child_posts_just_before_it_ends_is_not_lost():
+    """The child posts its last reply (here the CUDA error that ends it) and ends between two steps of a poll:
+    the reply must still be read, not replaced by a generic 'it ended' failure."""
+    def factory():
+        service = ComputeService()
+
+        def broken(args, arrays, progress, cancel, op=None):
+            time.sleep(0.3)
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        service.handlers["debug.raise"] = broken
+        return service
+    c = ComputeClient(service_factory=factory)
+    try:
+        job = c.submit("debug.raise")
+        real_fetch = c._box.fetch
+
+        def fetch_then_the_child_ends(*a, **k):
+            got = real_fetch(*a, **k)
+            c._thread.join(10)  # the child posts its error and ends right after this read
+            return got
+        c._box.fetch = fetch_then_the_child_ends
+        c.wait(job, 20)
+        assert job.state == "failed" and "device-side assert" in str(job.error), job.error
+    finally:
+        c.stop()
+
+
 def test_cancelling_a_queued_request_never_ends_the_running_one():
     """Requests run one after another (both panels share the process): cancelling one still queued leaves the
     running one alone, however long it runs, and the queued one ends as cancelled without running; a running

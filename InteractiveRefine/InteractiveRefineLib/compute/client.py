@@ -250,6 +250,9 @@ class ComputeClient:
 
     def poll(self) -> None:
         """Take in what the child sent; fail pending requests if it ended. Never blocks."""
+        # Whether it runs is asked before reading: a child that ended by then has written all it ever will, so
+        # a reply posted just before it ended (a result, or the error that ended it) is read, not lost.
+        alive = self.running
         if self._box is not None:
             try:
                 messages = self._box.fetch()
@@ -257,11 +260,12 @@ class ComputeClient:
                 messages = []
                 log.error("compute process: %s", exc)
                 self.kill()
+                alive = self.running
             for message, arrays in messages:
                 self._receive(message, arrays)
         now = time.monotonic()
         pending = self._pending()
-        if pending and not self.running:
+        if pending and not alive:
             why = _exit_text(None if self._proc is None else self._proc.poll())
             self.last_exit = why
             tail = self.log_tail()
