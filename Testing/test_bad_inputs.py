@@ -346,3 +346,12 @@ def test_memory_limit_respects_a_containers_cgroup(tmp_path, monkeypatch):
     assert memory.cgroup_available_bytes() is None
     monkeypatch.setattr(memory, "CGROUP_FILES", ((str(tmp_path / "none"),) * 3,))
     assert memory.cgroup_available_bytes() is None
+
+
+@pytest.mark.parametrize("text", ["{broken", "[]", '{"config": 3}', '{"config": {}, "done": "chaos_8"}'])
+def test_an_unreadable_progress_file_is_named(tmp_path, text):
+    """A damaged progress.json is refused with the project's error (not an AttributeError), before computing."""
+    from InteractiveRefineLib.resume import ResumableResults
+    (tmp_path / "progress.json").write_text(text)
+    with pytest.raises(AdaptiveSegError, match="progress.json is unreadable"):
+        ResumableResults(tmp_path, {"rounds": 1}).check()

@@ -33,7 +33,10 @@ class ResumableResults:
         if self.progress.is_file():
             try:
                 saved = json.loads(self.progress.read_text())
-            except ValueError:
+            except (ValueError, OSError):
+                saved = None
+            if not isinstance(saved, dict) or not isinstance(saved.get("config", {}), dict) \
+                    or not isinstance(saved.get("done", []), list):
                 raise OutputError(f"{self.progress} is unreadable; delete it (and results.jsonl) to start over")
             if saved.get("config") != self.config:
                 diff = sorted(k for k in set(saved.get("config", {})) | set(self.config)
@@ -56,7 +59,7 @@ class ResumableResults:
                     rec = json.loads(line)
                 except ValueError:  # a line torn by the interruption
                     continue
-                if rec.get("case") in self.done:
+                if isinstance(rec, dict) and rec.get("case") in self.done:
                     kept.append(rec)
         self.records = kept
         with atomic_path(self.results, suffix=".jsonl") as tmp:
