@@ -355,3 +355,16 @@ def test_an_unreadable_progress_file_is_named(tmp_path, text):
     (tmp_path / "progress.json").write_text(text)
     with pytest.raises(AdaptiveSegError, match="progress.json is unreadable"):
         ResumableResults(tmp_path, {"rounds": 1}).check()
+
+
+def test_an_output_linked_to_an_input_is_refused(tmp_path):
+    """A hard link (or symbolic link) to an input is that input: writing there would overwrite it."""
+    from InteractiveRefineLib.outputs import check_output_file
+    src = tmp_path / "in.nii.gz"
+    src.write_bytes(b"x")
+    os.link(src, tmp_path / "hard.nii.gz")
+    (tmp_path / "soft.nii.gz").symlink_to(src)
+    for name in ("hard.nii.gz", "soft.nii.gz", "in.nii.gz"):
+        with pytest.raises(AdaptiveSegError, match="is also an input"):
+            check_output_file(tmp_path / name, inputs=[src])
+    assert check_output_file(tmp_path / "new.nii.gz", inputs=[src, None]) == tmp_path / "new.nii.gz"

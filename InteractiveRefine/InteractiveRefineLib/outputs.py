@@ -21,6 +21,15 @@ def _existing_ancestor(path: Path) -> Path:
     return p
 
 
+def _same_file(a, b) -> bool:
+    """Whether two existing paths are one file: a symbolic or hard link, or another spelling on a
+    case-insensitive file system, is caught too (the same device and inode)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # either one missing
+        return False
+
+
 def _check_parent(path: Path, what: str) -> None:
     """The nearest existing ancestor of `path` must be a writable folder (missing folders are created)."""
     anc = _existing_ancestor(path.parent)
@@ -40,7 +49,7 @@ def check_output_file(path, what: str = "--out", suffixes: Sequence[str] = IMAGE
         raise OutputError(f"{what} {path}: unsupported file type; use one of {', '.join(suffixes)}")
     _check_parent(path, what)
     for src in inputs:
-        if src is not None and Path(src).exists() and path.exists() and Path(src).resolve() == path.resolve():
+        if src is not None and _same_file(src, path):
             raise OutputError(f"{what} {path} is also an input; it would be overwritten: write elsewhere")
     return path
 
@@ -60,6 +69,6 @@ def check_output_folder(path, what: str = "--out", files: Sequence[str] = (),
     else:
         _check_parent(path, what)
     for src in inputs or ():
-        if src is not None and Path(src).exists() and path.exists() and Path(src).resolve() == path.resolve():
+        if src is not None and _same_file(src, path):
             raise OutputError(f"{what} {path} is also an input folder: write elsewhere")
     return path
