@@ -12,7 +12,7 @@ from .benchmark import DEFAULT_ROUNDS
 from .errors import AdaptiveSegError, OutputError
 from .methods import METHODS
 from .outputs import check_output_file, check_output_folder
-from .threads import THREADS_HELP, set_threads, threads_arg
+from .threads import THREADS_HELP, non_negative_int, set_threads, threads_arg
 from .train_box_cli import add_train_box, run_train_box
 
 
@@ -105,16 +105,6 @@ def positive_float(text: str) -> float:
         v = float("nan")
     if not (0 < v < float("inf")):
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return v
 
 

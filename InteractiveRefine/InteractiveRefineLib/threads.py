@@ -33,15 +33,20 @@ def set_threads(n: int = 0) -> int:
     return n
 
 
-def threads_arg(text: str) -> int:
-    """argparse type of --threads: a whole number >= 0 (0: the default)."""
+def non_negative_int(text: str, what: str = "a whole number", note: str = "") -> int:
+    """argparse type: a whole number >= 0 (--threads, --rounds)."""
     try:
         n = int(text)
     except ValueError:
         n = -1
     if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of threads >= 0 (0: automatic), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what} >= 0{note}, got {text!r}")
     return n
+
+
+def threads_arg(text: str) -> int:
+    """argparse type of --threads: a whole number >= 0 (0: the default)."""
+    return non_negative_int(text, "a whole number of threads", " (0: automatic)")
 
 
 THREADS_HELP = "CPU threads for torch (default 0: the idle cores, 1 to 4)"
