@@ -301,6 +301,22 @@ def test_the_reply_a_child_posts_just_before_it_ends_is_not_lost():
         c.stop()
 
 
+def test_an_in_thread_loop_that_outlives_stop_removes_its_mailbox():
+    """In-thread mode (the `segment` command): a request that cannot stop outlives stop()'s wait; when it ends,
+    the loop removes the mailbox folder itself (the client no longer waits for it)."""
+    c = ComputeClient(service_factory=ComputeService)
+    c.call("ping", timeout=10)
+    job = c.submit("debug.work", {"seconds": 6.0, "ignore_cancel": True})
+    thread, folder = c._thread, c._folder
+    while job.state != "running":
+        c.poll()
+        time.sleep(0.01)
+    c.stop(timeout=0.1)
+    assert job.state == "cancelled" and thread.is_alive() and folder.exists()
+    thread.join(30)
+    assert not thread.is_alive() and not folder.exists()
+
+
 def test_cancelling_a_queued_request_never_ends_the_running_one():
     """Requests run one after another (both panels share the process): cancelling one still queued leaves the
     running one alone, however long it runs, and the queued one ends as cancelled without running; a running

@@ -444,8 +444,11 @@ def serve(folder, service: Optional[ComputeService] = None, parent_pid: Optional
                 with lock:
                     state["current"] = None
     finally:
+        # `stop` set by the owner (the client's kill() in the in-thread mode) means it has stopped waiting for
+        # this loop: like an orphan, nobody cleans up after it (a request that cannot stop outlived the join).
+        stopped_by_owner = stop.is_set()
         stop.set()
-        if state.get("orphaned"):  # nobody will clean up after us: free the memory and the mailbox folder
+        if state.get("orphaned") or stopped_by_owner:  # free the memory and the mailbox folder
             service.close()
             import shutil
 
