@@ -14,8 +14,10 @@ from the mask of slice z (RP-Net's refinement from a good initial mask) and its 
   mask is kept. Chosen on fold-0 training patients chaos_13/31/33 (12 cases, reference range): gate off
   73.4, on 78.8 (automatic range 57.7 -> 75.3); ROI 1/2/4/6 px: 79.6/79.6/78.8/78.4 with the gate.
 Optionally (`box_segmenter`; on by default in `segment --propagate`), InteractiveRefine's 2D box network
-redoes each slice inside the bounding box of the propagated mask (+5%): on fold-0 training patients chaos_19
-and chaos_22 (InteractiveRefine validation patients) 81.7 -> 87.2 (margin 0 / 10% / 15%: 86.9 / 86.7 / 85.1).
+redoes each slice inside the bounding box of its propagated mask (+5%), and its mask is what is carried to
+the next slice (`box_tracking`). On fold-0 training patients chaos_19 and chaos_22 (InteractiveRefine
+validation patients), reference range: 81.7 without, 87.2 as a pass over the finished result (margin 0 /
+10% / 15%: 86.9 / 86.7 / 85.1), 89.2 carried slice to slice; automatic range 82.7 -> 87.9 carried.
 With no range given, propagation stops where the organ ends: a predicted cross-section under
 `min_pixels` pixels (on the network grid) or below `min_ratio` of the previous one ends that direction, and
 so does one that grows again by `regrow` after the organ had tapered below half the annotated cross-section
@@ -35,7 +37,7 @@ from InteractiveRefineLib.errors import PromptError
 from InteractiveRefineLib.image_io import Image, validate_image
 
 from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports
-from .slices import check_axis, from_network, image_slices, volume_from_slices
+from .slices import check_axis, from_network, image_slices, to_network, volume_from_slices
 
 MODES = ("chain", "anchor", "mixed", "roi")
 DEFAULT_MODE = "roi"  # chosen on training patients of fold 0 (benchmarks/fewshot_choices/propagation.md)
@@ -67,13 +69,15 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
               organ: Optional[int] = None, axis: int = 0, slices: Optional[Tuple[int, int]] = None,
               mode: str = DEFAULT_MODE, min_pixels: int = MIN_PIXELS, min_ratio: float = MIN_RATIO,
               roi_pixels: int = ROI_PIXELS, regrow: Optional[float] = REGROW,
-              intensity_gate: Optional[float] = INTENSITY_GATE, box_segmenter=None) -> Segmentation:
+              intensity_gate: Optional[float] = INTENSITY_GATE, box_segmenter=None,
+              box_tracking: bool = True) -> Segmentation:
     """Segment `organ` in `image` from its annotation on slice `slice_index` of the same image.
 
     label: label map on the image grid (only slice `slice_index` is read). slices: (first, last + 1) to
     propagate through exactly that range; None: automatic (stops where the organ ends).
     box_segmenter: InteractiveRefine's BoxSegmenter; when given, each slice's result is redone by its 2D box
-    network in the result's bounding box (refine_with_box_network).
+    network in the result's bounding box, and that is the mask carried to the next slice (box_tracking; else
+    the box network only redoes the finished result, refine_with_box_network).
     """
     if mode not in MODES:
         raise PromptError(f"propagation mode must be one of {MODES}; got {mode!r}")
@@ -100,6 +104,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
         q = torch.tensor([intensity_gate, 1 - intensity_gate])
         gate = torch.quantile(vals, q).tolist() if vals.numel() else None
     visited = [slice_index, slice_index]
+    tracked: Dict[int, np.ndarray] = {}
     for d in (1, -1):
         prev_img, prev_mask = sup.image.to(dev), sup.mask.to(dev)
         prev_area = float(prev_mask.sum())
@@ -135,12 +140,19 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
                 break               # it had tapered off and grows again: another structure
             low = min(low, area)
             prob[z] = p[0, 0].cpu()
+            if box_tracking and box_segmenter is not None:  # the box network's slice is what is carried on
+                native = box_slice(image, from_network(m[:, 0].cpu(), grid)[0] > 0.5, z, axis, box_segmenter)
+                tracked[z] = native
+                m = (to_network(native[None].astype(np.float32), grid, mode="area") > 0.5).float().to(dev)
+                area = float(m.sum())
             visited[0 if d < 0 else 1] = z
             prev_img, prev_mask, prev_area = q, m, area
             z += d
     full = from_network(prob, grid)
+    for z, native in tracked.items():
+        full[z] = native
     vol = volume_from_slices(full, grid)
-    if box_segmenter is not None:
+    if box_segmenter is not None and not tracked:
         vol = refine_with_box_network(image, vol > 0.5, box_segmenter, axis, BOX_MARGIN).astype(np.float32)
     probs = {sup.label: vol}
     return Segmentation(combine_labels(probs), probs, (visited[0], visited[1] + 1),
@@ -148,30 +160,34 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
                          "auto_range": slices is None, "box_network": box_segmenter is not None})
 
 
+def box_slice(image: Image, sl: np.ndarray, z: int, axis: int, box_segmenter, margin: float = BOX_MARGIN,
+              min_voxels: int = 20) -> np.ndarray:
+    """One slice's mask (rows, cols) redone by the 2D box network in its bounding box (+ `margin` per side);
+    masks under `min_voxels` voxels are returned as they are."""
+    from InteractiveRefineLib.prompts import Box
+    sl = np.asarray(sl, dtype=bool)
+    if sl.sum() < min_voxels:
+        return sl
+    rows, cols = np.flatnonzero(sl.any(1)), np.flatnonzero(sl.any(0))
+    lo, hi = [int(rows[0]), int(cols[0])], [int(rows[-1]) + 1, int(cols[-1]) + 1]
+    for d in range(2):
+        pad = int(round(margin * (hi[d] - lo[d]))) + 1
+        lo[d], hi[d] = max(lo[d] - pad, 0), min(hi[d] + pad, sl.shape[d])
+    lo.insert(axis, int(z))
+    hi.insert(axis, int(z) + 1)
+    pred = box_segmenter.predict(image, Box(tuple(lo), tuple(hi), axis), validate=False)
+    return np.take(pred.mask, z, axis=axis)
+
+
 def refine_with_box_network(image: Image, mask: np.ndarray, box_segmenter, axis: int = 0,
-                            margin: float = 0.05, min_voxels: int = 20) -> np.ndarray:
+                            margin: float = BOX_MARGIN, min_voxels: int = 20) -> np.ndarray:
     """Each slice's mask -> its bounding box (+ `margin` of its size on each side) -> InteractiveRefine's 2D
     box network; the network's mask inside the box replaces the propagated one (slices with fewer than
     `min_voxels` voxels are kept as they are)."""
-    from InteractiveRefineLib.prompts import Box
     mask = np.asarray(mask, dtype=bool)
     out = mask.copy()
     for z in np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))):
-        sl = np.take(mask, z, axis=axis)
-        if sl.sum() < min_voxels:
-            continue
-        rows, cols = np.flatnonzero(sl.any(1)), np.flatnonzero(sl.any(0))
-        lo2, hi2 = [rows[0], cols[0]], [rows[-1] + 1, cols[-1] + 1]
-        for d in range(2):
-            pad = int(round(margin * (hi2[d] - lo2[d]))) + 1
-            lo2[d], hi2[d] = max(lo2[d] - pad, 0), min(hi2[d] + pad, sl.shape[d])
-        lo, hi = lo2[:], hi2[:]
-        lo.insert(axis, int(z))
-        hi.insert(axis, int(z) + 1)
-        pred = box_segmenter.predict(image, Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi), axis),
-                                     validate=False)
-        new = np.take(pred.mask, z, axis=axis)
         idx = [slice(None)] * 3
         idx[axis] = z
-        out[tuple(idx)] = new
+        out[tuple(idx)] = box_slice(image, np.take(mask, z, axis=axis), z, axis, box_segmenter, margin, min_voxels)
     return out
