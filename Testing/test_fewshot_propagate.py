@@ -4,7 +4,7 @@ import pytest
 
 from FewShotSegLib.cli import main
 from FewShotSegLib.evaluate import support_copy
-from FewShotSegLib.propagate import propagate
+from FewShotSegLib.propagate import propagate, propagate_mask
 from FewShotSegLib.protocol import organ_slices
 from FewShotSegLib.segment import FewShotSegmenter, make_supports
 from InteractiveRefineLib.errors import PromptError
@@ -62,3 +62,13 @@ def test_propagate_command_and_its_refusals(default_segmenter, chaos8, tmp_path,
         assert rc == 2 and msg in capsys.readouterr().err
     with pytest.raises(PromptError, match="must hold the annotated slice"):
         propagate(default_segmenter, *chaos8, 12, 2, slices=(13, 20))
+
+
+def test_propagate_from_a_2d_mask(default_segmenter, chaos8):
+    img, lab = chaos8
+    k, z0, z1 = largest_slice(lab, 4)
+    a = propagate(default_segmenter, img, lab, k, 4, slices=(z0, z1)).labels == 4
+    b = propagate_mask(default_segmenter, img, lab[k] == 4, k, slices=(z0, z1)).labels == 1
+    assert np.array_equal(a, b)
+    with pytest.raises(PromptError, match="slice mask has shape"):
+        propagate_mask(default_segmenter, img, lab[k, :10] == 4, k)

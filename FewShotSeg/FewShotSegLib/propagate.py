@@ -191,3 +191,19 @@ def refine_with_box_network(image: Image, mask: np.ndarray, box_segmenter, axis:
         idx[axis] = z
         out[tuple(idx)] = box_slice(image, np.take(mask, z, axis=axis), z, axis, box_segmenter, margin, min_voxels)
     return out
+
+
+def propagate_mask(segmenter: FewShotSegmenter, image: Image, mask2d: np.ndarray, slice_index: int,
+                   axis: int = 0, **kw) -> Segmentation:
+    """`propagate` from a 2D mask on one slice (e.g. InteractiveRefine's 2D box result: "Propagate to 3D")."""
+    axis = check_axis(axis)
+    mask2d = np.asarray(mask2d, dtype=bool)
+    shape2d = tuple(s for a, s in enumerate(image.shape) if a != axis)
+    if mask2d.shape != shape2d:
+        raise PromptError(f"the slice mask has shape {mask2d.shape}; slice {slice_index} along axis {axis} of the "
+                          f"image has {shape2d}")
+    label = np.zeros(image.shape, dtype=np.uint8)
+    idx = [slice(None)] * 3
+    idx[axis] = int(slice_index)
+    label[tuple(idx)] = mask2d
+    return propagate(segmenter, image, label, slice_index, 1, axis, **kw)
