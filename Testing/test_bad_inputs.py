@@ -368,3 +368,18 @@ def test_an_output_linked_to_an_input_is_refused(tmp_path):
         with pytest.raises(AdaptiveSegError, match="is also an input"):
             check_output_file(tmp_path / name, inputs=[src])
     assert check_output_file(tmp_path / "new.nii.gz", inputs=[src, None]) == tmp_path / "new.nii.gz"
+
+
+@pytest.mark.parametrize("offset", [float("nan"), -100.0, 1e30])
+def test_a_corrupted_nifti_header_is_named(tmp_path, offset):
+    """A NaN, negative or absurd voxel data offset is the project's ImageError (was a raw ValueError)."""
+    import struct
+
+    from InteractiveRefineLib.errors import ImageError
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)), str(tmp_path / "a.nii"))
+    data = bytearray((tmp_path / "a.nii").read_bytes())
+    data[108:112] = struct.pack("<f", offset)
+    (tmp_path / "bad.nii").write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="corrupted NIfTI header"):
+        read_image(tmp_path / "bad.nii")
+    assert read_image(tmp_path / "a.nii").shape == (4, 5, 6)

@@ -9,6 +9,7 @@ whose gzip trailer gives the announced size skip the decompression (0.7 s for a 
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -28,7 +29,7 @@ def _header(head: bytes) -> Optional[Tuple[int, int, str, Optional[str]]]:
         if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
             dims = struct.unpack(order + "8h", head[40:56])
             datatype, bitpix = struct.unpack(order + "2h", head[70:74])
-            offset = int(struct.unpack(order + "f", head[108:112])[0])
+            offset = struct.unpack(order + "f", head[108:112])[0]
             break
         if len(head) >= 540 and struct.unpack(order + "i", head[:4])[0] == 540:
             datatype, bitpix = struct.unpack(order + "2h", head[12:16])
@@ -37,8 +38,10 @@ def _header(head: bytes) -> Optional[Tuple[int, int, str, Optional[str]]]:
             break
     else:
         return None
-    n = int(np.prod([max(1, int(d)) for d in dims[1:1 + max(0, min(7, int(dims[0])))]], dtype=np.int64))
-    return offset, n * max(1, int(bitpix)) // 8, order, _FLOATS.get(int(datatype))
+    if not math.isfinite(offset) or not 0 <= offset < 1 << 40:
+        raise ValueError(f"voxel data offset {offset}")
+    n = math.prod(max(1, int(d)) for d in dims[1:1 + max(0, min(7, int(dims[0])))])  # Python ints: no overflow
+    return int(offset), n * max(1, int(bitpix)) // 8, order, _FLOATS.get(int(datatype))
 
 
 def check_nifti(path) -> None:
@@ -65,6 +68,8 @@ def check_nifti(path) -> None:
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ImageError(f"image {path} is truncated or corrupted (the compressed data end early: {exc}); "
                          "copy or download it again") from None
+    except ValueError as exc:  # a header field no reader can use (a NaN or negative data offset, ...)
+        raise ImageError(f"image {path} has a corrupted NIfTI header ({exc}); copy or download it again") from None
     except OSError as exc:  # unreadable (permissions, a folder named .nii, ...)
         raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from None
     if got < need:
