@@ -133,6 +133,8 @@ def test_rounds_of_scribbles_with_the_panels_log(image, tmp_path, capsys):
     (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--mode", "unsupervised", "--rounds", "1",
       "--time-budget", "-1"], "expected a number > 0"),
     (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--out", str(LABEL)], "is also an input"),
+    (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--scribbles", "{tmp}/r.txt", "--rounds", "0"],
+     "fewer than the 1 --scribbles files"),
 ])
 def test_bad_input_is_named_before_anything_runs(tmp_path, capsys, argv, text, monkeypatch):
     import re
@@ -142,8 +144,9 @@ def test_bad_input_is_named_before_anything_runs(tmp_path, capsys, argv, text, m
     def refuse(*a, **k):
         raise AssertionError("the compute process started before the bad input was refused")
     monkeypatch.setattr(ComputeClient, "start", refuse)
+    (tmp_path / "r.txt").write_text("12 100 60 fg\n")
     args = ["segment", str(IMAGE), "--out", str(tmp_path / "o.nii.gz"), "--device", "cpu",
-            "--reference", str(LABEL)] + argv
+            "--reference", str(LABEL)] + [a.format(tmp=tmp_path) for a in argv]
     try:
         code = main(args)
     except SystemExit as exc:  # argparse: usage + message, exit 2

@@ -173,6 +173,9 @@ def run_segment(args) -> int:
     rounds = len(rounds_files) if args.rounds is None else int(args.rounds)
     if rounds < 0:
         raise PromptError(f"--rounds must be >= 0; got {rounds}")
+    if rounds < len(rounds_files):  # never leave a given file silently unused
+        raise PromptError(f"--rounds {rounds} is fewer than the {len(rounds_files)} --scribbles files (each file is "
+                          "one round); leave --rounds out or raise it")
     if rounds and args.mode != "unsupervised" and not rounds_files:
         raise PromptError(f"{args.mode} refinement needs scribbles: give --scribbles FILE (or --mode unsupervised)")
     reference = None
