@@ -226,6 +226,30 @@ def test_result_message():
     assert text == "liver: 8 voxels; b: nothing found (slices 3-9 along K, adapted, 2.3 s on cpu)"
 
 
+def test_a_ct_query_for_an_mr_support_is_warned_in_the_panel(chaos36):
+    """The panel says what `segment` warns about (issue 14, item 4): the result's status line carries it."""
+    import types
+
+    from FewShotSegLib.panel import run_request
+    from InteractiveRefineLib.image_io import read_image
+    from InteractiveRefineLib.sample import sample_dataset
+
+    class Stub:  # the network's part does not matter here
+        device, manifest = torch.device("cpu"), {"name": "stub"}
+
+        def segment(self, supports, query, **kw):
+            return types.SimpleNamespace(probabilities={supports[0].label: np.zeros(query.shape, np.float32)},
+                                         slices=(0, query.shape[0]))
+    ct = read_image(sample_dataset("totalseg_ct") / "imagesTr" / "totalseg_ct.nii.gz")
+    quiet = (lambda *a: None), (lambda: False)
+    result = run_request(kidney_request(chaos36, (ct, None), kidneys=(RIGHT_KIDNEY,), query_range=("auto",)),
+                         lambda device: Stub(), *quiet)
+    assert len(result.info["warnings"]) == 1 and "query like CT" in result_message(result)
+    same = run_request(kidney_request(chaos36, chaos36, kidneys=(RIGHT_KIDNEY,), query_range=("auto",)),
+                       lambda device: Stub(), *quiet)
+    assert same.info["warnings"] == [] and "Warning" not in result_message(same)
+
+
 # -- the controller, with its worker thread, on the embedded pair -----------------------------------------
 def test_controller_segments_both_kidneys(controller, chaos36, chaos8):
     _, q_lab = chaos8

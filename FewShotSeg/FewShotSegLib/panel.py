@@ -318,7 +318,8 @@ def result_message(result: FewShotResult, names: Optional[Mapping[str, str]] = N
     first, last = info.get("slices", (0, 0))
     how = "adapted" if info.get("adapted") else "not adapted"
     return (f"{'; '.join(parts)} (slices {first}-{last} along {AXIS_NAMES[info.get('axis', 0)]}, {how}, "
-            f"{info.get('seconds', 0.0):.1f} s on {info.get('device', '?')})")
+            f"{info.get('seconds', 0.0):.1f} s on {info.get('device', '?')})"
+            + "".join(f" Warning: {w}." for w in info.get("warnings") or []))
 
 
 # -- the request as a compute-process message ----------------------------------------------------------------
@@ -382,6 +383,8 @@ def run_request(request: FewShotRequest, segmenter_for: Callable[[str], Any], pr
     from InteractiveRefineLib.device import OutOfMemoryError
     from InteractiveRefineLib.memory import check_memory, fewshot_bytes
 
+    from .intensity_check import modality_warning
+
     request.validate()
     # the memory guard of `segment`, before any model is loaded: a refusal, not the child killed mid-run
     check_memory(fewshot_bytes(request.query_image.shape, len(request.segment_ids)),
@@ -402,8 +405,9 @@ def run_request(request: FewShotRequest, segmenter_for: Callable[[str], Any], pr
         device, fallback = "cpu", "out of GPU memory"
         result = _segment(request, segmenter_for(device), progress, cancel)
     used = str(segmenter_for(device).device)
+    warning = modality_warning(request.support_image, request.query_image)  # as `segment` warns
     result.info.update(device=used, requested_device=request.device, fallback=fallback,
-                       seconds=round(time.perf_counter() - t0, 2))
+                       seconds=round(time.perf_counter() - t0, 2), warnings=[warning] if warning else [])
     return result
 
 
