@@ -152,6 +152,27 @@ def test_the_child_ends_with_its_parent(tmp_path):
     assert not (tmp_path / "to_child").exists()  # and removed the mailbox nobody else would remove
 
 
+@pytest.mark.skipif(not POSIX, reason="POSIX process handling")
+def test_the_child_ends_when_its_mailbox_is_removed(tmp_path):
+    """A client that stopped without reaching the child (the launcher in between had ended, so the child's
+    pid is no longer signalled) removes the mailbox: the child must not live on, holding its memory."""
+    folder = tmp_path / "mailbox"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.Popen([sys.executable, "-m", "InteractiveRefineLib.compute", "--folder", str(folder),
+                              "--parent-pid", str(os.getpid())], env=env)
+    try:
+        box = Mailbox(folder, "parent")
+        end = time.monotonic() + 60
+        while not box.fetch() and time.monotonic() < end:  # hello
+            time.sleep(0.05)
+        import shutil
+        shutil.rmtree(folder)
+        assert child.wait(15) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
 def _segment(c, start, timeout=120):
     start()
     status = c.wait(timeout)

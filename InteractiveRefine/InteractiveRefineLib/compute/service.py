@@ -6,7 +6,7 @@ callback turns True) and `shutdown` ends the loop. Every request gets a `start` 
 `progress` messages and exactly one end message: `done` (result fields and arrays), `error` (the exception's
 class name and message) or `cancelled`. An error never ends the loop, except a CUDA error (the CUDA context
 may be broken): the process then exits after reporting it and the client starts a fresh one on the next
-request. The loop also ends when the parent process is gone.
+request. The loop also ends when the parent process is gone or the mailbox folder was removed.
 
 `ComputeService` holds the state: InteractiveRefine sessions by id (each with its interaction events,
 forwarded to the panel's log) and the few-shot segmenters by device. torch is imported by the handlers,
@@ -383,7 +383,9 @@ def serve(folder, service: Optional[ComputeService] = None, parent_pid: Optional
             now = time.monotonic()
             if now - last_check > 1.0:
                 last_check = now
-                if not parent_alive(parent_pid):
+                # the parent is gone, or its client removed the mailbox (it stopped without reaching this
+                # process: a launcher in between ended first): nobody will send anything again
+                if not parent_alive(parent_pid) or not box.folder.is_dir():
                     state["orphaned"] = True
                     requests.put(None)
                     return
