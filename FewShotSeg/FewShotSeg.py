@@ -5,7 +5,6 @@ InteractiveRefine module, declared as a dependency). The panel's logic lives in 
 (Slicer-free, tested with pytest) and the node conversions in FewShotSegLib.slicer_bridge; this file
 only wires the GUI. Heavy packages (torch) are imported lazily, when a segmentation starts.
 """
-import contextlib
 import logging
 from typing import Annotated
 
@@ -303,26 +302,14 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.refineButton.enabled = hasResult and not busy
 
     # -- user actions --------------------------------------------------------------------------------------
-    @contextlib.contextmanager
     def guarded(self, message, waitCursor=False):
-        """Run a GUI action: an error shows one dialog (slicer.util.tryWithErrorDisplay would re-raise it, so
-        the code after the block is skipped and an enclosing handler shows a second one), is logged, and the
-        buttons are updated."""
-        if waitCursor:
-            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-        try:
-            yield
-        except Exception as exc:
-            logging.exception("FewShotSeg: %s", message)
-            if waitCursor:
-                qt.QApplication.restoreOverrideCursor()
-                waitCursor = False
-            self.ui.statusLabel.text = f"{message} {exc}"
-            slicer.util.errorDisplay(f"{message}\n\n{exc}")
-        finally:
-            if waitCursor:
-                qt.QApplication.restoreOverrideCursor()
-            self._updateButtons()
+        """Run a GUI action: an error shows one dialog (nested actions do not add a second one), is logged,
+        and the buttons are updated (InteractiveRefine's InteractiveRefineSlicer.gui.guarded)."""
+        from InteractiveRefineSlicer.gui import guarded
+
+        def setStatus(text):
+            self.ui.statusLabel.text = text
+        return guarded(message, setStatus, self._updateButtons, "FewShotSeg", waitCursor)
 
     def onSupportSegmentsChanged(self, segmentIds) -> None:
         if self._updatingGui or self._parameterNode is None:

@@ -12,7 +12,6 @@ One undo history: the embedded Segment Editor only paints the scribbles, which l
 their own that is never saved with the scene, and its own undo is off; Undo/Redo/Reset are this module's.
 Hand edits of the result segment (e.g. in the Segment Editor module) are read back before every write.
 """
-import contextlib
 import logging
 
 import qt
@@ -21,6 +20,7 @@ import vtk
 
 # The parameter node and the Logic live in InteractiveRefineSlicer/ (this file: module, widget, self-test);
 # importable from here as before (FewShotSeg uses InteractiveRefineLogic).
+from InteractiveRefineSlicer.gui import guarded
 from InteractiveRefineSlicer.logic import TORCH_VERSION_REQUIREMENT, InteractiveRefineLogic  # noqa: F401
 from InteractiveRefineSlicer.parameters import InteractiveRefineParameterNode  # noqa: F401
 from slicer.i18n import tr as _
@@ -307,25 +307,10 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.timesLabel.text = _("user {user:.1f} s, compute {compute:.1f} s, {n} interactions").format(
             user=times["user_seconds"], compute=times["compute_seconds"], n=times["interactions"])
 
-    @contextlib.contextmanager
     def guarded(self, message, waitCursor=False):
-        """Run a GUI action: an error shows one dialog (nested actions do not add a second one, as
-        slicer.util.tryWithErrorDisplay, which re-raises, would), is logged, and the buttons are updated."""
-        if waitCursor:
-            qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-        try:
-            yield
-        except Exception as exc:
-            logging.exception("InteractiveRefine: %s", message)
-            if waitCursor:
-                qt.QApplication.restoreOverrideCursor()
-                waitCursor = False
-            self.setStatus(f"{message} {exc}")
-            slicer.util.errorDisplay(f"{message}\n\n{exc}")
-        finally:
-            if waitCursor:
-                qt.QApplication.restoreOverrideCursor()
-            self.updateButtons()
+        """Run a GUI action: an error shows one dialog (nested actions do not add a second one), is logged,
+        and the buttons are updated (InteractiveRefineSlicer.gui.guarded)."""
+        return guarded(message, self.setStatus, self.updateButtons, "InteractiveRefine", waitCursor)
 
     def setStatus(self, text):
         self.ui.statusLabel.text = text

@@ -6,8 +6,8 @@ import types
 import unittest
 
 STUBBED = ("qt", "slicer.ScriptedLoadableModule", "slicer.i18n", "slicer.parameterNodeWrapper")
-MODULES = ("InteractiveRefine", "InteractiveRefineSlicer", "InteractiveRefineSlicer.logic",
-           "InteractiveRefineSlicer.parameters", "FewShotSeg")
+MODULES = ("InteractiveRefine", "InteractiveRefineSlicer", "InteractiveRefineSlicer.gui",
+           "InteractiveRefineSlicer.logic", "InteractiveRefineSlicer.parameters", "FewShotSeg")
 
 
 def install(monkeypatch) -> None:
