@@ -157,6 +157,12 @@ def test_a_fresh_roi_for_every_placement(scene, logic_class):  # noqa: F811
     mine = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "a user's ROI")
     third = logic.startBoxPlacement(mine)
     assert third is not mine and mine.GetScene() is scene  # a user's own ROI is never removed
+    # the box made around a segment chosen for refinement is the module's too: the next placement replaces it
+    volume, reference = load_sample(scene)
+    p = parameters(volume, reference)
+    fitted = logic.selectForRefinement(p, volume, reference, bridge.segment_id_by_name(reference, "right kidney"))
+    assert p.roi is fitted and fitted.GetScene() is scene
+    assert logic.startBoxPlacement(fitted) is not fitted and fitted.GetScene() is None
 
 
 @pytest.mark.parametrize("module_name, widget_class", [("InteractiveRefine", "InteractiveRefineWidget"),

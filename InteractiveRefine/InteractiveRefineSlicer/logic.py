@@ -450,7 +450,10 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         p.inputVolume = volumeNode
         p.segmentation = segmentationNode
         p.segmentName = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
-        roi = p.roi or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", _("box"))
+        roi = p.roi
+        if roi is None:  # the module's own box ROI: replaced (not left behind) by the next placement
+            roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", _("box"))
+            roi.SetAttribute("AdaptiveSeg.Box", "1")
         roi.RemoveAttribute("AdaptiveSeg.View")
         roi.SetCenter(*[float(v) for v in centre])
         roi.SetSize(*[float(v) for v in size])
