@@ -76,7 +76,7 @@ def test_benchmark_bad_input_writes_nothing(tmp_path, capsys, extra, message):
 def test_demo_with_corrupted_model_writes_nothing(tmp_path, monkeypatch, capsys):
     models = tmp_path / "models"
     shutil.copytree(models_dir(), models)
-    w = models / "pcnet3d.safetensors"
+    w = models / "box3d.safetensors"
     w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)
     monkeypatch.setenv("ADAPTIVESEG_MODELS", str(models))
     out = tmp_path / "demo"

@@ -140,4 +140,6 @@ def _tuplify(params: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def default_model_path(dim: int) -> Path:
-    return models_dir() / ("pnet2d.json" if dim == 2 else "pcnet3d.json")
+    # 3D boxes: the 2D box network run slice by slice (box3d.json, input "slicewise"); it replaced the 3D
+    # PC-Net, which failed on every structure outside the abdomen (docs/box_networks.md)
+    return models_dir() / ("pnet2d.json" if dim == 2 else "box3d.json")
