@@ -2,6 +2,8 @@
 import json
 
 import pytest
+
+from InteractiveRefineLib.data import load_split
 import torch
 
 from InteractiveRefineLib.errors import ModelError
@@ -77,9 +79,21 @@ def test_shipped_models_have_complete_manifests(dim):
     net, manifest = load_model(path)  # verifies the checksum
     for key in ("architecture", "arch_params", "input", "training", "command", "validation", "sha256", "parameters"):
         assert key in manifest, key
-    assert manifest["command"].startswith("python -m InteractiveRefineLib train")
-    assert set(manifest["training"]["labels"].values()) == {"liver", "spleen"}
-    assert not set(manifest["training"]["train_cases"]) & {"chaos_8", "chaos_36"}
+    assert manifest["command"].startswith("python -m InteractiveRefineLib train-box")
+    assert manifest["input"]["box_channel"] and manifest["input"].get("slicewise", False) == (dim == 3)
+    data = manifest["training"]["data"]
+    chaos_test = set(load_split("chaos_t2spir")["test"])
+    for entry in data["train"]:  # kidneys never seen: CHAOS liver/spleen only, TotalSegmentator less kidneys
+        assert not set(entry["cases"]) & chaos_test
+        assert entry["dataset"] != "tcia-brain-tumor-progression"
+        if entry["dataset"] == "chaos-t2spir":
+            assert entry["labels"] == [1, 4]
+        if entry["dataset"] == "totalseg-small":
+            assert entry["excluded_labels"] == [2, 3]
+    train_hip = next(e for e in data["train"] if e["dataset"] == "msd-hippocampus")["cases"]
+    eval_hip = next(e for e in data["eval"] if e["dataset"] == "msd-hippocampus")["cases"]
+    assert not set(train_hip) & set(eval_hip)
+    assert manifest["validation"]["score"] > 0.5
 
 
 def test_unusable_arch_params_and_bad_manifest_name(saved, tmp_path):

@@ -91,33 +91,59 @@ def hippocampus_split() -> Dict[str, List[str]]:
     return load_split("msd_hippocampus")
 
 
+def recipe(part: str) -> List[Dict]:
+    """The entries of one part ("train", "val" or "eval"): dataset folder, group, cases, label ids.
+
+    Written into every shipped box model's manifest; `load_sources` loads exactly these. Label ids
+    None: all foreground labels of the dataset (adult brain) or of the volume (TotalSegmentator, less
+    the kidneys).
+    """
+    hip, chaos = hippocampus_split(), load_split("chaos_t2spir")
+    cord_train, cord_val = ["sct_errsm30_t1w", "sct_errsm30_t2w"], ["sct_errsm30_t2s", "sct_errsm30_mt1"]
+    if part == "train":
+        return [dict(dataset="chaos-t2spir", group="chaos", cases=chaos["train"], labels=[1, 4]),
+                dict(dataset="msd-hippocampus", group="hippocampus", cases=hip["train"], labels=[1, 2]),
+                dict(dataset="sct-spinalcord", group="cord", cases=cord_train, labels=[1]),
+                dict(dataset="msd-spleen-crop", group="spleen_ct", cases=["spleen_2_crop"], labels=[1]),
+                dict(dataset="fetal-brain-atlas", group="fetal", cases=list(FETAL_VAL_AGES + FETAL_EVAL_AGES),
+                     labels=list(FETAL_TRAIN)),
+                dict(dataset="fpg-brain-gif-silver", group="adult_brain", cases=["fpg_t2"], labels=None),
+                dict(dataset="totalseg-small", group="totalseg", cases=["example_ct_sm", "example_mr_sm"],
+                     labels=None, excluded_labels=list(TOTALSEG_KIDNEYS))]
+    if part == "val":
+        return [dict(dataset="chaos-t2spir", group="chaos", cases=chaos["val"], labels=[1, 4]),
+                dict(dataset="msd-hippocampus", group="hippocampus", cases=hip["val"], labels=[1, 2]),
+                dict(dataset="sct-spinalcord", group="cord_gm_wm", cases=cord_val, labels=[1, 2]),
+                dict(dataset="fetal-brain-atlas", group="fetal", cases=list(FETAL_VAL_AGES),
+                     labels=list(FETAL_HELD_OUT))]
+    if part == "eval":
+        return [dict(dataset="chaos-t2spir", group="chaos_kidneys", cases=chaos["test"], labels=[2, 3]),
+                dict(dataset="msd-hippocampus", group="hippocampus", cases=hip["test"], labels=[1, 2]),
+                dict(dataset="fetal-brain-atlas", group="fetal", cases=list(FETAL_EVAL_AGES),
+                     labels=list(FETAL_HELD_OUT)),
+                dict(dataset="tcia-brain-tumor-progression", group="tumour", cases=None, labels=[1])]
+    raise ValueError(f"unknown part {part!r}: train, val or eval")
+
+
 def load_sources(part: str, root: Optional[str] = None, limit: Optional[int] = None) -> List[Volume]:
-    """The volumes of one part ("train", "val" or "eval") of the recipe above.
+    """The volumes of one part ("train", "val" or "eval") of `recipe(part)`.
 
     `limit` caps the hippocampus subjects (validation in training uses a few, benchmarks all).
     """
     r = data_root(root)
-    hip = hippocampus_split()
-    chaos = load_split("chaos_t2spir")
-    if part == "train":
-        fetal_ages = FETAL_VAL_AGES + FETAL_EVAL_AGES
-        return (_decathlon(r, "chaos-t2spir", "chaos", chaos["train"], (1, 4))
-                + _decathlon(r, "msd-hippocampus", "hippocampus", hip["train"][:limit], (1, 2))
-                + _decathlon(r, "sct-spinalcord", "cord", ["sct_errsm30_t1w", "sct_errsm30_t2w"], (1,))
-                + _decathlon(r, "msd-spleen-crop", "spleen_ct", ["spleen_2_crop"], (1,))
-                + _fetal(r, fetal_ages, FETAL_TRAIN)
-                + _decathlon(r, "fpg-brain-gif-silver", "adult_brain", ["fpg_t2"],
-                             DecathlonDataset(r / "fpg-brain-gif-silver").foreground_labels)
-                + _totalseg(r))
-    if part == "val":
-        return (_decathlon(r, "chaos-t2spir", "chaos", chaos["val"], (1, 4))
-                + _decathlon(r, "msd-hippocampus", "hippocampus", hip["val"][:limit], (1, 2))
-                + _decathlon(r, "sct-spinalcord", "cord_gm_wm", ["sct_errsm30_t2s", "sct_errsm30_mt1"], (1, 2))
-                + _fetal(r, FETAL_VAL_AGES, FETAL_HELD_OUT))
-    if part == "eval":
-        ds = DecathlonDataset(r / "tcia-brain-tumor-progression")
-        return (_decathlon(r, "chaos-t2spir", "chaos_kidneys", chaos["test"], (2, 3))
-                + _decathlon(r, "msd-hippocampus", "hippocampus", hip["test"][:limit], (1, 2))
-                + _fetal(r, FETAL_EVAL_AGES, FETAL_HELD_OUT)
-                + _decathlon(r, "tcia-brain-tumor-progression", "tumour", ds.case_ids, (1,)))
-    raise ValueError(f"unknown part {part!r}: train, val or eval")
+    out: List[Volume] = []
+    for e in recipe(part):
+        name, group, cases, labels = e["dataset"], e["group"], e["cases"], e["labels"]
+        if name == "fetal-brain-atlas":
+            out += _fetal(r, cases, labels)
+        elif name == "totalseg-small":
+            out += _totalseg(r)
+        else:
+            if cases is None:
+                cases = DecathlonDataset(r / name).case_ids
+            if name == "msd-hippocampus":
+                cases = cases[:limit]
+            if labels is None:
+                labels = DecathlonDataset(r / name).foreground_labels
+            out += _decathlon(r, name, group, cases, labels)
+    return out

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .box_samples import MIN_AREA, BoxSampler
-from .box_sources import Volume, load_sources
+from .box_sources import Volume, load_sources, recipe
 from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from .device import choose_device
 from .inference import DEFAULT_INPUT, predict_box
@@ -185,6 +185,7 @@ def _save_best(net, arch, arch_params, cfg: BoxTrainConfig, state, metrics, devi
         "input": cfg.input,
         "training": {
             "recipe": "box_sources.py (train part) + pseudo-objects; see its docstring",
+            "data": {part: recipe(part) for part in ("train", "val", "eval")},
             "groups": cfg.group_weights, "seed": cfg.seed, "batch": cfg.batch, "lr": cfg.lr,
             "iterations_at_best": state["iteration"], "minutes": state["minutes"], "device": str(device),
             "torch": torch.__version__, "python": platform.python_version(), "config": asdict(cfg),
@@ -207,7 +208,8 @@ def install_models(best_manifest, models_folder=None) -> Tuple[Path, Path]:
     net, _ = load_model(best_manifest)
     folder = Path(models_folder) if models_folder else models_dir()
     extra = {k: v for k, v in src.items() if k in ("input", "training", "validation", "command")}
-    extra["training"] = dict(extra.get("training", {}), trained_as=str(best_manifest))
+    extra["training"] = dict(extra.get("training", {}), trained_as=str(best_manifest),
+                             data={part: recipe(part) for part in ("train", "val", "eval")})
     p2 = save_model(net, src["architecture"], folder / "pnet2d.json", src["arch_params"], extra)
     extra3 = dict(extra, input=dict(src["input"], slicewise=True),
                   note="the 2D box network run slice by slice inside a 3D box (networks.SliceWise); "
