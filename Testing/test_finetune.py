@@ -98,3 +98,26 @@ def test_correcting_scribbles_raise_dice_on_a_real_case(chaos8, segmenter, dim, 
     assert dice(pred, ref if dim == "3d" else ref[box.slice_index]) == pytest.approx(tuned.dice())
     if dim == "2d":  # nothing is written off the box's slice
         assert not np.delete(tuned.mask(), box.slice_index, axis=0).any()
+
+
+def test_head_steps_on_a_voxel_sample_keep_every_scribble_and_the_loss():
+    """Large grids (a 3D box run slice by slice) are tuned on a sample: every scribbled voxel, the rest
+    sampled and re-weighted; the sampled loss estimates the full one; small grids are used whole."""
+    from InteractiveRefineLib.finetune import voxel_sample
+    rng = np.random.default_rng(1)
+    feats = torch.randn(1, 4, 6, 40, 40)
+    labels = rng.random((6, 40, 40)) > 0.5
+    w = np.ones((6, 40, 40), np.float32)
+    w[rng.random(w.shape) < 0.2] = 0.0
+    w[0, 0, :7] = 20.0
+    cfg = RefineConfig()
+    f, l, ws = voxel_sample(feats, labels, w, cfg, cap=2000)
+    assert f.shape == (1, 4, 2000, 1, 1) and l.shape == ws.shape == (2000, 1, 1)
+    assert (ws == 20.0).sum() == 7 and (ws > 0).all()
+    head = torch.nn.Conv3d(4, 2, 1)
+    with torch.no_grad():
+        full = weighted_cross_entropy(head(feats), torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(w))
+        part = weighted_cross_entropy(head(f), torch.from_numpy(l.astype(np.int64)), torch.from_numpy(ws))
+    assert abs(float(full) - float(part)) < 0.03
+    small = voxel_sample(feats[:, :, :1], labels[:1], w[:1], cfg, cap=2000)
+    assert small[0] is not None and small[0].shape == (1, 4, 1, 40, 40)

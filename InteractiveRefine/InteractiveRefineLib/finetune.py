@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -120,6 +120,39 @@ def box_loss_weights(labels: np.ndarray, probability: np.ndarray, fg_seeds: np.n
     return w
 
 
+HEAD_STEP_VOXELS = 10000  # above a 96 x 96 2D grid: 2D boxes are tuned on every voxel
+
+
+def voxel_sample(features: torch.Tensor, labels: np.ndarray, weights: np.ndarray, cfg: "RefineConfig",
+                 cap: int = HEAD_STEP_VOXELS) -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """The head's gradient steps on at most `cap` voxels: every scribbled voxel, the other weighted voxels
+    sampled uniformly (seeded) and weighted by 1/p so the loss keeps its balance. The head is made of 1x1
+    convolutions, so voxels are independent; this keeps a 3D box run slice by slice (160 features on
+    30 x 96 x 96 voxels) interactive. Grids up to `cap` voxels (every 2D box) are used whole.
+    Returns (features (1, C, n, 1[, 1]), labels (n, 1[, 1]), weights (n, 1[, 1]))."""
+    n_all = weights.size
+    if n_all <= cap:
+        return features, labels, weights
+    w = weights.reshape(-1)
+    seeds = np.flatnonzero(w >= cfg.omega)
+    others = np.flatnonzero((w > 0) & (w < cfg.omega))
+    k = max(cap - len(seeds), 1)
+    rng = np.random.default_rng(0)
+    if len(others) > k:
+        pick = np.sort(rng.choice(others, size=k, replace=False))
+        scale = len(others) / k
+    else:
+        pick, scale = others, 1.0
+    idx = np.concatenate([seeds, pick])
+    w_s = w[idx].astype(np.float32)
+    w_s[len(seeds):] *= scale
+    extra = (1,) * (features.dim() - 3)
+    flat = features.reshape(features.shape[0], features.shape[1], -1)
+    sub = flat[:, :, torch.from_numpy(idx).to(features.device)].reshape(
+        features.shape[0], features.shape[1], len(idx), *extra)
+    return sub, labels.reshape(-1)[idx].reshape(len(idx), *extra), w_s.reshape(len(idx), *extra)
+
+
 def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """sum_i w_i * CE_i / sum_i w_i (0 when every weight is 0). logits (1, 2, ...), labels/weights (...)."""
     ce = torch.nn.functional.cross_entropy(logits, labels[None], reduction="none")[0]
@@ -182,13 +215,14 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
         labels = crf_segment(prob, intensity, spacing, lam=cfg.lam, sigma=cfg.sigma,
                              connectivity=cfg.connectivity, fg_seeds=fg_seeds, bg_seeds=bg_seeds)
         w = box_loss_weights(labels, prob, fg_seeds, bg_seeds, inside, spacing, cfg)
-        target = torch.from_numpy(labels.astype(np.int64)).to(device)
-        weight = torch.from_numpy(w).to(device)
+        step_inputs, labels_s, w_s = voxel_sample(inputs, labels, w, cfg) if cfg.head_only else (inputs, labels, w)
+        target = torch.from_numpy(labels_s.astype(np.int64)).to(device)
+        weight = torch.from_numpy(w_s).to(device)
         model.eval()  # dropout off: a few deterministic steps on one image
         for _ in range(cfg.steps):
             check_cancel(cancel)
             opt.zero_grad(set_to_none=True)
-            loss = weighted_cross_entropy(model(inputs), target, weight)
+            loss = weighted_cross_entropy(model(step_inputs), target, weight)
             if not math.isfinite(float(loss.detach())):
                 break
             loss.backward()
