@@ -3,12 +3,7 @@
 # for a shared 2-core CPU session: subsets of subjects and slices (listed below). Run from the repository
 # root: bash benchmarks/box_networks/run_external.sh
 set -euo pipefail
-PY=${PY:-.venv/bin/python}
-D=../shared/data
-OUT=benchmarks/box_networks
-M=bifseg,cnn+crf,cnn,graphcut,random_walker,filled_box
-T="--threads 1"
-bench() { name=$1; shift; rm -rf "$OUT/$name"; $PY -m InteractiveRefineLib benchmark --out "$OUT/$name" --methods $M --rounds 3 $T "$@"; }
+source benchmarks/box_networks/common.sh
 # hippocampus: the first 6 of the split's 30 held-out subjects, every 4th slice in 2D
 HIP=$($PY -c "import json; print(','.join(json.load(open('InteractiveRefine/Resources/Splits/msd_hippocampus.json'))['test'][:6]))")
 bench hippocampus --dataset $D/msd-hippocampus --cases "$HIP" --slice-step 4
