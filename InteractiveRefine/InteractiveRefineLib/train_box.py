@@ -25,7 +25,7 @@ import torch
 
 from .box_samples import MIN_AREA, BoxSampler
 from .box_sources import Volume, load_sources, recipe
-from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .device import choose_device
 from .inference import DEFAULT_INPUT, predict_box
 from .metrics import dice
@@ -135,7 +135,7 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
                        **cfg.arch_overrides)
     net = build_network(arch, in_channels=arch_params["in_channels"], **cfg.arch_overrides).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
-    last, _ = checkpoint_paths(cfg.run_dir)
+    last = Path(cfg.run_dir) / "last.json"
     state = {"iteration": 0, "best": -1.0, "history": [], "minutes": 0.0}
     if resume:
         state = load_checkpoint(last, net, opt, rng)
