@@ -55,7 +55,19 @@ def _isotropic(spacing_kji) -> bool:
     return float(s.max() / s.min()) < 2.0
 
 
-def _jitter(lo: List[int], hi: List[int], axis: int, shape, rng: np.random.Generator, amount: float) -> Box:
+def _plane_bounds(plane: np.ndarray, axis: int, k: int, offset=(0, 0, 0)) -> Tuple[List[int], List[int]]:
+    """(lo, hi) of the 2D box around a mask `plane` lying on slice `k` along `axis` (+ `offset`)."""
+    rows, cols = np.nonzero(plane)
+    lo, hi = [0, 0, 0], [0, 0, 0]
+    lo[axis], hi[axis] = offset[axis] + k, offset[axis] + k + 1
+    for a, idx in zip([a for a in range(3) if a != axis], (rows, cols)):
+        lo[a], hi[a] = offset[a] + int(idx.min()), offset[a] + int(idx.max()) + 1
+    return lo, hi
+
+
+def _jitter(lo: List[int], hi: List[int], axis: int, shape, rng: np.random.Generator) -> Optional[Box]:
+    """The box, exact (30%) or each in-plane bound moved by up to 2 voxels + 10% of the extent."""
+    amount = 0.0 if rng.random() < 0.3 else 0.1
     lo, hi = list(lo), list(hi)
     for a in range(3):
         if a == axis or amount <= 0:
@@ -111,7 +123,6 @@ class BoxSampler:
         items = self.structures[group]
         vi, l, bb = items[int(rng.integers(len(items)))]
         v = self.volumes[vi]
-        sub = v.labels[bb] == l
         if rng.random() < self.slab_fraction:
             axis = 0
             k = int(rng.integers(bb[0].start, bb[0].stop))
@@ -119,20 +130,14 @@ class BoxSampler:
             hi = [k + 1, bb[1].stop, bb[2].stop]
         else:
             axis = int(rng.integers(3)) if _isotropic(v.image.spacing_kji) else 0
+            sub = v.labels[bb] == l
             areas = sub.sum(axis=tuple(a for a in range(3) if a != axis))
             ks = np.nonzero(areas >= MIN_AREA)[0]
             if len(ks) == 0:
                 return None
             k_rel = int(ks[int(rng.integers(len(ks)))])
-            plane = np.take(sub, k_rel, axis=axis)
-            rows, cols = np.nonzero(plane)
-            lo, hi = [0, 0, 0], [0, 0, 0]
-            others = [a for a in range(3) if a != axis]
-            lo[axis], hi[axis] = bb[axis].start + k_rel, bb[axis].start + k_rel + 1
-            for a, idx in zip(others, (rows, cols)):
-                lo[a], hi[a] = bb[a].start + int(idx.min()), bb[a].start + int(idx.max()) + 1
-        amount = 0.0 if rng.random() < 0.3 else 0.1
-        box = _jitter(lo, hi, axis, v.image.shape, rng, amount)
+            lo, hi = _plane_bounds(np.take(sub, k_rel, axis=axis), axis, k_rel, [b.start for b in bb])
+        box = _jitter(lo, hi, axis, v.image.shape, rng)
         if box is None:
             return None
         return self._crop(v, box, lambda spec: native_region(v.labels, spec) == l, rng)
@@ -148,13 +153,8 @@ class BoxSampler:
         obj = pseudo_object(plane, rng)
         if obj is None:
             return None
-        rows, cols = np.nonzero(obj)
-        others = [a for a in range(3) if a != axis]
-        lo, hi = [0, 0, 0], [0, 0, 0]
-        lo[axis], hi[axis] = k, k + 1
-        for a, idx in zip(others, (rows, cols)):
-            lo[a], hi[a] = int(idx.min()), int(idx.max()) + 1
-        box = _jitter(lo, hi, axis, v.image.shape, rng, 0.0 if rng.random() < 0.3 else 0.1)
+        lo, hi = _plane_bounds(obj, axis, k)
+        box = _jitter(lo, hi, axis, v.image.shape, rng)
         if box is None:
             return None
         full = np.expand_dims(obj, axis)
