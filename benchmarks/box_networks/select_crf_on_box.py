@@ -3,8 +3,8 @@ structures of box_sources.py only (never test or evaluation data). Tight boxes; 
 structure, 3D: the whole structure. Usage: python select_crf_on_box.py > select_crf_on_box.md"""
 from collections import defaultdict
 
-import numpy as np
 import torch
+from tables import group_means_table  # this folder (the script's own)
 
 from InteractiveRefineLib.box_sources import load_sources
 from InteractiveRefineLib.finetune import RefineConfig
@@ -27,9 +27,4 @@ for group, v, l, m, boxes2d, box3d in validation_cases(load_sources("val", limit
         res["3d"][group][name].append(dice(s.set_box(box3d), m))
 for dim in ("2d", "3d"):
     print(f"\n### {dim.upper()}, validation structures (10 hippocampus subjects), mean Dice\n")
-    print("| group | " + " | ".join(configs) + " |")
-    print("|---|" + "---|" * len(configs))
-    for g, r in sorted(res[dim].items()):
-        print(f"| {g} | " + " | ".join(f"{np.mean(r[n]):.3f}" for n in configs) + " |")
-    print("| **mean of groups** | " + " | ".join(
-        f"**{np.mean([np.mean(r[n]) for r in res[dim].values()]):.3f}**" for n in configs) + " |")
+    print(group_means_table(res[dim], list(configs)))

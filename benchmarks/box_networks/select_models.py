@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from tables import group_means_table  # this folder (the script's own)
 
 from InteractiveRefineLib.box_sources import load_sources
 from InteractiveRefineLib.inference import predict_box, wrap_for
@@ -42,10 +43,6 @@ for group, v, l, m, boxes2d, box3d in validation_cases(load_sources("val")):
 for dim, models in (("2d", models2d), ("3d", models3d)):
     names = ["filled_box"] + list(models)
     print(f"\n### {dim.upper()} boxes, validation structures (mean Dice)\n")
-    print("| group | n | " + " | ".join(names) + " |")
-    print("|---|---|" + "---|" * len(names))
-    for g, r in sorted(res[dim].items()):
-        print(f"| {g} | {len(r['filled_box'])} | " + " | ".join(f"{np.mean(r[n]):.3f}" for n in names) + " |")
-    print("| **mean of groups** | | " + " | ".join(
-        f"**{np.mean([np.mean(r[n]) for r in res[dim].values()]):.3f}**" for n in names) + " |")
-print("\nmedian seconds per box (1 thread, shared machine): " + ", ".join(f"{n} {np.median(s):.3f}" for n, s in secs.items()))
+    print(group_means_table(res[dim], names, count="filled_box"))
+print("\nmedian seconds per box (1 thread, shared machine): "
+      + ", ".join(f"{n} {np.median(s):.3f}" for n, s in secs.items()))
