@@ -72,7 +72,7 @@ def lr_at(it: int, cfg: BoxTrainConfig) -> float:
 
 
 def validation_cases(volumes: List[Volume]):
-    """(group, volume, label, 2D boxes, 3D box) per validation structure; 2D: 3 slices per structure."""
+    """(group, volume, label, mask, 2D boxes, 3D box) per validation structure; 2D: 3 slices of each."""
     cases = []
     for v in volumes:
         for l in v.label_ids:
