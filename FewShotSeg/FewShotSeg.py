@@ -1,8 +1,8 @@
 """FewShotSeg: segment an organ in a new image from one annotated slice of another image.
 
 A thin Slicer adapter over FewShotSegLib (and the shared core in InteractiveRefineLib, provided by the
-InteractiveRefine module, declared as a dependency). The panel's logic lives in FewShotSegLib.panel
-(Slicer-free, tested with pytest) and the node conversions in FewShotSegLib.slicer_bridge; this file
+InteractiveRefine module, declared as a dependency). The panel's logic lives in FewShotSegLib.panel.panel
+(Slicer-free, tested with pytest) and the node conversions in FewShotSegLib.panel.slicer_bridge; this file
 only wires the GUI. Heavy packages (torch) are imported lazily, when a segmentation starts.
 """
 import logging
@@ -27,7 +27,7 @@ from slicer.util import VTKObservationMixin
 # InteractiveRefine is importable here (modules are instantiated alphabetically, FewShotSeg first).
 from InteractiveRefine import CITATIONS
 
-#: The panel's choices and defaults, as in FewShotSegLib.panel (Testing/test_fewshot_panel.py checks that they
+#: The panel's choices and defaults, as in FewShotSegLib.panel.panel (Testing/test_fewshot_panel.py checks that they
 #: agree). Written out here because Slicer imports this file at startup, before the core's packages (numpy,
 #: torch) may be installed; FewShotSegLib is imported inside the methods.
 DEFAULT_ADAPT_SECONDS = 60.0
@@ -267,8 +267,8 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _updateAxisLabels(self, p) -> None:
         planes = ["", "", ""]
         if p.supportVolume is not None and p.supportVolume.GetImageData() is not None:
-            from FewShotSegLib import slicer_bridge
-            from FewShotSegLib.panel import axis_plane_names
+            from FewShotSegLib.panel import slicer_bridge
+            from FewShotSegLib.panel.panel import axis_plane_names
 
             planes = [f" ({name})" for name in axis_plane_names(slicer_bridge.ijk_to_ras_array(p.supportVolume))]
         combo = self.ui.supportAxisComboBox
@@ -329,7 +329,7 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onUseCurrentSlice(self) -> None:
         p = self._parameterNode
         with self.guarded(_("Cannot use the current slice."), waitCursor=True):
-            from FewShotSegLib import slicer_bridge
+            from FewShotSegLib.panel import slicer_bridge
 
             view = slicer_bridge.view_slice(p.supportVolume, "Red")
             if view is None:
@@ -367,7 +367,7 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                              "support": p.supportSegmentation.GetID(), "names": dict(request.names),
                              "discard": False}
             self.ui.progressBar.value = 0
-            from FewShotSegLib.panel import support_slice_note
+            from FewShotSegLib.panel.panel import support_slice_note
 
             note = support_slice_note(list(request.support_masks.values()), request.axis, request.slice_index,
                                       [request.name(i) for i in request.segment_ids])
@@ -411,7 +411,7 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()  # also when writing the result failed (its error is shown)
 
     def _showResult(self, result, pending) -> None:
-        from FewShotSegLib.panel import result_message
+        from FewShotSegLib.panel.panel import result_message
 
         nodes = None
         if pending is not None and not pending["discard"]:
@@ -474,7 +474,7 @@ def _relabel(comboBox, labels) -> None:
 
 
 class FewShotSegLogic(ScriptedLoadableModuleLogic):
-    """Thin adapter between MRML nodes and FewShotSegLib.panel; usable without the widget.
+    """Thin adapter between MRML nodes and FewShotSegLib.panel.panel; usable without the widget.
 
     Script use (blocking)::
 
@@ -508,7 +508,7 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
     def controller(self):
         """The panel's controller, on the compute process InteractiveRefine shares (one per Slicer session)."""
         if self._controller is None:
-            from FewShotSegLib.panel import FewShotController
+            from FewShotSegLib.panel.panel import FewShotController
             from InteractiveRefine import InteractiveRefineLogic
 
             self._controller = FewShotController(client=InteractiveRefineLogic.computeClient())
@@ -547,9 +547,9 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
                      adaptSeconds=DEFAULT_ADAPT_SECONDS, device="auto", viewName="Red"):
         """A validated FewShotRequest from nodes (GUI thread). supportSlice -1: automatic, along the Red view's
         axis when it is not oblique (`viewName` None: along supportAxis), preferring the slice it shows."""
-        from FewShotSegLib import panel
-        from FewShotSegLib import slicer_bridge as bridge
-        from InteractiveRefineLib.errors import PromptError
+        from FewShotSegLib.panel import panel
+        from FewShotSegLib.panel import slicer_bridge as bridge
+        from InteractiveRefineLib.core.errors import PromptError
 
         if supportVolume is None:
             raise PromptError(_("select the support volume"))
@@ -589,13 +589,13 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
     def writeResult(result, outputSegmentation, queryVolume, supportSegmentation):
         """Write a FewShotResult into the output segmentation (names and colours of the support segments);
         return the written segment IDs."""
-        from FewShotSegLib import slicer_bridge
+        from FewShotSegLib.panel import slicer_bridge
 
         return slicer_bridge.write_results(outputSegmentation, queryVolume, result.masks, supportSegmentation)
 
     def segment(self, request, outputSegmentation, queryVolume, supportSegmentation, timeout=None):
         """Run `request` and write its result, blocking (scripts, self-tests). Returns (segment IDs, result)."""
-        from InteractiveRefineLib.errors import CancelledError
+        from InteractiveRefineLib.core.errors import CancelledError
 
         self.start(request)
         status = self.controller.wait(timeout)
@@ -632,9 +632,9 @@ class FewShotSegTest(ScriptedLoadableModuleTest):
     def test_FewShotSeg_request_and_results(self):
         import numpy as np
 
-        from FewShotSegLib import slicer_bridge
-        from FewShotSegLib.panel import FewShotResult
-        from InteractiveRefineLib.errors import PromptError
+        from FewShotSegLib.panel import slicer_bridge
+        from FewShotSegLib.panel.panel import FewShotResult
+        from InteractiveRefineLib.core.errors import PromptError
 
         self.delayDisplay("Request from nodes, validation, result segments")
         ijkToRas = np.diag([0.8, 0.8, 2.5, 1.0])
@@ -696,9 +696,9 @@ class FewShotSegTest(ScriptedLoadableModuleTest):
     def test_FewShotSeg_workflow(self):
         import numpy as np
 
-        from FewShotSegLib import slicer_bridge
-        from InteractiveRefineLib.metrics import dice
-        from InteractiveRefineLib.sample import sample_dataset
+        from FewShotSegLib.panel import slicer_bridge
+        from InteractiveRefineLib.core.metrics import dice
+        from InteractiveRefineLib.core.sample import sample_dataset
 
         missing = FewShotSegLogic.missingDependencies()
         if missing:  # no skipTest: runTest is called outside unittest's machinery by Reload and Test

@@ -4,7 +4,7 @@ This file: the module, the widget (GUI wiring only) and the self-test; the param
 InteractiveRefineSlicer/. The work is done by the Slicer-free core (InteractiveRefineLib: the RefineController
 sends each step to the persistent compute process, a separate PythonSlicer process that owns the session,
 so Slicer's main thread, which holds the GIL while Qt idles, never starves it) and the node <-> array
-conversions by InteractiveRefineLib.slicer_bridge. torch and the core are imported inside methods, so the
+conversions by InteractiveRefineLib.panel.slicer_bridge. torch and the core are imported inside methods, so the
 module loads before its dependencies are installed; they are installed when the user first presses Segment
 (never in testing mode).
 
@@ -93,7 +93,7 @@ def registerSampleData():
     """Register the embedded MR patients (volume + named organ segments) in the Sample Data module."""
     import SampleData
 
-    from InteractiveRefineLib.slicer_samples import CATEGORY, samples
+    from InteractiveRefineLib.panel.slicer_samples import CATEGORY, samples
 
     if hasattr(SampleData.SampleDataLogic, "registerCustomSampleDataCategory"):  # Slicer 5.12+
         SampleData.SampleDataLogic.registerCustomSampleDataCategory(CATEGORY, title=_("AdaptiveSeg"))
@@ -551,9 +551,9 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         self.delayDisplay("ROI (RAS) -> voxel box, 3D and 2D")
         import numpy as np
 
-        from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.prompts import Box
-        from InteractiveRefineLib.ras_geometry import box_to_roi
+        from InteractiveRefineLib.core.prompts import Box
+        from InteractiveRefineLib.panel import slicer_bridge
+        from InteractiveRefineLib.panel.ras_geometry import box_to_roi
 
         volume, _reference = self._loadSample()
         logic = InteractiveRefineLogic()
@@ -584,7 +584,7 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         """Paint a robot stroke into its scribble segment (in the scribble node, as the Paint effect would)."""
         import numpy as np
 
-        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.panel import slicer_bridge
 
         helper = np.zeros(shape, np.uint8)
         helper[tuple(np.asarray(stroke.voxels).T)] = 1
@@ -594,10 +594,10 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
     def test_InteractiveRefine_workflow(self):
         import numpy as np
 
-        from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.prompts import box_from_mask, main_object
-        from InteractiveRefineLib.ras_geometry import box_to_roi
-        from InteractiveRefineLib.robot import next_scribble
+        from InteractiveRefineLib.core.prompts import box_from_mask, main_object
+        from InteractiveRefineLib.evaluation.robot import next_scribble
+        from InteractiveRefineLib.panel import slicer_bridge
+        from InteractiveRefineLib.panel.ras_geometry import box_to_roi
 
         self.delayDisplay("Box -> segment -> scribble -> refine -> undo")
         volume, reference = self._loadSample()
@@ -673,8 +673,8 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         import numpy as np
         from scipy import ndimage
 
-        from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.robot import next_scribble
+        from InteractiveRefineLib.evaluation.robot import next_scribble
+        from InteractiveRefineLib.panel import slicer_bridge
 
         volume, reference = self._loadSample()
         refId = slicer_bridge.segment_id_by_name(reference, "left kidney")

@@ -17,8 +17,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 @pytest.fixture(scope="session")
 def chaos_sample():
-    from InteractiveRefineLib.data import DecathlonDataset
-    from InteractiveRefineLib.sample import sample_dataset
+    from InteractiveRefineLib.core.data import DecathlonDataset
+    from InteractiveRefineLib.core.sample import sample_dataset
     return DecathlonDataset(sample_dataset("chaos"))
 
 
@@ -30,5 +30,5 @@ def chaos8(chaos_sample):
 
 @pytest.fixture(scope="session")
 def segmenter():
-    from InteractiveRefineLib.inference import BoxSegmenter
+    from InteractiveRefineLib.engine.inference import BoxSegmenter
     return BoxSegmenter(device="cpu")

@@ -1,6 +1,6 @@
 """analyze-logs reports a log of several objects (the demo's: four kidneys) per object, not as one case."""
-from InteractiveRefineLib.analyze_logs import analyze_logs
-from InteractiveRefineLib.log import InteractionLog
+from InteractiveRefineLib.core.log import InteractionLog
+from InteractiveRefineLib.evaluation.analyze_logs import analyze_logs
 
 
 def test_a_log_of_several_objects_gives_one_row_per_object(tmp_path):

@@ -14,10 +14,10 @@ import SimpleITK as sitk
 
 from FewShotSegLib import cli as fs_cli
 from InteractiveRefineLib import cli as ir_cli
-from InteractiveRefineLib.errors import AdaptiveSegError, ResourceError
-from InteractiveRefineLib.image_io import Image, read_image, write_image
-from InteractiveRefineLib.prompts import Box, make_box
-from InteractiveRefineLib.sample import sample_dataset
+from InteractiveRefineLib.core.errors import AdaptiveSegError, ResourceError
+from InteractiveRefineLib.core.image_io import Image, read_image, write_image
+from InteractiveRefineLib.core.prompts import Box, make_box
+from InteractiveRefineLib.core.sample import sample_dataset
 
 CHAOS = sample_dataset("chaos")
 
@@ -104,8 +104,8 @@ def no_compute(monkeypatch):
     """Model loading is where computing starts: any case that reaches it fails the test."""
     def refuse(*a, **k):
         raise AssertionError("computing started before the bad input was refused")
-    monkeypatch.setattr("FewShotSegLib.segment.FewShotSegmenter.__init__", refuse)
-    monkeypatch.setattr("InteractiveRefineLib.inference.BoxSegmenter.__init__", refuse)
+    monkeypatch.setattr("FewShotSegLib.engine.segment.FewShotSegmenter.__init__", refuse)
+    monkeypatch.setattr("InteractiveRefineLib.engine.inference.BoxSegmenter.__init__", refuse)
 
 
 def _as_root_emulate_permissions(monkeypatch):
@@ -140,14 +140,14 @@ def test_cross_modality_is_warned(files, no_compute, capsys):
 
 
 def test_same_modality_is_not_warned():
-    from FewShotSegLib.intensity_check import modality_warning
+    from FewShotSegLib.engine.intensity_check import modality_warning
     mr = read_image(CHAOS / "imagesTr/chaos_8.nii.gz")
     assert modality_warning(read_image(CHAOS / "imagesTr/chaos_36.nii.gz"), mr) is None
 
 
 # --- library calls --------------------------------------------------------------------------------------------
 def _session(image, segmenter):
-    from InteractiveRefineLib.session import InteractiveSession
+    from InteractiveRefineLib.engine.session import InteractiveSession
     return InteractiveSession(image, segmenter, device="cpu")
 
 
@@ -201,24 +201,24 @@ API_CASES = [
 
 
 def _constant_support():
-    from FewShotSegLib.segment import make_supports
+    from FewShotSegLib.engine.segment import make_supports
     img, lab = _chaos().load("chaos_36")
     return make_supports(img.with_array(np.full(img.shape, 3.0, np.float32)), lab, 18, [1])
 
 
 def _chaos():
-    from InteractiveRefineLib.data import DecathlonDataset
+    from InteractiveRefineLib.core.data import DecathlonDataset
     return DecathlonDataset(CHAOS)
 
 
 def _support(c, labels, slice_index=18):
-    from FewShotSegLib.segment import make_supports
+    from FewShotSegLib.engine.segment import make_supports
     img, lab = _chaos().load("chaos_36")
     return make_supports(img, lab, slice_index, labels)
 
 
 def _segment_range(c, slices):
-    from FewShotSegLib.segment import FewShotSegmenter
+    from FewShotSegLib.engine.segment import FewShotSegmenter
     seg = FewShotSegmenter.__new__(FewShotSegmenter)  # the range is checked before any network use
     return seg.segment(_support(c, [1]), c[0], slices=slices)
 
@@ -247,7 +247,7 @@ def test_support_slice_given_as_float_whole_number_is_that_slice(chaos8):
 
 def test_range_is_reported_back_inclusive(files, monkeypatch, capsys):
     """`--range 2:31` is reported as [2, 31] (it was [2, 32]), as the user gave it."""
-    from FewShotSegLib import segment
+    from FewShotSegLib.engine import segment
 
     class Stub:
         def __init__(self, *a, **k):
@@ -265,7 +265,7 @@ def test_range_is_reported_back_inclusive(files, monkeypatch, capsys):
 def test_memory_guard_refuses_before_computing(chaos8, segmenter, monkeypatch):
     """A box whose estimated peak exceeds the limit is refused, naming the estimate; the session is unchanged.
     The same box passes under the default limit."""
-    from InteractiveRefineLib import memory
+    from InteractiveRefineLib.engine import memory
     box = Box((0, 0, 0), chaos8[0].shape)
     s = _session(chaos8[0], segmenter)
     need = memory.box_step_bytes(chaos8[0].shape, chaos8[0].shape)
@@ -278,7 +278,7 @@ def test_memory_guard_refuses_before_computing(chaos8, segmenter, monkeypatch):
     def context(*a, **k):
         calls.append(1)
         raise Built
-    monkeypatch.setattr("InteractiveRefineLib.session._Context.__init__", context)
+    monkeypatch.setattr("InteractiveRefineLib.engine.session._Context.__init__", context)
     with pytest.raises(ResourceError, match="would need about"):
         s.set_box(box)
     assert not calls and s.objects == []
@@ -292,7 +292,7 @@ def test_memory_guard_refuses_before_computing(chaos8, segmenter, monkeypatch):
 def test_interrupted_benchmark_computes_only_the_missing_cases(tmp_path, monkeypatch):
     """Killed during the second case (and mid-write: a torn last line), a rerun keeps the first case's
     records, computes only the second case, and ends with the records of an uninterrupted run."""
-    from InteractiveRefineLib import benchmark
+    from InteractiveRefineLib.evaluation import benchmark
     computed = []
 
     def fake_case(image, label, case_id, *a, **k):
@@ -302,7 +302,7 @@ def test_interrupted_benchmark_computes_only_the_missing_cases(tmp_path, monkeyp
         return [{"case": case_id, "label": 2, "label_name": "k", "dim": "3d", "method": "cnn", "round": 0,
                  "dice": 0.5, "seconds": 0.1, "scribbled_voxels": 0, "jitter": 0}]
     monkeypatch.setattr(benchmark, "benchmark_case", fake_case)
-    monkeypatch.setattr("InteractiveRefineLib.inference.BoxSegmenter.__init__", lambda *a, **k: None)
+    monkeypatch.setattr("InteractiveRefineLib.engine.inference.BoxSegmenter.__init__", lambda *a, **k: None)
     kw = dict(labels=[2], cases="chaos_8,chaos_36", dims=["3d"], methods=["cnn"], rounds=0, device="cpu",
               show_progress=False)
     crash = True
@@ -322,7 +322,7 @@ def test_interrupted_benchmark_computes_only_the_missing_cases(tmp_path, monkeyp
 
 
 def test_fewshot_memory_guard_refuses_before_loading_the_model(files, no_compute, monkeypatch, capsys):
-    from InteractiveRefineLib import memory
+    from InteractiveRefineLib.engine import memory
     monkeypatch.setenv(memory.ENV, "0.01")
     assert fs_cli.main([a.format(**files) for a in seg(label="1")[1:]]) == 2
     assert "would need about" in capsys.readouterr().err
@@ -331,7 +331,7 @@ def test_fewshot_memory_guard_refuses_before_loading_the_model(files, no_compute
 def test_memory_limit_respects_a_containers_cgroup(tmp_path, monkeypatch):
     """In a container MemAvailable is the host's; the kernel kills at the cgroup's limit. The guard's limit is
     the cgroup's room (limit - usage + reclaimable file cache) when that is smaller."""
-    from InteractiveRefineLib import memory
+    from InteractiveRefineLib.engine import memory
     monkeypatch.delenv(memory.ENV, raising=False)
     (tmp_path / "max").write_text(str(4 << 30) + "\n")
     (tmp_path / "current").write_text(str(3 << 30) + "\n")
@@ -351,7 +351,7 @@ def test_memory_limit_respects_a_containers_cgroup(tmp_path, monkeypatch):
 @pytest.mark.parametrize("text", ["{broken", "[]", '{"config": 3}', '{"config": {}, "done": "chaos_8"}'])
 def test_an_unreadable_progress_file_is_named(tmp_path, text):
     """A damaged progress.json is refused with the project's error (not an AttributeError), before computing."""
-    from InteractiveRefineLib.resume import ResumableResults
+    from InteractiveRefineLib.evaluation.resume import ResumableResults
     (tmp_path / "progress.json").write_text(text)
     with pytest.raises(AdaptiveSegError, match="progress.json is unreadable"):
         ResumableResults(tmp_path, {"rounds": 1}).check()
@@ -359,7 +359,7 @@ def test_an_unreadable_progress_file_is_named(tmp_path, text):
 
 def test_an_output_linked_to_an_input_is_refused(tmp_path):
     """A hard link (or symbolic link) to an input is that input: writing there would overwrite it."""
-    from InteractiveRefineLib.outputs import check_output_file
+    from InteractiveRefineLib.core.outputs import check_output_file
     src = tmp_path / "in.nii.gz"
     src.write_bytes(b"x")
     os.link(src, tmp_path / "hard.nii.gz")
@@ -375,7 +375,7 @@ def test_a_corrupted_nifti_header_is_named(tmp_path, offset):
     """A NaN, negative or absurd voxel data offset is the project's ImageError (was a raw ValueError)."""
     import struct
 
-    from InteractiveRefineLib.errors import ImageError
+    from InteractiveRefineLib.core.errors import ImageError
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)), str(tmp_path / "a.nii"))
     data = bytearray((tmp_path / "a.nii").read_bytes())
     data[108:112] = struct.pack("<f", offset)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from InteractiveRefineLib.baselines import graphcut_segment, random_walker_segment
-from InteractiveRefineLib.data import DecathlonDataset
-from InteractiveRefineLib.errors import ImageError, PromptError
-from InteractiveRefineLib.image_io import Image
-from InteractiveRefineLib.metrics import dice
-from InteractiveRefineLib.prompts import Box, box_from_mask, make_box
+from InteractiveRefineLib.core.data import DecathlonDataset
+from InteractiveRefineLib.core.errors import ImageError, PromptError
+from InteractiveRefineLib.core.image_io import Image
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.core.prompts import Box, box_from_mask, make_box
+from InteractiveRefineLib.evaluation.baselines import graphcut_segment, random_walker_segment
 
 SAMPLE = Path(__file__).resolve().parent.parent / "InteractiveRefine" / "Resources" / "SampleData" / "chaos"
 RIGHT_KIDNEY, SPLEEN = 2, 4

@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from InteractiveRefineLib.box_samples import BoxSampler
-from InteractiveRefineLib.box_sources import Volume
-from InteractiveRefineLib.checkpoint import load_checkpoint
-from InteractiveRefineLib.image_io import Image
-from InteractiveRefineLib.inference import DEFAULT_INPUT, plan_for, predict_box
-from InteractiveRefineLib.methods import make_runners
-from InteractiveRefineLib.networks import SliceWise, build_network
-from InteractiveRefineLib.prompts import make_box
-from InteractiveRefineLib.pseudo_objects import pseudo_object
-from InteractiveRefineLib.scribbles import Scribbles
-from InteractiveRefineLib.train_box import BoxTrainConfig, lr_at, train_box
+from InteractiveRefineLib.core.image_io import Image
+from InteractiveRefineLib.core.prompts import make_box
+from InteractiveRefineLib.engine.inference import DEFAULT_INPUT, plan_for, predict_box
+from InteractiveRefineLib.engine.networks import SliceWise, build_network
+from InteractiveRefineLib.engine.scribbles import Scribbles
+from InteractiveRefineLib.evaluation.methods import make_runners
+from InteractiveRefineLib.training.box_samples import BoxSampler
+from InteractiveRefineLib.training.box_sources import Volume
+from InteractiveRefineLib.training.checkpoint import load_checkpoint
+from InteractiveRefineLib.training.pseudo_objects import pseudo_object
+from InteractiveRefineLib.training.train_box import BoxTrainConfig, lr_at, train_box
 
 CFG = dict(DEFAULT_INPUT, box_channel=True)
 
@@ -48,7 +48,7 @@ def test_slicewise_crop_keeps_native_slices_and_box_channel_marks_the_box():
     box = make_box((2, 19, 13), (10, 42, 36))
     spec = plan_for(box, image, dict(CFG, slicewise=True))
     assert spec.out_shape == (8, 96, 96) and spec.region_lo[0] == 2 and spec.region_hi[0] == 10
-    from InteractiveRefineLib.inference import network_input
+    from InteractiveRefineLib.engine.inference import network_input
     x = network_input(image.array, spec, CFG)
     assert x.shape == (2, 8, 96, 96)
     assert abs(x[1].mean() - (23 / 43) ** 2) < 0.03 and x[1, :, 48, 48].all() and not x[1, :, 0, 0].any()

@@ -2,9 +2,9 @@
 within the cap, box and scribbles respected."""
 import numpy as np
 
-from InteractiveRefineLib.capped_crf import capped_crf, coarse_shape
-from InteractiveRefineLib.crf import crf_segment
-from InteractiveRefineLib.metrics import dice
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.engine.capped_crf import capped_crf, coarse_shape
+from InteractiveRefineLib.engine.crf import crf_segment
 
 
 def test_coarse_shape_meets_the_cap_coarsening_the_finest_axes_first():
@@ -34,7 +34,7 @@ def test_capped_crf_matches_the_native_crf_and_keeps_box_and_seeds():
 
 def test_upsampled_labels_match_linear_interpolation():
     """The separable slab-wise upsampling gives what an order-1 affine_transform gives (ties aside)."""
-    from InteractiveRefineLib.capped_crf import _resample, upsample_labels
+    from InteractiveRefineLib.engine.capped_crf import _resample, upsample_labels
     rng = np.random.default_rng(1)
     for shape, out in (((10, 20, 30), (37, 55, 64)), ((7, 9), (30, 41)), ((3, 6, 7), (3, 60, 70))):
         lab = rng.random(shape) > 0.5

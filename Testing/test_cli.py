@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from InteractiveRefineLib.cli import main
-from InteractiveRefineLib.image_io import read_image
-from InteractiveRefineLib.models import models_dir
-from InteractiveRefineLib.sample import sample_dataset
+from InteractiveRefineLib.core.image_io import read_image
+from InteractiveRefineLib.core.sample import sample_dataset
+from InteractiveRefineLib.engine.models import models_dir
 
 RECORD_KEYS = {"case", "label", "label_name", "dim", "method", "round", "dice", "jitter", "seconds",
                "scribbled_voxels"}
@@ -96,8 +96,8 @@ def test_benchmark_on_a_dataset_never_seen_in_training(tmp_path):
 
 
 def test_structure_on_one_slice_is_skipped_in_3d_only(chaos8):
-    from InteractiveRefineLib.benchmark import benchmark_case
-    from InteractiveRefineLib.inference import BoxSegmenter
+    from InteractiveRefineLib.engine.inference import BoxSegmenter
+    from InteractiveRefineLib.evaluation.benchmark import benchmark_case
     image, label = chaos8
     one_slice = np.zeros_like(label)
     one_slice[12][label[12] == 2] = 2  # right kidney kept on slice 12 only

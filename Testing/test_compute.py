@@ -14,11 +14,11 @@ import pytest
 from InteractiveRefineLib.compute.client import ComputeClient, ComputeError
 from InteractiveRefineLib.compute.mailbox import Mailbox, ProtocolError, pack_mask, unpack_mask
 from InteractiveRefineLib.compute.service import ComputeService, parent_alive
-from InteractiveRefineLib.errors import CancelledError, PromptError
-from InteractiveRefineLib.panel_timing import hold_gil
-from InteractiveRefineLib.prompts import box_from_mask, main_object
-from InteractiveRefineLib.refine_controller import RefineController
-from InteractiveRefineLib.robot import next_scribble
+from InteractiveRefineLib.core.errors import CancelledError, PromptError
+from InteractiveRefineLib.core.prompts import box_from_mask, main_object
+from InteractiveRefineLib.evaluation.panel_timing import hold_gil
+from InteractiveRefineLib.evaluation.robot import next_scribble
+from InteractiveRefineLib.panel.refine_controller import RefineController
 
 POSIX = os.name == "posix"
 

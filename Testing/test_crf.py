@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from InteractiveRefineLib.crf import crf_segment, neighbour_offsets
-from InteractiveRefineLib.errors import PromptError
+from InteractiveRefineLib.core.errors import PromptError
+from InteractiveRefineLib.engine.crf import crf_segment, neighbour_offsets
 
 
 def _step_image(shape=(40, 40), edge=22, noise=0.0, seed=0):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from InteractiveRefineLib.data import DecathlonDataset, load_split, split_for
-from InteractiveRefineLib.errors import DatasetError, ImageError
-from InteractiveRefineLib.image_io import read_image, read_label
+from InteractiveRefineLib.core.data import DecathlonDataset, load_split, split_for
+from InteractiveRefineLib.core.errors import DatasetError, ImageError
+from InteractiveRefineLib.core.image_io import read_image, read_label
 
 
 def test_reader_keeps_geometry_and_casts_labels(chaos_sample, chaos8):
@@ -34,7 +34,7 @@ def test_shared_dataset_label_floats_become_integers():
     image, label = ds.load("chaos_1")
     assert label.dtype.kind == "i" and label.max() == 4
     # The benchmark evaluates the recorded split's held-out patients by default.
-    from InteractiveRefineLib.benchmark import resolve_cases
+    from InteractiveRefineLib.evaluation.benchmark import resolve_cases
     assert resolve_cases(ds, None) == load_split("chaos_t2spir")["test"]
     assert len(resolve_cases(ds, "all")) == 20
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from FewShotSegLib import adapt as adapt_module
-from FewShotSegLib.adapt import AdaptConfig, adapt_segmenter
-from FewShotSegLib.evaluate import protocol_case
-from FewShotSegLib.losses import dice_ce, prototype_contrastive
-from FewShotSegLib.segment import FewShotSegmenter, make_supports
+from FewShotSegLib.engine import adapt as adapt_module
+from FewShotSegLib.engine.adapt import AdaptConfig, adapt_segmenter
+from FewShotSegLib.engine.losses import dice_ce, prototype_contrastive
+from FewShotSegLib.engine.segment import FewShotSegmenter, make_supports
+from FewShotSegLib.evaluation.evaluate import protocol_case
 
 RIGHT_KIDNEY = 2
 

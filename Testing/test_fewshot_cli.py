@@ -4,12 +4,12 @@ import json
 import numpy as np
 
 from FewShotSegLib.cli import main
-from FewShotSegLib.evaluate import protocol_case, sample_pairs
-from FewShotSegLib.models import load_rpnet
-from FewShotSegLib.segment import FewShotSegmenter
-from InteractiveRefineLib.image_io import read_label
-from InteractiveRefineLib.metrics import dice
-from InteractiveRefineLib.sample import sample_dataset
+from FewShotSegLib.engine.models import load_rpnet
+from FewShotSegLib.engine.segment import FewShotSegmenter
+from FewShotSegLib.evaluation.evaluate import protocol_case, sample_pairs
+from InteractiveRefineLib.core.image_io import read_label
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.core.sample import sample_dataset
 
 # chaos_8 and chaos_36 were left out of the default model's training (see its manifest). Measured with the
 # shipped default model: see test_regression_dice_on_unseen_patients.

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from FewShotSegLib import train as train_module
-from FewShotSegLib.evaluate import check_unseen, evaluate_pairs, protocol_case, support_copy
-from FewShotSegLib.models import save_rpnet
-from FewShotSegLib.network import DEFAULT_PARAMS, build_rpnet
-from FewShotSegLib.protocol import CHAOS_GROUPS, query_chunks, support_chunk_slices
-from FewShotSegLib.segment import FewShotSegmenter, Segmentation, extent_window, make_supports, support_extents
-from FewShotSegLib.summary import summary_markdown
-from InteractiveRefineLib.errors import DatasetError
-from InteractiveRefineLib.image_io import Image
+from FewShotSegLib.engine.models import save_rpnet
+from FewShotSegLib.engine.network import DEFAULT_PARAMS, build_rpnet
+from FewShotSegLib.engine.segment import FewShotSegmenter, Segmentation, extent_window, make_supports, support_extents
+from FewShotSegLib.evaluation.evaluate import check_unseen, evaluate_pairs, protocol_case, support_copy
+from FewShotSegLib.evaluation.summary import summary_markdown
+from FewShotSegLib.training import train as train_module
+from FewShotSegLib.training.protocol import CHAOS_GROUPS, query_chunks, support_chunk_slices
+from InteractiveRefineLib.core.errors import DatasetError
+from InteractiveRefineLib.core.image_io import Image
 
 
 def cylinder(n=30, organ=1, z=(8, 23)):
@@ -167,7 +167,7 @@ def test_auto_range_keeps_a_window_of_the_support_organs_length(monkeypatch):
 
 
 def test_protocol_refuses_a_fold_model_trained_on_its_query_patients(tmp_path):
-    from FewShotSegLib.evaluate import evaluate_chaos
+    from FewShotSegLib.evaluation.evaluate import evaluate_chaos
     ids = [f"chaos_{i}" for i in (1, 2, 3, 5, 8, 10, 13, 15, 19, 20, 21, 22, 31, 32, 33, 34, 36, 37, 38, 39)]
 
     class Ids:

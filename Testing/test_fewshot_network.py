@@ -3,7 +3,13 @@ import math
 
 import torch
 
-from FewShotSegLib.network import ContextRelationEncoder, build_rpnet, cosine_logits, local_correlation, masked_average
+from FewShotSegLib.engine.network import (
+    ContextRelationEncoder,
+    build_rpnet,
+    cosine_logits,
+    local_correlation,
+    masked_average,
+)
 
 
 def test_local_correlation_matches_direct_sum():

@@ -1,4 +1,4 @@
-"""The FewShotSeg panel's logic without Slicer (FewShotSegLib.panel): the support slice it proposes, every bad
+"""The FewShotSeg panel's logic without Slicer (FewShotSegLib.panel.panel): the support slice it proposes, every bad
 request named clearly, and the controller with the real compute process and the shipped default model on the
 embedded CHAOS pair (one annotated slice of chaos_36 -> chaos_8): Dice, progress, re-entry, cancel, adaptation,
 the CPU fallback note, and the names of the result segments."""
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from FewShotSegLib.adapt import AdaptConfig
-from FewShotSegLib.panel import (
+from FewShotSegLib.engine.adapt import AdaptConfig
+from FewShotSegLib.engine.segment import FewShotSegmenter
+from FewShotSegLib.panel.panel import (
     DEFAULT_ADAPT_SECONDS,
     FewShotController,
     FewShotRequest,
@@ -25,12 +26,11 @@ from FewShotSegLib.panel import (
     roi_range,
     slice_range,
 )
-from FewShotSegLib.segment import FewShotSegmenter
-from InteractiveRefineLib.device import OutOfMemoryError
-from InteractiveRefineLib.errors import CancelledError, ImageError, ModelError, PromptError
-from InteractiveRefineLib.image_io import Image
-from InteractiveRefineLib.metrics import dice
-from InteractiveRefineLib.worker import BusyError
+from InteractiveRefineLib.core.device import OutOfMemoryError
+from InteractiveRefineLib.core.errors import CancelledError, ImageError, ModelError, PromptError
+from InteractiveRefineLib.core.image_io import Image
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.core.worker import BusyError
 
 RIGHT_KIDNEY, LEFT_KIDNEY = 2, 3
 # chaos_36: the kidneys' largest common cross-section is slice 11 (each is drawn on slices 2-15).
@@ -67,14 +67,14 @@ def kidney_request(chaos36, chaos8, kidneys=(RIGHT_KIDNEY, LEFT_KIDNEY), **kw):
 
 def test_default_adaptation_budget_is_the_core_default():
     """The panel's default cap is the core's GUI cap (AdaptConfig itself has no cap by default)."""
-    from FewShotSegLib.adapt import GUI_TIME_CAP
+    from FewShotSegLib.engine.adapt import GUI_TIME_CAP
 
     assert DEFAULT_ADAPT_SECONDS == GUI_TIME_CAP > 0 and AdaptConfig().time_budget is None
 
 
 def test_the_slicer_module_states_the_same_choices_and_defaults():
     """FewShotSeg.py writes them out (it may not import the core at startup); they must match the core's."""
-    from FewShotSegLib import panel
+    from FewShotSegLib.panel import panel
     source = (Path(__file__).resolve().parent.parent / "FewShotSeg" / "FewShotSeg.py").read_text()
     constants = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(source).body
                  if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
@@ -230,9 +230,9 @@ def test_a_ct_query_for_an_mr_support_is_warned_in_the_panel(chaos36):
     """The panel says what `segment` warns about (issue 14, item 4): the result's status line carries it."""
     import types
 
-    from FewShotSegLib.panel import run_request
-    from InteractiveRefineLib.image_io import read_image
-    from InteractiveRefineLib.sample import sample_dataset
+    from FewShotSegLib.panel.panel import run_request
+    from InteractiveRefineLib.core.image_io import read_image
+    from InteractiveRefineLib.core.sample import sample_dataset
 
     class Stub:  # the network's part does not matter here
         device, manifest = torch.device("cpu"), {"name": "stub"}
@@ -344,8 +344,8 @@ def test_out_of_gpu_memory_falls_back_to_the_cpu(chaos36, chaos8):
 def test_memory_guard_refuses_before_any_model_is_loaded(chaos36, chaos8, monkeypatch):
     """The panel's run has the `segment` command's memory guard: over the limit it fails with the project's
     ResourceError (across the compute protocol) before a segmenter is made."""
-    from InteractiveRefineLib import memory
-    from InteractiveRefineLib.errors import ResourceError
+    from InteractiveRefineLib.core.errors import ResourceError
+    from InteractiveRefineLib.engine import memory
 
     made = []
     c = FewShotController(segmenter_factory=lambda device: made.append(device))
@@ -382,7 +382,7 @@ def test_device_note_and_failures_reach_the_panel(chaos36, chaos8):
 
 
 def test_support_slice_note_flags_a_small_cross_section(chaos_sample):
-    from FewShotSegLib.panel import support_slice_note
+    from FewShotSegLib.panel.panel import support_slice_note
 
     _img, lab = chaos_sample.load("chaos_36")
     kidney = lab == 2

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from FewShotSegLib.cli import main
-from FewShotSegLib.models import load_rpnet
-from FewShotSegLib.pretrain import SOURCES, Source, external_volumes
-from InteractiveRefineLib.errors import DatasetError
-from InteractiveRefineLib.sample import sample_dataset
+from FewShotSegLib.engine.models import load_rpnet
+from FewShotSegLib.training.pretrain import SOURCES, Source, external_volumes
+from InteractiveRefineLib.core.errors import DatasetError
+from InteractiveRefineLib.core.sample import sample_dataset
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "msd-hippocampus").is_dir(), reason="../shared/data not present")
@@ -46,7 +46,7 @@ def test_pretrain_then_train_from_it(tmp_path):
                "--init", str(out), "--stop-after", "0", "--checkpoint-dir", str(tmp_path / "ck2"), "--out",
                str(tmp_path / "m"), "--device", "cpu"])
     assert rc == 0 and not (tmp_path / "m" / "default.json").exists()
-    from FewShotSegLib.checkpoint import read_checkpoint
+    from FewShotSegLib.training.checkpoint import read_checkpoint
     meta, tensors = read_checkpoint(tmp_path / "ck2" / "default.json")
     assert meta["step"] == 0 and meta["init"]["sha256"] == manifest["sha256"]
     sd = pre.state_dict()

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 
 from FewShotSegLib.cli import main
-from FewShotSegLib.evaluate import support_copy
-from FewShotSegLib.propagate import propagate, propagate_mask
-from FewShotSegLib.protocol import organ_slices
-from FewShotSegLib.segment import FewShotSegmenter, make_supports
-from InteractiveRefineLib.errors import PromptError
-from InteractiveRefineLib.image_io import read_label
-from InteractiveRefineLib.metrics import dice
-from InteractiveRefineLib.sample import sample_dataset
+from FewShotSegLib.engine.propagate import propagate, propagate_mask
+from FewShotSegLib.engine.segment import FewShotSegmenter, make_supports
+from FewShotSegLib.evaluation.evaluate import support_copy
+from FewShotSegLib.training.protocol import organ_slices
+from InteractiveRefineLib.core.errors import PromptError
+from InteractiveRefineLib.core.image_io import read_label
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.core.sample import sample_dataset
 
 
 def largest_slice(lab, organ):

@@ -2,9 +2,16 @@
 import numpy as np
 import pytest
 
-from FewShotSegLib.protocol import allowed_slices, base_labels, fold_cases, query_chunks, sort_ids, support_chunk_slices
-from FewShotSegLib.query_range import keep_consistent_component
-from InteractiveRefineLib.errors import DatasetError, PromptError
+from FewShotSegLib.engine.query_range import keep_consistent_component
+from FewShotSegLib.training.protocol import (
+    allowed_slices,
+    base_labels,
+    fold_cases,
+    query_chunks,
+    sort_ids,
+    support_chunk_slices,
+)
+from InteractiveRefineLib.core.errors import DatasetError, PromptError
 
 CHAOS_IDS = [f"chaos_{i}" for i in (1, 2, 3, 5, 8, 10, 13, 15, 19, 20, 21, 22, 31, 32, 33, 34, 36, 37, 38, 39)]
 
@@ -89,7 +96,7 @@ def test_auto_range_keeps_the_component_under_the_support():
 
 
 def test_summary_table_per_organ_next_to_the_published_numbers(tmp_path):
-    from FewShotSegLib.summary import write_summary
+    from FewShotSegLib.evaluation.summary import write_summary
     recs = [{"setting": 2, "adapted": False, "range": "gt", "label": lab, "label_name": name, "dice": d,
              "seconds": 1.0}
             for lab, name, ds in [(1, "liver", (0.8, 0.6)), (2, "right kidney", (0.9, 0.7))] for d in ds]

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from FewShotSegLib.checkpoint import read_checkpoint
-from FewShotSegLib.episodes import Volume
-from FewShotSegLib.train import TrainConfig, train_rpnet
-from InteractiveRefineLib.errors import ModelError
+from FewShotSegLib.training.checkpoint import read_checkpoint
+from FewShotSegLib.training.episodes import Volume
+from FewShotSegLib.training.train import TrainConfig, train_rpnet
+from InteractiveRefineLib.core.errors import ModelError
 
 TINY = dict(widths=(4, 8, 8), features=8, cre_features=8, radius=1)
 S = 32
@@ -65,7 +65,7 @@ def test_resume_is_bit_identical_and_checked(tmp_path):
 
 
 def test_checkpoints_are_written_periodically(tmp_path, monkeypatch):
-    from FewShotSegLib import train as train_module
+    from FewShotSegLib.training import train as train_module
     steps = []
     real = train_module.save_checkpoint
 

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from FewShotSegLib.adapt import AdaptConfig, adapt_segmenter
-from FewShotSegLib.network import build_rpnet
-from FewShotSegLib.segment import FewShotSegmenter, combine_labels, make_supports
-from FewShotSegLib.slices import from_network, image_slices, slice_grid
-from InteractiveRefineLib.data import DecathlonDataset
-from InteractiveRefineLib.errors import CancelledError, ImageError, PromptError
-from InteractiveRefineLib.image_io import Image
-from InteractiveRefineLib.sample import sample_dataset
+from FewShotSegLib.engine.adapt import AdaptConfig, adapt_segmenter
+from FewShotSegLib.engine.network import build_rpnet
+from FewShotSegLib.engine.segment import FewShotSegmenter, combine_labels, make_supports
+from FewShotSegLib.engine.slices import from_network, image_slices, slice_grid
+from InteractiveRefineLib.core.data import DecathlonDataset
+from InteractiveRefineLib.core.errors import CancelledError, ImageError, PromptError
+from InteractiveRefineLib.core.image_io import Image
+from InteractiveRefineLib.core.sample import sample_dataset
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_query_box_limits_the_result(untrained, chaos36):
 
 
 def test_affine_start_registers_the_support_mask_onto_the_query():
-    from FewShotSegLib.registration import registered_masks
+    from FewShotSegLib.engine.registration import registered_masks
     yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     blob = lambda cy, cx: (((yy - cy) / 10) ** 2 + ((xx - cx) / 7) ** 2 < 1).float()[None, None]  # noqa: E731
     support_mask = blob(30, 28)

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from FewShotSegLib.cli import main
-from FewShotSegLib.episodes import EpisodeSampler, prepare_case_volumes
-from FewShotSegLib.models import load_rpnet
-from FewShotSegLib.protocol import CHAOS_GROUPS
-from FewShotSegLib.superpixels import body_mask, superpixels
-from InteractiveRefineLib.errors import ModelError
-from InteractiveRefineLib.sample import sample_dataset
+from FewShotSegLib.engine.models import load_rpnet
+from FewShotSegLib.training.episodes import EpisodeSampler, prepare_case_volumes
+from FewShotSegLib.training.protocol import CHAOS_GROUPS
+from FewShotSegLib.training.superpixels import body_mask, superpixels
+from InteractiveRefineLib.core.errors import ModelError
+from InteractiveRefineLib.core.sample import sample_dataset
 
 
 @pytest.fixture(scope="module")

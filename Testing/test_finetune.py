@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from InteractiveRefineLib.finetune import RefineConfig, box_loss_weights, loss_weights, weighted_cross_entropy
-from InteractiveRefineLib.metrics import dice
-from InteractiveRefineLib.prompts import box_from_mask, main_object
-from InteractiveRefineLib.robot import next_scribble
-from InteractiveRefineLib.session import InteractiveSession
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.core.prompts import box_from_mask, main_object
+from InteractiveRefineLib.engine.finetune import RefineConfig, box_loss_weights, loss_weights, weighted_cross_entropy
+from InteractiveRefineLib.engine.session import InteractiveSession
+from InteractiveRefineLib.evaluation.robot import next_scribble
 
 
 def _example():
@@ -103,7 +103,7 @@ def test_correcting_scribbles_raise_dice_on_a_real_case(chaos8, segmenter, dim, 
 def test_head_steps_on_a_voxel_sample_keep_every_scribble_and_the_loss():
     """Large grids (a 3D box run slice by slice) are tuned on a sample: every scribbled voxel, the rest
     sampled and re-weighted; the sampled loss estimates the full one; small grids are used whole."""
-    from InteractiveRefineLib.finetune import voxel_sample
+    from InteractiveRefineLib.engine.finetune import voxel_sample
     rng = np.random.default_rng(1)
     feats = torch.randn(1, 4, 6, 40, 40)
     labels = rng.random((6, 40, 40)) > 0.5

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from InteractiveRefineLib.geometry import extract, ijk_to_lps_matrix, ijk_to_ras_matrix, paste, plan_crop
-from InteractiveRefineLib.image_io import Image, read_image, write_image
-from InteractiveRefineLib.metrics import dice
-from InteractiveRefineLib.prompts import box_from_mask, make_box, validate_box
+from InteractiveRefineLib.core.geometry import extract, ijk_to_lps_matrix, ijk_to_ras_matrix, paste, plan_crop
+from InteractiveRefineLib.core.image_io import Image, read_image, write_image
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.core.prompts import box_from_mask, make_box, validate_box
 
 
 def ellipsoid(shape, center, radii):

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from InteractiveRefineLib.errors import ImageError, ModelError, PromptError
-from InteractiveRefineLib.image_io import Image
-from InteractiveRefineLib.inference import BoxSegmenter
-from InteractiveRefineLib.metrics import dice
-from InteractiveRefineLib.prompts import Box, box_from_mask, make_box
+from InteractiveRefineLib.core.errors import ImageError, ModelError, PromptError
+from InteractiveRefineLib.core.image_io import Image
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.core.prompts import Box, box_from_mask, make_box
+from InteractiveRefineLib.engine.inference import BoxSegmenter
 
 # Stated regression levels for chaos_8 (a held-out test patient; kidneys never seen in training).
 # Measured with the shipped 2D box network (mean slice Dice, every slice with >= 20 voxels): liver 0.879,

@@ -1,7 +1,7 @@
 """The interaction log is written through after every event and survives a torn last line."""
 import json
 
-from InteractiveRefineLib.log import InteractionLog, read_log
+from InteractiveRefineLib.core.log import InteractionLog, read_log
 
 
 def test_events_are_on_disk_immediately(tmp_path):

@@ -2,13 +2,12 @@
 import json
 
 import pytest
-
-from InteractiveRefineLib.data import load_split
 import torch
 
-from InteractiveRefineLib.errors import ModelError
-from InteractiveRefineLib.models import ARCHITECTURES, default_model_path, load_model, save_model, sha256_of
-from InteractiveRefineLib.networks import build_network
+from InteractiveRefineLib.core.data import load_split
+from InteractiveRefineLib.core.errors import ModelError
+from InteractiveRefineLib.engine.models import ARCHITECTURES, default_model_path, load_model, save_model, sha256_of
+from InteractiveRefineLib.engine.networks import build_network
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from InteractiveRefineLib.networks import ARCHITECTURES, build_network, count_parameters
+from InteractiveRefineLib.engine.networks import ARCHITECTURES, build_network, count_parameters
 
 
 @pytest.mark.parametrize("arch,shape", [("pnet2d", (2, 1, 96, 96)), ("pnet2d", (1, 1, 37, 53)),

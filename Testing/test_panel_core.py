@@ -5,25 +5,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from InteractiveRefineLib.dependencies import import_name, missing, read_requirements
-from InteractiveRefineLib.errors import PromptError
-from InteractiveRefineLib.mask_update import changed_extent, crop
-from InteractiveRefineLib.prompts import Box
-from InteractiveRefineLib.ras_geometry import box_to_roi, flatten_roi, ijk_to_ras, nearest_view, roi_to_box
-from InteractiveRefineLib.segment_names import (
+from InteractiveRefineLib.core.errors import PromptError
+from InteractiveRefineLib.core.prompts import Box
+from InteractiveRefineLib.panel.dependencies import import_name, missing, read_requirements
+from InteractiveRefineLib.panel.mask_update import changed_extent, crop
+from InteractiveRefineLib.panel.ras_geometry import box_to_roi, flatten_roi, ijk_to_ras, nearest_view, roi_to_box
+from InteractiveRefineLib.panel.segment_names import (
     is_helper_name,
     output_segment_names,
     scribble_segment_names,
     unique_name,
 )
-from InteractiveRefineLib.settings import DEFAULTS, refine_config_kwargs
+from InteractiveRefineLib.panel.settings import DEFAULTS, refine_config_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_panel_defaults_are_the_core_defaults():
-    from InteractiveRefineLib.finetune import RefineConfig
-    from InteractiveRefineLib.inference import DEFAULT_INPUT
+    from InteractiveRefineLib.engine.finetune import RefineConfig
+    from InteractiveRefineLib.engine.inference import DEFAULT_INPUT
 
     cfg = RefineConfig(**refine_config_kwargs(**DEFAULTS))
     core = RefineConfig()
@@ -48,8 +48,8 @@ def test_requirements_cover_the_core_imports():
 def test_slicer_sample_segmentations_match_the_labels_and_carry_names(tmp_path):
     import SimpleITK as sitk
 
-    from InteractiveRefineLib.sample import sample_dataset
-    from InteractiveRefineLib.slicer_samples import organ_names, samples, seg_nrrd_metadata, write_seg_nrrd
+    from InteractiveRefineLib.core.sample import sample_dataset
+    from InteractiveRefineLib.panel.slicer_samples import organ_names, samples, seg_nrrd_metadata, write_seg_nrrd
 
     chaos = sample_dataset("chaos")
     found = samples()
@@ -124,7 +124,7 @@ def test_box_to_roi_round_trip_and_flatten_for_the_drawing_view():
 def test_panel_fields_cover_the_settings_and_the_parameter_node():
     import ast
 
-    from InteractiveRefineLib.settings import PANEL_FIELDS
+    from InteractiveRefineLib.panel.settings import PANEL_FIELDS
     assert set(PANEL_FIELDS.values()) == set(DEFAULTS)
     tree = ast.parse((ROOT / "InteractiveRefine" / "InteractiveRefineSlicer" / "parameters.py").read_text())
     node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "InteractiveRefineParameterNode")
@@ -134,7 +134,7 @@ def test_panel_fields_cover_the_settings_and_the_parameter_node():
 
 
 def test_live_times_count_a_running_step_as_compute():
-    from InteractiveRefineLib.study import live_times
+    from InteractiveRefineLib.core.study import live_times
     events = [{"event": "study", "t": 100.0}, {"event": "box", "t": 101.0, "compute_seconds": 1.0}]
     assert live_times(events, 110.0) == {"user_seconds": 9.0, "compute_seconds": 1.0, "interactions": 1}
     running = live_times(events, 110.0, running_since=106.0)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from InteractiveRefineLib.errors import PromptError
-from InteractiveRefineLib.prompts import box_from_mask, jitter_box, main_object, make_box, validate_box
+from InteractiveRefineLib.core.errors import PromptError
+from InteractiveRefineLib.core.prompts import box_from_mask, jitter_box, main_object, make_box, validate_box
 
 
 def test_stray_fragments_do_not_stretch_the_box(chaos_sample):
@@ -42,7 +42,7 @@ def test_2d_box_must_name_a_valid_axis():
 
 
 def test_2d_box_thicker_than_one_slice_is_refused():
-    from InteractiveRefineLib.prompts import Box
+    from InteractiveRefineLib.core.prompts import Box
     with pytest.raises(PromptError, match="one slice"):
         validate_box(Box((3, 10, 10), (6, 40, 40), axis=0), (10, 50, 50))
     with pytest.raises(PromptError, match="axis"):

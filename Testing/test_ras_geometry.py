@@ -3,8 +3,8 @@ pure part): anisotropic spacing, flipped axes (LPS-stored scans), oblique and pe
 import numpy as np
 import pytest
 
-from InteractiveRefineLib.errors import PromptError
-from InteractiveRefineLib.ras_geometry import (
+from InteractiveRefineLib.core.errors import PromptError
+from InteractiveRefineLib.panel.ras_geometry import (
     ijk_to_kji,
     ijk_to_ras,
     nearest_axis,

@@ -9,18 +9,18 @@ import threading
 import numpy as np
 import pytest
 
-from InteractiveRefineLib.analyze_logs import analyze_logs
 from InteractiveRefineLib.compute.client import ComputeClient
 from InteractiveRefineLib.compute.service import ComputeService
-from InteractiveRefineLib.errors import PromptError
-from InteractiveRefineLib.finetune import RefineConfig
-from InteractiveRefineLib.log import read_log
-from InteractiveRefineLib.mask_update import changed_extent, crop
-from InteractiveRefineLib.prompts import box_from_mask, main_object
-from InteractiveRefineLib.refine_controller import RefineController
-from InteractiveRefineLib.robot import next_scribble
-from InteractiveRefineLib.session import InteractiveSession
-from InteractiveRefineLib.worker import BusyError
+from InteractiveRefineLib.core.errors import PromptError
+from InteractiveRefineLib.core.log import read_log
+from InteractiveRefineLib.core.prompts import box_from_mask, main_object
+from InteractiveRefineLib.core.worker import BusyError
+from InteractiveRefineLib.engine.finetune import RefineConfig
+from InteractiveRefineLib.engine.session import InteractiveSession
+from InteractiveRefineLib.evaluation.analyze_logs import analyze_logs
+from InteractiveRefineLib.evaluation.robot import next_scribble
+from InteractiveRefineLib.panel.mask_update import changed_extent, crop
+from InteractiveRefineLib.panel.refine_controller import RefineController
 
 RIGHT_KIDNEY, SLICE = 2, 12
 
@@ -246,7 +246,7 @@ def test_panel_timing_command(tmp_path, capsys):
 def test_segment_replaces_the_segment_inside_the_box_only(controller):
     """What the segment already holds outside the box (e.g. a FewShotSeg result on other slices, or an
     earlier box's result) stays, through later steps too; inside the box the result replaces it."""
-    from InteractiveRefineLib.prompts import Box
+    from InteractiveRefineLib.core.prompts import Box
 
     c, ref, box = controller
     current = np.zeros(ref.shape, bool)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from InteractiveRefineLib.crf import crf_segment
-from InteractiveRefineLib.finetune import RefineConfig, box_loss_weights, fine_tune, weighted_cross_entropy
-from InteractiveRefineLib.metrics import dice
-from InteractiveRefineLib.prompts import box_from_mask, main_object
-from InteractiveRefineLib.session import InteractiveSession
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.core.prompts import box_from_mask, main_object
+from InteractiveRefineLib.engine.crf import crf_segment
+from InteractiveRefineLib.engine.finetune import RefineConfig, box_loss_weights, fine_tune, weighted_cross_entropy
+from InteractiveRefineLib.engine.session import InteractiveSession
 
 KIDNEYS = (2, 3)  # never seen in training
 

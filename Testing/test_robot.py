@@ -1,8 +1,8 @@
 """The simulated user: largest error region, scribble label, stroke inside the region and the box."""
 import numpy as np
 
-from InteractiveRefineLib.prompts import Box
-from InteractiveRefineLib.robot import largest_error, next_scribble
+from InteractiveRefineLib.core.prompts import Box
+from InteractiveRefineLib.evaluation.robot import largest_error, next_scribble
 
 BOX = Box((0, 0, 0), (4, 40, 40))
 
@@ -67,9 +67,9 @@ def test_2d_box_draws_on_its_slice():
 
 
 def test_robot_rounds_drive_a_session(chaos8, segmenter):
-    from InteractiveRefineLib.prompts import box_from_mask, main_object
-    from InteractiveRefineLib.robot import robot_rounds
-    from InteractiveRefineLib.session import InteractiveSession
+    from InteractiveRefineLib.core.prompts import box_from_mask, main_object
+    from InteractiveRefineLib.engine.session import InteractiveSession
+    from InteractiveRefineLib.evaluation.robot import robot_rounds
 
     image, label = chaos8
     ref = label == 2

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from InteractiveRefineLib.cli import main
-from InteractiveRefineLib.geometry import ijk_to_ras_matrix
-from InteractiveRefineLib.image_io import read_image, write_image
-from InteractiveRefineLib.log import read_log
-from InteractiveRefineLib.prompts import Box, box_from_mask, main_object
-from InteractiveRefineLib.ras_geometry import ijk_to_kji, ijk_to_ras
-from InteractiveRefineLib.sample import sample_dataset
+from InteractiveRefineLib.core.geometry import ijk_to_ras_matrix
+from InteractiveRefineLib.core.image_io import read_image, write_image
+from InteractiveRefineLib.core.log import read_log
+from InteractiveRefineLib.core.prompts import Box, box_from_mask, main_object
+from InteractiveRefineLib.core.sample import sample_dataset
+from InteractiveRefineLib.panel.ras_geometry import ijk_to_kji, ijk_to_ras
 from InteractiveRefineLib.segment_command import box_from_args, read_scribbles
 
 RIGHT_KIDNEY, SLICE = 2, 12
@@ -72,8 +72,8 @@ def test_scribble_files(image, tmp_path):
 def test_box_only_equals_the_panels_box_step(image, tmp_path, capsys, segmenter):
     from InteractiveRefineLib.compute.client import ComputeClient
     from InteractiveRefineLib.compute.service import ComputeService
-    from InteractiveRefineLib.refine_controller import RefineController
-    from InteractiveRefineLib.session import InteractiveSession
+    from InteractiveRefineLib.engine.session import InteractiveSession
+    from InteractiveRefineLib.panel.refine_controller import RefineController
 
     label = read_image(LABEL).array
     box = box_from_mask(main_object(label == RIGHT_KIDNEY), 0, SLICE)

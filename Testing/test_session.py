@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from InteractiveRefineLib import finetune
-from InteractiveRefineLib.errors import CancelledError, ModelError, PromptError
-from InteractiveRefineLib.log import read_log
-from InteractiveRefineLib.prompts import box_from_mask, main_object
-from InteractiveRefineLib.robot import next_scribble
-from InteractiveRefineLib.session import InteractiveSession
+from InteractiveRefineLib.core.errors import CancelledError, ModelError, PromptError
+from InteractiveRefineLib.core.log import read_log
+from InteractiveRefineLib.core.prompts import box_from_mask, main_object
+from InteractiveRefineLib.engine import finetune
+from InteractiveRefineLib.engine.session import InteractiveSession
+from InteractiveRefineLib.evaluation.robot import next_scribble
 
 RIGHT_KIDNEY = 2
 SLICE = 12
@@ -225,7 +225,7 @@ def test_a_new_object_starts_from_the_shipped_weights(kidney2d, chaos8):
 
 
 def test_save_mask_is_a_label_map_on_the_image_grid(kidney2d, tmp_path):
-    from InteractiveRefineLib.image_io import read_image
+    from InteractiveRefineLib.core.image_io import read_image
     s, _, _ = kidney2d
     out = s.save_mask(tmp_path / "seg.nii.gz")
     img = read_image(out)
@@ -233,7 +233,7 @@ def test_save_mask_is_a_label_map_on_the_image_grid(kidney2d, tmp_path):
 
 
 def test_whole_network_fine_tuning_option(chaos8, segmenter):
-    from InteractiveRefineLib.finetune import RefineConfig
+    from InteractiveRefineLib.engine.finetune import RefineConfig
     image, label = chaos8
     ref = label == RIGHT_KIDNEY
     box = box_from_mask(main_object(ref), 0, SLICE)

@@ -1,7 +1,7 @@
-"""Both bridges (InteractiveRefineLib/slicer_bridge.py, FewShotSegLib/slicer_bridge.py) against Slicer's real
-MRML classes from the slicer-core wheel (requirements-dev.txt): a vtkMRMLScene set as slicer.mrmlScene, with
-the segmentation converter rules registered and the Volumes, Segmentations, Colors and Markups logic created on
-it, as an application does at start-up. Qt widgets are not in slicer-core: slice views shown in a layout stay
+"""Both bridges (InteractiveRefineLib/panel/slicer_bridge.py, FewShotSegLib/panel/slicer_bridge.py) against
+Slicer's real MRML classes from the slicer-core wheel (requirements-dev.txt): a vtkMRMLScene set as
+slicer.mrmlScene, with the segmentation converter rules registered and the Volumes, Segmentations, Colors and
+Markups logic created on it, as an application does at start-up. Qt widgets are not in slicer-core: slice views shown in a layout stay
 covered by Slicer's self-tests."""
 import types
 from pathlib import Path
@@ -12,12 +12,12 @@ import pytest
 slicer = pytest.importorskip("slicer.util", reason="slicer-core is not installed") and pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
-from InteractiveRefineLib import slicer_bridge as bridge  # noqa: E402
-from InteractiveRefineLib.geometry import ijk_to_ras_matrix  # noqa: E402
-from InteractiveRefineLib.image_io import Image, read_image  # noqa: E402
-from InteractiveRefineLib.prompts import Box  # noqa: E402
-from InteractiveRefineLib.ras_geometry import box_to_roi, roi_to_box  # noqa: E402
-from InteractiveRefineLib.segment_names import BG_COLOR, FG_COLOR, scribble_segment_names  # noqa: E402
+from InteractiveRefineLib.core.geometry import ijk_to_ras_matrix  # noqa: E402
+from InteractiveRefineLib.core.image_io import Image, read_image  # noqa: E402
+from InteractiveRefineLib.core.prompts import Box  # noqa: E402
+from InteractiveRefineLib.panel import slicer_bridge as bridge  # noqa: E402
+from InteractiveRefineLib.panel.ras_geometry import box_to_roi, roi_to_box  # noqa: E402
+from InteractiveRefineLib.panel.segment_names import BG_COLOR, FG_COLOR, scribble_segment_names  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "InteractiveRefine" / "Resources" / "SampleData"
@@ -190,7 +190,7 @@ def test_roi_node_to_voxel_box(scene, direction):
 
 
 def test_sample_seg_nrrd_loads_with_names_colours_and_labels(scene):
-    from InteractiveRefineLib.slicer_samples import ORGAN_COLORS
+    from InteractiveRefineLib.panel.slicer_samples import ORGAN_COLORS
 
     volume = slicer.modules.volumes.logic().AddArchetypeVolume(str(SAMPLE / "chaos" / "imagesTr" / "chaos_8.nii.gz"),
                                                                "chaos_8")
@@ -240,7 +240,7 @@ def test_scribble_segments_live_in_a_node_that_is_not_saved(scene, tmp_path):
 
 # -- FewShotSeg's bridge ---------------------------------------------------------------------------------
 def test_fewshot_bridge_reads_supports_views_and_writes_named_results(scene):
-    from FewShotSegLib import slicer_bridge as fs
+    from FewShotSegLib.panel import slicer_bridge as fs
 
     volume, _ = add_volume(np.arange(4 * 10 * 12, dtype=np.int16).reshape(4, 10, 12))
     image = fs.volume_image(volume)

@@ -10,9 +10,9 @@ slicer = pytest.importorskip("slicer")
 
 from test_slicer_core_bridge import SAMPLE, scene  # noqa: E402,F401  (the MRML scene fixture)
 
-from InteractiveRefineLib import slicer_bridge as bridge  # noqa: E402
-from InteractiveRefineLib.errors import PromptError  # noqa: E402
-from InteractiveRefineLib.metrics import dice  # noqa: E402
+from InteractiveRefineLib.core.errors import PromptError  # noqa: E402
+from InteractiveRefineLib.core.metrics import dice  # noqa: E402
+from InteractiveRefineLib.panel import slicer_bridge as bridge  # noqa: E402
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_requests_from_nodes_and_named_results(scene, fewshot):  # noqa: F811
         with pytest.raises(PromptError, match=text):
             logic.buildRequest(volume, segmentation, queryVolume=volume, viewName=None, **kwargs)
 
-    from FewShotSegLib.panel import FewShotResult
+    from FewShotSegLib.panel.panel import FewShotResult
     result = FewShotResult({organ: np.roll(mask, 1, axis=2).astype(bool)}, {})
     output = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     written = logic.writeResult(result, output, volume, segmentation)

@@ -18,11 +18,11 @@ vtk = pytest.importorskip("vtk")
 
 from test_slicer_core_bridge import SAMPLE, scene  # noqa: E402,F401  (the MRML scene fixture)
 
-from InteractiveRefineLib import slicer_bridge as bridge  # noqa: E402
-from InteractiveRefineLib.metrics import dice  # noqa: E402
-from InteractiveRefineLib.prompts import box_from_mask, main_object  # noqa: E402
-from InteractiveRefineLib.ras_geometry import box_to_roi  # noqa: E402
-from InteractiveRefineLib.settings import DEFAULTS, PANEL_FIELDS  # noqa: E402
+from InteractiveRefineLib.core.metrics import dice  # noqa: E402
+from InteractiveRefineLib.core.prompts import box_from_mask, main_object  # noqa: E402
+from InteractiveRefineLib.panel import slicer_bridge as bridge  # noqa: E402
+from InteractiveRefineLib.panel.ras_geometry import box_to_roi  # noqa: E402
+from InteractiveRefineLib.panel.settings import DEFAULTS, PANEL_FIELDS  # noqa: E402
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def logic_class(monkeypatch, scene, segmenter):  # noqa: F811
 
     from InteractiveRefineLib.compute.client import ComputeClient
     from InteractiveRefineLib.compute.service import ComputeService
-    from InteractiveRefineLib.session import InteractiveSession
+    from InteractiveRefineLib.engine.session import InteractiveSession
 
     slicer_stubs.install(monkeypatch)
     from InteractiveRefineSlicer.logic import InteractiveRefineLogic
@@ -74,7 +74,7 @@ def finish_and_write(logic, p, segmentId, timeout=60):
 
 
 def test_the_panel_workflow_on_real_mrml(scene, logic_class):  # noqa: F811
-    from InteractiveRefineLib.robot import next_scribble
+    from InteractiveRefineLib.evaluation.robot import next_scribble
 
     volume, reference = load_sample(scene)
     ref = bridge.segment_to_labelmap(reference, bridge.segment_id_by_name(reference, "right kidney"), volume) > 0

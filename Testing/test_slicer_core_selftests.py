@@ -21,7 +21,7 @@ def modules(monkeypatch, scene, segmenter):  # noqa: F811
 
     from InteractiveRefineLib.compute.client import ComputeClient
     from InteractiveRefineLib.compute.service import ComputeService
-    from InteractiveRefineLib.session import InteractiveSession
+    from InteractiveRefineLib.engine.session import InteractiveSession
 
     slicer_stubs.install(monkeypatch)
     volumes = slicer.modules.volumes.logic()

@@ -99,8 +99,10 @@ def test_module_compiles_and_cites_the_methods(module, tmp_path):
     py_compile.compile(str(ROOT / module / f"{module}.py"), cfile=str(tmp_path / "m.pyc"), doraise=True)
     for extra in sorted((ROOT / module / f"{module}Slicer").glob("*.py")):
         py_compile.compile(str(extra), cfile=str(tmp_path / (extra.stem + "_s.pyc")), doraise=True)
-    for lib in sorted((ROOT / module / f"{module}Lib").glob("*.py")):
-        py_compile.compile(str(lib), cfile=str(tmp_path / (lib.stem + ".pyc")), doraise=True)
+    lib_folder = ROOT / module / f"{module}Lib"
+    for lib in sorted(lib_folder.rglob("*.py")):
+        name = "_".join(lib.relative_to(lib_folder).with_suffix("").parts)
+        py_compile.compile(str(lib), cfile=str(tmp_path / (name + ".pyc")), doraise=True)
     for citation in ("BIFSeg", "RP-Net", "ELSNet"):  # the shared CITATIONS of InteractiveRefine.py
         assert citation in module_source("InteractiveRefine")
     assert re.search(r'acknowledgementText = _\(""".*?"""\) \+ CITATIONS', module_source(module), re.S)
@@ -123,7 +125,8 @@ def test_self_test_exists_and_is_registered_with_ctest(module):
 
 
 #: Core modules a module file may import at startup: they need nothing but the standard library.
-LIGHT_CORE = {"InteractiveRefineLib.settings", "InteractiveRefineLib.segment_names", "InteractiveRefineLib.errors"}
+LIGHT_CORE = {"InteractiveRefineLib.panel.settings", "InteractiveRefineLib.panel.segment_names",
+              "InteractiveRefineLib.core.errors"}
 
 
 @pytest.mark.parametrize("module", MODULES)

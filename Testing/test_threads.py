@@ -3,7 +3,7 @@ import pytest
 
 from FewShotSegLib import cli as fs_cli
 from InteractiveRefineLib import cli as ir_cli
-from InteractiveRefineLib import threads
+from InteractiveRefineLib.core import threads
 
 
 def _commands(parser):

@@ -3,8 +3,8 @@ loadable model whose manifest records data, split, labels, command and validatio
 import json
 
 from InteractiveRefineLib.cli import main
-from InteractiveRefineLib.models import load_model
-from InteractiveRefineLib.sample import sample_dataset
+from InteractiveRefineLib.core.sample import sample_dataset
+from InteractiveRefineLib.engine.models import load_model
 
 
 def test_train_two_steps_writes_a_loadable_model(tmp_path):

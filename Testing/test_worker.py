@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from InteractiveRefineLib.errors import CancelledError, PromptError
-from InteractiveRefineLib.worker import BusyError, Worker
+from InteractiveRefineLib.core.errors import CancelledError, PromptError
+from InteractiveRefineLib.core.worker import BusyError, Worker
 
 
 def until(pred, timeout=5.0):

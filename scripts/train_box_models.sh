@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrains every shipped box model from scratch (InteractiveRefine/Resources/Models/pnet2d.json and
 # box3d.json: one class-agnostic 2D network, also run slice by slice in 3D boxes) on every dataset of
-# ../shared/data (recipe: InteractiveRefineLib/box_sources.py). CUDA when present: a GPU runs the
+# ../shared/data (recipe: InteractiveRefineLib/training/box_sources.py). CUDA when present: a GPU runs the
 # longer schedule in minutes; on a 2-core CPU pass --stop-after-minutes and resume later with --resume.
 #   bash scripts/train_box_models.sh [extra train-box args]
 set -euo pipefail

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from InteractiveRefineLib.errors import AdaptiveSegError, DatasetError, PromptError
-from InteractiveRefineLib.outputs import check_output_file, check_output_folder
-from InteractiveRefineLib.threads import THREADS_HELP, set_threads, threads_arg
+from InteractiveRefineLib.core.errors import AdaptiveSegError, DatasetError, PromptError
+from InteractiveRefineLib.core.outputs import check_output_file, check_output_folder
+from InteractiveRefineLib.core.threads import THREADS_HELP, set_threads, threads_arg
 
 log = logging.getLogger("FewShotSegLib")
 
@@ -75,13 +75,13 @@ def cmd_segment(a) -> int:
         return cmd_propagate(a)
     if a.query is None:
         raise PromptError("--query is required (it may be left out only with --propagate)")
-    from InteractiveRefineLib.image_io import read_image, read_label, write_image
-    from InteractiveRefineLib.memory import check_memory, fewshot_bytes
+    from InteractiveRefineLib.core.image_io import read_image, read_label, write_image
+    from InteractiveRefineLib.engine.memory import check_memory, fewshot_bytes
 
-    from .adapt import adapt_segmenter
-    from .intensity_check import check_not_constant, modality_warning
+    from .engine.adapt import adapt_segmenter
+    from .engine.intensity_check import check_not_constant, modality_warning
+    from .engine.segment import FewShotSegmenter, Segmentation, combine_labels, make_supports, support_extents
     from .options import adapt_config
-    from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports, support_extents
     check_output_file(a.out, inputs=(a.support_image, a.support_label, a.query))
     s_img = read_image(a.support_image, "support image")
     s_lab = read_label(a.support_label, s_img, "support label")
@@ -116,13 +116,13 @@ def cmd_segment(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from InteractiveRefineLib.data import DecathlonDataset
-    from InteractiveRefineLib.device import choose_device
+    from InteractiveRefineLib.core.data import DecathlonDataset
+    from InteractiveRefineLib.core.device import choose_device
 
-    from .models import fold_model_name, models_dir
+    from .engine.models import fold_model_name, models_dir
     from .options import train_kwargs
-    from .protocol import CHAOS_GROUPS
-    from .train import TrainConfig, fold_training_cases, train_protocol_model
+    from .training.protocol import CHAOS_GROUPS
+    from .training.train import TrainConfig, fold_training_cases, train_protocol_model
     ds = DecathlonDataset(a.dataset)
     cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed)
     device = choose_device(a.device)
@@ -152,13 +152,13 @@ def is_chaos_protocol(ds) -> bool:
 
 
 def cmd_evaluate(a) -> int:
-    from InteractiveRefineLib.data import DecathlonDataset
+    from InteractiveRefineLib.core.data import DecathlonDataset
 
-    from .adapt import adapt_segmenter
-    from .evaluate import evaluate_chaos, evaluate_pairs, evaluate_training_pairs, sample_pairs
-    from .models import fold_model_name, models_dir
+    from .engine.adapt import adapt_segmenter
+    from .engine.models import fold_model_name, models_dir
+    from .evaluation.evaluate import evaluate_chaos, evaluate_pairs, evaluate_training_pairs, sample_pairs
+    from .evaluation.summary import write_summary
     from .options import adapt_config
-    from .summary import write_summary
     out = check_output_folder(a.out, files=("results.jsonl", "summary.md"), inputs=(a.dataset,))
     ds = DecathlonDataset(a.dataset)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,10 +173,10 @@ def cmd_evaluate(a) -> int:
     if is_chaos_protocol(ds) and not a.pairs:
         model_dir = Path(a.models) if a.models else models_dir()
         if a.train:
-            from InteractiveRefineLib.device import choose_device
+            from InteractiveRefineLib.core.device import choose_device
 
-            from .protocol import CHAOS_GROUPS
-            from .train import TrainConfig, fold_training_cases, train_protocol_model
+            from .training.protocol import CHAOS_GROUPS
+            from .training.train import TrainConfig, fold_training_cases, train_protocol_model
             model_dir = out / "models"
             for fold in parse_range(a.folds):
                 for group in CHAOS_GROUPS:
@@ -211,10 +211,10 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_time(a) -> int:
-    from InteractiveRefineLib.data import DecathlonDataset
+    from InteractiveRefineLib.core.data import DecathlonDataset
 
-    from .segment import FewShotSegmenter
-    from .timing import time_case
+    from .engine.segment import FewShotSegmenter
+    from .evaluation.timing import time_case
     ds = DecathlonDataset(a.dataset)
     seg = FewShotSegmenter(a.model, device=a.device)
     result = time_case(seg, ds.load(a.support), ds.load(a.query), a.label, a.repeats, not a.no_adapt)
@@ -223,7 +223,7 @@ def cmd_time(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from .demo import run_demo
+    from .evaluation.demo import run_demo
     out = check_output_folder(a.out)
     metrics = run_demo(out, device=a.device, adapt=not a.no_adapt)
     print(json.dumps(metrics, indent=2))

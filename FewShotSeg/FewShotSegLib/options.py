@@ -28,7 +28,7 @@ def add_adapt_steps(p: argparse.ArgumentParser) -> None:
 
 def adapt_config(a):
     """AdaptConfig from the parsed options: step counts, and the time cap only when --adapt-seconds is given."""
-    from .adapt import AdaptConfig
+    from .engine.adapt import AdaptConfig
     kw = {"time_budget": getattr(a, "adapt_seconds", None)}
     if getattr(a, "adapt_steps", None) is not None:
         kw["steps"] = int(a.adapt_steps)
@@ -107,18 +107,18 @@ def add_pretrain_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_pretrain(a) -> int:
-    from InteractiveRefineLib.device import choose_device
-    from InteractiveRefineLib.errors import DatasetError
+    from InteractiveRefineLib.core.device import choose_device
+    from InteractiveRefineLib.core.errors import DatasetError
 
-    from .pretrain import SOURCES, pretrain
-    from .train import TrainConfig
+    from .training.pretrain import SOURCES, pretrain
+    from .training.train import TrainConfig
     sources = SOURCES
     if a.sources:
         names = [s.strip() for s in a.sources.split(",") if s.strip()]
         known = {s.folder: s for s in SOURCES}
         unknown = [n for n in names if n not in known]
         if unknown:
-            from .pretrain import check_allowed
+            from .training.pretrain import check_allowed
             for n in unknown:
                 check_allowed(n)
             raise DatasetError(f"unknown pretraining source(s) {unknown}; known: {sorted(known)}")
@@ -144,13 +144,13 @@ def add_propagate(s: argparse.ArgumentParser) -> None:
 
 
 def cmd_propagate(a) -> int:
-    from InteractiveRefineLib.errors import PromptError
-    from InteractiveRefineLib.image_io import read_image, read_label, write_image
-    from InteractiveRefineLib.outputs import check_output_file
+    from InteractiveRefineLib.core.errors import PromptError
+    from InteractiveRefineLib.core.image_io import read_image, read_label, write_image
+    from InteractiveRefineLib.core.outputs import check_output_file
 
     from .cli import parse_slices
-    from .propagate import DEFAULT_MODE, propagate
-    from .segment import FewShotSegmenter
+    from .engine.propagate import DEFAULT_MODE, propagate
+    from .engine.segment import FewShotSegmenter
     if a.query is not None and Path(a.query).resolve() != Path(a.support_image).resolve():
         raise PromptError("--propagate segments the support image itself; leave --query out (or give the same file)")
     if a.adapt:
@@ -165,7 +165,7 @@ def cmd_propagate(a) -> int:
     seg = FewShotSegmenter(a.model, device=a.device)
     box = None
     if not a.no_box_network:
-        from InteractiveRefineLib.inference import BoxSegmenter
+        from InteractiveRefineLib.engine.inference import BoxSegmenter
         box = BoxSegmenter(device=a.device)
     result = propagate(seg, img, lab, a.slice, labels[0], a.axis, rng, a.propagate_mode or DEFAULT_MODE,
                        box_segmenter=box)

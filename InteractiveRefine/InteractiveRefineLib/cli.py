@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .benchmark import DEFAULT_ROUNDS
-from .errors import AdaptiveSegError, OutputError
-from .methods import METHODS
-from .outputs import check_output_file, check_output_folder
-from .threads import THREADS_HELP, non_negative_int, set_threads, threads_arg
+from .core.errors import AdaptiveSegError, OutputError
+from .core.outputs import check_output_file, check_output_folder
+from .core.threads import THREADS_HELP, non_negative_int, set_threads, threads_arg
+from .evaluation.benchmark import DEFAULT_ROUNDS
+from .evaluation.methods import METHODS
 from .train_box_cli import add_train_box, run_train_box
 
 
@@ -164,17 +164,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .segment_command import run_segment
             return run_segment(args)
         if args.command == "demo":
-            from .demo import run_demo
+            from .evaluation.demo import run_demo
             run_demo(Path(args.out), device=args.device)
             return 0
         if args.command == "panel-timing":
-            from .panel_timing import run_panel_timing
+            from .evaluation.panel_timing import run_panel_timing
             run_panel_timing(args.out, args.rounds, args.tick, args.device,
                              loops=("sleep", "gil") if args.gui == "both" else (args.gui,))
             print((Path(args.out) / "summary.md").read_text(), end="")
             return 0
         if args.command == "large-volume":
-            from .large_volume import CASES, run_large_volume
+            from .evaluation.large_volume import CASES, run_large_volume
             cases = [c for c in args.cases.split(",") if c] or list(CASES)
             unknown = sorted(set(cases) - set(CASES))
             if unknown or len(args.shape) != 3:
@@ -182,13 +182,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(run_large_volume(args.out, args.shape, cases, args.threads).read_text(), end="")
             return 0
         if args.command == "analyze-logs":
-            from .analyze_logs import analyze_logs
+            from .evaluation.analyze_logs import analyze_logs
             rows, table = analyze_logs(args.folder, args.out, args.dice)
             print(table, end="")
             print(f"{len(rows)} row(s): one per session and object; wrote sessions.csv, cases.md and timing.png to "
                   f"{args.out or args.folder}")
             return 0
-        from .benchmark import run_benchmark_cli
+        from .evaluation.benchmark import run_benchmark_cli
         return run_benchmark_cli(args)
     except AdaptiveSegError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -196,7 +196,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _train(args, argv) -> int:
-    from .train import TrainConfig, train
+    from .training.train import TrainConfig, train
     cfg = TrainConfig(dataset=args.dataset, out=args.out, dim=args.dim, split=args.split, labels=args.labels,
                       batch=args.batch or (8 if args.dim == 2 else 4), lr=args.lr, max_iters=args.max_iters,
                       max_minutes=args.max_minutes, val_every=args.val_every or (100 if args.dim == 2 else 25),

@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import ImageError, PromptError
+from .core.errors import ImageError, PromptError
 
 BOX_SPACES = ("voxel", "ras", "lps")
 MODES = ("supervised", "unsupervised", "crf")
@@ -37,7 +37,7 @@ MODES = ("supervised", "unsupervised", "crf")
 def add_segment(sub) -> None:
     """Register the `segment` subcommand (cli.py)."""
     from .cli import positive_float
-    from .threads import THREADS_HELP, threads_arg
+    from .core.threads import THREADS_HELP, threads_arg
 
     p = sub.add_parser("segment", help="segment your own image from a box (+ scribbles, + rounds of refinement) "
                                        "as the Slicer panel does; writes a label map")
@@ -69,7 +69,7 @@ def add_segment(sub) -> None:
 # -- inputs -----------------------------------------------------------------------------------------------
 def box_from_args(values: Sequence[float], space: str, image, slice_axis: Optional[int] = None):
     """The Box the command segments: voxel bounds, or two corners in mm (RAS or LPS) -> voxel box."""
-    from .prompts import make_box
+    from .core.prompts import make_box
 
     values = [float(v) for v in values]
     if len(values) != 6 or not np.all(np.isfinite(values)):
@@ -84,8 +84,8 @@ def box_from_args(values: Sequence[float], space: str, image, slice_axis: Option
         raise PromptError(f"unknown --box-space {space!r}; use one of {', '.join(BOX_SPACES)}")
     if slice_axis is not None:
         raise PromptError("--slice-axis is for voxel boxes; a box in mm is 2D when it is flat along one axis")
-    from .geometry import ijk_to_ras_matrix
-    from .ras_geometry import roi_to_box
+    from .core.geometry import ijk_to_ras_matrix
+    from .panel.ras_geometry import roi_to_box
 
     a, b = np.asarray(values[:3]), np.asarray(values[3:])
     if space == "lps":
@@ -98,7 +98,7 @@ def box_from_args(values: Sequence[float], space: str, image, slice_axis: Option
 
 def read_scribbles(path, image) -> Tuple[np.ndarray, np.ndarray]:
     """(fg, bg) full-grid masks from a label map (1 fg, 2 bg) or a voxel list file."""
-    from .image_io import read_label
+    from .core.image_io import read_label
 
     path = Path(path)
     suffix = "".join(path.suffixes[-2:]).lower()
@@ -158,14 +158,14 @@ def _whole(values, path) -> Tuple[int, int, int]:
 def run_segment(args) -> int:
     from .compute.client import ComputeClient
     from .compute.service import ComputeService
-    from .image_io import read_image, read_label, validate_image, write_image
-    from .input_checks import check_box_image
-    from .outputs import check_output_file
-    from .refine_controller import RefineController
+    from .core.image_io import read_image, read_label, validate_image, write_image
+    from .core.input_checks import check_box_image
+    from .core.outputs import check_output_file
+    from .panel.refine_controller import RefineController
 
     out = check_output_file(args.out, "--out", inputs=[args.image, args.reference] + list(args.scribbles))
     image = validate_image(read_image(args.image))
-    from .prompts import validate_box
+    from .core.prompts import validate_box
 
     box = validate_box(box_from_args(args.box, args.box_space, image, args.slice_axis), image.shape)
     check_box_image(image, box)  # constant or too anisotropic: said here, before the compute process starts
@@ -184,7 +184,7 @@ def run_segment(args) -> int:
         if not reference.any():
             raise ImageError(f"--reference has no voxel of label {args.reference_label}")
     if args.log_folder:
-        from .outputs import check_output_folder
+        from .core.outputs import check_output_folder
 
         check_output_folder(args.log_folder, "--log-folder")
 

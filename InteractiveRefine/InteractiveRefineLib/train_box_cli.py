@@ -28,7 +28,7 @@ def add_train_box(sub) -> None:
 
 
 def run_train_box(args, argv: List[str]) -> int:
-    from .train_box import BoxTrainConfig, train_box
+    from .training.train_box import BoxTrainConfig, train_box
     cfg = BoxTrainConfig(out=args.out, run_dir=args.run_dir, data_root=args.data_root, batch=args.batch,
                          lr=args.lr, max_iters=args.max_iters, stop_after_minutes=args.stop_after_minutes,
                          ckpt_minutes=args.ckpt_minutes, val_every=args.val_every, seed=args.seed,
@@ -37,7 +37,7 @@ def run_train_box(args, argv: List[str]) -> int:
     out = train_box(cfg, resume=args.resume)
     print(f"best model: {out}")
     if args.install:
-        from .train_box import install_models
+        from .training.train_box import install_models
         for p in install_models(out):
             print(f"installed {p}")
     return 0

@@ -7,7 +7,7 @@ import slicer
 from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from InteractiveRefineLib.settings import DEFAULTS  # torch-free
+from InteractiveRefineLib.panel.settings import DEFAULTS  # torch-free
 
 from .parameters import InteractiveRefineParameterNode
 
@@ -37,7 +37,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         """Requirements (pip form) that are not installed, torch first; nothing is imported."""
         import importlib.util
 
-        from InteractiveRefineLib.dependencies import missing, read_requirements
+        from InteractiveRefineLib.panel.dependencies import missing, read_requirements
 
         torch = [] if importlib.util.find_spec("torch") is not None else ["torch"]
         return torch + missing(read_requirements())
@@ -143,15 +143,15 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def isPlaced(roiNode):
-        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.panel import slicer_bridge
 
         return slicer_bridge.roi_is_placed(roiNode)
 
     @staticmethod
     def flattenToView(roiNode):
         """Make a just-placed ROI a 2D box on the slice of the view it was drawn in."""
-        from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.ras_geometry import flatten_roi, nearest_view
+        from InteractiveRefineLib.panel import slicer_bridge
+        from InteractiveRefineLib.panel.ras_geometry import flatten_roi, nearest_view
 
         views = slicer_bridge.slice_views()
         if not views:
@@ -164,7 +164,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _viewNormal(roiNode):
-        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.panel import slicer_bridge
 
         name = roiNode.GetAttribute("AdaptiveSeg.View")
         for viewName, node in slicer_bridge.slice_views():
@@ -174,8 +174,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def boxFromRoi(self, roiNode, volumeNode):
         """The ROI as a core Box in the volume's voxel indices (2D when the ROI is thin)."""
-        from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.ras_geometry import roi_to_box
+        from InteractiveRefineLib.panel import slicer_bridge
+        from InteractiveRefineLib.panel.ras_geometry import roi_to_box
 
         objectToRas, size = slicer_bridge.roi_geometry(roiNode)
         shape = tuple(reversed(volumeNode.GetImageData().GetDimensions()))
@@ -230,15 +230,15 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def refineConfig(self, p):
         """The Advanced settings as RefineConfig's fields (torch is not imported in Slicer's process)."""
-        from InteractiveRefineLib.settings import PANEL_FIELDS, refine_config_kwargs
+        from InteractiveRefineLib.panel.settings import PANEL_FIELDS, refine_config_kwargs
 
         return refine_config_kwargs(**{key: getattr(p, field) for field, key in PANEL_FIELDS.items()})
 
     def _ensureController(self, p):
         """The session for this volume, segment and device (a new one, with a new log, if any changed)."""
-        from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.image_io import Image
-        from InteractiveRefineLib.refine_controller import RefineController
+        from InteractiveRefineLib.core.image_io import Image
+        from InteractiveRefineLib.panel import slicer_bridge
+        from InteractiveRefineLib.panel.refine_controller import RefineController
 
         key = self._objectKey(p) + (p.device, p.recordLog, str(p.logFolder), p.participant, p.caseId)
         if self._controller is not None and key == self._sessionKey:
@@ -276,7 +276,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def startSegment(self, p):
         """Segment the object in the ROI (in the compute process); poll() delivers the result."""
-        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.panel import slicer_bridge
 
         self._checkInputs(p)
         box = self.boxFromRoi(p.roi, p.inputVolume)
@@ -289,7 +289,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def startAdopt(self, p):
         """Start from the segment's current content (in the compute process); poll() delivers it."""
-        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.panel import slicer_bridge
 
         self._checkInputs(p, needBox=False)
         segmentId = slicer_bridge.segment_id_by_name(p.segmentation, p.segmentName.strip())
@@ -324,7 +324,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         """End the session without waiting: a running step is cancelled and its result dropped, the log is
         closed, the scribbles are removed. stopCompute: also end the compute process (scene close, module
         cleanup), which frees everything it held, GPU memory included."""
-        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.panel import slicer_bridge
 
         controller, self._controller, self._sessionKey = self._controller, None, None
         if controller is not None:
@@ -352,7 +352,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def scribbleNode(p, create=True):
         """The segmentation node holding this segmentation's scribbles (never saved with the scene), or None."""
-        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.panel import slicer_bridge
 
         if not p or not p.segmentation:
             return None
@@ -360,8 +360,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def helperSegmentIds(self, p):
         """IDs of the existing foreground / background scribble segments (in the scribble node)."""
-        from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.segment_names import scribble_segment_names
+        from InteractiveRefineLib.panel import slicer_bridge
+        from InteractiveRefineLib.panel.segment_names import scribble_segment_names
 
         node = self.scribbleNode(p, create=False)
         if node is None or not p.segmentName.strip():
@@ -371,8 +371,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def helperSegmentId(self, p, label):
         """ID of the scribble segment of `label` ('fg' or 'bg'), created (green / red) if needed."""
-        from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.segment_names import BG_COLOR, FG_COLOR, scribble_segment_names
+        from InteractiveRefineLib.panel import slicer_bridge
+        from InteractiveRefineLib.panel.segment_names import BG_COLOR, FG_COLOR, scribble_segment_names
 
         fgName, bgName = scribble_segment_names(p.segmentName)
         name, color = (fgName, FG_COLOR) if label == "fg" else (bgName, BG_COLOR)
@@ -381,8 +381,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
     def syncScribbles(self, p):
         """Give the scribble segments' content to the session (sent ahead of its next step); (changed,
         message)."""
-        from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.segment_names import scribble_segment_names
+        from InteractiveRefineLib.panel import slicer_bridge
+        from InteractiveRefineLib.panel.segment_names import scribble_segment_names
 
         if not self.hasResult or self._sessionKey[:3] != self._objectKey(p):
             return False, ""  # strokes on another selection are not this session's scribbles
@@ -402,8 +402,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
     def applyUpdate(self, p, update):
         """Write a step's result into the segment (changed extent only) and, after undo/redo/reset/box,
         the scribbles into the scribble node's segments."""
-        from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.segment_names import BG_COLOR, FG_COLOR, scribble_segment_names
+        from InteractiveRefineLib.panel import slicer_bridge
+        from InteractiveRefineLib.panel.segment_names import BG_COLOR, FG_COLOR, scribble_segment_names
 
         controller = self._session(p, _("write"))
         segmentId = slicer_bridge.ensure_named_segment(p.segmentation, p.segmentName.strip())
@@ -432,7 +432,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def accept(self, p):
         """End the session (logged) and remove the scribbles; the result stays."""
-        from InteractiveRefineLib import slicer_bridge
+        from InteractiveRefineLib.panel import slicer_bridge
 
         self._session(p, _("accept")).accept()
         slicer_bridge.remove_scribble_nodes(slicer.mrmlScene, p.segmentation)
@@ -440,9 +440,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     def selectForRefinement(self, p, volumeNode, segmentationNode, segmentId):
         """Select a segment to refine and fit a 3D box ROI around it."""
-        from InteractiveRefineLib import slicer_bridge
-        from InteractiveRefineLib.prompts import box_from_mask
-        from InteractiveRefineLib.ras_geometry import box_to_roi
+        from InteractiveRefineLib.core.prompts import box_from_mask
+        from InteractiveRefineLib.panel import slicer_bridge
+        from InteractiveRefineLib.panel.ras_geometry import box_to_roi
 
         mask = slicer_bridge.segment_to_labelmap(segmentationNode, segmentId, volumeNode)
         box = box_from_mask(mask)
@@ -469,7 +469,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         return str(path.with_name(path.stem + "_summary.csv"))
 
     def exportSummary(self, path):
-        from InteractiveRefineLib.study import summarize, write_summary_csv
+        from InteractiveRefineLib.core.study import summarize, write_summary_csv
 
         if self._controller is None:
             raise ValueError(_("no session to summarise yet"))
@@ -479,7 +479,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def restoreDefaults(p):
-        from InteractiveRefineLib.settings import PANEL_FIELDS
+        from InteractiveRefineLib.panel.settings import PANEL_FIELDS
 
         wasModifying = p.StartModify()
         try:

@@ -6,7 +6,7 @@ from typing import Annotated
 from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
-from InteractiveRefineLib.settings import DEFAULTS  # torch-free
+from InteractiveRefineLib.panel.settings import DEFAULTS  # torch-free
 
 
 @parameterNodeWrapper

@@ -1,11 +1,11 @@
 """Writes a Decathlon-layout view (dataset.json with absolute paths) of some fetal brain atlases, so the
 benchmark command can evaluate the fetal tissues the box networks never trained on (cortex 5, corpus
-callosum 8; see InteractiveRefineLib/box_sources.py). Usage: python fetal_view.py OUT_DIR GA27_operated ..."""
+callosum 8; see InteractiveRefineLib/training/box_sources.py). Usage: python fetal_view.py OUT_DIR GA27_operated ..."""
 import json
 import sys
 from pathlib import Path
 
-from InteractiveRefineLib.box_sources import FETAL_NAMES, data_root
+from InteractiveRefineLib.training.box_sources import FETAL_NAMES, data_root
 
 
 def main(out: str, ages) -> None:

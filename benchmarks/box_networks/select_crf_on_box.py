@@ -6,12 +6,12 @@ from collections import defaultdict
 import torch
 from tables import group_means_table  # this folder (the script's own)
 
-from InteractiveRefineLib.box_sources import load_sources
-from InteractiveRefineLib.finetune import RefineConfig
-from InteractiveRefineLib.inference import BoxSegmenter
-from InteractiveRefineLib.metrics import dice
-from InteractiveRefineLib.session import InteractiveSession
-from InteractiveRefineLib.train_box import validation_cases
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.engine.finetune import RefineConfig
+from InteractiveRefineLib.engine.inference import BoxSegmenter
+from InteractiveRefineLib.engine.session import InteractiveSession
+from InteractiveRefineLib.training.box_sources import load_sources
+from InteractiveRefineLib.training.train_box import validation_cases
 
 torch.set_num_threads(1)
 seg = BoxSegmenter(device="cpu")

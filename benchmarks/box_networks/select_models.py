@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from tables import group_means_table  # this folder (the script's own)
 
-from InteractiveRefineLib.box_sources import load_sources
-from InteractiveRefineLib.inference import predict_box, wrap_for
-from InteractiveRefineLib.metrics import dice
-from InteractiveRefineLib.models import load_model
-from InteractiveRefineLib.train_box import validation_cases
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.engine.inference import predict_box, wrap_for
+from InteractiveRefineLib.engine.models import load_model
+from InteractiveRefineLib.training.box_sources import load_sources
+from InteractiveRefineLib.training.train_box import validation_cases
 
 torch.set_num_threads(1)
 new, new_m = load_model(sys.argv[1])

@@ -1,15 +1,15 @@
 import sys, json
 sys.path[:0]=['InteractiveRefine','FewShotSeg']
 import numpy as np, torch; torch.set_num_threads(1)
-from FewShotSegLib.propagate import propagate
-from FewShotSegLib.segment import FewShotSegmenter, make_supports
-from FewShotSegLib.models import fold_model_name, models_dir
-from FewShotSegLib.protocol import CHAOS_GROUPS, fold_cases, organ_slices
-from FewShotSegLib.evaluate import support_copy
-from InteractiveRefineLib.data import DecathlonDataset
-from InteractiveRefineLib.metrics import dice
+from FewShotSegLib.engine.propagate import propagate
+from FewShotSegLib.engine.segment import FewShotSegmenter, make_supports
+from FewShotSegLib.engine.models import fold_model_name, models_dir
+from FewShotSegLib.training.protocol import CHAOS_GROUPS, fold_cases, organ_slices
+from FewShotSegLib.evaluation.evaluate import support_copy
+from InteractiveRefineLib.core.data import DecathlonDataset
+from InteractiveRefineLib.core.metrics import dice
 ds = DecathlonDataset('/work/shared/data/chaos-t2spir')
-from InteractiveRefineLib.inference import BoxSegmenter
+from InteractiveRefineLib.engine.inference import BoxSegmenter
 BOX = BoxSegmenter(device="cpu") if "--no-box" not in sys.argv else None
 test = json.load(open('InteractiveRefine/Resources/Splits/chaos_t2spir.json'))['test']
 fold_of = {q: f for f in range(5) for q in fold_cases(ds.case_ids, f)["query"]}

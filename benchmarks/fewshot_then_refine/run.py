@@ -9,12 +9,12 @@ sys.path[:0] = [str(ROOT / "InteractiveRefine"), str(ROOT / "FewShotSeg")]
 
 import numpy as np  # noqa: E402
 
-from FewShotSegLib.panel import FewShotController, FewShotRequest, default_support_slice  # noqa: E402
-from InteractiveRefineLib.data import DecathlonDataset  # noqa: E402
-from InteractiveRefineLib.prompts import box_from_mask, main_object  # noqa: E402
-from InteractiveRefineLib.robot import robot_rounds  # noqa: E402
-from InteractiveRefineLib.sample import sample_dataset  # noqa: E402
-from InteractiveRefineLib.session import InteractiveSession  # noqa: E402
+from FewShotSegLib.panel.panel import FewShotController, FewShotRequest, default_support_slice  # noqa: E402
+from InteractiveRefineLib.core.data import DecathlonDataset  # noqa: E402
+from InteractiveRefineLib.core.prompts import box_from_mask, main_object  # noqa: E402
+from InteractiveRefineLib.core.sample import sample_dataset  # noqa: E402
+from InteractiveRefineLib.engine.session import InteractiveSession  # noqa: E402
+from InteractiveRefineLib.evaluation.robot import robot_rounds  # noqa: E402
 
 ROUNDS = 3
 

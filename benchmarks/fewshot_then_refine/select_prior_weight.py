@@ -11,11 +11,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from InteractiveRefineLib.data import DecathlonDataset  # noqa: E402
-from InteractiveRefineLib.finetune import RefineConfig  # noqa: E402
-from InteractiveRefineLib.prompts import main_object  # noqa: E402
-from InteractiveRefineLib.robot import robot_rounds  # noqa: E402
-from InteractiveRefineLib.session import InteractiveSession  # noqa: E402
+from InteractiveRefineLib.core.data import DecathlonDataset  # noqa: E402
+from InteractiveRefineLib.core.prompts import main_object  # noqa: E402
+from InteractiveRefineLib.engine.finetune import RefineConfig  # noqa: E402
+from InteractiveRefineLib.engine.session import InteractiveSession  # noqa: E402
+from InteractiveRefineLib.evaluation.robot import robot_rounds  # noqa: E402
 
 CASES, WEIGHTS = ("chaos_1", "chaos_2", "chaos_3", "chaos_19"), (0.3, 0.5, 0.7)
 

@@ -37,8 +37,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from .. import errors
-from ..worker import BusyError, Job
+from ..core import errors
+from ..core.worker import BusyError, Job
 from .mailbox import Mailbox, ProtocolError
 
 log = logging.getLogger(__name__)

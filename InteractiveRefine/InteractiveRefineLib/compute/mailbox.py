@@ -131,7 +131,7 @@ def image_message(image) -> Tuple[dict, np.ndarray]:
 
 
 def image_from_message(fields: Mapping, array: np.ndarray):
-    from ..image_io import Image
+    from ..core.image_io import Image
 
     return Image(array, tuple(fields["spacing"]), tuple(fields["origin"]), np.asarray(fields["direction"], float))
 
@@ -144,7 +144,7 @@ def box_message(box) -> Optional[dict]:
 
 
 def box_from_message(fields: Optional[Mapping]):
-    from ..prompts import Box
+    from ..core.prompts import Box
 
     if fields is None:
         return None

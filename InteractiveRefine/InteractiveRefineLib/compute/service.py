@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from ..errors import CancelledError, PromptError
+from ..core.errors import CancelledError, PromptError
 from .mailbox import Mailbox, box_from_message, box_message, image_from_message, pack_mask, unpack_mask
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,8 @@ class ComputeService:
         return self.sessions[sid]
 
     def refine_open(self, args, arrays, progress, cancel, op=None) -> Result:
-        from ..finetune import RefineConfig
-        from ..log import InteractionLog
+        from ..core.log import InteractionLog
+        from ..engine.finetune import RefineConfig
 
         sid = str(args["session"])
         try:
@@ -160,7 +160,7 @@ class ComputeService:
             config = RefineConfig(**(args.get("config") or {}))
             factory = self._session_factory
             if factory is None:
-                from ..session import InteractiveSession as factory
+                from ..engine.session import InteractiveSession as factory
             session = factory(image, config=config, device=args.get("device", "auto"), log=InteractionLog(None))
         except Exception as exc:
             self.failed[sid] = f"{type(exc).__name__}: {exc}"
@@ -239,7 +239,7 @@ class ComputeService:
     @staticmethod
     def _configure(rec: _Refine, args) -> None:
         if args.get("config"):
-            from ..finetune import RefineConfig
+            from ..engine.finetune import RefineConfig
 
             rec.session.config = RefineConfig(**args["config"])
 
@@ -252,13 +252,13 @@ class ComputeService:
             if self._segmenter_factory is not None:
                 self.segmenters[key] = self._segmenter_factory(device)
             else:
-                from FewShotSegLib.segment import FewShotSegmenter
+                from FewShotSegLib.engine.segment import FewShotSegmenter
 
                 self.segmenters[key] = FewShotSegmenter(model, device=device)
         return self.segmenters[key]
 
     def fewshot_run(self, args, arrays, progress, cancel, op=None) -> Result:
-        from FewShotSegLib.panel import request_from_message, run_request
+        from FewShotSegLib.panel.panel import request_from_message, run_request
 
         request = request_from_message(args, arrays)
         model = args.get("model")

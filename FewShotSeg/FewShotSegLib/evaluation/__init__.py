@@ -1,0 +1,1 @@
+"""FewShotSeg evaluation: the CHAOS evaluation, summaries, timing and the demo."""

@@ -1,0 +1,2 @@
+"""FewShotSeg panel support: the Slicer-free panel controller and slicer_bridge (the one module that imports
+Slicer)."""

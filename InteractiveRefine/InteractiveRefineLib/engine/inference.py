@@ -1,0 +1,125 @@
+"""Box -> CNN segmentation: crop + margin, resample to the network grid, predict, paste back."""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import torch
+
+from ..core.device import choose_device
+from ..core.geometry import CropSpec, extract, normalize, paste, plan_crop, region_box_mask, to_grid
+from ..core.image_io import Image, validate_image
+from ..core.prompts import Box, validate_box
+from .models import default_model_path, load_model
+from .networks import SliceWise
+
+# Crop settings used when a manifest does not say otherwise (train writes them into the manifest).
+DEFAULT_INPUT = {"margin_mm": 10.0, "size2d": [96, 96], "size3d": 48, "depth_range": [8, 48],
+                 "normalization": "percentile_0.5_99.5_zscore_per_crop"}
+
+
+@dataclass
+class Prediction:
+    """Foreground probability on the full image grid (0 outside the box), its mask, and timing."""
+
+    probability: np.ndarray
+    spec: CropSpec
+    seconds: float
+    threshold: float = 0.5
+
+    @functools.cached_property
+    def mask(self) -> np.ndarray:
+        """Thresholded probability (computed once: it is a full-volume array)."""
+        return self.probability >= self.threshold
+
+
+def plan_for(box: Box, image: Image, input_cfg: Dict[str, Any], margin_mm: Optional[float] = None) -> CropSpec:
+    """The crop of `box` with the input settings of a model manifest.
+
+    A "slicewise" 3D model (a 2D network run per slice, see networks.SliceWise) gets the 2D grid in
+    plane and the native slices through-plane (at most `depth_range[1]`, never interpolated up).
+    """
+    cfg = dict(DEFAULT_INPUT, **(input_cfg or {}))
+    slicewise = box.axis is None and cfg.get("slicewise", False)
+    size2d = tuple(cfg["size2d"])
+    return plan_crop(box, image.shape, image.spacing_kji,
+                     margin_mm=cfg["margin_mm"] if margin_mm is None else margin_mm,
+                     size2d=size2d, size3d=int(size2d[0]) if slicewise else int(cfg["size3d"]),
+                     depth_range=(1, int(cfg["depth_range"][1])) if slicewise else tuple(cfg["depth_range"]),
+                     slicewise=slicewise)
+
+
+def box_channel(spec: CropSpec) -> np.ndarray:
+    """1 on the user box, 0 on the margin, on the network grid: tells the network where the box is."""
+    return (to_grid(region_box_mask(spec).astype(np.float32), spec, order=0) > 0.5).astype(np.float32)
+
+
+def stack_input(intensity: np.ndarray, spec: CropSpec, input_cfg: Optional[Dict[str, Any]]) -> np.ndarray:
+    """Network input channels (C, *grid): the normalised crop, plus the box mask for box-channel models."""
+    channels = [intensity.astype(np.float32, copy=False)]
+    if (input_cfg or {}).get("box_channel", False):
+        channels.append(box_channel(spec))
+    return np.ascontiguousarray(np.stack(channels))
+
+
+def network_input(array: np.ndarray, spec: CropSpec, input_cfg: Optional[Dict[str, Any]] = None) -> np.ndarray:
+    """Network input (C, *grid), float32: the normalised crop `spec` of `array` (+ box channel)."""
+    return stack_input(normalize(extract(array, spec, order=1)), spec, input_cfg)
+
+
+@torch.no_grad()
+def foreground_probability(net: torch.nn.Module, x: np.ndarray, device: torch.device) -> np.ndarray:
+    """Softmax foreground probability on the network grid for one input (C, *grid)."""
+    t = torch.from_numpy(np.ascontiguousarray(x))[None].to(device)
+    return torch.softmax(net(t), dim=1)[0, 1].float().cpu().numpy()
+
+
+def wrap_for(net: torch.nn.Module, manifest: Dict[str, Any], dim: int) -> torch.nn.Module:
+    """The network as used for `dim`-D boxes: a 2D network with a slicewise manifest serves 3D boxes."""
+    if dim == 3 and manifest.get("input", {}).get("slicewise", False) and getattr(net, "dim", 3) == 2:
+        return SliceWise(net).eval()
+    return net
+
+
+class BoxSegmenter:
+    """Segments the object in a box with the shipped (or given) 2D and 3D models.
+
+    Models load lazily on first use, so constructing this is cheap.
+    """
+
+    def __init__(self, model2d: Union[str, Path, None] = None, model3d: Union[str, Path, None] = None,
+                 device: str = "auto"):
+        self.device = choose_device(device)
+        self._paths = {2: Path(model2d) if model2d else default_model_path(2),
+                       3: Path(model3d) if model3d else default_model_path(3)}
+        self._models: Dict[int, Any] = {}
+
+    def model(self, dim: int):
+        """(network, manifest) for 2D or 3D boxes, loaded once and checksum-verified."""
+        if dim not in self._models:
+            net, manifest = load_model(self._paths[dim], self.device)
+            self._models[dim] = (wrap_for(net, manifest, dim), manifest)
+        return self._models[dim]
+
+    def predict(self, image: Image, box: Box, margin_mm: Optional[float] = None,
+                validate: bool = True) -> Prediction:
+        """Segment the object in `box` (2D or 3D). Raises ImageError / PromptError on bad input."""
+        if validate:
+            validate_image(image)
+        box = validate_box(box, image.shape)
+        net, manifest = self.model(box.dim)
+        return predict_box(net, manifest.get("input", {}), image, box, self.device, margin_mm)
+
+
+def predict_box(net: torch.nn.Module, input_cfg: Dict[str, Any], image: Image, box: Box,
+                device: torch.device, margin_mm: Optional[float] = None) -> Prediction:
+    """Predict with a loaded network; `box` must already be valid for `image`. Timed end to end."""
+    t0 = time.perf_counter()
+    spec = plan_for(box, image, input_cfg, margin_mm)
+    prob = foreground_probability(net, network_input(image.array, spec, input_cfg), device)
+    full = paste(prob, spec, image.shape)
+    return Prediction(full, spec, time.perf_counter() - t0)

@@ -1,0 +1,218 @@
+"""Resumable training of the class-agnostic 2D box network on structures of every shape (issue 11).
+
+One 2D network (P-Net with an image and a box-mask channel) serves 2D boxes directly and 3D boxes
+slice by slice (networks.SliceWise, tied by the 3D CRF of the session). Samples: box_samples.py;
+data split: box_sources.py. Model selection on the validation structures only (never test patients
+or evaluation-only data): the score is the mean over validation groups of (2D Dice + 3D Dice) / 2.
+
+The run folder holds `last.json/.safetensors` (exact resume: weights, Adam, iteration, RNG states),
+written every `ckpt_minutes` and at the end; the best validation model is saved to `out` as a
+shipped-format model (safetensors + manifest).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..core.device import choose_device
+from ..core.metrics import dice
+from ..core.prompts import box_from_mask, validate_box
+from ..engine.inference import DEFAULT_INPUT, predict_box
+from ..engine.models import save_model
+from ..engine.networks import ARCHITECTURES, SliceWise, build_network
+from .box_samples import MIN_AREA, BoxSampler
+from .box_sources import Volume, load_sources, recipe
+from .checkpoint import load_checkpoint, save_checkpoint
+from .train import loss_fn
+
+log = logging.getLogger(__name__)
+
+GROUP_WEIGHTS = {"chaos": 0.15, "totalseg": 0.15, "pseudo": 0.25, "hippocampus": 0.1, "fetal": 0.1,
+                 "adult_brain": 0.1, "cord": 0.075, "spleen_ct": 0.075}
+
+
+@dataclass
+class BoxTrainConfig:
+    out: str = "runs/box2d/pnet2d.json"            # best validation model (shipped format)
+    run_dir: str = "checkpoints/box2d"             # resumable checkpoints
+    data_root: Optional[str] = None
+    batch: int = 16
+    lr: float = 1e-3
+    warmup: int = 200
+    max_iters: int = 12000                         # the cosine schedule's length
+    stop_after_minutes: float = 0.0                # end this invocation (checkpointed) after this; 0 = never
+    ckpt_minutes: float = 5.0
+    val_every: int = 250
+    val_hippocampus: int = 10                      # validation subjects used during training
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 1
+    slab_fraction: float = 0.4
+    group_weights: Dict[str, float] = field(default_factory=lambda: dict(GROUP_WEIGHTS))
+    arch_overrides: Dict = field(default_factory=dict)
+    input: Dict = field(default_factory=lambda: dict(DEFAULT_INPUT, box_channel=True))
+    command: str = ""
+
+
+def lr_at(it: int, cfg: BoxTrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 2% of `lr` at `max_iters`."""
+    if it < cfg.warmup:
+        return cfg.lr * (it + 1) / cfg.warmup
+    t = min(1.0, (it - cfg.warmup) / max(1, cfg.max_iters - cfg.warmup))
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def validation_cases(volumes: List[Volume]):
+    """(group, volume, label, mask, 2D boxes, 3D box) per validation structure; 2D: 3 slices of each."""
+    cases = []
+    for v in volumes:
+        for l in v.label_ids:
+            m = v.labels == l
+            if not m.any():
+                continue
+            areas = m.sum(axis=(1, 2))
+            ks = np.nonzero(areas >= MIN_AREA)[0]
+            picks = sorted({int(ks[int(q * (len(ks) - 1))]) for q in (0.25, 0.5, 0.75)}) if len(ks) else []
+            boxes2d = [validate_box(box_from_mask(m, 0, k), m.shape) for k in picks]
+            cases.append((v.group, v, l, m, boxes2d, box_from_mask(m)))
+    return cases
+
+
+def validate(net: torch.nn.Module, input_cfg: Dict, cases, device) -> Dict[str, float]:
+    """Dice of tight 2D boxes and 3D boxes (slicewise) per group, the filled box beside it."""
+    net.eval()
+    sw = SliceWise(net).eval()
+    cfg3 = dict(input_cfg, slicewise=True)
+    per: Dict[str, Dict[str, List[float]]] = {}
+    for group, v, l, m, boxes2d, box3d in cases:
+        g = per.setdefault(group, {"2d": [], "3d": [], "filled_2d": [], "filled_3d": []})
+        for b in boxes2d:
+            k = b.lo[0]
+            g["2d"].append(dice(predict_box(net, input_cfg, v.image, b, device).mask[k], m[k]))
+            g["filled_2d"].append(dice(b.mask(m.shape)[k], m[k]))
+        g["3d"].append(dice(predict_box(sw, cfg3, v.image, box3d, device).mask, m))
+        g["filled_3d"].append(dice(box3d.mask(m.shape), m))
+    net.train()
+    out: Dict[str, float] = {}
+    scores = []
+    for group, g in sorted(per.items()):
+        for k, vals in g.items():
+            if vals:
+                out[f"{group}_{k}"] = round(float(np.mean(vals)), 4)
+        scores.append(0.5 * (out.get(f"{group}_2d", 0.0) + out[f"{group}_3d"]))
+    out["score"] = round(float(np.mean(scores)), 4)
+    return out
+
+
+def train_box(cfg: BoxTrainConfig, resume: bool = False,
+              volumes: Optional[Tuple[List[Volume], List[Volume]]] = None) -> Path:
+    """Train (or resume) until max_iters or stop_after_minutes; returns the best model's manifest path.
+
+    `volumes`: (train, val) volumes instead of box_sources' recipe (tests use small synthetic ones).
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = choose_device(cfg.device)
+    if volumes is None:
+        volumes = (load_sources("train", cfg.data_root),
+                   load_sources("val", cfg.data_root, limit=cfg.val_hippocampus))
+    train_vols, val_vols = volumes
+    val_cases = validation_cases(val_vols)
+    sampler = BoxSampler(train_vols, cfg.input, cfg.group_weights, cfg.slab_fraction)
+    arch = "pnet2d"
+    arch_params = dict(ARCHITECTURES[arch], in_channels=2 if cfg.input.get("box_channel") else 1,
+                       **cfg.arch_overrides)
+    net = build_network(arch, in_channels=arch_params["in_channels"], **cfg.arch_overrides).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
+    last = Path(cfg.run_dir) / "last.json"
+    state = {"iteration": 0, "best": -1.0, "history": [], "minutes": 0.0}
+    if resume:
+        state = load_checkpoint(last, net, opt, rng)
+        log.info("resumed at iteration %d from %s", state["iteration"], last)
+    it = state["iteration"]
+    t0 = time.monotonic()
+    t_ckpt = t0
+    minutes_before = state["minutes"]
+    net.train()
+    while it < cfg.max_iters:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(it, cfg)
+        xs, ys = zip(*[sampler.sample(rng) for _ in range(cfg.batch)])
+        x = torch.from_numpy(np.stack(xs)).to(device)
+        y = torch.from_numpy(np.stack(ys)).to(device)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        it += 1
+        state["iteration"] = it
+        state["minutes"] = round(minutes_before + (time.monotonic() - t0) / 60, 3)
+        if it % 50 == 0:
+            print(f"iter {it} loss {loss.item():.4f} lr {lr_at(it, cfg):.2e} "
+                  f"{state['minutes']:.1f} min", file=sys.stderr, flush=True)
+        if it % cfg.val_every == 0 or it == cfg.max_iters:
+            metrics = validate(net, cfg.input, val_cases, device)
+            metrics.update(iteration=it, minutes=state["minutes"], loss=round(loss.item(), 4))
+            state["history"].append(metrics)
+            print(f"iter {it} validation {metrics}", file=sys.stderr, flush=True)
+            if metrics["score"] > state["best"]:
+                state["best"] = metrics["score"]
+                _save_best(net, arch, arch_params, cfg, state, metrics, device)
+        elapsed = (time.monotonic() - t0) / 60
+        stop = cfg.stop_after_minutes and elapsed >= cfg.stop_after_minutes
+        if stop or it == cfg.max_iters or (time.monotonic() - t_ckpt) / 60 >= cfg.ckpt_minutes:
+            save_checkpoint(last, net, opt, rng, dict(state, config=asdict(cfg)))
+            t_ckpt = time.monotonic()
+        if stop:
+            log.info("stopped after %.1f min at iteration %d; resume with --resume", elapsed, it)
+            break
+    return Path(cfg.out)
+
+
+def _save_best(net, arch, arch_params, cfg: BoxTrainConfig, state, metrics, device) -> None:
+    manifest = {
+        "input": cfg.input,
+        "training": {
+            "recipe": "box_sources.py (train part) + pseudo-objects; see its docstring",
+            "data": {part: recipe(part) for part in ("train", "val", "eval")},
+            "groups": cfg.group_weights, "seed": cfg.seed, "batch": cfg.batch, "lr": cfg.lr,
+            "iterations_at_best": state["iteration"], "minutes": state["minutes"], "device": str(device),
+            "torch": torch.__version__, "python": platform.python_version(), "config": asdict(cfg),
+            "validation_set": "box_sources.py (val part): CHAOS val patients (liver, spleen), "
+                              f"{cfg.val_hippocampus} validation hippocampus subjects, cord GM/WM (T2*, MT), "
+                              "fetal cortex and corpus callosum (GA21-25 non-operated)",
+            "history": state["history"],
+        },
+        "validation": metrics,
+        "command": cfg.command,
+    }
+    save_model(net, arch, cfg.out, arch_params, manifest)
+
+
+def install_models(best_manifest, models_folder=None) -> Tuple[Path, Path]:
+    """Ship a trained box network: `pnet2d.json` (2D boxes) and `box3d.json` (the same weights run slice
+    by slice in 3D boxes, input "slicewise"), each with its own weights file and checksum."""
+    from ..engine.models import load_model, models_dir, read_manifest
+    src = read_manifest(best_manifest)
+    net, _ = load_model(best_manifest)
+    folder = Path(models_folder) if models_folder else models_dir()
+    extra = {k: v for k, v in src.items() if k in ("input", "training", "validation", "command")}
+    extra["training"] = dict(extra.get("training", {}), trained_as=str(best_manifest),
+                             data={part: recipe(part) for part in ("train", "val", "eval")})
+    p2 = save_model(net, src["architecture"], folder / "pnet2d.json", src["arch_params"], extra)
+    extra3 = dict(extra, input=dict(src["input"], slicewise=True),
+                  note="the 2D box network run slice by slice inside a 3D box (networks.SliceWise); "
+                       "chosen over the 3D PC-Net on the validation structures (benchmarks/box_networks)")
+    p3 = save_model(net, src["architecture"], folder / "box3d.json", src["arch_params"], extra3)
+    return p2, p3
