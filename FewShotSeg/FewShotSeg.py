@@ -1,23 +1,22 @@
 """FewShotSeg: segment an organ in a new image from one annotated slice of another image.
 
 A thin Slicer adapter over FewShotSegLib (and the shared core in InteractiveRefineLib, provided by the
-InteractiveRefine module, declared as a dependency). The panel's logic lives in FewShotSegLib.panel.panel
+InteractiveRefine module, declared as a dependency). The panel's logic lives in FewShotSegLib.panel.controller
 (Slicer-free, tested with pytest) and the node conversions in FewShotSegLib.panel.slicer_bridge; this file
 only wires the GUI. Heavy packages (torch) are imported lazily, when a segmentation starts.
 """
 import logging
-from typing import Annotated
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+
+# The parameter node and the Logic live in FewShotSegSlicer/ (this file: module, widget, self-test).
+from FewShotSegSlicer.logic import FewShotSegLogic
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, Minimum, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
@@ -27,12 +26,7 @@ from slicer.util import VTKObservationMixin
 # InteractiveRefine is importable here (modules are instantiated alphabetically, FewShotSeg first).
 from InteractiveRefine import CITATIONS
 
-#: The panel's choices and defaults, as in FewShotSegLib.panel.panel (Testing/test_fewshot_panel.py checks that they
-#: agree). Written out here because Slicer imports this file at startup, before the core's packages (numpy,
-#: torch) may be installed; FewShotSegLib is imported inside the methods.
-DEFAULT_ADAPT_SECONDS = 60.0
-DEVICES = ("auto", "cuda", "cpu")
-RANGE_MODES = ("auto", "roi", "slices")
+#: Array axis names, as in FewShotSegLib.panel.controller (Testing/test_fewshot_panel.py checks that they agree).
 AXIS_NAMES = ("K", "J", "I")
 #: How often the panel polls the compute process (ms).
 POLL_INTERVAL_MS = 100
@@ -73,37 +67,6 @@ See the <a href="https://github.com/adaptiveseg/SlicerAdaptiveSeg">AdaptiveSeg d
         self.parent.acknowledgementText = _("""
 Part of the AdaptiveSeg extension. The methods follow these publications:
 """) + CITATIONS
-
-
-#
-# FewShotSegParameterNode
-#
-
-
-@parameterNodeWrapper
-class FewShotSegParameterNode:
-    """The panel's state, saved with the scene.
-
-    supportSegmentIds: IDs of the support segments to learn (kept in sync with the segment selector by the
-    widget: no GUI connector exists for qMRMLSegmentSelectorWidget). supportSlice: index along supportAxis
-    (array axis 0 = K, 1 = J, 2 = I), -1 = automatic. firstSlice/lastSlice: query range (inclusive) along the
-    same axis when rangeMode is "slices". adaptSeconds: exemplar-adaptation budget for the whole run.
-    """
-
-    supportVolume: vtkMRMLScalarVolumeNode
-    supportSegmentation: vtkMRMLSegmentationNode
-    supportSegmentIds: list[str]
-    supportSlice: Annotated[int, Minimum(-1)] = -1
-    supportAxis: Annotated[int, Choice([0, 1, 2])] = 0
-    queryVolume: vtkMRMLScalarVolumeNode
-    rangeMode: Annotated[str, Choice(list(RANGE_MODES))] = "auto"
-    queryRoi: vtkMRMLMarkupsROINode
-    firstSlice: Annotated[int, Minimum(0)] = 0
-    lastSlice: Annotated[int, Minimum(0)] = 0
-    outputSegmentation: vtkMRMLSegmentationNode
-    adapt: bool = False
-    adaptSeconds: Annotated[float, WithinRange(1.0, 3600.0)] = DEFAULT_ADAPT_SECONDS
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
 
 
 #
@@ -268,7 +231,7 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         planes = ["", "", ""]
         if p.supportVolume is not None and p.supportVolume.GetImageData() is not None:
             from FewShotSegLib.panel import slicer_bridge
-            from FewShotSegLib.panel.panel import axis_plane_names
+            from FewShotSegLib.panel.controller import axis_plane_names
 
             planes = [f" ({name})" for name in axis_plane_names(slicer_bridge.ijk_to_ras_array(p.supportVolume))]
         combo = self.ui.supportAxisComboBox
@@ -321,10 +284,7 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if p is None or p.queryVolume is None or roiNode is None:
             return
-        bounds = [0.0] * 6
-        p.queryVolume.GetRASBounds(bounds)
-        roiNode.SetSize([bounds[1] - bounds[0], bounds[3] - bounds[2], bounds[5] - bounds[4]])
-        roiNode.SetCenter([(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2])
+        self.logic.fitRoiToVolume(roiNode, p.queryVolume)
 
     def onUseCurrentSlice(self) -> None:
         p = self._parameterNode
@@ -355,19 +315,13 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self.ui.statusLabel.text = _("The required Python packages are not installed; nothing was done.")
                     return
             request = self.logic.requestFromParameterNode(p)
-            output = p.outputSegmentation
-            if output is None:
-                output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-                output.SetName(slicer.mrmlScene.GenerateUniqueName(p.queryVolume.GetName() + " few-shot"))
-                output.CreateDefaultDisplayNodes()
-                output.SetReferenceImageGeometryParameterFromVolumeNode(p.queryVolume)
-                p.outputSegmentation = output
+            output = self.logic.outputSegmentation(p)
             self.logic.start(request)
             self._pending = {"query": p.queryVolume.GetID(), "output": output.GetID(),
                              "support": p.supportSegmentation.GetID(), "names": dict(request.names),
                              "discard": False}
             self.ui.progressBar.value = 0
-            from FewShotSegLib.panel.panel import support_slice_note
+            from FewShotSegLib.panel.controller import support_slice_note
 
             note = support_slice_note(list(request.support_masks.values()), request.axis, request.slice_index,
                                       [request.name(i) for i in request.segment_ids])
@@ -411,7 +365,7 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()  # also when writing the result failed (its error is shown)
 
     def _showResult(self, result, pending) -> None:
-        from FewShotSegLib.panel.panel import result_message
+        from FewShotSegLib.panel.controller import result_message
 
         nodes = None
         if pending is not None and not pending["discard"]:
@@ -469,145 +423,6 @@ def _relabel(comboBox, labels) -> None:
 
 
 #
-# FewShotSegLogic
-#
-
-
-class FewShotSegLogic(ScriptedLoadableModuleLogic):
-    """Thin adapter between MRML nodes and FewShotSegLib.panel.panel; usable without the widget.
-
-    Script use (blocking)::
-
-        logic = FewShotSegLogic()
-        request = logic.buildRequest(supportVolume, supportSegmentation, [segmentId], queryVolume,
-                                     rangeMode="slices", firstSlice=2, lastSlice=19)
-        writtenIds, result = logic.segment(request, outputSegmentation, queryVolume, supportSegmentation)
-    """
-
-    def __init__(self) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self._controller = None
-
-    def getParameterNode(self):
-        return FewShotSegParameterNode(super().getParameterNode())
-
-    @staticmethod
-    def missingDependencies():
-        from InteractiveRefine import InteractiveRefineLogic
-
-        return InteractiveRefineLogic.missingDependencies()
-
-    @staticmethod
-    def installDependencies(askConfirmation=True):
-        from InteractiveRefine import InteractiveRefineLogic
-
-        return InteractiveRefineLogic().installDependencies(askConfirmation=askConfirmation)
-
-    # -- the compute process ------------------------------------------------------------------------------
-    @property
-    def controller(self):
-        """The panel's controller, on the compute process InteractiveRefine shares (one per Slicer session)."""
-        if self._controller is None:
-            from FewShotSegLib.panel.panel import FewShotController
-            from InteractiveRefine import InteractiveRefineLogic
-
-            self._controller = FewShotController(client=InteractiveRefineLogic.computeClient())
-        return self._controller
-
-    @property
-    def busy(self) -> bool:
-        return self._controller is not None and self._controller.busy
-
-    @property
-    def deviceText(self) -> str:
-        return self._controller.device_text if self._controller is not None else ""
-
-    def start(self, request):
-        """Send `request` to the compute process (BusyError while one runs)."""
-        return self.controller.start(request)
-
-    def poll(self):
-        return self._controller.poll() if self._controller is not None else None
-
-    def cancel(self) -> bool:
-        return self._controller is not None and self._controller.cancel()
-
-    def shutdown(self, stopCompute=False) -> None:
-        """Cancel a running segmentation; stopCompute: also end the shared compute process (frees its memory)."""
-        if self._controller is not None:
-            self._controller.shutdown()
-        if stopCompute:
-            from InteractiveRefine import InteractiveRefineLogic
-
-            InteractiveRefineLogic.computeClient().stop()
-
-    # -- nodes -> request -> segments ----------------------------------------------------------------------
-    def buildRequest(self, supportVolume, supportSegmentation, segmentIds, queryVolume, supportSlice=-1, supportAxis=0,
-                     rangeMode="auto", queryRoi=None, firstSlice=0, lastSlice=0, adapt=False,
-                     adaptSeconds=DEFAULT_ADAPT_SECONDS, device="auto", viewName="Red"):
-        """A validated FewShotRequest from nodes (GUI thread). supportSlice -1: automatic, along the Red view's
-        axis when it is not oblique (`viewName` None: along supportAxis), preferring the slice it shows."""
-        from FewShotSegLib.panel import panel
-        from FewShotSegLib.panel import slicer_bridge as bridge
-        from InteractiveRefineLib.core.errors import PromptError
-
-        if supportVolume is None:
-            raise PromptError(_("select the support volume"))
-        if queryVolume is None:
-            raise PromptError(_("select the query volume"))
-        segmentIds = [str(s) for s in segmentIds or []]
-        support = bridge.volume_image(supportVolume, "support volume")
-        masks, names = bridge.support_segments(supportSegmentation, segmentIds, supportVolume)
-        view = None
-        if int(supportSlice) < 0 and viewName:
-            try:
-                view = bridge.view_slice(supportVolume, viewName)
-            except PromptError:
-                view = None  # the view does not cut the support volume
-        axis, index = panel.resolve_support_slice(list(masks.values()), int(supportSlice), int(supportAxis), view,
-                                                  [names[s] for s in segmentIds])
-        query = bridge.volume_image(queryVolume, "query volume")
-        if rangeMode == "auto":
-            queryRange = panel.auto_range()
-        elif rangeMode == "slices":
-            queryRange = panel.slice_range(firstSlice, lastSlice)
-        elif rangeMode == "roi":
-            objectToWorld, size = bridge.query_roi_geometry(queryRoi)
-            queryRange = panel.roi_range(objectToWorld, size, bridge.ijk_to_ras_array(queryVolume), query.shape)
-        else:
-            raise PromptError(f"unknown range mode {rangeMode!r}; use one of {', '.join(RANGE_MODES)}")
-        request = panel.FewShotRequest(support, masks, index, query, axis, queryRange, bool(adapt),
-                                       float(adaptSeconds), str(device), names)
-        return request.validate()
-
-    def requestFromParameterNode(self, p):
-        return self.buildRequest(p.supportVolume, p.supportSegmentation, list(p.supportSegmentIds), p.queryVolume,
-                                 p.supportSlice, p.supportAxis, p.rangeMode, p.queryRoi, p.firstSlice, p.lastSlice,
-                                 p.adapt, p.adaptSeconds, p.device)
-
-    @staticmethod
-    def writeResult(result, outputSegmentation, queryVolume, supportSegmentation):
-        """Write a FewShotResult into the output segmentation (names and colours of the support segments);
-        return the written segment IDs."""
-        from FewShotSegLib.panel import slicer_bridge
-
-        return slicer_bridge.write_results(outputSegmentation, queryVolume, result.masks, supportSegmentation)
-
-    def segment(self, request, outputSegmentation, queryVolume, supportSegmentation, timeout=None):
-        """Run `request` and write its result, blocking (scripts, self-tests). Returns (segment IDs, result)."""
-        from InteractiveRefineLib.core.errors import CancelledError
-
-        self.start(request)
-        status = self.controller.wait(timeout)
-        job = status.job
-        if job.state == "cancelled":
-            raise CancelledError(str(job.error))
-        if job.state != "done":
-            raise job.error
-        return self.writeResult(status.result, outputSegmentation, queryVolume, supportSegmentation), status.result
-
-
-#
 # FewShotSegTest
 #
 
@@ -633,7 +448,7 @@ class FewShotSegTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         from FewShotSegLib.panel import slicer_bridge
-        from FewShotSegLib.panel.panel import FewShotResult
+        from FewShotSegLib.panel.controller import FewShotResult
         from InteractiveRefineLib.core.errors import PromptError
 
         self.delayDisplay("Request from nodes, validation, result segments")

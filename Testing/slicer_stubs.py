@@ -7,7 +7,8 @@ import unittest
 
 STUBBED = ("qt", "slicer.ScriptedLoadableModule", "slicer.i18n", "slicer.parameterNodeWrapper")
 MODULES = ("InteractiveRefine", "InteractiveRefineSlicer", "InteractiveRefineSlicer.gui",
-           "InteractiveRefineSlicer.logic", "InteractiveRefineSlicer.parameters", "FewShotSeg")
+           "InteractiveRefineSlicer.logic", "InteractiveRefineSlicer.parameters", "FewShotSeg", "FewShotSegSlicer",
+           "FewShotSegSlicer.logic", "FewShotSegSlicer.parameters")
 
 
 def install(monkeypatch) -> None:

@@ -1,5 +1,5 @@
-"""The FewShotSeg panel's logic without Slicer (FewShotSegLib.panel.panel): the support slice it proposes, every bad
-request named clearly, and the controller with the real compute process and the shipped default model on the
+"""The FewShotSeg panel's logic without Slicer (FewShotSegLib.panel.controller): the support slice it proposes,
+every bad request named clearly, and the controller with the real compute process and the shipped default model on the
 embedded CHAOS pair (one annotated slice of chaos_36 -> chaos_8): Dice, progress, re-entry, cancel, adaptation,
 the CPU fallback note, and the names of the result segments."""
 import ast
@@ -12,7 +12,7 @@ import torch
 
 from FewShotSegLib.engine.adapt import AdaptConfig
 from FewShotSegLib.engine.segment import FewShotSegmenter
-from FewShotSegLib.panel.panel import (
+from FewShotSegLib.panel.controller import (
     DEFAULT_ADAPT_SECONDS,
     FewShotController,
     FewShotRequest,
@@ -73,14 +73,16 @@ def test_default_adaptation_budget_is_the_core_default():
 
 
 def test_the_slicer_module_states_the_same_choices_and_defaults():
-    """FewShotSeg.py writes them out (it may not import the core at startup); they must match the core's."""
-    from FewShotSegLib.panel import panel
-    source = (Path(__file__).resolve().parent.parent / "FewShotSeg" / "FewShotSeg.py").read_text()
+    """FewShotSeg.py and FewShotSegSlicer/parameters.py write them out (they may not import the core at startup);
+    they must match the core's."""
+    from FewShotSegLib.panel import controller
+    folder = Path(__file__).resolve().parent.parent / "FewShotSeg"
+    source = "\n".join(p.read_text() for p in (folder / "FewShotSeg.py", folder / "FewShotSegSlicer" / "parameters.py"))
     constants = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(source).body
                  if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
                  and n.targets[0].id.isupper() and isinstance(n.value, (ast.Constant, ast.Tuple))}
     for name in ("DEFAULT_ADAPT_SECONDS", "DEVICES", "RANGE_MODES", "AXIS_NAMES"):
-        assert constants[name] == getattr(panel, name), name
+        assert constants[name] == getattr(controller, name), name
 
 
 # -- support slice -------------------------------------------------------------------------------------------
@@ -230,7 +232,7 @@ def test_a_ct_query_for_an_mr_support_is_warned_in_the_panel(chaos36):
     """The panel says what `segment` warns about (issue 14, item 4): the result's status line carries it."""
     import types
 
-    from FewShotSegLib.panel.panel import run_request
+    from FewShotSegLib.panel.controller import run_request
     from InteractiveRefineLib.core.image_io import read_image
     from InteractiveRefineLib.core.sample import sample_dataset
 
@@ -382,7 +384,7 @@ def test_device_note_and_failures_reach_the_panel(chaos36, chaos8):
 
 
 def test_support_slice_note_flags_a_small_cross_section(chaos_sample):
-    from FewShotSegLib.panel.panel import support_slice_note
+    from FewShotSegLib.panel.controller import support_slice_note
 
     _img, lab = chaos_sample.load("chaos_36")
     kidney = lab == 2

@@ -22,7 +22,7 @@ FS_ALLOWED = {"engine": {"engine"}, "training": {"engine", "training"},
 # The compute child hosts the few-shot requests too: its service imports (lazily) FewShotSeg's segmenter and
 # the panel's request handler, which are Slicer-free.
 EXCEPTIONS = {("InteractiveRefineLib.compute.service", "FewShotSegLib.engine.segment"),
-              ("InteractiveRefineLib.compute.service", "FewShotSegLib.panel.panel")}
+              ("InteractiveRefineLib.compute.service", "FewShotSegLib.panel.controller")}
 
 
 def module_files():
@@ -40,9 +40,7 @@ def module_name(lib, path):
 def imported_modules(lib, path):
     """Absolute dotted names of every InteractiveRefineLib/FewShotSegLib import, lazy ones included."""
     name = module_name(lib, path)
-    package = name if path.name == "__init__.py" else name[:-1]
-    if path.name == "__init__.py":
-        package = name[:-1]
+    package = name[:-1]  # also for __init__.py: its name ends in "__init__"
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]

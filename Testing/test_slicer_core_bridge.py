@@ -1,8 +1,8 @@
 """Both bridges (InteractiveRefineLib/panel/slicer_bridge.py, FewShotSegLib/panel/slicer_bridge.py) against
 Slicer's real MRML classes from the slicer-core wheel (requirements-dev.txt): a vtkMRMLScene set as
 slicer.mrmlScene, with the segmentation converter rules registered and the Volumes, Segmentations, Colors and
-Markups logic created on it, as an application does at start-up. Qt widgets are not in slicer-core: slice views shown in a layout stay
-covered by Slicer's self-tests."""
+Markups logic created on it, as an application does at start-up. Qt widgets are not in slicer-core: slice
+views shown in a layout stay covered by Slicer's self-tests."""
 import types
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""FewShotSeg's Logic (FewShotSeg.py) on Slicer's real MRML (slicer-core; Qt-side helpers stood in for,
+"""FewShotSeg's Logic (FewShotSegSlicer/logic.py) on Slicer's real MRML (slicer-core; Qt-side helpers stood in for,
 Testing/slicer_stubs.py): the module self-tests' checks outside Slicer. Requests built from real nodes (support
 slice from the segments, slice and ROI ranges, errors named), results written named and coloured after the
 support, and the whole workflow through the compute protocol on the embedded pair as Slicer loads it."""
@@ -66,7 +66,7 @@ def test_requests_from_nodes_and_named_results(scene, fewshot):  # noqa: F811
         with pytest.raises(PromptError, match=text):
             logic.buildRequest(volume, segmentation, queryVolume=volume, viewName=None, **kwargs)
 
-    from FewShotSegLib.panel.panel import FewShotResult
+    from FewShotSegLib.panel.controller import FewShotResult
     result = FewShotResult({organ: np.roll(mask, 1, axis=2).astype(bool)}, {})
     output = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     written = logic.writeResult(result, output, volume, segmentation)

@@ -9,7 +9,7 @@ sys.path[:0] = [str(ROOT / "InteractiveRefine"), str(ROOT / "FewShotSeg")]
 
 import numpy as np  # noqa: E402
 
-from FewShotSegLib.panel.panel import FewShotController, FewShotRequest, default_support_slice  # noqa: E402
+from FewShotSegLib.panel.controller import FewShotController, FewShotRequest, default_support_slice  # noqa: E402
 from InteractiveRefineLib.core.data import DecathlonDataset  # noqa: E402
 from InteractiveRefineLib.core.prompts import box_from_mask, main_object  # noqa: E402
 from InteractiveRefineLib.core.sample import sample_dataset  # noqa: E402

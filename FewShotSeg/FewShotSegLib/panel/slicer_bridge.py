@@ -3,7 +3,7 @@
 Together with InteractiveRefineLib.panel.slicer_bridge this is the only FewShotSegLib module that imports
 slicer; it can only be imported inside 3D Slicer (FewShotSeg declares InteractiveRefine as a dependency,
 so that module's folder is on sys.path). It reads nodes into the plain arrays and matrices the core
-(panel.py, ras_geometry) works on, and writes results back into segments. Call it on the GUI thread only.
+(controller.py, ras_geometry) works on, and writes results back into segments. Call it on the GUI thread only.
 
 Geometry: a volume's own IJK-to-RAS matrix is used (parent transforms are ignored, as in
 InteractiveRefineLib.panel.slicer_bridge); an ROI is read in world coordinates.
@@ -26,7 +26,7 @@ from InteractiveRefineLib.panel.slicer_bridge import (  # noqa: F401  (re-export
     volume_to_image,
 )
 
-from .panel import result_segment_names
+from .controller import result_segment_names
 
 
 def volume_image(volumeNode, what: str = "volume"):

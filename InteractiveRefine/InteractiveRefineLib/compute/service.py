@@ -258,7 +258,7 @@ class ComputeService:
         return self.segmenters[key]
 
     def fewshot_run(self, args, arrays, progress, cancel, op=None) -> Result:
-        from FewShotSegLib.panel.panel import request_from_message, run_request
+        from FewShotSegLib.panel.controller import request_from_message, run_request
 
         request = request_from_message(args, arrays)
         model = args.get("model")

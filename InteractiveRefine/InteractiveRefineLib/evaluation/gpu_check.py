@@ -31,7 +31,7 @@ def gpu_used_mb():
 
 
 def _kidney_request(device, adapt=False):
-    from FewShotSegLib.panel.panel import FewShotRequest, slice_range
+    from FewShotSegLib.panel.controller import FewShotRequest, slice_range
     from InteractiveRefineLib.core.data import DecathlonDataset
     from InteractiveRefineLib.core.sample import sample_dataset
 
@@ -42,7 +42,7 @@ def _kidney_request(device, adapt=False):
 
 
 def run(out: Path) -> dict:
-    from FewShotSegLib.panel.panel import FewShotController
+    from FewShotSegLib.panel.controller import FewShotController
     from InteractiveRefineLib.compute.client import ComputeClient
     from InteractiveRefineLib.core.data import DecathlonDataset
     from InteractiveRefineLib.core.prompts import box_from_mask, main_object
