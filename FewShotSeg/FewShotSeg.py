@@ -60,7 +60,8 @@ slice (Auto: the slice shown in the Red view if the segments are drawn there, el
 largest; or press <i>Use current slice</i>).</li>
 <li><b>Query</b>: the volume to segment, the range (Auto: whole volume; ROI: inside a box; or a slice
 range) and the output segmentation. Each result segment takes the name and colour of its support
-segment; re-running replaces it.</li>
+segment; re-running replaces it. <i>Propagate through this scan</i>: the support volume itself is segmented,
+the organ drawn on the support slice followed slice by slice (range Auto: until the organ ends).</li>
 <li><b>Options</b>: adapt the network to the example first (slower, often more accurate; the time budget
 is shared by the segments) and the device (the device actually used is shown, with a note when it fell
 back to the CPU).</li>
@@ -88,6 +89,7 @@ class FewShotSegParameterNode:
     widget: no GUI connector exists for qMRMLSegmentSelectorWidget). supportSlice: index along supportAxis
     (array axis 0 = K, 1 = J, 2 = I), -1 = automatic. firstSlice/lastSlice: query range (inclusive) along the
     same axis when rangeMode is "slices". adaptSeconds: exemplar-adaptation budget for the whole run.
+    propagate: "Propagate through this scan" (the support volume itself is segmented; queryVolume unused).
     """
 
     supportVolume: vtkMRMLScalarVolumeNode
@@ -104,6 +106,7 @@ class FewShotSegParameterNode:
     adapt: bool = False
     adaptSeconds: Annotated[float, WithinRange(1.0, 3600.0)] = DEFAULT_ADAPT_SECONDS
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    propagate: bool = False
 
 
 #
@@ -240,7 +243,9 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.queryRoiSelector.enabled = mode == "roi"
             self.ui.firstSliceSpinBox.enabled = mode == "slices"
             self.ui.lastSliceSpinBox.enabled = mode == "slices"
-            self.ui.adaptSecondsSpinBox.enabled = p.adapt
+            self.ui.queryVolumeSelector.enabled = not p.propagate  # propagation segments the support volume
+            self.ui.adaptCheckBox.enabled = not p.propagate
+            self.ui.adaptSecondsSpinBox.enabled = p.adapt and not p.propagate
             self.ui.useCurrentSliceButton.enabled = p.supportVolume is not None
             self._updateButtons()
         finally:
@@ -287,7 +292,7 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             missing.append(_("a support volume"))
         if p is None or not p.supportSegmentation or not list(p.supportSegmentIds):
             missing.append(_("the support segment(s)"))
-        if p is None or not p.queryVolume:
+        if p is None or not (p.queryVolume or p.propagate):
             missing.append(_("a query volume"))
         self.ui.segmentButton.enabled = not busy and not missing
         if busy:
@@ -355,15 +360,16 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self.ui.statusLabel.text = _("The required Python packages are not installed; nothing was done.")
                     return
             request = self.logic.requestFromParameterNode(p)
+            queryVolume = p.supportVolume if p.propagate else p.queryVolume
             output = p.outputSegmentation
             if output is None:
                 output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-                output.SetName(slicer.mrmlScene.GenerateUniqueName(p.queryVolume.GetName() + " few-shot"))
+                output.SetName(slicer.mrmlScene.GenerateUniqueName(queryVolume.GetName() + " few-shot"))
                 output.CreateDefaultDisplayNodes()
-                output.SetReferenceImageGeometryParameterFromVolumeNode(p.queryVolume)
+                output.SetReferenceImageGeometryParameterFromVolumeNode(queryVolume)
                 p.outputSegmentation = output
             self.logic.start(request)
-            self._pending = {"query": p.queryVolume.GetID(), "output": output.GetID(),
+            self._pending = {"query": queryVolume.GetID(), "output": output.GetID(),
                              "support": p.supportSegmentation.GetID(), "names": dict(request.names),
                              "discard": False}
             self.ui.progressBar.value = 0
@@ -544,15 +550,18 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
     # -- nodes -> request -> segments ----------------------------------------------------------------------
     def buildRequest(self, supportVolume, supportSegmentation, segmentIds, queryVolume, supportSlice=-1, supportAxis=0,
                      rangeMode="auto", queryRoi=None, firstSlice=0, lastSlice=0, adapt=False,
-                     adaptSeconds=DEFAULT_ADAPT_SECONDS, device="auto", viewName="Red"):
+                     adaptSeconds=DEFAULT_ADAPT_SECONDS, device="auto", viewName="Red", propagate=False):
         """A validated FewShotRequest from nodes (GUI thread). supportSlice -1: automatic, along the Red view's
-        axis when it is not oblique (`viewName` None: along supportAxis), preferring the slice it shows."""
+        axis when it is not oblique (`viewName` None: along supportAxis), preferring the slice it shows.
+        propagate: "Propagate through this scan" (the support volume is the query; `queryVolume` is ignored)."""
         from FewShotSegLib import panel
         from FewShotSegLib import slicer_bridge as bridge
         from InteractiveRefineLib.errors import PromptError
 
         if supportVolume is None:
             raise PromptError(_("select the support volume"))
+        if propagate:  # the support volume is the query; the adaptation checkbox is greyed out then
+            queryVolume, adapt = supportVolume, False
         if queryVolume is None:
             raise PromptError(_("select the query volume"))
         segmentIds = [str(s) for s in segmentIds or []]
@@ -566,7 +575,7 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
                 view = None  # the view does not cut the support volume
         axis, index = panel.resolve_support_slice(list(masks.values()), int(supportSlice), int(supportAxis), view,
                                                   [names[s] for s in segmentIds])
-        query = bridge.volume_image(queryVolume, "query volume")
+        query = support if propagate else bridge.volume_image(queryVolume, "query volume")
         if rangeMode == "auto":
             queryRange = panel.auto_range()
         elif rangeMode == "slices":
@@ -577,13 +586,13 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
         else:
             raise PromptError(f"unknown range mode {rangeMode!r}; use one of {', '.join(RANGE_MODES)}")
         request = panel.FewShotRequest(support, masks, index, query, axis, queryRange, bool(adapt),
-                                       float(adaptSeconds), str(device), names)
+                                       float(adaptSeconds), str(device), names, propagate=bool(propagate))
         return request.validate()
 
     def requestFromParameterNode(self, p):
         return self.buildRequest(p.supportVolume, p.supportSegmentation, list(p.supportSegmentIds), p.queryVolume,
                                  p.supportSlice, p.supportAxis, p.rangeMode, p.queryRoi, p.firstSlice, p.lastSlice,
-                                 p.adapt, p.adaptSeconds, p.device)
+                                 p.adapt, p.adaptSeconds, p.device, propagate=p.propagate)
 
     @staticmethod
     def writeResult(result, outputSegmentation, queryVolume, supportSegmentation):
