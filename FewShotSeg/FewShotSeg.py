@@ -54,7 +54,8 @@ slice (Auto: the slice shown in the Red view if the segments are drawn there, el
 largest; or press <i>Use current slice</i>).</li>
 <li><b>Query</b>: the volume to segment, the range (Auto: whole volume; ROI: inside a box; or a slice
 range) and the output segmentation. Each result segment takes the name and colour of its support
-segment; re-running replaces it.</li>
+segment; re-running replaces it. <i>Propagate through this scan</i>: the support volume itself is segmented,
+the organ drawn on the support slice followed slice by slice (range Auto: until the organ ends).</li>
 <li><b>Options</b>: adapt the network to the example first (slower, often more accurate; the time budget
 is shared by the segments) and the device (the device actually used is shown, with a note when it fell
 back to the CPU).</li>
@@ -203,7 +204,9 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.queryRoiSelector.enabled = mode == "roi"
             self.ui.firstSliceSpinBox.enabled = mode == "slices"
             self.ui.lastSliceSpinBox.enabled = mode == "slices"
-            self.ui.adaptSecondsSpinBox.enabled = p.adapt
+            self.ui.queryVolumeSelector.enabled = not p.propagate  # propagation segments the support volume
+            self.ui.adaptCheckBox.enabled = not p.propagate
+            self.ui.adaptSecondsSpinBox.enabled = p.adapt and not p.propagate
             self.ui.useCurrentSliceButton.enabled = p.supportVolume is not None
             self._updateButtons()
         finally:
@@ -250,7 +253,7 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             missing.append(_("a support volume"))
         if p is None or not p.supportSegmentation or not list(p.supportSegmentIds):
             missing.append(_("the support segment(s)"))
-        if p is None or not p.queryVolume:
+        if p is None or not (p.queryVolume or p.propagate):
             missing.append(_("a query volume"))
         self.ui.segmentButton.enabled = not busy and not missing
         if busy:
@@ -315,9 +318,10 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self.ui.statusLabel.text = _("The required Python packages are not installed; nothing was done.")
                     return
             request = self.logic.requestFromParameterNode(p)
-            output = self.logic.outputSegmentation(p)
+            queryVolume = p.supportVolume if p.propagate else p.queryVolume
+            output = self.logic.outputSegmentation(p, queryVolume)
             self.logic.start(request)
-            self._pending = {"query": p.queryVolume.GetID(), "output": output.GetID(),
+            self._pending = {"query": queryVolume.GetID(), "output": output.GetID(),
                              "support": p.supportSegmentation.GetID(), "names": dict(request.names),
                              "discard": False}
             self.ui.progressBar.value = 0

@@ -171,6 +171,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 (self.ui.placeBox3DButton, lambda: self.onPlaceBox(flat=False)),
                 (self.ui.segmentButton, self.onSegment),
                 (self.ui.adoptButton, self.onAdopt),
+                (self.ui.propagate3DButton, self.onPropagate3D),
                 (self.ui.foregroundButton, lambda: self.onPaint("fg")),
                 (self.ui.backgroundButton, lambda: self.onPaint("bg")),
                 (self.ui.refineButton, lambda: self.onRefine("supervised")),
@@ -292,6 +293,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         for button in (self.ui.foregroundButton, self.ui.backgroundButton, self.ui.refineButton,
                        self.ui.unsupervisedButton, self.ui.resetButton, self.ui.acceptButton):
             button.enabled = has and not busy
+        self.ui.propagate3DButton.enabled = self.logic.canPropagate3D()
         self.ui.undoButton.enabled = has and self.logic.canUndo()
         self.ui.redoButton.enabled = has and self.logic.canRedo()
         self.ui.exportSummaryButton.enabled = self.logic.hasSession
@@ -360,6 +362,11 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 return
             self.logic.startAdopt(self._parameterNode)
             self.startPolling(_("Taking over the segment for refinement..."))
+
+    def onPropagate3D(self):
+        with self.guarded(_("Could not propagate to 3D."), waitCursor=True):
+            self.logic.startPropagate3D(self._parameterNode)
+            self.startPolling(_("Propagating the 2D result through the scan..."))
 
     def onRefine(self, mode):
         with self.guarded(_("Refinement failed."), waitCursor=False):

@@ -145,6 +145,42 @@ def test_the_panel_workflow_on_real_mrml(scene, logic_class):  # noqa: F811
     logic.shutdown()
 
 
+def test_propagate_to_3d_on_real_mrml(scene, logic_class):  # noqa: F811
+    """The 2D box result -> 'Propagate to 3D' (FewShotSeg's same-scan propagation in the compute process) ->
+    the 3D result in the same segment as one step; Undo goes back to the 2D result."""
+    volume, reference = load_sample(scene)
+    ref = bridge.segment_to_labelmap(reference, bridge.segment_id_by_name(reference, "spleen"), volume) > 0
+    k = int(np.argmax(ref.sum(axis=(1, 2))))
+    box = box_from_mask(main_object(ref), 0, k)
+    logic = logic_class()
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my organs")
+    p = parameters(volume, segmentation, segmentName="spleen")
+    centre, size = box_to_roi(box, bridge.ijk_to_ras_array(volume))
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    roi.SetCenter(*[float(v) for v in centre])
+    roi.SetSize(float(size[0]), float(size[1]), 0.0)
+    p.roi = roi
+    assert not logic.canPropagate3D()
+    logic.startSegment(p)
+    status = logic.wait(120)
+    segmentId = logic.applyUpdate(p, status.update)
+    flat = bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0
+    assert flat[k].any() and not np.delete(flat, k, axis=0).any() and logic.canPropagate3D()
+
+    logic.startPropagate3D(p)
+    assert logic.busy and logic.cancellable
+    status, written = finish_and_write(logic, p, segmentId, 300)
+    assert status.job.name == "propagate to 3D"
+    assert (written.any(axis=(1, 2))).sum() > 10 and dice(written, ref) > 0.8, dice(written, ref)
+    assert list(segmentation.GetSegmentation().GetSegmentIDs()) == [segmentId]  # the same segment
+    assert not logic.canPropagate3D() and logic.canUndo()  # now a 3D result; one undo back to 2D
+    logic.history(p, "undo")
+    _status, written = finish_and_write(logic, p, segmentId)
+    np.testing.assert_array_equal(written, flat)
+    assert not logic.canUndo() and logic.canPropagate3D()
+    logic.shutdown()
+
+
 def test_a_fresh_roi_for_every_placement(scene, logic_class):  # noqa: F811
     logic = logic_class()
     first = logic.startBoxPlacement(None)

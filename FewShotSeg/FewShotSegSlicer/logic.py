@@ -78,15 +78,18 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
     # -- nodes -> request -> segments ----------------------------------------------------------------------
     def buildRequest(self, supportVolume, supportSegmentation, segmentIds, queryVolume, supportSlice=-1, supportAxis=0,
                      rangeMode="auto", queryRoi=None, firstSlice=0, lastSlice=0, adapt=False,
-                     adaptSeconds=DEFAULT_ADAPT_SECONDS, device="auto", viewName="Red"):
+                     adaptSeconds=DEFAULT_ADAPT_SECONDS, device="auto", viewName="Red", propagate=False):
         """A validated FewShotRequest from nodes (GUI thread). supportSlice -1: automatic, along the Red view's
-        axis when it is not oblique (`viewName` None: along supportAxis), preferring the slice it shows."""
+        axis when it is not oblique (`viewName` None: along supportAxis), preferring the slice it shows.
+        propagate: "Propagate through this scan" (the support volume is the query; `queryVolume` is ignored)."""
         from FewShotSegLib.panel import controller as panel
         from FewShotSegLib.panel import slicer_bridge as bridge
         from InteractiveRefineLib.core.errors import PromptError
 
         if supportVolume is None:
             raise PromptError(_("select the support volume"))
+        if propagate:  # the support volume is the query; the adaptation checkbox is greyed out then
+            queryVolume, adapt = supportVolume, False
         if queryVolume is None:
             raise PromptError(_("select the query volume"))
         segmentIds = [str(s) for s in segmentIds or []]
@@ -100,7 +103,7 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
                 view = None  # the view does not cut the support volume
         axis, index = panel.resolve_support_slice(list(masks.values()), int(supportSlice), int(supportAxis), view,
                                                   [names[s] for s in segmentIds])
-        query = bridge.volume_image(queryVolume, "query volume")
+        query = support if propagate else bridge.volume_image(queryVolume, "query volume")
         if rangeMode == "auto":
             queryRange = panel.auto_range()
         elif rangeMode == "slices":
@@ -111,13 +114,13 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
         else:
             raise PromptError(f"unknown range mode {rangeMode!r}; use one of {', '.join(RANGE_MODES)}")
         request = panel.FewShotRequest(support, masks, index, query, axis, queryRange, bool(adapt),
-                                       float(adaptSeconds), str(device), names)
+                                       float(adaptSeconds), str(device), names, propagate=bool(propagate))
         return request.validate()
 
     def requestFromParameterNode(self, p):
         return self.buildRequest(p.supportVolume, p.supportSegmentation, list(p.supportSegmentIds), p.queryVolume,
                                  p.supportSlice, p.supportAxis, p.rangeMode, p.queryRoi, p.firstSlice, p.lastSlice,
-                                 p.adapt, p.adaptSeconds, p.device)
+                                 p.adapt, p.adaptSeconds, p.device, propagate=p.propagate)
 
     @staticmethod
     def fitRoiToVolume(roiNode, volumeNode) -> None:
@@ -128,15 +131,15 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
         roiNode.SetCenter([(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, (bounds[4] + bounds[5]) / 2])
 
     @staticmethod
-    def outputSegmentation(p):
-        """The parameter node's output segmentation; without one, a new segmentation named after the query
-        volume ("<query> few-shot") on its geometry, set as the output."""
+    def outputSegmentation(p, queryVolume):
+        """The parameter node's output segmentation; without one, a new segmentation named after the volume
+        segmented (`queryVolume`: "<query> few-shot") on its geometry, set as the output."""
         output = p.outputSegmentation
         if output is None:
             output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-            output.SetName(slicer.mrmlScene.GenerateUniqueName(p.queryVolume.GetName() + " few-shot"))
+            output.SetName(slicer.mrmlScene.GenerateUniqueName(queryVolume.GetName() + " few-shot"))
             output.CreateDefaultDisplayNodes()
-            output.SetReferenceImageGeometryParameterFromVolumeNode(p.queryVolume)
+            output.SetReferenceImageGeometryParameterFromVolumeNode(queryVolume)
             p.outputSegmentation = output
         return output
 

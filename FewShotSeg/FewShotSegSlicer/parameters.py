@@ -21,6 +21,7 @@ class FewShotSegParameterNode:
     widget: no GUI connector exists for qMRMLSegmentSelectorWidget). supportSlice: index along supportAxis
     (array axis 0 = K, 1 = J, 2 = I), -1 = automatic. firstSlice/lastSlice: query range (inclusive) along the
     same axis when rangeMode is "slices". adaptSeconds: exemplar-adaptation budget for the whole run.
+    propagate: "Propagate through this scan" (the support volume itself is segmented; queryVolume unused).
     """
 
     supportVolume: vtkMRMLScalarVolumeNode
@@ -37,3 +38,4 @@ class FewShotSegParameterNode:
     adapt: bool = False
     adaptSeconds: Annotated[float, WithinRange(1.0, 3600.0)] = DEFAULT_ADAPT_SECONDS
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    propagate: bool = False

@@ -22,6 +22,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._controller = None
         self._sessionKey = None
+        self._to3d = None  # FewShotSegLib.panel.propagate_to_3d.PropagateTo3D of the current session
 
     def getParameterNode(self):
         return InteractiveRefineParameterNode(super().getParameterNode())
@@ -195,7 +196,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
     # -- session -------------------------------------------------------------------------------
     @property
     def busy(self):
-        return self._controller is not None and self._controller.busy
+        return self._controller is not None and self._controller.busy or self._propagating
 
     @property
     def hasSession(self):
@@ -212,7 +213,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
     @property
     def cancellable(self):
         """Whether the running step can be cancelled (and reports progress)."""
-        job = None if self._controller is None else self._controller.current
+        job = self._to3d.current if self._propagating else None if self._controller is None \
+            else self._controller.current
         return job is not None and not job.finished and job.cancellable
 
     @property
@@ -220,7 +222,34 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         return None if self._controller is None else self._controller.device_text
 
     def canUndo(self):
-        return self._controller is not None and self._controller.can_undo()
+        return self._controller is not None and (self._controller.can_undo() or self._to3d is not None
+                                                 and self._to3d.can_undo())
+
+    @property
+    def _propagating(self):
+        return self._to3d is not None and self._to3d.busy
+
+    def canPropagate3D(self):
+        """Whether the session's result comes from a 2D box (what "Propagate to 3D" starts from)."""
+        box = self._controller.box if self.hasResult else None
+        return box is not None and box.axis is not None and not self.busy
+
+    def startPropagate3D(self, p):
+        """'Propagate to 3D': the 2D box result (its slice of the segment) is the support of FewShotSeg's
+        same-scan propagation in the compute process; poll() then delivers the 3D result as one step of the
+        session (FewShotSegLib.panel.propagate_to_3d), written into the same segment by applyUpdate."""
+        from FewShotSegLib.panel.propagate_to_3d import PropagateTo3D
+        from InteractiveRefineLib.panel import slicer_bridge
+
+        controller = self._session(p, _("propagate"))
+        if self._to3d is None or self._to3d.controller is not controller:
+            self._to3d = PropagateTo3D(controller)
+        segmentId = slicer_bridge.segment_id_by_name(p.segmentation, p.segmentName.strip())
+        if segmentId is None:
+            raise ValueError(_("segment {name!r} does not exist: press Segment first").format(
+                name=p.segmentName.strip()))
+        current = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, p.inputVolume) > 0
+        return self._to3d.start(current, p.device)
 
     def canRedo(self):
         return self._controller is not None and self._controller.can_redo()
@@ -282,6 +311,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         box = self.boxFromRoi(p.roi, p.inputVolume)
         controller = self._ensureController(p)
         controller.config = self.refineConfig(p)
+        self._forgetPropagation()
         segmentId = slicer_bridge.segment_id_by_name(p.segmentation, p.segmentName.strip())
         current = None if segmentId is None else slicer_bridge.segment_to_labelmap(p.segmentation, segmentId,
                                                                                     p.inputVolume)
@@ -299,6 +329,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         current = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, p.inputVolume)
         controller = self._ensureController(p)
         controller.config = self.refineConfig(p)
+        self._forgetPropagation()
         return controller.start_adopt(current)
 
     def startRefine(self, p, mode="supervised"):
@@ -307,18 +338,42 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         return controller.start_refine(mode)
 
     def poll(self):
+        if self._propagating:
+            return self._to3d.poll()
         return None if self._controller is None else self._controller.poll()
 
     def wait(self, timeout=None):
         """Block until the running step ends (scripts and self-tests; the panel polls)."""
-        return None if self._controller is None else self._controller.wait(timeout)
+        import time
+
+        end = None if timeout is None else time.monotonic() + timeout
+        while self._propagating:  # the propagation, then (if it succeeded) the adopt step it starts
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError("the propagation did not finish in time")
+            status = self._to3d.poll()
+            if not self._propagating and status is not None and status.job.finished:
+                return status  # failed or cancelled: no step follows
+            time.sleep(0.02)
+        if self._controller is None:
+            return None
+        return self._controller.wait(None if end is None else max(end - time.monotonic(), 0.0))
 
     def cancel(self):
+        if self._propagating:
+            return self._to3d.cancel()
         return self._controller is not None and self._controller.cancel()
 
     def history(self, p, action):
-        """Start undo, redo or reset (in the compute process); poll() delivers the update."""
-        return getattr(self._session(p, action), action)()
+        """Start undo, redo or reset (in the compute process); poll() delivers the update. Undo right after
+        'Propagate to 3D' goes back to the 2D result."""
+        controller = self._session(p, action)
+        if action == "undo" and not controller.can_undo() and self._to3d is not None and self._to3d.can_undo():
+            return self._to3d.undo()
+        return getattr(controller, action)()
+
+    def _forgetPropagation(self):
+        if self._to3d is not None:
+            self._to3d.forget()
 
     def closeSession(self, stopCompute=False):
         """End the session without waiting: a running step is cancelled and its result dropped, the log is
@@ -327,6 +382,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         from InteractiveRefineLib.panel import slicer_bridge
 
         controller, self._controller, self._sessionKey = self._controller, None, None
+        to3d, self._to3d = self._to3d, None
+        if to3d is not None:
+            to3d.cancel()
         if controller is not None:
             controller.cancel()
             controller.close()
@@ -410,7 +468,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
         # Read the segment back first: a hand edit made since the last write (or a failed write) must leave
         # nothing stale, so the write covers every voxel that differs from what the segment holds now.
         current = slicer_bridge.segment_to_labelmap(p.segmentation, segmentId, p.inputVolume) > 0
-        update = controller.rebase(update, current)
+        rebaser = self._to3d if self._to3d is not None and self._to3d.controller is controller else controller
+        update = rebaser.rebase(update, current)  # the hand-off's undo also removes what propagation added
         try:
             slicer_bridge.write_mask_extent(p.segmentation, segmentId, update.mask, update.extent, p.inputVolume)
         except Exception:

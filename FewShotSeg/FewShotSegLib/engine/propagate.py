@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from InteractiveRefineLib.core.errors import PromptError
+from InteractiveRefineLib.core.errors import CancelledError, PromptError
 from InteractiveRefineLib.core.image_io import Image, validate_image
 
 from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports
@@ -70,7 +70,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
               mode: str = DEFAULT_MODE, min_pixels: int = MIN_PIXELS, min_ratio: float = MIN_RATIO,
               roi_pixels: int = ROI_PIXELS, regrow: Optional[float] = REGROW,
               intensity_gate: Optional[float] = INTENSITY_GATE, box_segmenter=None,
-              box_tracking: bool = True) -> Segmentation:
+              box_tracking: bool = True, progress=None, cancel=None) -> Segmentation:
     """Segment `organ` in `image` from its annotation on slice `slice_index` of the same image.
 
     label: label map on the image grid (only slice `slice_index` is read). slices: (first, last + 1) to
@@ -78,6 +78,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     box_segmenter: InteractiveRefine's BoxSegmenter; when given, each slice's result is redone by its 2D box
     network in the result's bounding box, and that is the mask carried to the next slice (box_tracking; else
     the box network only redoes the finished result, refine_with_box_network).
+    progress(fraction, message) and cancel() (CancelledError, nothing returned) are checked once per slice.
     """
     if mode not in MODES:
         raise PromptError(f"propagation mode must be one of {MODES}; got {mode!r}")
@@ -111,6 +112,10 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
         start_area, low = prev_area, prev_area
         z = slice_index + d
         while k0 <= z < k1:
+            if cancel is not None and cancel():
+                raise CancelledError("propagation cancelled; nothing was written")
+            if progress is not None:  # the share of the range visited (automatic range: of the whole scan)
+                progress(min(1.0, (visited[1] - visited[0] + 1) / max(k1 - k0, 1)), f"propagating, slice {z}")
             q = imgs[z:z + 1].to(dev)
             raw, protos = _protos(anchor)
             if mode == "roi":

@@ -14,6 +14,12 @@ training steps only: the pseudo-labelling pass over the query and the segmentati
 (a few seconds on a CPU for a 34-slice MR).
 Every range keeps, per segment, the 3D component consistent with the support position, as the evaluation
 and the demo do (it raised Dice on every organ of the embedded sample pair).
+
+"Propagate through this scan" (`propagate=True`): the query is the support volume itself, and each segment
+is followed slice by slice outwards from the support slice (`propagate.propagate`, with InteractiveRefine's
+2D box network redoing each slice, exactly as `python -m FewShotSegLib segment --propagate`); range
+automatic (it stops where the organ ends) or given. InteractiveRefine's "Propagate to 3D" sends the same
+request with its 2D result as the support (`propagation_request`).
 """
 from __future__ import annotations
 
@@ -187,7 +193,8 @@ class FewShotRequest:
     slice by slice along the same array axis. query_range: ("auto",), ("slices", first, last) inclusive,
     or ("box", lo, hi) in query voxels (K, J, I), hi exclusive. adapt_seconds: the exemplar-adaptation
     budget for the whole run (split equally between segments). names: {segment id: name} for messages.
-    The support and the query may be the same volume.
+    The support and the query may be the same volume. propagate: same-scan propagation (the query must be the
+    support volume; no adaptation); use_box_network: its 2D box network redoes each propagated slice.
     """
 
     support_image: Image
@@ -200,6 +207,8 @@ class FewShotRequest:
     adapt_seconds: float = DEFAULT_ADAPT_SECONDS
     device: str = "auto"
     names: Dict[str, str] = field(default_factory=dict)
+    propagate: bool = False
+    use_box_network: bool = True
 
     @property
     def segment_ids(self) -> List[str]:
@@ -235,6 +244,8 @@ class FewShotRequest:
                                   f"{AXIS_NAMES[axis]}); it is drawn on slice(s) {_slice_list(present)}: pick one "
                                   "of those, or set the slice to Auto")
         self._check_range(axis)
+        if self.propagate:
+            self._check_same_scan()
         if self.adapt:
             s = self.adapt_seconds
             if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
@@ -243,6 +254,16 @@ class FewShotRequest:
         if dev not in DEVICES and not dev.startswith("cuda:"):
             raise PromptError(f"unknown device {self.device!r}; use one of {', '.join(DEVICES)}")
         return self
+
+    def _check_same_scan(self) -> None:
+        q, s = self.query_image, self.support_image
+        same = q is s or (q.shape == s.shape and np.allclose(q.spacing, s.spacing) and np.allclose(q.origin, s.origin)
+                          and np.array_equal(q.array, s.array))
+        if not same:
+            raise PromptError("'Propagate through this scan' segments the support volume itself: choose the support "
+                              "volume as the query volume (or turn propagation off)")
+        if self.adapt:
+            raise PromptError("'Propagate through this scan' does not combine with adaptation: turn one of them off")
 
     def _check_range(self, axis: int) -> None:
         r = tuple(self.query_range or ())
@@ -341,7 +362,8 @@ def request_message(request: FewShotRequest, model: str = "default") -> Tuple[Di
     return ({"support": s_geo, "query": q_geo, "same": same, "ids": ids, "slice_index": int(request.slice_index),
              "axis": int(request.axis), "query_range": _plain_range(rng), "adapt": bool(request.adapt),
              "adapt_seconds": float(request.adapt_seconds), "device": str(request.device),
-             "names": {str(k): str(v) for k, v in request.names.items()}, "model": model}, arrays)
+             "names": {str(k): str(v) for k, v in request.names.items()}, "model": model,
+             "propagate": bool(request.propagate), "use_box_network": bool(request.use_box_network)}, arrays)
 
 
 def _plain_range(rng):
@@ -360,7 +382,8 @@ def request_from_message(fields: Mapping[str, Any], arrays: Mapping[str, np.ndar
     rng = tuple([r[0]] + [tuple(v) if isinstance(v, list) else v for v in r[1:]])
     return FewShotRequest(support, masks, int(fields["slice_index"]), query, int(fields.get("axis", 0)), rng,
                           bool(fields.get("adapt")), float(fields.get("adapt_seconds", DEFAULT_ADAPT_SECONDS)),
-                          str(fields.get("device", "auto")), dict(fields.get("names") or {}))
+                          str(fields.get("device", "auto")), dict(fields.get("names") or {}),
+                          bool(fields.get("propagate")), bool(fields.get("use_box_network", True)))
 
 
 def result_from_message(fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray], shape) -> FewShotResult:
@@ -375,9 +398,11 @@ def result_from_message(fields: Mapping[str, Any], arrays: Mapping[str, np.ndarr
 
 
 # -- running (in the compute process) -----------------------------------------------------------------------
-def run_request(request: FewShotRequest, segmenter_for: Callable[[str], Any], progress, cancel) -> FewShotResult:
-    """Run a validated request; `segmenter_for(device)` gives the (cached) segmenter. A GPU out-of-memory
-    error runs it again on the CPU and says so in the result's info."""
+def run_request(request: FewShotRequest, segmenter_for: Callable[[str], Any], progress, cancel,
+                box_for: Optional[Callable[[str], Any]] = None) -> FewShotResult:
+    """Run a validated request; `segmenter_for(device)` gives the (cached) segmenter, `box_for(device)`
+    InteractiveRefine's BoxSegmenter for propagation (default: a new one). A GPU out-of-memory error runs it
+    again on the CPU and says so in the result's info."""
     import torch
 
     from InteractiveRefineLib.core.device import OutOfMemoryError
@@ -392,7 +417,7 @@ def run_request(request: FewShotRequest, segmenter_for: Callable[[str], Any], pr
     t0 = time.perf_counter()
     device = request.device
     try:
-        result = _segment(request, segmenter_for(device), progress, cancel)
+        result = _run(request, segmenter_for, box_for, device, progress, cancel)
         fallback = None
     except OutOfMemoryError as exc:
         if segmenter_for(device).device.type == "cpu":
@@ -403,12 +428,85 @@ def run_request(request: FewShotRequest, segmenter_for: Callable[[str], Any], pr
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         device, fallback = "cpu", "out of GPU memory"
-        result = _segment(request, segmenter_for(device), progress, cancel)
+        result = _run(request, segmenter_for, box_for, device, progress, cancel)
     used = str(segmenter_for(device).device)
     warning = modality_warning(request.support_image, request.query_image)  # as `segment` warns
     result.info.update(device=used, requested_device=request.device, fallback=fallback,
                        seconds=round(time.perf_counter() - t0, 2), warnings=[warning] if warning else [])
     return result
+
+
+def _run(request: FewShotRequest, segmenter_for, box_for, device: str, progress, cancel) -> FewShotResult:
+    if not request.propagate:
+        return _segment(request, segmenter_for(device), progress, cancel)
+    box = None
+    if request.use_box_network:
+        if box_for is None:
+            from InteractiveRefineLib.engine.inference import BoxSegmenter
+
+            def box_for(dev):
+                return BoxSegmenter(device=dev)
+        box = box_for(device)
+    return _propagate(request, segmenter_for(device), box, progress, cancel)
+
+
+def _propagate(request: FewShotRequest, base, box, progress, cancel) -> FewShotResult:
+    """Same-scan propagation of each segment (as `segment --propagate`); overlaps go to the most probable."""
+    from ..engine.propagate import propagate
+    from ..engine.segment import combine_labels
+
+    ids = request.segment_ids
+    axis, k = int(request.axis), int(request.slice_index)
+    r = tuple(request.query_range)
+    slices = None
+    if r[0] == "slices":
+        slices = (int(r[1]), int(r[2]) + 1)
+    elif r[0] == "box":
+        slices = (int(r[1][axis]), int(r[2][axis]))
+    probs: Dict[int, np.ndarray] = {}
+    first, last = k, k
+    for i, sid in enumerate(ids):
+        mask = (np.asarray(request.support_masks[sid]) > 0).astype(np.uint8)
+        res = propagate(base, request.support_image, mask, k, 1, axis, slices, box_segmenter=box,
+                        progress=lambda f, msg, i=i, sid=sid: progress((i + f) / len(ids), f"{request.name(sid)}: {msg}"),
+                        cancel=cancel)
+        vol = res.probabilities[1]
+        if r[0] == "box":  # nothing outside the box
+            lo, hi = r[1], r[2]
+            inside = np.zeros(vol.shape, bool)
+            inside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+            vol = vol * inside
+        probs[i + 1] = vol
+        first, last = min(first, res.slices[0]), max(last, res.slices[1] - 1)
+    if cancel():
+        raise CancelledError("propagation cancelled; nothing was written")
+    labels = combine_labels(probs)
+    masks = {sid: labels == i + 1 for i, sid in enumerate(ids)}
+    info = {"adapted": False, "adaptation": {}, "axis": axis, "support_slice": k, "slices": (int(first), int(last)),
+            "propagated": True, "box_network": box is not None, "adapt_seconds_each": 0.0,
+            "voxels": {sid: int(m.sum()) for sid, m in masks.items()},
+            "empty": [sid for sid, m in masks.items() if not m.any()], "model": base.manifest.get("name")}
+    progress(1.0, "done")
+    return FewShotResult(masks, info)
+
+
+def propagation_request(image: "Image", mask: np.ndarray, slice_index: int, axis: int, name: str = "segment",
+                        query_range: Range = ("auto",), device: str = "auto") -> FewShotRequest:
+    """A validated propagation request from one slice of a mask (InteractiveRefine's "Propagate to 3D": its
+    2D box result as the support): only slice `slice_index` of `mask` is read."""
+    mask = np.asarray(mask, bool)
+    if mask.shape != image.shape:
+        raise ImageError(f"the mask {mask.shape} does not match the image {image.shape}")
+    axis = _check_axis(axis)
+    one = np.zeros(mask.shape, bool)
+    idx = [slice(None)] * 3
+    idx[axis] = int(slice_index)
+    one[tuple(idx)] = mask[tuple(idx)]
+    if not one.any():
+        raise PromptError(f"nothing to propagate: the segment is empty on slice {int(slice_index)} "
+                          f"(axis {AXIS_NAMES[axis]})")
+    return FewShotRequest(image, {name: one}, int(slice_index), image, axis, query_range, device=device,
+                          names={name: name}, propagate=True).validate()
 
 
 def _segment(request: FewShotRequest, base, progress, cancel) -> FewShotResult:

@@ -257,12 +257,22 @@ class ComputeService:
                 self.segmenters[key] = FewShotSegmenter(model, device=device)
         return self.segmenters[key]
 
+    def box_segmenter(self, device: str):
+        """InteractiveRefine's 2D/3D box network on `device` for same-scan propagation, loaded once and kept."""
+        key = f"box|{device}"
+        if key not in self.segmenters:
+            from ..engine.inference import BoxSegmenter
+
+            self.segmenters[key] = BoxSegmenter(device=device)
+        return self.segmenters[key]
+
     def fewshot_run(self, args, arrays, progress, cancel, op=None) -> Result:
         from FewShotSegLib.panel.controller import request_from_message, run_request
 
         request = request_from_message(args, arrays)
         model = args.get("model")
-        result = run_request(request, lambda device: self.segmenter(device, model), progress, cancel)
+        result = run_request(request, lambda device: self.segmenter(device, model), progress, cancel,
+                             box_for=self.box_segmenter)
         out, los = {}, {}
         for i, (sid, mask) in enumerate(result.masks.items()):
             los[sid], out[f"mask{i}"] = pack_mask(mask)
