@@ -94,3 +94,55 @@ def test_layer_check_sees_lazy_relative_imports(tmp_path):
     found = set(imported_modules("InteractiveRefineLib", path))
     assert "InteractiveRefineLib.engine.session" in found  # a lazy `from ..engine.session import ...`
     assert "InteractiveRefineLib.core.errors" in found
+
+
+def module_exists(dotted):
+    parts = dotted.split(".")
+    base = LIBS[parts[0]].joinpath(*parts[1:])
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+def missing_names(node, module):
+    """For `from <package> import a, b`: the names that are neither its submodules nor bound in its __init__."""
+    init = LIBS[module.split(".")[0]].joinpath(*module.split(".")[1:], "__init__.py")
+    if not init.is_file():
+        return []
+    bound = {a.asname or a.name for n in ast.walk(ast.parse(init.read_text()))
+             if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    bound |= {n.name for n in ast.parse(init.read_text()).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    return [f"{module}.{a.name}" for a in node.names
+            if a.name not in bound and a.name != "__version__" and not module_exists(f"{module}.{a.name}")]
+
+
+@pytest.mark.parametrize("lib,path", list(module_files()), ids=lambda v: v if isinstance(v, str) else
+                         v.relative_to(ROOT).as_posix())
+def test_every_import_names_an_existing_module(lib, path):
+    """Lazy imports run only when their function does: a module moved to another layer must not leave one
+    pointing at its old place."""
+    missing = [t for t in imported_modules(lib, path) if not module_exists(t)]
+    package = module_name(lib, path)[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + node.module.split("."))
+            if module.split(".")[0] in LIBS and module_exists(module):
+                missing += missing_names(node, module)
+    assert not missing, f"{path.name} imports modules that do not exist: {missing}"
+
+
+OTHER_FILES = sorted(p for pattern in ("*/*.py", "*/*Slicer/*.py", "Testing/*.py", "benchmarks/**/*.py", "scripts/*.py")
+                     for p in ROOT.glob(pattern) if ".venv" not in p.parts and not any(p.is_relative_to(f) for f in
+                                                                                       LIBS.values()))
+
+
+@pytest.mark.parametrize("path", OTHER_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_module_files_tests_and_scripts_import_existing_modules(path):
+    """The same for the Slicer side, the tests and the benchmark scripts (absolute imports, lazy ones too)."""
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+        missing += [n for n in names if n.split(".")[0] in LIBS and not module_exists(n)]
+        if isinstance(node, ast.ImportFrom) and names and names[0].split(".")[0] in LIBS and module_exists(names[0]):
+            missing += missing_names(node, names[0])
+    assert not missing, f"{path.name} imports modules that do not exist: {missing}"
