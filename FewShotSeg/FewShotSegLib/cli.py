@@ -81,7 +81,7 @@ def cmd_segment(a) -> int:
     from .adapt import adapt_segmenter
     from .intensity_check import check_not_constant, modality_warning
     from .options import adapt_config
-    from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports, support_extents
+    from .segment import FewShotSegmenter, Segmentation, auto_range_info, combine_labels, make_supports
     check_output_file(a.out, inputs=(a.support_image, a.support_label, a.query))
     s_img = read_image(a.support_image, "support image")
     s_lab = read_label(a.support_label, s_img, "support label")
@@ -98,8 +98,8 @@ def cmd_segment(a) -> int:
     check_memory(fewshot_bytes(q_img.shape, len(supports)), f"segmenting the query {q_img.shape}")
     seg = FewShotSegmenter(a.model, device=a.device, start=a.start)
     kw = dict(axis=a.axis, slices=slices, auto_range=a.range == "auto")
-    if a.range == "auto":  # the organ about as long as in the support (segment.support_extents)
-        kw["extents"] = support_extents(s_img, s_lab, [s.label for s in supports], q_img, a.axis)
+    if a.range == "auto":  # the organ's window: its support length, placed by query_range.place_window
+        kw["auto"] = auto_range_info(s_img, s_lab, [s.label for s in supports], q_img, a.axis)
     if a.adapt:  # one adapted network per label (each label is its own 1-way episode)
         cfg = adapt_config(a)
         results = [adapt_segmenter(seg, [s], q_img, a.axis, cfg).segment([s], q_img, **kw) for s in supports]
