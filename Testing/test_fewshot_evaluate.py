@@ -8,13 +8,22 @@ import torch
 
 from FewShotSegLib.engine.models import save_rpnet
 from FewShotSegLib.engine.network import DEFAULT_PARAMS, build_rpnet
-from FewShotSegLib.engine.segment import FewShotSegmenter, Segmentation, extent_window, make_supports, support_extents
+from FewShotSegLib.engine.protocol import CHAOS_GROUPS, query_chunks, support_chunk_slices
+from FewShotSegLib.engine.query_range import place_window
+from FewShotSegLib.engine.segment import (
+    FewShotSegmenter,
+    Segmentation,
+    auto_range_info,
+    extent_window,
+    make_supports,
+    support_extents,
+)
 from FewShotSegLib.evaluation.evaluate import check_unseen, evaluate_pairs, protocol_case, support_copy
 from FewShotSegLib.evaluation.summary import summary_markdown
 from FewShotSegLib.training import train as train_module
-from FewShotSegLib.training.protocol import CHAOS_GROUPS, query_chunks, support_chunk_slices
 from InteractiveRefineLib.core.errors import DatasetError
 from InteractiveRefineLib.core.image_io import Image
+from InteractiveRefineLib.core.metrics import dice
 
 
 def cylinder(n=30, organ=1, z=(8, 23)):
@@ -163,7 +172,41 @@ def test_auto_range_keeps_a_window_of_the_support_organs_length(monkeypatch):
         return real(*args, **kw)
     rec.segment = segment
     protocol_case(rec, (s_img, s_lab), (q_img, q_lab), 1, range_mode="auto")
-    assert seen["extents"] == {1: 6.0} and seen["auto_range"] is True
+    info = seen["auto"][1]  # the window's length, and the support slices that place it
+    assert info.extent == 6.0 and len(info.supports) == 3 and seen["auto_range"] is True
+    assert [sp.slice_index for sp in info.supports] == support_chunk_slices(s_lab, 1)
+
+
+def test_place_window_follows_the_support_images_not_the_largest_false_positive():
+    """Look-alike tissue with the largest area on slices 20-27; the support's slices match query slices 5-12."""
+    rng = np.random.default_rng(0)
+    n, size = 30, 16
+    query = rng.normal(size=(n, size, size))
+    support = query[[6, 8, 11]] + 0.3 * rng.normal(size=(3, size, size))  # at 1/6, 1/2, 5/6 of slices 5..12
+    area = np.full(n, 50.0)
+    area[5:13] = 100.0
+    area[20:28] = 300.0
+    keep = place_window(area, query, support, 8.0, 16 / 30)  # position prior half-way: no help
+    z = np.flatnonzero(keep)
+    assert abs(z[0] - 5) <= 1 and abs(z[-1] - 12) <= 1, z
+    # support images that match nothing: the largest area wins
+    blind = place_window(area, query, support * 0, 8.0, 16 / 30)
+    assert blind[20:25].all() and not blind[5:13].any()
+
+
+def test_auto_range_puts_no_kidney_on_slices_without_it(chaos_sample):
+    """Embedded pair (default model, never trained on either): chaos_36's right kidney -> chaos_8. The window
+    on the largest kept cross-section landed on slices 26-33, below the kidney (Dice 0.0, every voxel on slices
+    without it); placed with the image and position cues it lies on the kidney (measured 0.49, none off it)."""
+    (s_img, s_lab), (q_img, q_lab) = chaos_sample.load("chaos_36"), chaos_sample.load("chaos_8")
+    seg = FewShotSegmenter(device="cpu")
+    sup = make_supports(s_img, s_lab, support_chunk_slices(s_lab, 2)[1], [2])
+    new = seg.segment(sup, q_img, auto_range=True, auto=auto_range_info(s_img, s_lab, [2], q_img)).labels == 2
+    old = seg.segment(sup, q_img, auto_range=True, extents=support_extents(s_img, s_lab, [2], q_img)).labels == 2
+    ref = q_lab == 2
+    without = ~ref.any((1, 2))
+    assert not new[without].any() and old[without].sum() > 0.5 * old.sum()
+    assert dice(new, ref) > dice(old, ref) + 0.3, (dice(new, ref), dice(old, ref))
 
 
 def test_protocol_refuses_a_fold_model_trained_on_its_query_patients(tmp_path):

@@ -4,9 +4,9 @@ import pytest
 
 from FewShotSegLib.cli import main
 from FewShotSegLib.engine.propagate import propagate, propagate_mask
+from FewShotSegLib.engine.protocol import organ_slices
 from FewShotSegLib.engine.segment import FewShotSegmenter, make_supports
 from FewShotSegLib.evaluation.evaluate import support_copy
-from FewShotSegLib.training.protocol import organ_slices
 from InteractiveRefineLib.core.errors import PromptError
 from InteractiveRefineLib.core.image_io import read_label
 from InteractiveRefineLib.core.metrics import dice

@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from FewShotSegLib.engine.query_range import keep_consistent_component
-from FewShotSegLib.training.protocol import (
+from FewShotSegLib.engine.protocol import (
     allowed_slices,
     base_labels,
     fold_cases,
@@ -11,6 +10,7 @@ from FewShotSegLib.training.protocol import (
     sort_ids,
     support_chunk_slices,
 )
+from FewShotSegLib.engine.query_range import keep_consistent_component
 from InteractiveRefineLib.core.errors import DatasetError, PromptError
 
 CHAOS_IDS = [f"chaos_{i}" for i in (1, 2, 3, 5, 8, 10, 13, 15, 19, 20, 21, 22, 31, 32, 33, 34, 36, 37, 38, 39)]

@@ -7,8 +7,8 @@ import torch
 
 from FewShotSegLib.cli import main
 from FewShotSegLib.engine.models import load_rpnet
+from FewShotSegLib.engine.protocol import CHAOS_GROUPS
 from FewShotSegLib.training.episodes import EpisodeSampler, prepare_case_volumes
-from FewShotSegLib.training.protocol import CHAOS_GROUPS
 from FewShotSegLib.training.superpixels import body_mask, superpixels
 from InteractiveRefineLib.core.errors import ModelError
 from InteractiveRefineLib.core.sample import sample_dataset

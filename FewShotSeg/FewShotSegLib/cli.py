@@ -80,7 +80,7 @@ def cmd_segment(a) -> int:
 
     from .engine.adapt import adapt_segmenter
     from .engine.intensity_check import check_not_constant, modality_warning
-    from .engine.segment import FewShotSegmenter, Segmentation, combine_labels, make_supports, support_extents
+    from .engine.segment import FewShotSegmenter, Segmentation, auto_range_info, combine_labels, make_supports
     from .options import adapt_config
     check_output_file(a.out, inputs=(a.support_image, a.support_label, a.query))
     s_img = read_image(a.support_image, "support image")
@@ -98,8 +98,8 @@ def cmd_segment(a) -> int:
     check_memory(fewshot_bytes(q_img.shape, len(supports)), f"segmenting the query {q_img.shape}")
     seg = FewShotSegmenter(a.model, device=a.device, start=a.start)
     kw = dict(axis=a.axis, slices=slices, auto_range=a.range == "auto")
-    if a.range == "auto":  # the organ about as long as in the support (segment.support_extents)
-        kw["extents"] = support_extents(s_img, s_lab, [s.label for s in supports], q_img, a.axis)
+    if a.range == "auto":  # the organ's window: its support length, placed by query_range.place_window
+        kw["auto"] = auto_range_info(s_img, s_lab, [s.label for s in supports], q_img, a.axis)
     if a.adapt:  # one adapted network per label (each label is its own 1-way episode)
         cfg = adapt_config(a)
         results = [adapt_segmenter(seg, [s], q_img, a.axis, cfg).segment([s], q_img, **kw) for s in supports]
@@ -120,8 +120,8 @@ def cmd_train(a) -> int:
     from InteractiveRefineLib.core.device import choose_device
 
     from .engine.models import fold_model_name, models_dir
+    from .engine.protocol import CHAOS_GROUPS
     from .options import train_kwargs
-    from .training.protocol import CHAOS_GROUPS
     from .training.train import TrainConfig, fold_training_cases, train_protocol_model
     ds = DecathlonDataset(a.dataset)
     cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed)
@@ -175,7 +175,7 @@ def cmd_evaluate(a) -> int:
         if a.train:
             from InteractiveRefineLib.core.device import choose_device
 
-            from .training.protocol import CHAOS_GROUPS
+            from .engine.protocol import CHAOS_GROUPS
             from .training.train import TrainConfig, fold_training_cases, train_protocol_model
             model_dir = out / "models"
             for fold in parse_range(a.folds):

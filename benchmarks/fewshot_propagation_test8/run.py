@@ -4,7 +4,7 @@ import numpy as np, torch; torch.set_num_threads(1)
 from FewShotSegLib.engine.propagate import propagate
 from FewShotSegLib.engine.segment import FewShotSegmenter, make_supports
 from FewShotSegLib.engine.models import fold_model_name, models_dir
-from FewShotSegLib.training.protocol import CHAOS_GROUPS, fold_cases, organ_slices
+from FewShotSegLib.engine.protocol import CHAOS_GROUPS, fold_cases, organ_slices
 from FewShotSegLib.evaluation.evaluate import support_copy
 from InteractiveRefineLib.core.data import DecathlonDataset
 from InteractiveRefineLib.core.metrics import dice

@@ -21,7 +21,7 @@ from InteractiveRefineLib.core.prompts import whole_indices
 from .intensity_check import check_not_constant
 from .models import DEFAULT_NAME, load_rpnet
 from .network import RPNet
-from .query_range import keep_consistent_component
+from .query_range import CHUNK_FRACTIONS, keep_consistent_component, place_window
 from .registration import registered_masks
 from .slices import NETWORK_SIZE, check_axis, from_network, image_slices, to_network, volume_from_slices
 
@@ -42,6 +42,17 @@ class Support:
     mask: torch.Tensor
     label: int
     slice_index: int
+
+
+@dataclass
+class AutoRange:
+    """What `--range auto` knows of one label from the support volume (auto_range_info): the organ's length
+    in query slices, its centre as a fraction of the support's slices, and support slices at CHUNK_FRACTIONS
+    of the organ (one if it is drawn on fewer than 3 slices)."""
+
+    extent: float
+    centre_fraction: float
+    supports: List["Support"]
 
 
 @dataclass
@@ -131,11 +142,31 @@ class FewShotSegmenter:
                 progress(float(idx[-1] + 1) / query.shape[0], "segmenting")
         return out
 
+    def _auto_window(self, vol: np.ndarray, info: AutoRange, qimgs: torch.Tensor, grid, footprint: np.ndarray,
+                     axis: int, cancel: Cancel) -> np.ndarray:
+        """The kept component `vol` -> the organ's window (place_window), its slices segmented again with
+        their chunk's support slice, the component step again; 0 outside the window."""
+        from .protocol import query_chunks
+
+        other = tuple(a for a in range(3) if a != axis)
+        area = (vol > 0.5).sum(axis=other).astype(float)
+        images = torch.cat([s.image for s in info.supports])[:, 0].numpy()
+        keep = place_window(area, qimgs[:, 0].numpy(), images, info.extent, info.centre_fraction)
+        z = np.flatnonzero(keep)
+        chunks = query_chunks(int(z[0]), int(z[-1])) if len(info.supports) == len(CHUNK_FRACTIONS) \
+            else np.zeros(z.size, dtype=int)
+        p = self.predict(info.supports, qimgs[z[0]:z[-1] + 1], chunks, cancel=cancel)
+        full = np.zeros((qimgs.shape[0], grid.rows, grid.cols), dtype=np.float32)
+        full[z[0]:z[-1] + 1] = from_network(p, grid)
+        out = volume_from_slices(full, grid)
+        return out * keep_consistent_component(out > 0.5, footprint, axis) if (out > 0.5).any() else out
+
     def segment(self, supports: Sequence[Support], query_image: Image, axis: int = 0,
                 slices: Optional[Tuple[int, int]] = None, chunk_of_slice: Optional[np.ndarray] = None,
                 auto_range: bool = False, box: Optional[Tuple[Sequence[int], Sequence[int]]] = None,
                 progress: Progress = None, cancel: Cancel = None,
-                extents: Optional[Dict[int, float]] = None) -> Segmentation:
+                extents: Optional[Dict[int, float]] = None,
+                auto: Optional[Dict[int, AutoRange]] = None) -> Segmentation:
         """Segment `query_image` along `axis`.
 
         slices: (first, last + 1) query slice range (default: all); chunk_of_slice: support index per slice
@@ -145,6 +176,9 @@ class FewShotSegmenter:
         extents: {label: the organ's extent in query slices} (support_extents): with auto_range, only the
         window of that many slices centred on the slice with the largest kept cross-section is labelled (the
         organ is about as long as in the support; on training patients +7.6 Dice points in setting 2).
+        auto: {label: AutoRange} (auto_range_info), with auto_range: the window is placed by
+        query_range.place_window (network, image and position cues) and its slices are segmented again with
+        the support slice of their chunk; replaces `extents` for that label.
         """
         if not supports:
             raise PromptError("no support slice given: annotate the organ on one slice of the support volume")
@@ -190,13 +224,32 @@ class FewShotSegmenter:
             if auto_range:
                 footprint = from_network(sups[len(sups) // 2].mask[:, 0], grid)[0] > 0.5
                 vol = vol * keep_consistent_component(vol > 0.5, footprint, axis)
-                if extents and lab in extents:
+                if auto and lab in auto:
+                    vol = self._auto_window(vol, auto[lab], qimgs, grid, footprint, axis, cancel)
+                elif extents and lab in extents:
                     vol = vol * np.expand_dims(extent_window(vol > 0.5, extents[lab], axis), tuple(
                         a for a in range(3) if a != axis))
             probs[lab] = vol
         labels = combine_labels(probs)
         return Segmentation(labels, probs, (k0, k1), {"axis": axis, "iterations": self.iterations,
                                                        "device": str(self.device), "auto_range": auto_range})
+
+
+def auto_range_info(support_image: Image, support_label: np.ndarray, labels: Sequence[int], query_image: Image,
+                    axis: int = 0) -> Dict[int, AutoRange]:
+    """AutoRange of each label from the support volume's label map (support_extents, the organ's relative
+    position, and its slices at CHUNK_FRACTIONS, chosen as the protocol chooses its chunk supports)."""
+    from .protocol import support_chunk_slices
+
+    extents = support_extents(support_image, support_label, labels, query_image, axis)
+    other = tuple(a for a in range(3) if a != axis)
+    out = {}
+    for lab, ext in extents.items():
+        z = np.flatnonzero((np.asarray(support_label) == lab).any(axis=other))
+        ks = support_chunk_slices(support_label, lab, len(CHUNK_FRACTIONS), axis) if z.size >= 3 else [int(z[0])]
+        sups = [make_supports(support_image, support_label, k, [lab], axis)[0] for k in ks]
+        out[lab] = AutoRange(ext, (z[0] + z[-1]) / 2 / support_image.shape[axis], sups)
+    return out
 
 
 def support_extents(support_image: Image, support_label: np.ndarray, labels: Sequence[int], query_image: Image,

@@ -27,8 +27,8 @@ from InteractiveRefineLib.evaluation.demo import finish_figure, radiological_vie
 from InteractiveRefineLib.evaluation.figures import ORGAN_COLOURS, mask_extent, zoom
 
 from ..engine.adapt import AdaptConfig, adapt_segmenter
+from ..engine.protocol import organ_slices
 from ..engine.segment import FewShotSegmenter, combine_labels, make_supports
-from ..training.protocol import organ_slices
 
 SUPPORT_CASE, QUERY_CASE = "chaos_36", "chaos_8"
 LABELS = (1, 2, 3, 4)

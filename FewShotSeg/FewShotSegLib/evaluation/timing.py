@@ -11,8 +11,8 @@ from typing import Dict
 import numpy as np
 
 from ..engine.adapt import AdaptConfig, adapt_segmenter
+from ..engine.protocol import support_chunk_slices
 from ..engine.segment import FewShotSegmenter, make_supports
-from ..training.protocol import support_chunk_slices
 
 
 def time_case(segmenter: FewShotSegmenter, support, query, organ: int, repeats: int = 3,

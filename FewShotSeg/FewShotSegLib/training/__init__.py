@@ -1,2 +1,2 @@
-"""FewShotSeg training: the CHAOS protocol (folds, groups), superpixel episodes, pretraining, fold training,
+"""FewShotSeg training: superpixel episodes, pretraining, fold training,
 exact-resume checkpoints. Imports its engine and InteractiveRefineLib's core, engine and training."""

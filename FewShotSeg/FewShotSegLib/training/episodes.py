@@ -111,7 +111,7 @@ class EpisodeSampler:
 def prepare_case_volumes(dataset, case_ids: Sequence[str], setting: int, excluded: Sequence[int],
                          size: int = NETWORK_SIZE, progress: Optional[callable] = None) -> List[Volume]:
     """Load and prepare training volumes of a Decathlon dataset (axial slices, setting-aware)."""
-    from .protocol import allowed_slices
+    from ..engine.protocol import allowed_slices
     out = []
     for cid in case_ids:
         image, label = dataset.load(cid)

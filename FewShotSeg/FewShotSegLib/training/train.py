@@ -25,10 +25,10 @@ from tqdm import tqdm
 from ..engine.losses import dice_ce, refinement_loss
 from ..engine.models import load_rpnet, save_rpnet
 from ..engine.network import DEFAULT_PARAMS, build_rpnet
+from ..engine.protocol import CHAOS_GROUPS, base_labels, fold_cases
 from ..engine.slices import NETWORK_SIZE
 from .checkpoint import restore_checkpoint, save_checkpoint
 from .episodes import EpisodeSampler, Volume, prepare_case_volumes
-from .protocol import CHAOS_GROUPS, base_labels, fold_cases
 
 
 @dataclass(frozen=True)
