@@ -58,6 +58,17 @@ class RefineConfig:
         at the first refinement (mean 0.77 -> 0.81 -> 0.82 -> 0.83 eroded, 0.81 -> 0.86 -> 0.87 -> 0.88
         shifted); 0.5 ended similar (0.85, 0.89) but made some cases much worse first (0.77 -> 0.51),
         0.3 more so.
+
+    Safeguards ("refinement never hurts", issue 11; chosen on the validation structures of box_sources.py,
+    benchmarks/box_networks/select_refinement.md, which also re-measured lr: 3e-4 there, 1e-3 collapsed
+    small structures):
+    distance_fraction: the interaction-uncertainty radius is at most this fraction of the box's smallest
+        extent (a fixed 3 mm zeroed nearly all foreground of a 5-8 mm structure; None: distance_mm only).
+    lam_2d: the CRF weight for 2D boxes (None: lam).
+    crf_min_keep: a CRF result keeping less than this share of the thresholded probability's foreground
+        inside the box is replaced by the threshold (the pairwise term erased a small or thin object).
+    local_edit: a refinement changes the result only within this fraction of the box's extent (per axis)
+        of the scribbles added since the last result (None: everywhere).
     """
 
     omega: float = 20.0
@@ -65,7 +76,7 @@ class RefineConfig:
     distance_mm: float = 3.0
     iterations: int = 3
     steps: int = 10
-    lr: float = 1e-3
+    lr: float = 3e-4
     head_only: bool = True
     lam: float = DEFAULT_LAMBDA
     sigma: Optional[float] = None
@@ -75,6 +86,14 @@ class RefineConfig:
     time_budget: Optional[float] = None
     margin_mm: Optional[float] = None
     prior_weight: float = 0.7
+    distance_fraction: Optional[float] = 0.1
+    lam_2d: Optional[float] = None
+    crf_min_keep: Optional[float] = 0.5
+    local_edit: Optional[float] = 0.25
+
+    def lam_for(self, ndim: int) -> float:
+        """The CRF weight for a 2D or 3D box (lam_2d for 2D boxes when set)."""
+        return self.lam_2d if ndim == 2 and self.lam_2d is not None else self.lam
 
     def __post_init__(self):
         if self.omega <= 0 or not 0.5 <= self.threshold <= 1.0 or self.distance_mm < 0:
@@ -83,6 +102,12 @@ class RefineConfig:
             raise ValueError("iterations >= 1, steps >= 0, lr > 0 and lam >= 0 are required")
         if not 0.0 <= self.prior_weight <= 1.0:
             raise ValueError(f"prior_weight must be in [0, 1]; got {self.prior_weight}")
+        for name in ("distance_fraction", "crf_min_keep", "local_edit"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 < v <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1] or None; got {v}")
+        if self.lam_2d is not None and self.lam_2d < 0:
+            raise ValueError(f"lam_2d must be >= 0 or None; got {self.lam_2d}")
         if self.final_grid not in ("native", "network"):
             raise ValueError(f"final_grid must be 'native' or 'network'; got {self.final_grid!r}")
 
@@ -114,10 +139,42 @@ def box_loss_weights(labels: np.ndarray, probability: np.ndarray, fg_seeds: np.n
     the scribble weight; it gets weight 0 (never predicted)."""
     scribbled_bg = bg_seeds if inside is None else bg_seeds & inside
     w = loss_weights(labels, probability, fg_seeds, scribbled_bg, spacing, cfg.omega, cfg.threshold,
-                     cfg.distance_mm)
+                     uncertain_radius(inside, spacing, cfg))
     if inside is not None:
         w[~inside] = 0.0
     return w
+
+
+def uncertain_radius(inside: Optional[np.ndarray], spacing: Sequence[float], cfg: "RefineConfig") -> float:
+    """The interaction-uncertainty radius for one box: cfg.distance_mm, at most cfg.distance_fraction of the
+    box's smallest extent (mm). A fixed 3 mm zeroed almost every foreground voxel of a 5-8 mm structure
+    (cord, hippocampus) around one background scribble, and the head then learned "all background"."""
+    r = cfg.distance_mm
+    if inside is not None and cfg.distance_fraction is not None and inside.any():
+        ext = [np.flatnonzero(inside.any(axis=tuple(b for b in range(inside.ndim) if b != a)))
+               for a in range(inside.ndim)]
+        sizes = [(e[-1] - e[0] + 1) * s for e, s in zip(ext, spacing) if len(e) > 1]
+        if sizes:
+            r = min(r, cfg.distance_fraction * min(sizes))
+    return r
+
+
+def local_edit(previous: np.ndarray, new: np.ndarray, new_fg: np.ndarray, new_bg: np.ndarray,
+               inside: np.ndarray, fraction: float) -> np.ndarray:
+    """`new` where it lies near this round's scribbles, `previous` elsewhere (bool arrays of one grid).
+
+    Near: within `fraction` of the box's extent along every axis from a new scribbled voxel (an
+    ellipsoid scaled to the box, so thick slices and thin structures get the same share). A refinement
+    may then only correct the error the user pointed at; it cannot erase what the user left alone.
+    """
+    seeds = (new_fg | new_bg) & inside
+    if not seeds.any():
+        return previous.copy()
+    ext = [np.flatnonzero(inside.any(axis=tuple(b for b in range(inside.ndim) if b != a)))
+           for a in range(inside.ndim)]
+    sampling = [1.0 / max(e[-1] - e[0] + 1, 1) for e in ext]
+    near = ndimage.distance_transform_edt(~seeds, sampling=sampling) <= fraction
+    return np.where(near, new, previous)
 
 
 HEAD_STEP_VOXELS = 10000  # above a 96 x 96 2D grid: 2D boxes are tuned on every voxel
@@ -212,7 +269,7 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
     prob = np.asarray(start, np.float32) if start is not None else blended(model_probability(model, inputs))
     for it in range(1, cfg.iterations + 1):  # RefineConfig guarantees at least one
         check_cancel(cancel)
-        labels = crf_segment(prob, intensity, spacing, lam=cfg.lam, sigma=cfg.sigma,
+        labels = crf_segment(prob, intensity, spacing, lam=cfg.lam_for(prob.ndim), sigma=cfg.sigma,
                              connectivity=cfg.connectivity, fg_seeds=fg_seeds, bg_seeds=bg_seeds)
         w = box_loss_weights(labels, prob, fg_seeds, bg_seeds, inside, spacing, cfg)
         step_inputs, labels_s, w_s = voxel_sample(inputs, labels, w, cfg) if cfg.head_only else (inputs, labels, w)

@@ -370,19 +370,27 @@ class InteractiveSession:
 
     def _final(self, ctx: _Context, prob: np.ndarray, scr: Scribbles, crf: bool = True) -> np.ndarray:
         """The result on the native region from a grid probability: CRF (native or network grid) or a
-        threshold, scribbles clamped, nothing outside the box."""
+        threshold, scribbles clamped, nothing outside the box. With cfg.crf_min_keep, a cut that keeps
+        less than that share of the thresholded foreground inside the box is not taken (the pairwise
+        term erased a small or thin object, or a soft tuned probability): the threshold is."""
         cfg = self.config
+        lam = cfg.lam_for(ctx.x_grid.ndim)
         (fg_g, bg_g), (fg_n, bg_n) = self._seed_masks(ctx, scr)
+        thresholded = to_region(prob, ctx.spec) >= 0.5
         if not crf:
-            mask = to_region(prob, ctx.spec) >= 0.5
+            mask = thresholded
         elif cfg.final_grid == "native":  # on at most MAX_CRF_VOXELS nodes: bounded memory for any box
-            mask = capped_crf(prob, ctx.native, ctx.native_spacing, lam=cfg.lam,
+            mask = capped_crf(prob, ctx.native, ctx.native_spacing, lam=lam,
                               sigma=cfg.sigma, connectivity=cfg.connectivity, fg_seeds=fg_n, bg_seeds=bg_n,
                               inside=ctx.inside_native)
         else:
-            lab = crf_segment(prob, ctx.x_grid, ctx.grid_spacing, lam=cfg.lam, sigma=cfg.sigma,
+            lab = crf_segment(prob, ctx.x_grid, ctx.grid_spacing, lam=lam, sigma=cfg.sigma,
                               connectivity=cfg.connectivity, fg_seeds=fg_g, bg_seeds=bg_g)
             mask = to_region(lab.astype(np.float32), ctx.spec) >= 0.5
+        if crf and cfg.crf_min_keep is not None:
+            before = thresholded & ctx.inside_native & ~bg_n
+            if before.any() and (mask & before).sum() < cfg.crf_min_keep * before.sum():
+                mask = thresholded
         return (mask | fg_n) & ~bg_n
 
     def _refine(self, oid, st: ObjectState, scr: Scribbles, mode: str, progress, cancel, deadline):
@@ -405,9 +413,27 @@ class InteractiveSession:
             info.update(iterations=res.iterations, steps=res.steps, stopped_early=res.stopped_early)
         finetune.check_cancel(cancel)
         mask = self._final(ctx, prob, scr)
+        # an adopted segmentation is guarded by its prior blend instead (prior_weight): correcting e.g. an
+        # eroded one needs the whole boundary to move
+        if self.config.local_edit is not None and mode != "unsupervised" and prior is None:
+            mask = self._local(oid, ctx, st, scr, mask)
         if progress:
             progress(1.0, "done")
         return prob, mask, params, info
+
+    def _local(self, oid: str, ctx: _Context, st: ObjectState, scr: Scribbles, mask: np.ndarray) -> np.ndarray:
+        """finetune.local_edit of the refined mask against the current result: only the neighbourhood of
+        the scribbles added since that result changes (all scribbles stay clamped); without added
+        scribbles the refined mask is taken whole."""
+        history = self._history[oid][: self._pos[oid] + 1]
+        last = next(s for s in reversed(history) if not s.action.startswith("scribble"))
+        fresh = Scribbles(scr.fg[~rows_in(scr.fg, last.scribbles.fg)], scr.bg[~rows_in(scr.bg, last.scribbles.bg)])
+        if fresh.empty:  # refine again, or scribbles only erased: nothing to localise around
+            return mask
+        new_fg, new_bg = region_masks(fresh, ctx.spec)
+        fg_n, bg_n = region_masks(scr, ctx.spec)
+        out = finetune.local_edit(st.mask, mask, new_fg, new_bg, ctx.inside_native, self.config.local_edit)
+        return (out | fg_n) & ~bg_n & ctx.inside_native
 
     def _compute(self, fn):
         """Run `fn`; on a CUDA out-of-memory error move everything to the CPU, warn, and run it again."""

@@ -1,0 +1,134 @@
+"""Chooses the refinement safeguards (RefineConfig) on the validation structures of box_sources.py only
+(never test or evaluation data): tight boxes, round 0 (box) then 3 robot scribble rounds driven by each
+configuration's own bifseg result; 2D: three slices per structure, 3D: the whole structure; the filled box
+(with the same scribbles pasted) beside it, and graph cut / random walker for the last configuration.
+A group's mean Dice must not drop from one round to the next ("refinement never hurts").
+
+Usage (repository root, ~1 h on one shared CPU thread): python benchmarks/box_networks/select_refinement.py
+    [--hip 10] [--configs a,b] [--groups g1,g2] [--records FILE] [--baselines NAME]
+    > benchmarks/box_networks/select_refinement.md
+Records per structure go to --records (JSON lines, default runs/select_refinement.jsonl); a re-run with the
+same file only computes what is missing.
+"""
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from InteractiveRefineLib.benchmark import _rng, run_rounds
+from InteractiveRefineLib.box_sources import load_sources
+from InteractiveRefineLib.finetune import RefineConfig
+from InteractiveRefineLib.inference import BoxSegmenter
+from InteractiveRefineLib.methods import make_runners
+from InteractiveRefineLib.metrics import dice
+from InteractiveRefineLib.train_box import validation_cases
+
+ROUNDS = 3
+OFF = dict(lr=1e-3, lam=3.0, lam_2d=None, crf_min_keep=None, distance_fraction=None, local_edit=None)
+SAFE = dict(OFF, crf_min_keep=0.5, distance_fraction=0.1, local_edit=0.25, lr=3e-4)
+CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, so a later default change
+    # does not change what a name means); the last one is the chosen default
+    "before": OFF,                              # the defaults before this selection
+    "safe_2dlam1": dict(SAFE, lam_2d=1.0),      # safeguards, CRF lam 1 in 2D, 3 in 3D
+    "safe_lr1e-4": dict(SAFE, lr=1e-4),         # safeguards, gentler fine-tuning
+    "safe_lr1e-4_2dlam1": dict(SAFE, lr=1e-4, lam_2d=1.0),
+    "safe_lam3": SAFE,                          # the chosen default (RefineConfig()), with the baselines
+}
+BASELINES = ("graphcut", "random_walker")
+
+
+def run_case(name, kwargs, v, label, m, boxes2d, box3d, seg, baselines):
+    """{dim: {method: [dice per round]}} for one structure (2D: mean over its slices)."""
+    cfg = RefineConfig(**kwargs)
+    methods = ["bifseg", "filled_box"] + (list(BASELINES) if baselines else [])
+    out = {}
+    for dim, boxes in (("2d", boxes2d), ("3d", [box3d])):
+        per = defaultdict(list)
+        for b in boxes:
+            runners = make_runners(methods, v.image, b, seg, cfg)
+            res = run_rounds(v.image, m, b, runners, ROUNDS, "bifseg", _rng(0, v.name, label, dim, b.lo))
+            for meth, steps in res.items():
+                if dim == "2d":
+                    k = b.lo[0]
+                    per[meth].append([dice(s[0][k], m[k]) for s in steps])
+                else:
+                    per[meth].append([dice(s[0], m) for s in steps])
+        out[dim] = {meth: np.mean(d, axis=0).round(4).tolist() for meth, d in per.items()}
+    return out
+
+
+def table(rows, dim):
+    """rows: {(config, method): {group: [[dice per round], ...]}} -> markdown, one line per round."""
+    groups = sorted({g for r in rows.values() for g in r})
+    lines = [f"\n### {dim.upper()}: mean Dice per round (groups: {', '.join(groups)})\n",
+             "| configuration | method | round | " + " | ".join(groups) + " | mean of groups | never lower? |",
+             "|---|---|---|" + "---|" * (len(groups) + 2)]
+    for (cfg, meth), r in rows.items():
+        means = {g: np.mean(r[g], axis=0) for g in groups}
+        for k in range(ROUNDS + 1):
+            drops = [g for g in groups if k and means[g][k] < means[g][k - 1] - 1e-9]
+            ok = "" if k == 0 else ("yes" if not drops else "no: " + ", ".join(drops))
+            lines.append(f"| {cfg} | {meth} | {k} | " + " | ".join(f"{means[g][k]:.3f}" for g in groups)
+                         + f" | {np.mean([means[g][k] for g in groups]):.3f} | {ok} |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hip", type=int, default=10, help="validation hippocampus subjects")
+    ap.add_argument("--configs", default=None, help="comma list of CONFIGS names (default all)")
+    ap.add_argument("--groups", default=None, help="comma list of validation groups (default all)")
+    ap.add_argument("--records", default="runs/select_refinement.jsonl")
+    ap.add_argument("--baselines", default=None, help="configuration that also runs graph cut and random walker "
+                    "with its scribbles (default: the last one)")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    names = list(CONFIGS) if a.configs is None else a.configs.split(",")
+    rec_path = Path(a.records)
+    rec_path.parent.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if rec_path.exists():
+        for line in rec_path.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["config"], r["case"], r["label"])] = r
+    seg = BoxSegmenter(device="cpu")
+    cases = validation_cases(load_sources("val", limit=a.hip))
+    if a.groups:
+        cases = [c for c in cases if c[0] in a.groups.split(",")]
+    with rec_path.open("a") as f:
+        for name in names:
+            for group, v, label, m, boxes2d, box3d in cases:
+                key = (name, v.name, int(label))
+                if key in done:
+                    continue
+                with_baselines = name == (a.baselines or names[-1])
+                r = dict(config=name, case=v.name, label=int(label), group=group, kwargs=CONFIGS[name],
+                         **run_case(name, CONFIGS[name], v, label, m, boxes2d, box3d, seg, with_baselines))
+                f.write(json.dumps(r) + "\n")
+                f.flush()
+                done[key] = r
+                print(f"{name} {v.name} {label}: 2d {r['2d']['bifseg']} 3d {r['3d']['bifseg']}", file=sys.stderr)
+    wanted = {(v.name, int(l)) for _, v, l, *_ in cases}
+    print(__doc__.split("\n\n")[0].replace("\n", " "))
+    print(f"\nCommand: `python {' '.join(sys.argv)}`. {a.hip} validation hippocampus subjects; configurations "
+          "(RefineConfig fields):\n")
+    for name in names:
+        print(f"- {name}: {CONFIGS[name]}")
+    for dim in ("2d", "3d"):
+        rows = defaultdict(lambda: defaultdict(list))
+        for name in names:
+            for (c, case, label), r in done.items():
+                if c != name or (case, label) not in wanted:
+                    continue
+                for meth, d in r[dim].items():
+                    if meth in ("bifseg", "filled_box") or name == (a.baselines or names[-1]):
+                        rows[(name, meth)][r["group"]].append(d)
+        print(table(rows, dim))
+
+
+if __name__ == "__main__":
+    main()
