@@ -124,7 +124,7 @@ def test_a_refinement_only_changes_the_result_near_the_new_scribble(kidney3d, se
     from the scribble too (measured on the same case: there Dice fell, 0.862 -> 0.859)."""
     from scipy import ndimage
 
-    from InteractiveRefineLib.robot import next_scribble
+    from InteractiveRefineLib.evaluation.robot import next_scribble
     image, ref, box = kidney3d
     inside = box.mask(ref.shape)
     ext = [h - l for l, h in zip(box.lo, box.hi)]

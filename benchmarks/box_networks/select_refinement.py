@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from InteractiveRefineLib.benchmark import _rng, run_rounds
-from InteractiveRefineLib.box_sources import load_sources
-from InteractiveRefineLib.finetune import RefineConfig
-from InteractiveRefineLib.inference import BoxSegmenter
-from InteractiveRefineLib.methods import make_runners
-from InteractiveRefineLib.metrics import dice
-from InteractiveRefineLib.train_box import validation_cases
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.engine.finetune import RefineConfig
+from InteractiveRefineLib.engine.inference import BoxSegmenter
+from InteractiveRefineLib.evaluation.benchmark import _rng, run_rounds
+from InteractiveRefineLib.evaluation.methods import make_runners
+from InteractiveRefineLib.training.box_sources import load_sources
+from InteractiveRefineLib.training.train_box import validation_cases
 
 ROUNDS = 3
 OFF = dict(lr=1e-3, lam=3.0, lam_2d=None, crf_min_keep=None, distance_fraction=None, local_edit=None)
