@@ -283,11 +283,13 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.supportSegmentIds = [str(s) for s in segmentIds]
 
     def onQueryRoiAdded(self, roiNode) -> None:
-        """A new ROI from the selector starts as the query volume's bounding box (shrink it around the organ)."""
+        """A new ROI from the selector starts as the bounding box of the volume to segment (the query volume,
+        or the support volume itself when propagating through this scan); shrink it around the organ."""
         p = self._parameterNode
-        if p is None or p.queryVolume is None or roiNode is None:
+        volume = None if p is None else p.supportVolume if p.propagate else p.queryVolume
+        if volume is None or roiNode is None:
             return
-        self.logic.fitRoiToVolume(roiNode, p.queryVolume)
+        self.logic.fitRoiToVolume(roiNode, volume)
 
     def onUseCurrentSlice(self) -> None:
         p = self._parameterNode
