@@ -136,6 +136,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = InteractiveRefineLogic()
+        self._propagate3DToolTip = self.ui.propagate3DButton.toolTip  # the .ui text, shown when it can run
 
         # The Segment Editor needs its node before it gets the scene.
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
@@ -294,6 +295,8 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                        self.ui.unsupervisedButton, self.ui.resetButton, self.ui.acceptButton):
             button.enabled = has and not busy
         self.ui.propagate3DButton.enabled = self.logic.canPropagate3D()
+        missing = self.logic.propagate3DMissing()  # greyed out with the reason when FewShotSeg is absent
+        self.ui.propagate3DButton.toolTip = missing or self._propagate3DToolTip
         self.ui.undoButton.enabled = has and self.logic.canUndo()
         self.ui.redoButton.enabled = has and self.logic.canRedo()
         self.ui.exportSummaryButton.enabled = self.logic.hasSession

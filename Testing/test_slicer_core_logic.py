@@ -145,7 +145,7 @@ def test_the_panel_workflow_on_real_mrml(scene, logic_class):  # noqa: F811
     logic.shutdown()
 
 
-def test_propagate_to_3d_on_real_mrml(scene, logic_class):  # noqa: F811
+def test_propagate_to_3d_on_real_mrml(scene, logic_class, monkeypatch):  # noqa: F811
     """The 2D box result -> 'Propagate to 3D' (FewShotSeg's same-scan propagation in the compute process) ->
     the 3D result in the same segment as one step; Undo goes back to the 2D result."""
     volume, reference = load_sample(scene)
@@ -166,6 +166,18 @@ def test_propagate_to_3d_on_real_mrml(scene, logic_class):  # noqa: F811
     segmentId = logic.applyUpdate(p, status.update)
     flat = bridge.segment_to_labelmap(segmentation, segmentId, volume) > 0
     assert flat[k].any() and not np.delete(flat, k, axis=0).any() and logic.canPropagate3D()
+    assert logic.propagate3DMissing() is None
+
+    # InteractiveRefine does not depend on FewShotSeg: without it the button is greyed out, with the reason
+    import importlib.util
+    with monkeypatch.context() as m:
+        find_spec = importlib.util.find_spec
+        m.setattr(importlib.util, "find_spec",
+                  lambda name, *a: None if name == "FewShotSegLib" else find_spec(name, *a))
+        assert not logic.canPropagate3D() and "FewShotSeg" in logic.propagate3DMissing()
+        with pytest.raises(ValueError, match="FewShotSeg"):
+            logic.startPropagate3D(p)
+    assert logic.canPropagate3D()
 
     logic.startPropagate3D(p)
     assert logic.busy and logic.cancellable

@@ -229,15 +229,30 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
     def _propagating(self):
         return self._to3d is not None and self._to3d.busy
 
+    @staticmethod
+    def propagate3DMissing():
+        """Why "Propagate to 3D" cannot run in this Slicer (None when it can): it runs FewShotSeg's propagation,
+        and InteractiveRefine does not depend on the FewShotSeg module, which may not be installed."""
+        import importlib.util
+
+        if importlib.util.find_spec("FewShotSegLib") is None:
+            return _("Propagate to 3D needs the Few-Shot Segmentation (FewShotSeg) module of this extension; "
+                     "install or enable it to use this button.")
+        return None
+
     def canPropagate3D(self):
-        """Whether the session's result comes from a 2D box (what "Propagate to 3D" starts from)."""
+        """Whether the session's result comes from a 2D box (what "Propagate to 3D" starts from) and the
+        FewShotSeg module that propagates it is available."""
         box = self._controller.box if self.hasResult else None
-        return box is not None and box.axis is not None and not self.busy
+        return box is not None and box.axis is not None and not self.busy and self.propagate3DMissing() is None
 
     def startPropagate3D(self, p):
         """'Propagate to 3D': the 2D box result (its slice of the segment) is the support of FewShotSeg's
         same-scan propagation in the compute process; poll() then delivers the 3D result as one step of the
         session (FewShotSegLib.panel.propagate_to_3d), written into the same segment by applyUpdate."""
+        missing = self.propagate3DMissing()
+        if missing is not None:
+            raise ValueError(missing)
         from FewShotSegLib.panel.propagate_to_3d import PropagateTo3D
         from InteractiveRefineLib.panel import slicer_bridge
 
