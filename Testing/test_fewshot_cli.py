@@ -7,7 +7,7 @@ from FewShotSegLib.cli import main
 from FewShotSegLib.engine.models import load_rpnet
 from FewShotSegLib.engine.segment import FewShotSegmenter
 from FewShotSegLib.evaluation.evaluate import protocol_case, sample_pairs
-from InteractiveRefineLib.core.image_io import read_label
+from InteractiveRefineLib.core.image_io import read_image, read_label, write_image
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.core.sample import sample_dataset
 
@@ -43,6 +43,26 @@ def test_segment_command_writes_a_label_map(tmp_path):
     pred = read_label(out)
     assert pred.shape == ref.shape and set(np.unique(pred)) <= {0, 1}
     assert dice(pred == 1, ref == 1) > 0.6
+
+
+def test_segment_command_auto_range_from_a_one_slice_annotation(tmp_path, capsys):
+    """A label drawn on one support slice: `--range auto` places no window of its (one-slice) length, keeps
+    the component step only, and says so."""
+    data = sample_dataset("chaos")
+    s_img = read_image(data / "imagesTr/chaos_36.nii.gz")
+    one = np.zeros(s_img.shape, np.int16)
+    one[18] = read_label(data / "labelsTr/chaos_36.nii.gz")[18] == 1
+    write_image(s_img, tmp_path / "one.nii.gz", one)
+    out = tmp_path / "q.nii.gz"
+    rc = main(["--threads", "1", "segment", "--support-image", str(data / "imagesTr/chaos_36.nii.gz"),
+               "--support-label", str(tmp_path / "one.nii.gz"), "--slice", "18",
+               "--query", str(data / "imagesTr/chaos_8.nii.gz"), "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert any("fewer than 3 support slices" in w for w in report["warnings"]), report
+    pred = read_label(out) == 1
+    assert pred.any((1, 2)).sum() > 5  # not cut to a window of one slice or two
+    assert dice(pred, read_label(data / "labelsTr/chaos_8.nii.gz") == 1) > 0.5
 
 
 def test_segment_command_refuses_bad_input_without_output(tmp_path, capsys):

@@ -21,7 +21,7 @@ from FewShotSegLib.engine.segment import (
 from FewShotSegLib.evaluation.evaluate import check_unseen, evaluate_pairs, protocol_case, support_copy
 from FewShotSegLib.evaluation.summary import summary_markdown
 from FewShotSegLib.training import train as train_module
-from InteractiveRefineLib.core.errors import DatasetError
+from InteractiveRefineLib.core.errors import DatasetError, PromptError
 from InteractiveRefineLib.core.image_io import Image
 from InteractiveRefineLib.core.metrics import dice
 
@@ -175,6 +175,44 @@ def test_auto_range_keeps_a_window_of_the_support_organs_length(monkeypatch):
     info = seen["auto"][1]  # the window's length, and the support slices that place it
     assert info.extent == 6.0 and len(info.supports) == 3 and seen["auto_range"] is True
     assert [sp.slice_index for sp in info.supports] == support_chunk_slices(s_lab, 1)
+
+
+def _predict_everywhere(supports, query, assignment, progress=None, cancel=None):
+    """Stands in for the network: the organ's column on every query slice."""
+    p = torch.zeros(query.shape[0], query.shape[-2], query.shape[-1])
+    p[:, 40:100, 40:100] = 1.0
+    return p
+
+
+def test_auto_range_places_no_window_for_a_one_slice_annotation(monkeypatch):
+    """One annotated support slice says nothing of the organ's length: no window (of ~1 slice) is placed,
+    only the component step, and the result says so."""
+    s_img, s_lab = cylinder(z=(5, 17))
+    q_img, _q_lab = cylinder(z=(8, 23))
+    one = np.zeros_like(s_lab)
+    one[11] = s_lab[11]
+    assert auto_range_info(s_img, one, [1], q_img) == {} and 1 in auto_range_info(s_img, s_lab, [1], q_img)
+    seg = FewShotSegmenter(net=build_rpnet(), device="cpu", iterations=1)
+    monkeypatch.setattr(seg, "predict", _predict_everywhere)
+    sup = make_supports(s_img, one, 11, [1])
+    out = seg.segment(sup, q_img, auto_range=True, auto=auto_range_info(s_img, one, [1], q_img))
+    assert out.labels.any((1, 2)).all() and out.info["windowed"] == []
+    windowed = seg.segment(sup, q_img, auto_range=True, auto=auto_range_info(s_img, s_lab, [1], q_img))
+    assert windowed.info["windowed"] == [1] and not windowed.labels.any((1, 2)).all()
+
+
+def test_segment_refuses_the_automatic_window_with_a_box_or_slices(monkeypatch):
+    """The window chooses its own slices: with a box or a slice range it could label slices outside them."""
+    s_img, s_lab = cylinder(z=(5, 17))
+    q_img, _q_lab = cylinder(z=(8, 23))
+    seg = FewShotSegmenter(net=build_rpnet(), device="cpu", iterations=1)
+    monkeypatch.setattr(seg, "predict", _predict_everywhere)
+    sup = make_supports(s_img, s_lab, 11, [1])
+    auto = auto_range_info(s_img, s_lab, [1], q_img)
+    for where in (dict(slices=(10, 14)), dict(box=((10, 0, 0), (14, 40, 40)))):
+        with pytest.raises(PromptError, match="automatic window"):
+            seg.segment(sup, q_img, auto_range=True, auto=auto, **where)
+    assert seg.segment(sup, q_img, auto_range=True, slices=(10, 14)).labels.any((1, 2)).sum() == 4
 
 
 def test_place_window_follows_the_support_images_not_the_largest_false_positive():

@@ -80,7 +80,14 @@ def cmd_segment(a) -> int:
 
     from .engine.adapt import adapt_segmenter
     from .engine.intensity_check import check_not_constant, modality_warning
-    from .engine.segment import FewShotSegmenter, Segmentation, auto_range_info, combine_labels, make_supports
+    from .engine.segment import (
+        MIN_WINDOW_SLICES,
+        FewShotSegmenter,
+        Segmentation,
+        auto_range_info,
+        combine_labels,
+        make_supports,
+    )
     from .options import adapt_config
     check_output_file(a.out, inputs=(a.support_image, a.support_label, a.query))
     s_img = read_image(a.support_image, "support image")
@@ -91,15 +98,20 @@ def cmd_segment(a) -> int:
     n = q_img.shape[a.axis] if a.axis in (0, 1, 2) else 0
     if slices is not None and slices[1] > n:  # before the model is loaded
         raise PromptError(f"query slice range {slices[0]}..{slices[1] - 1} is outside the query volume (0..{n - 1})")
-    warning = modality_warning(s_img, q_img)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    warnings = [w for w in [modality_warning(s_img, q_img)] if w]
     supports = make_supports(s_img, s_lab, a.slice, a.label, a.axis)
     check_memory(fewshot_bytes(q_img.shape, len(supports)), f"segmenting the query {q_img.shape}")
     seg = FewShotSegmenter(a.model, device=a.device, start=a.start)
     kw = dict(axis=a.axis, slices=slices, auto_range=a.range == "auto")
     if a.range == "auto":  # the organ's window: its support length, placed by query_range.place_window
         kw["auto"] = auto_range_info(s_img, s_lab, [s.label for s in supports], q_img, a.axis)
+        short = [s.label for s in supports if s.label not in kw["auto"]]
+        if short:
+            warnings.append(f"label(s) {short} are drawn on fewer than {MIN_WINDOW_SLICES} support slices: their "
+                            "length is unknown, so --range auto places no window for them and keeps only the "
+                            "component consistent with the support")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if a.adapt:  # one adapted network per label (each label is its own 1-way episode)
         cfg = adapt_config(a)
         results = [adapt_segmenter(seg, [s], q_img, a.axis, cfg).segment([s], q_img, **kw) for s in supports]
@@ -111,7 +123,7 @@ def cmd_segment(a) -> int:
     first, stop = result.slices  # reported inclusive, as --range takes them
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
-                      "adapted": bool(a.adapt), "warnings": [warning] if warning else []}))
+                      "adapted": bool(a.adapt), "warnings": warnings}))
     return 0
 
 
@@ -256,8 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--axis", type=int, default=0, help="array axis of the slices: 0 = K (axial for axial scans)")
     s.add_argument("--query", default=None, help="query image (with --propagate: the support image)")
     s.add_argument("--out", required=True, help="output label map (.nii.gz), query grid")
-    s.add_argument("--range", default="auto", help="auto (keep the component consistent with the support), all, "
-                                                 "or FIRST:LAST query slices (inclusive)")
+    s.add_argument("--range", default="auto",
+                   help="auto (keep the component consistent with the support; for a label drawn on 3 or more "
+                        "support slices, also only a window of its support length, placed on the query by "
+                        "network, image and position cues), all, or FIRST:LAST query slices (inclusive)")
     s.add_argument("--adapt", action="store_true", help="exemplar adaptation first (ELSNet)")
     s.add_argument("--adapt-seconds", type=positive_seconds, default=None,
                    help="optional cap in seconds on the adaptation (default: none; the step "

@@ -44,11 +44,14 @@ class Support:
     slice_index: int
 
 
+MIN_WINDOW_SLICES = 3  # support slices a label must cover for `--range auto` to place a window of its length
+
+
 @dataclass
 class AutoRange:
     """What `--range auto` knows of one label from the support volume (auto_range_info): the organ's length
     in query slices, its centre as a fraction of the support's slices, and support slices at CHUNK_FRACTIONS
-    of the organ (one if it is drawn on fewer than 3 slices)."""
+    of the organ."""
 
     extent: float
     centre_fraction: float
@@ -178,10 +181,14 @@ class FewShotSegmenter:
         organ is about as long as in the support; on training patients +7.6 Dice points in setting 2).
         auto: {label: AutoRange} (auto_range_info), with auto_range: the window is placed by
         query_range.place_window (network, image and position cues) and its slices are segmented again with
-        the support slice of their chunk; replaces `extents` for that label.
+        the support slice of their chunk; replaces `extents` for that label. Not with box or slices (refused:
+        the window could lie outside them). info["windowed"]: the labels a window was placed for.
         """
         if not supports:
             raise PromptError("no support slice given: annotate the organ on one slice of the support volume")
+        if auto and (box is not None or slices is not None):  # the window would label slices outside them
+            raise PromptError("the automatic window (auto=) chooses its own query slices and cannot be combined "
+                              "with a box or a slice range: pass one or the other")
         validate_image(query_image, "query image")
         check_not_constant(query_image, "query image")
         axis = check_axis(axis)
@@ -207,6 +214,7 @@ class FewShotSegmenter:
         for s in supports:
             by_label.setdefault(s.label, []).append(s)
         probs: Dict[int, np.ndarray] = {}
+        windowed = []
         for li, (lab, sups) in enumerate(by_label.items()):
             assign = np.zeros(k1 - k0, dtype=int) if chunk_of_slice is None else np.asarray(chunk_of_slice)
             if assign.shape != (k1 - k0,) or assign.max() >= len(sups):
@@ -226,19 +234,25 @@ class FewShotSegmenter:
                 vol = vol * keep_consistent_component(vol > 0.5, footprint, axis)
                 if auto and lab in auto:
                     vol = self._auto_window(vol, auto[lab], qimgs, grid, footprint, axis, cancel)
+                    windowed.append(lab)
                 elif extents and lab in extents:
                     vol = vol * np.expand_dims(extent_window(vol > 0.5, extents[lab], axis), tuple(
                         a for a in range(3) if a != axis))
             probs[lab] = vol
         labels = combine_labels(probs)
         return Segmentation(labels, probs, (k0, k1), {"axis": axis, "iterations": self.iterations,
-                                                       "device": str(self.device), "auto_range": auto_range})
+                                                       "device": str(self.device), "auto_range": auto_range,
+                                                       "windowed": windowed})
 
 
 def auto_range_info(support_image: Image, support_label: np.ndarray, labels: Sequence[int], query_image: Image,
                     axis: int = 0) -> Dict[int, AutoRange]:
     """AutoRange of each label from the support volume's label map (support_extents, the organ's relative
-    position, and its slices at CHUNK_FRACTIONS, chosen as the protocol chooses its chunk supports)."""
+    position, and its slices at CHUNK_FRACTIONS, chosen as the protocol chooses its chunk supports).
+
+    A label drawn on fewer than MIN_WINDOW_SLICES support slices (a one-slice annotation) gets none: its
+    extent says nothing of the organ's length, so a window of that length would cut the organ to a slice or
+    two; `--range auto` keeps only the component step for it (as the panel's Auto does)."""
     from .protocol import support_chunk_slices
 
     extents = support_extents(support_image, support_label, labels, query_image, axis)
@@ -246,7 +260,9 @@ def auto_range_info(support_image: Image, support_label: np.ndarray, labels: Seq
     out = {}
     for lab, ext in extents.items():
         z = np.flatnonzero((np.asarray(support_label) == lab).any(axis=other))
-        ks = support_chunk_slices(support_label, lab, len(CHUNK_FRACTIONS), axis) if z.size >= 3 else [int(z[0])]
+        if z.size < MIN_WINDOW_SLICES:
+            continue
+        ks = support_chunk_slices(support_label, lab, len(CHUNK_FRACTIONS), axis)
         sups = [make_supports(support_image, support_label, k, [lab], axis)[0] for k in ks]
         out[lab] = AutoRange(ext, (z[0] + z[-1]) / 2 / support_image.shape[axis], sups)
     return out
