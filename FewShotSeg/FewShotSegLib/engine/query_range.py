@@ -1,9 +1,13 @@
-"""Automatic query range: keep the 3D connected component consistent with the support position.
+"""Automatic query range (`--range auto`), in two steps.
 
-The network segments every query slice; look-alike tissue far from the organ (another organ of similar
-appearance, a slice far above or below) forms separate 3D components. The support mask, placed on the
-query's slice plane, says roughly where the organ sits in-plane: the component with the most voxels inside
-that (dilated) footprint is kept; if no component touches it, the largest one is kept.
+1. Component (keep_consistent_component): the network segments every query slice; look-alike tissue far from
+   the organ (another organ of similar appearance, a slice far above or below) forms separate 3D components.
+   The support mask, placed on the query's slice plane, says roughly where the organ sits in-plane: the
+   component with the most voxels inside that (dilated) footprint is kept; if no component touches it, the
+   largest one is kept.
+2. Window (place_window; only when the support label covers at least 3 slices, so its length is known):
+   a window of the support organ's length, placed along the slice axis by network, image and position cues
+   (below); the segmenter then segments its slices again with their chunk's support slice and repeats step 1.
 """
 from __future__ import annotations
 

@@ -48,13 +48,14 @@ def protocol_case(segmenter: FewShotSegmenter, support, query, organ: int, range
     """Segment `organ` of `query` (image, label) from `support` (image, label); return dice and seconds.
 
     gt: the query organ's slice range in 3 chunks, each using its support chunk's middle slice; Dice over
-    that range. auto: the middle support slice for every query slice; Dice over the whole volume.
+    that range. auto: the middle support slice segments every query slice; Dice over the whole volume.
     component: keep only the 3D component consistent with the support position (query_range.py), in both
     modes (chosen on training patients: +0.03 to +0.06 Dice on kidneys, which otherwise pick up the other
-    kidney). extent (auto only): keep the window of the support organ's length around the largest
-    cross-section (segment.support_extents; chosen on training patients: 41.6 -> 49.2 in setting 2), placed
-    by query_range.place_window and re-segmented with the chunk supports (48.4 -> 57.3 on training patients of
-    all folds, benchmarks/fewshot_auto_range).
+    kidney). extent (auto only): only a window of the support organ's length (segment.auto_range_info) is
+    labelled; query_range.place_window places it (network area, image and position cues), and its slices are
+    segmented again with the three chunk supports (the support slices at 1/6, 1/2, 5/6 of the organ), then
+    the component step again (training patients of all folds, setting 2: window on the largest cross-section
+    48.4 -> placed window 57.3; benchmarks/fewshot_auto_range).
     `adapter(segmenter, supports, query_image)` returns an adapted segmenter.
     """
     if range_mode not in RANGES:

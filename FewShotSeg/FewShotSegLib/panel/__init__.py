@@ -1,2 +1,3 @@
-"""FewShotSeg panel support: the Slicer-free panel controller and slicer_bridge (the one module that imports
-Slicer)."""
+"""FewShotSeg panel support: the Slicer-free panel controller, propagate_to_3d (InteractiveRefine's "Propagate
+to 3D": its 2D box result propagated through the scan as one session step) and slicer_bridge (the one module
+that imports Slicer)."""
