@@ -3,6 +3,8 @@ model): FewShotSeg's "Propagate through this scan" (FewShotRequest(propagate=Tru
 protocol) gives exactly `segment --propagate`'s result and beats support_copy; InteractiveRefine's
 "Propagate to 3D" (FewShotSegLib.panel.propagate_to_3d) turns a 2D box result into that 3D result as one session
 step, with one undo back to the 2D result."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -121,7 +123,8 @@ def test_propagate_to_3d_from_a_2d_box_result(refine, chaos8, default_segmenter,
     job = to3d.start(flat, "cpu")
     assert job.name == "propagate to 3D" and to3d.busy
     status = to3d.poll()
-    while status is not None and to3d.busy:  # the panel's timer
+    while status is not None and to3d.busy:  # the panel's timer (every 100 ms)
+        time.sleep(0.05)
         status = to3d.poll()
     status = c.wait(120)  # the adopt step the propagation started
     assert status.job.state == "done", status.job.error
