@@ -3,25 +3,32 @@
 Each variant turns the 3 cached whole-volume probability stacks of a case into a query mask; Dice over the
 whole volume (as `evaluate --range auto`). `gt` is the protocol's reference range (Dice over that range).
 Also reported: the fraction of predicted voxels on slices without the organ ("off-organ", item 6 of issue 12).
-  python benchmarks/fewshot_auto_range/analyse.py CACHE_DIR [OUT.json]
+  python benchmarks/fewshot_auto_range/analyse.py CACHE_DIR [OUT.json] [--dataset DIR]
 """
+import argparse
 import json
-import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from InteractiveRefineLib.core.data import DecathlonDataset
-from InteractiveRefineLib.core.metrics import dice
 from FewShotSegLib.engine.protocol import organ_slices, query_chunks, support_chunk_slices
+from FewShotSegLib.engine.query_range import _window as window_at  # the shipped window rounding
 from FewShotSegLib.engine.query_range import keep_consistent_component
 from FewShotSegLib.engine.segment import extent_window, make_supports, support_extents
 from FewShotSegLib.engine.slices import from_network, slice_grid
+from InteractiveRefineLib.core.data import DecathlonDataset
+from InteractiveRefineLib.core.metrics import dice
 
-ds = DecathlonDataset("/work/shared/data/chaos-t2spir")
-cache = Path(sys.argv[1])
+ROOT = Path(__file__).resolve().parents[2]
+parser = argparse.ArgumentParser(description="automatic-range variants on the cached probabilities")
+parser.add_argument("cache", type=Path)
+parser.add_argument("out", type=Path, nargs="?", help="write the per-case rows here (.json)")
+parser.add_argument("--dataset", type=Path, default=ROOT / "../shared/data/chaos-t2spir",
+                    help="CHAOS T2-SPIR folder (default: ../shared/data/chaos-t2spir from the repo root)")
+args = parser.parse_args()
+ds = DecathlonDataset(args.dataset.resolve())
+cache = args.cache
 loaded = {}
 
 
@@ -29,13 +36,6 @@ def load(cid):
     if cid not in loaded:
         loaded[cid] = ds.load(cid)
     return loaded[cid]
-
-
-def window_at(n, center, extent):
-    keep = np.zeros(n, bool)
-    lo, hi = int(np.floor(center - extent / 2 + 0.5)), int(np.ceil(center + extent / 2 - 0.5))
-    keep[max(lo, 0):hi + 1] = True
-    return keep
 
 
 def best_window(score, extent):
@@ -185,8 +185,8 @@ def main():
         per = [np.mean([r[k] for r in rows if r["organ"] == o]) * 100 for o in (1, 2, 3, 4)]
         off = np.mean([r.get(k + "_off", 0.0) for r in rows]) * 100
         print(f"{k:24s} " + " ".join(f"{v:9.2f}" for v in per) + f"  {np.mean(per):8.2f}  {off:6.1f}%")
-    if len(sys.argv) > 2:
-        Path(sys.argv[2]).write_text(json.dumps(rows, indent=1, default=str))
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1, default=str))
 
 
 main()

@@ -4,25 +4,32 @@ For each fold 0-4, the seeded training-patient pairs of `evaluate --validate N` 
 seed + fold), each group's test organs: the query's foreground probability on EVERY slice (network grid,
 float16) from each of the 3 protocol support slices, with the fold's shipped setting-2 model, component step
 not applied. Query/support patients of the fold are never read. Usage:
-  nice -n 10 python benchmarks/fewshot_auto_range/cache.py N_PAIRS CACHE_DIR
+  nice -n 10 python benchmarks/fewshot_auto_range/cache.py N_PAIRS CACHE_DIR [--dataset DIR]
 """
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from InteractiveRefineLib.core.data import DecathlonDataset
-from FewShotSegLib.evaluation.evaluate import sample_pairs
 from FewShotSegLib.engine.models import fold_model_name, models_dir
 from FewShotSegLib.engine.protocol import CHAOS_GROUPS, fold_cases, support_chunk_slices
 from FewShotSegLib.engine.segment import FewShotSegmenter, make_supports
 from FewShotSegLib.engine.slices import image_slices
+from FewShotSegLib.evaluation.evaluate import sample_pairs
+from InteractiveRefineLib.core.data import DecathlonDataset
 
+ROOT = Path(__file__).resolve().parents[2]
+parser = argparse.ArgumentParser(description="cache the network's whole-volume probabilities (training patients)")
+parser.add_argument("n_pairs", type=int)
+parser.add_argument("cache", type=Path)
+parser.add_argument("--dataset", type=Path, default=ROOT / "../shared/data/chaos-t2spir",
+                    help="CHAOS T2-SPIR folder (default: ../shared/data/chaos-t2spir from the repo root)")
+args = parser.parse_args()
 torch.set_num_threads(1)
-n_pairs, cache = int(sys.argv[1]), Path(sys.argv[2])
+n_pairs, cache = args.n_pairs, args.cache
 cache.mkdir(parents=True, exist_ok=True)
-ds = DecathlonDataset("/work/shared/data/chaos-t2spir")
+ds = DecathlonDataset(args.dataset.resolve())
 for fold in range(5):
     fc = fold_cases(ds.case_ids, fold)
     pairs = sample_pairs(fc["train"], n_pairs, 0 + fold)

@@ -10,35 +10,30 @@ For a window of the support organ's length (support_extents) centred on query sl
   query: -((c - c_pos) / sigma)^2 / 2, sigma = the window's length / 4.
 score = net + w_img * img + w_pos * pos. The weights are chosen on four folds and measured on the fifth
 (leave-one-fold-out, all folds' training patients), and on all five together for the shipped setting.
-  python benchmarks/fewshot_auto_range/placement.py CACHE_DIR OUT_DIR
+  python benchmarks/fewshot_auto_range/placement.py CACHE_DIR OUT_DIR [--dataset DIR]
 """
+import argparse
 import itertools
-import os
 import json
-import sys
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from InteractiveRefineLib.core.data import DecathlonDataset
-from InteractiveRefineLib.core.metrics import dice
 from FewShotSegLib.engine.protocol import organ_slices, query_chunks, support_chunk_slices
+from FewShotSegLib.engine.query_range import _window as window  # the shipped window rounding
 from FewShotSegLib.engine.query_range import keep_consistent_component
 from FewShotSegLib.engine.segment import make_supports, support_extents
 from FewShotSegLib.engine.slices import from_network, image_slices, slice_grid
+from InteractiveRefineLib.core.data import DecathlonDataset
+from InteractiveRefineLib.core.metrics import dice
 
-ds = DecathlonDataset("/work/shared/data/chaos-t2spir")
+ROOT = Path(__file__).resolve().parents[2]
+ds = None  # the dataset (--dataset), set by main()
 W_IMG = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 1000.0)
 W_POS = (0.0, 0.1, 0.25, 0.5, 1.0)
-
-
-def window(n, c, ext):
-    keep = np.zeros(n, bool)
-    lo, hi = int(np.floor(c - ext / 2 + 0.5)), int(np.ceil(c + ext / 2 - 0.5))
-    keep[max(lo, 0):hi + 1] = True
-    return keep
 
 
 def chunked_mask(P, keep, fp):
@@ -116,7 +111,15 @@ def organ_mean(cases, d):
 
 
 def main():
-    cache, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    global ds
+    parser = argparse.ArgumentParser(description="three-cue window placement, weights on a grid, leave-one-fold-out")
+    parser.add_argument("cache", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--dataset", type=Path, default=ROOT / "../shared/data/chaos-t2spir",
+                        help="CHAOS T2-SPIR folder (default: ../shared/data/chaos-t2spir from the repo root)")
+    args = parser.parse_args()
+    ds = DecathlonDataset(args.dataset.resolve())
+    cache, out_dir = args.cache, args.out_dir
     cases = [case_curves(f) for f in sorted(cache.glob("*.npz"))]
     grid = {}
     for w_img, w_pos in itertools.product(W_IMG, W_POS):
@@ -133,7 +136,8 @@ def main():
         lofo[te] = grid[best][te]
     best = max(grid, key=lambda k: organ_mean(cases, grid[k]))
     summary = {"cases": len(cases), "grid": {f"{k[0]},{k[1]}": organ_mean(cases, v) for k, v in grid.items()},
-               "leave_one_fold_out": organ_mean(cases, lofo), "chosen_per_fold": {f: list(k) for f, k in chosen.items()},
+               "leave_one_fold_out": organ_mean(cases, lofo),
+               "chosen_per_fold": {f: list(k) for f, k in chosen.items()},
                "best_all_folds": list(best), "best_all_folds_mean": organ_mean(cases, grid[best])}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "placement.json").write_text(json.dumps(summary, indent=1))
