@@ -99,6 +99,8 @@ def cmd_segment(a) -> int:
     if slices is not None and slices[1] > n:  # before the model is loaded
         raise PromptError(f"query slice range {slices[0]}..{slices[1] - 1} is outside the query volume (0..{n - 1})")
     warnings = [w for w in [modality_warning(s_img, q_img)] if w]
+    for warning in warnings:  # before the support is checked: the warning also explains a failure
+        print(f"warning: {warning}", file=sys.stderr)
     supports = make_supports(s_img, s_lab, a.slice, a.label, a.axis)
     check_memory(fewshot_bytes(q_img.shape, len(supports)), f"segmenting the query {q_img.shape}")
     seg = FewShotSegmenter(a.model, device=a.device, start=a.start)
@@ -110,8 +112,7 @@ def cmd_segment(a) -> int:
             warnings.append(f"label(s) {short} are drawn on fewer than {MIN_WINDOW_SLICES} support slices: their "
                             "length is unknown, so --range auto places no window for them and keeps only the "
                             "component consistent with the support")
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+            print(f"warning: {warnings[-1]}", file=sys.stderr)
     if a.adapt:  # one adapted network per label (each label is its own 1-way episode)
         cfg = adapt_config(a)
         results = [adapt_segmenter(seg, [s], q_img, a.axis, cfg).segment([s], q_img, **kw) for s in supports]
