@@ -29,6 +29,14 @@ def case_id_from_path(path: str) -> str:
     return re.sub(r"_0000$", "", name)
 
 
+def _read_json(path: Path, what: str):
+    """The JSON content of `path`; DatasetError naming `what` if it does not parse."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise DatasetError(f"{what} is not valid JSON: {exc}") from None
+
+
 class DecathlonDataset:
     """A dataset folder with dataset.json: labels {id: name} and the training cases."""
 
@@ -37,10 +45,7 @@ class DecathlonDataset:
         meta_path = self.root / "dataset.json"
         if not meta_path.is_file():
             raise DatasetError(f"{self.root} is not a Decathlon-layout dataset: dataset.json not found")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError as exc:
-            raise DatasetError(f"{meta_path} is not valid JSON: {exc}") from None
+        meta = _read_json(meta_path, str(meta_path))
         if not isinstance(meta.get("labels"), dict) or not isinstance(meta.get("training"), list):
             raise DatasetError(f"{meta_path} needs a 'labels' object and a 'training' list")
         self.name = meta.get("name", self.root.name)
@@ -112,10 +117,7 @@ def load_split(name_or_path) -> Dict[str, List[str]]:
         path = splits_dir() / f"{name_or_path}.json"
     if not path.is_file():
         raise DatasetError(f"split file not found: {path}")
-    try:
-        split = json.loads(path.read_text())
-    except ValueError as exc:
-        raise DatasetError(f"split file {path} is not valid JSON: {exc}") from None
+    split = _read_json(path, f"split file {path}")
     if not isinstance(split, dict):
         raise DatasetError(f"split file {path} must hold an object with train/val/test lists")
     for key in ("train", "val", "test"):
