@@ -1,0 +1,172 @@
+"""Running a FewShotSeg request in the compute process (torch is imported only here, when a run starts).
+
+Several support segments: each is its own 1-way 1-shot episode (as `python -m FewShotSegLib segment`),
+each query voxel goes to the most probable segment (`combine_labels`). With exemplar adaptation, each
+segment gets its own adapted copy of the network, and the adaptation budget is the total for the run,
+split equally between the segments, so it does not grow with their number. It bounds the adaptation's
+training steps only: the pseudo-labelling pass over the query and the segmentation itself come on top
+(a few seconds on a CPU for a 34-slice MR).
+Every range keeps, per segment, the 3D component consistent with the support position, as the evaluation
+and the demo do (it raised Dice on every organ of the embedded sample pair).
+
+"Propagate through this scan" (`propagate=True`): the query is the support volume itself, and each segment
+is followed slice by slice outwards from the support slice (`propagate.propagate`, with InteractiveRefine's
+2D box network redoing each slice, exactly as `python -m FewShotSegLib segment --propagate`); range
+automatic (it stops where the organ ends) or given. InteractiveRefine's "Propagate to 3D" sends the same
+request with its 2D result as the support (`request.propagation_request`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+from InteractiveRefineLib.core.errors import CancelledError, ModelError
+
+from .request import FewShotRequest, FewShotResult
+
+log = logging.getLogger(__name__)
+
+
+def run_request(request: FewShotRequest, segmenter_for: Callable[[str], Any], progress, cancel,
+                box_for: Optional[Callable[[str], Any]] = None) -> FewShotResult:
+    """Run a validated request; `segmenter_for(device)` gives the (cached) segmenter, `box_for(device)`
+    InteractiveRefine's BoxSegmenter for propagation (default: a new one). A GPU out-of-memory error runs it
+    again on the CPU and says so in the result's info."""
+    import torch
+
+    from InteractiveRefineLib.core.device import OutOfMemoryError
+    from InteractiveRefineLib.engine.memory import check_memory, fewshot_bytes
+
+    from ..engine.intensity_check import modality_warning
+
+    request.validate()
+    # the memory guard of `segment`, before any model is loaded: a refusal, not the child killed mid-run
+    check_memory(fewshot_bytes(request.query_image.shape, len(request.segment_ids)),
+                 f"segmenting the query {request.query_image.shape}")
+    t0 = time.perf_counter()
+    device = request.device
+    try:
+        result = _run(request, segmenter_for, box_for, device, progress, cancel)
+        fallback = None
+    except OutOfMemoryError as exc:
+        if segmenter_for(device).device.type == "cpu":
+            raise ModelError("out of memory on the CPU: use a smaller query range or close other programs; "
+                             "nothing was written") from exc
+        log.warning("out of GPU memory (%s); running again on the CPU", str(exc).splitlines()[0] if str(exc)
+                    else "")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        device, fallback = "cpu", "out of GPU memory"
+        result = _run(request, segmenter_for, box_for, device, progress, cancel)
+    used = str(segmenter_for(device).device)
+    warning = modality_warning(request.support_image, request.query_image)  # as `segment` warns
+    result.info.update(device=used, requested_device=request.device, fallback=fallback,
+                       seconds=round(time.perf_counter() - t0, 2), warnings=[warning] if warning else [])
+    return result
+
+
+def _run(request: FewShotRequest, segmenter_for, box_for, device: str, progress, cancel) -> FewShotResult:
+    if not request.propagate:
+        return _segment(request, segmenter_for(device), progress, cancel)
+    box = None
+    if request.use_box_network:
+        if box_for is None:
+            from InteractiveRefineLib.engine.inference import BoxSegmenter
+
+            def box_for(dev):
+                return BoxSegmenter(device=dev)
+        box = box_for(device)
+    return _propagate(request, segmenter_for(device), box, progress, cancel)
+
+
+def _propagate(request: FewShotRequest, base, box, progress, cancel) -> FewShotResult:
+    """Same-scan propagation of each segment (as `segment --propagate`)."""
+    from ..engine.propagate import propagate
+
+    ids = request.segment_ids
+    axis, k = int(request.axis), int(request.slice_index)
+    r = tuple(request.query_range)
+    slices = None
+    if r[0] == "slices":
+        slices = (int(r[1]), int(r[2]) + 1)
+    elif r[0] == "box":
+        slices = (int(r[1][axis]), int(r[2][axis]))
+    probs: Dict[int, np.ndarray] = {}
+    first, last = k, k
+    for i, sid in enumerate(ids):
+        res = propagate(base, request.support_image, _support_mask(request, sid), k, 1, axis, slices,
+                        box_segmenter=box, progress=_share(progress, i, len(ids), request.name(sid)), cancel=cancel)
+        vol = res.probabilities[1]
+        if r[0] == "box":  # nothing outside the box
+            lo, hi = r[1], r[2]
+            inside = np.zeros(vol.shape, bool)
+            inside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+            vol = vol * inside
+        probs[i + 1] = vol
+        first, last = min(first, res.slices[0]), max(last, res.slices[1] - 1)
+    return _result(request, base, probs, progress, cancel, "propagation", adapted=False, adaptation={},
+                   slices=(int(first), int(last)), propagated=True, box_network=box is not None,
+                   adapt_seconds_each=0.0)
+
+
+def _segment(request: FewShotRequest, base, progress, cancel) -> FewShotResult:
+    """Few-shot segmentation of the query, each segment from its own support (adapted first if asked)."""
+    from ..engine.adapt import AdaptConfig, adapt_segmenter
+    from ..engine.segment import make_supports
+
+    ids = request.segment_ids
+    n = len(ids)
+    axis, k = int(request.axis), int(request.slice_index)
+    budget = float(request.adapt_seconds) / n if request.adapt else 0.0
+    seg_share = 0.8 if request.adapt else 0.0  # of each segment's progress: adaptation, then segmentation
+    probs: Dict[int, np.ndarray] = {}
+    adaptation: Dict[str, Any] = {}
+    slices = (0, request.query_image.shape[axis])
+    for i, sid in enumerate(ids):
+        if cancel():
+            raise CancelledError("segmentation cancelled; nothing was written")
+        support = dataclasses.replace(make_supports(request.support_image, _support_mask(request, sid), k, [1],
+                                                    axis)[0], label=i + 1)
+        net = base
+        if request.adapt:
+            net = adapt_segmenter(base, [support], request.query_image, axis, AdaptConfig(time_budget=budget),
+                                  progress=_share(progress, i, n, request.name(sid), 0.0, seg_share), cancel=cancel)
+            adaptation[sid] = dict(net.manifest.get("adapted", {}))
+        res = net.segment([support], request.query_image, axis=axis, auto_range=True,
+                          progress=_share(progress, i, n, request.name(sid), seg_share, 1.0), cancel=cancel,
+                          **request.core_range())
+        probs[i + 1] = res.probabilities[i + 1]
+        slices = res.slices
+    return _result(request, base, probs, progress, cancel, "segmentation", adapted=bool(request.adapt),
+                   adaptation=adaptation, slices=(int(slices[0]), int(slices[1]) - 1),
+                   adapt_seconds_each=round(budget, 2))
+
+
+def _support_mask(request: FewShotRequest, sid: str) -> np.ndarray:
+    return (np.asarray(request.support_masks[sid]) > 0).astype(np.uint8)
+
+
+def _share(progress, i: int, n: int, name: str, lo: float = 0.0, hi: float = 1.0):
+    """Progress of segment i of n, stage lo..hi of its part, as a fraction of the whole run."""
+    return lambda f, msg: progress((i + lo + (hi - lo) * float(f)) / n, f"{name}: {msg}")
+
+
+def _result(request: FewShotRequest, base, probs: Dict[int, np.ndarray], progress, cancel, what: str,
+            **info) -> FewShotResult:
+    """The end both runs share: each query voxel to the most probable segment (probs keyed 1..n in request
+    order), the masks, and the result's info (`info` plus the axis, support slice, voxels, empty, model)."""
+    from ..engine.segment import combine_labels
+
+    if cancel():
+        raise CancelledError(f"{what} cancelled; nothing was written")
+    labels = combine_labels(probs)
+    masks = {sid: labels == i + 1 for i, sid in enumerate(request.segment_ids)}
+    info.update(axis=int(request.axis), support_slice=int(request.slice_index),
+                voxels={sid: int(m.sum()) for sid, m in masks.items()},
+                empty=[sid for sid, m in masks.items() if not m.any()], model=base.manifest.get("name"))
+    progress(1.0, "done")
+    return FewShotResult(masks, info)
