@@ -79,6 +79,11 @@ def test_query_chunks_equal_ssl_alpnets_formula_on_synthetic_ranges():
         zlist = list(range(10, 10 + length))
         assert support_chunk_slices(label, 1) == [zlist[int((half + interval * p) * length)] for p in range(3)]
 
+    # the auto range's window places the support's chunk slices at the same fractions (one definition)
+    from FewShotSegLib.engine.protocol import chunk_fractions
+    from FewShotSegLib.engine.query_range import CHUNK_FRACTIONS
+    assert CHUNK_FRACTIONS == tuple(chunk_fractions()) == (1 / 6, 1 / 2, 5 / 6)
+
 
 def test_auto_range_keeps_the_component_under_the_support():
     mask = np.zeros((10, 20, 20), bool)

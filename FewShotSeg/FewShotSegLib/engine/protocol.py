@@ -73,7 +73,7 @@ def organ_slices(label: np.ndarray, organ: int, axis: int = 0) -> np.ndarray:
     return np.flatnonzero((label == organ).any(axis=other))
 
 
-def _chunk_fractions(n_chunks: int) -> List[float]:
+def chunk_fractions(n_chunks: int = N_CHUNKS) -> List[float]:
     """SSL-ALPNet's support fractions, with its floating-point arithmetic (1/6, 1/2, 5/6 for 3 chunks)."""
     if n_chunks == 1:
         return [0.5]
@@ -88,7 +88,7 @@ def support_chunk_slices(support_label: np.ndarray, organ: int, n_chunks: int = 
     z = organ_slices(support_label, organ, axis)
     if z.size == 0:
         raise PromptError(f"label {organ} is absent from the support volume")
-    return [int(z[int(f * len(z))]) for f in _chunk_fractions(n_chunks)]
+    return [int(z[int(f * len(z))]) for f in chunk_fractions(n_chunks)]
 
 
 def query_chunk_of(z: int, z_min: int, z_max: int, n_chunks: int = N_CHUNKS) -> int:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .protocol import chunk_fractions
+
 FOOTPRINT_DILATION = 0.05  # fraction of the slice size added around the support footprint
 
 
@@ -46,7 +48,7 @@ def keep_consistent_component(mask: np.ndarray, footprint: np.ndarray, axis: int
 # cross-section) -> 57.3, reference range 62.4 (benchmarks/fewshot_auto_range).
 IMAGE_WEIGHT = 8.0
 POSITION_WEIGHT = 0.1
-CHUNK_FRACTIONS = (1 / 6, 1 / 2, 5 / 6)
+CHUNK_FRACTIONS = tuple(chunk_fractions())  # the protocol's chunk support fractions: 1/6, 1/2, 5/6
 
 
 def _window(n: int, centre: float, extent: float) -> np.ndarray:
