@@ -1,5 +1,5 @@
-"""The Slicer extension stays consistent: CMake lists exactly the files that exist, modules declare
-their dependencies, and CI runs the README's test command."""
+"""The Slicer extension stays consistent: CMake lists exactly the files that exist, pyproject.toml ships every
+core package, modules declare their dependencies, and CI runs the README's test command."""
 import re
 from pathlib import Path
 
@@ -26,6 +26,37 @@ def test_cmake_lists_every_lib_file_and_resource(module):
     assert not existing - listed, f"not listed in {module}/CMakeLists.txt: {sorted(existing - listed)}"
     assert not listed - existing, f"listed but missing: {sorted(listed - existing)}"
 
+
+
+def _pyproject():
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_pyproject_ships_every_core_package():
+    """pip installs only the packages pyproject lists: a new subpackage of a core library (a folder with an
+    __init__.py) that is not listed would be missing from the installed core. The *Slicer packages import slicer
+    and load only inside Slicer, so the headless core does not ship them."""
+    tool = _pyproject()["tool"]["setuptools"]
+    roots = tool["package-dir"]
+    assert set(roots) == {f"{m}Lib" for m in MODULES}
+    expected = set()
+    for name, folder in roots.items():
+        folder = ROOT / folder
+        assert (folder / "__init__.py").is_file(), folder
+        for init in folder.rglob("__init__.py"):
+            expected.add(".".join([name, *init.parent.relative_to(folder).parts]))
+        # a folder of modules without __init__.py would not be a package setuptools ships
+        loose = {p.parent for p in folder.rglob("*.py") if "__pycache__" not in p.parts
+                 and not (p.parent / "__init__.py").is_file()}
+        assert not loose, f"modules outside any package: {sorted(map(str, loose))}"
+    listed = set(tool["packages"])
+    assert not expected - listed, f"not listed in pyproject.toml's packages: {sorted(expected - listed)}"
+    assert not listed - expected, f"listed in pyproject.toml but not a package: {sorted(listed - expected)}"
+    assert not {p for p in listed if p.split(".")[0].endswith("Slicer")}
 
 def test_top_level_cmake():
     text = (ROOT / "CMakeLists.txt").read_text()
