@@ -11,23 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from chaos_dataset import add_dataset_argument, open_dataset  # this folder (the script's own)
 
 from FewShotSegLib.engine.protocol import organ_slices, query_chunks, support_chunk_slices
 from FewShotSegLib.engine.query_range import _window as window_at  # the shipped window rounding
 from FewShotSegLib.engine.query_range import keep_consistent_component
 from FewShotSegLib.engine.segment import extent_window, make_supports, support_extents
 from FewShotSegLib.engine.slices import from_network, slice_grid
-from InteractiveRefineLib.core.data import DecathlonDataset
 from InteractiveRefineLib.core.metrics import dice
 
-ROOT = Path(__file__).resolve().parents[2]
 parser = argparse.ArgumentParser(description="automatic-range variants on the cached probabilities")
 parser.add_argument("cache", type=Path)
 parser.add_argument("out", type=Path, nargs="?", help="write the per-case rows here (.json)")
-parser.add_argument("--dataset", type=Path, default=ROOT / "../shared/data/chaos-t2spir",
-                    help="CHAOS T2-SPIR folder (default: ../shared/data/chaos-t2spir from the repo root)")
+add_dataset_argument(parser)
 args = parser.parse_args()
-ds = DecathlonDataset(args.dataset.resolve())
+ds = open_dataset(args)
 cache = args.cache
 loaded = {}
 

@@ -11,25 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from chaos_dataset import add_dataset_argument, open_dataset  # this folder (the script's own)
 
 from FewShotSegLib.engine.models import fold_model_name, models_dir
 from FewShotSegLib.engine.protocol import CHAOS_GROUPS, fold_cases, support_chunk_slices
 from FewShotSegLib.engine.segment import FewShotSegmenter, make_supports
 from FewShotSegLib.engine.slices import image_slices
 from FewShotSegLib.evaluation.evaluate import sample_pairs
-from InteractiveRefineLib.core.data import DecathlonDataset
 
-ROOT = Path(__file__).resolve().parents[2]
 parser = argparse.ArgumentParser(description="cache the network's whole-volume probabilities (training patients)")
 parser.add_argument("n_pairs", type=int)
 parser.add_argument("cache", type=Path)
-parser.add_argument("--dataset", type=Path, default=ROOT / "../shared/data/chaos-t2spir",
-                    help="CHAOS T2-SPIR folder (default: ../shared/data/chaos-t2spir from the repo root)")
+add_dataset_argument(parser)
 args = parser.parse_args()
 torch.set_num_threads(1)
 n_pairs, cache = args.n_pairs, args.cache
 cache.mkdir(parents=True, exist_ok=True)
-ds = DecathlonDataset(args.dataset.resolve())
+ds = open_dataset(args)
 for fold in range(5):
     fc = fold_cases(ds.case_ids, fold)
     pairs = sample_pairs(fc["train"], n_pairs, 0 + fold)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from chaos_dataset import add_dataset_argument, open_dataset  # this folder (the script's own)
 from scipy import ndimage
 
 from FewShotSegLib.engine.protocol import organ_slices, query_chunks, support_chunk_slices
@@ -27,10 +28,8 @@ from FewShotSegLib.engine.query_range import _window as window  # the shipped wi
 from FewShotSegLib.engine.query_range import keep_consistent_component
 from FewShotSegLib.engine.segment import make_supports, support_extents
 from FewShotSegLib.engine.slices import from_network, image_slices, slice_grid
-from InteractiveRefineLib.core.data import DecathlonDataset
 from InteractiveRefineLib.core.metrics import dice
 
-ROOT = Path(__file__).resolve().parents[2]
 ds = None  # the dataset (--dataset), set by main()
 W_IMG = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 1000.0)
 W_POS = (0.0, 0.1, 0.25, 0.5, 1.0)
@@ -115,10 +114,9 @@ def main():
     parser = argparse.ArgumentParser(description="three-cue window placement, weights on a grid, leave-one-fold-out")
     parser.add_argument("cache", type=Path)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--dataset", type=Path, default=ROOT / "../shared/data/chaos-t2spir",
-                        help="CHAOS T2-SPIR folder (default: ../shared/data/chaos-t2spir from the repo root)")
+    add_dataset_argument(parser)
     args = parser.parse_args()
-    ds = DecathlonDataset(args.dataset.resolve())
+    ds = open_dataset(args)
     cache, out_dir = args.cache, args.out_dir
     cases = [case_curves(f) for f in sorted(cache.glob("*.npz"))]
     grid = {}
