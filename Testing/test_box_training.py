@@ -43,6 +43,24 @@ def test_slicewise_equals_the_2d_network_on_each_slice():
     assert torch.allclose(out, per, atol=1e-5)
 
 
+def test_slicewise_max_slices_computes_sampled_slices_and_interpolates_between():
+    torch.manual_seed(0)
+    net = build_network("pnet2d", in_channels=2).eval()
+    x = torch.randn(1, 2, 9, 24, 24)
+    with torch.no_grad():
+        full = SliceWise(net).features(x)
+        light = SliceWise(net, max_slices=5).features(x)  # slices 0, 2, 4, 6, 8
+        assert torch.allclose(SliceWise(net, max_slices=9).features(x), full, atol=1e-5)  # not above max
+    assert light.shape == full.shape
+    for k in (0, 2, 4, 6, 8):
+        assert torch.allclose(light[:, :, k], full[:, :, k], atol=1e-5)
+    for k in (1, 3, 5, 7):  # linear between its neighbours, not the slice's own features
+        assert torch.allclose(light[:, :, k], (full[:, :, k - 1] + full[:, :, k + 1]) / 2, atol=1e-5)
+        assert not torch.allclose(light[:, :, k], full[:, :, k], atol=1e-3)
+    with pytest.raises(ValueError, match="max_slices"):
+        SliceWise(net, max_slices=1)
+
+
 def test_slicewise_crop_keeps_native_slices_and_box_channel_marks_the_box():
     image = _ring_volume().image
     box = make_box((2, 19, 13), (10, 42, 36))

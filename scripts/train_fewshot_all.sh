@@ -9,7 +9,7 @@
 #
 # Environment: DATA (default ../shared/data), OUT (checkpoints/fewshot/models), CKPT (checkpoints/fewshot),
 # PRETRAIN_STEPS, FOLD_STEPS, DEFAULT_STEPS, BATCH, DEVICE (auto), SETTINGS ("1 2"), FOLDS ("0 1 2 3 4"),
-# ORGAN_GROUPS ("upper lower"), PRETRAIN_ARGS (extra pretrain options, e.g. "--max-cases 1 --slice-step 8" for a smoke test).
+# ORGAN_GROUPS ("upper lower"), THREADS (0 = torch default; 1 leaves a core free), PRETRAIN_ARGS (extra pretrain options, e.g. "--max-cases 1 --slice-step 8" for a smoke test).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"
@@ -21,6 +21,7 @@ SETTINGS="${SETTINGS:-1 2}"
 FOLDS="${FOLDS:-0 1 2 3 4}"
 ORGAN_GROUPS="${ORGAN_GROUPS:-upper lower}"
 PRETRAIN_ARGS="${PRETRAIN_ARGS:-}"
+THREADS="${THREADS:-0}"
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null && [ "$DEVICE" != cpu ]; then
     ON_GPU=1; : "${PRETRAIN_STEPS:=30000}" "${FOLD_STEPS:=10000}" "${DEFAULT_STEPS:=10000}" "${BATCH:=16}"
 else
@@ -29,7 +30,7 @@ fi
 echo "device: $([ $ON_GPU = 1 ] && echo cuda || echo cpu); pretrain $PRETRAIN_STEPS, per-fold $FOLD_STEPS," \
      "default $DEFAULT_STEPS steps, batch $BATCH; models -> $OUT; checkpoints -> $CKPT"
 cd "$ROOT/FewShotSeg"
-run() { "$PY" -m FewShotSegLib "$@"; }
+run() { "$PY" -m FewShotSegLib --threads "$THREADS" "$@"; }
 PRE="$CKPT/pretrained_external.json"
 
 # 1. encoder pretraining on external data only (never CHAOS, never the tumour set)

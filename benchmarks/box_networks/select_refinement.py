@@ -42,12 +42,14 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
 BASELINES = ("graphcut", "random_walker")
 
 
-def run_case(name, kwargs, v, label, m, boxes2d, box3d, seg, baselines):
+def run_case(name, kwargs, v, label, m, boxes2d, box3d, seg, baselines, dims=("2d", "3d")):
     """{dim: {method: [dice per round]}} for one structure (2D: mean over its slices)."""
     cfg = RefineConfig(**kwargs)
     methods = ["bifseg", "filled_box"] + (list(BASELINES) if baselines else [])
     out = {}
     for dim, boxes in (("2d", boxes2d), ("3d", [box3d])):
+        if dim not in dims:
+            continue
         per = defaultdict(list)
         for b in boxes:
             runners = make_runners(methods, v.image, b, seg, cfg)
@@ -84,11 +86,13 @@ def main():
     ap.add_argument("--configs", default=None, help="comma list of CONFIGS names (default all)")
     ap.add_argument("--groups", default=None, help="comma list of validation groups (default all)")
     ap.add_argument("--records", default="runs/select_refinement.jsonl")
+    ap.add_argument("--dims", default="2d,3d", help="2d, 3d or both (a 2D-only choice such as lam_2d)")
     ap.add_argument("--baselines", default=None, help="configuration that also runs graph cut and random walker "
                     "with its scribbles (default: the last one)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     names = list(CONFIGS) if a.configs is None else a.configs.split(",")
+    dims = tuple(a.dims.split(","))
     rec_path = Path(a.records)
     rec_path.parent.mkdir(parents=True, exist_ok=True)
     done = {}
@@ -104,26 +108,26 @@ def main():
         for name in names:
             for group, v, label, m, boxes2d, box3d in cases:
                 key = (name, v.name, int(label))
-                if key in done:
+                if key in done and all(d in done[key] for d in dims):
                     continue
                 with_baselines = name == (a.baselines or names[-1])
                 r = dict(config=name, case=v.name, label=int(label), group=group, kwargs=CONFIGS[name],
-                         **run_case(name, CONFIGS[name], v, label, m, boxes2d, box3d, seg, with_baselines))
+                         **run_case(name, CONFIGS[name], v, label, m, boxes2d, box3d, seg, with_baselines, dims))
                 f.write(json.dumps(r) + "\n")
                 f.flush()
                 done[key] = r
-                print(f"{name} {v.name} {label}: 2d {r['2d']['bifseg']} 3d {r['3d']['bifseg']}", file=sys.stderr)
+                print(f"{name} {v.name} {label}: " + " ".join(f"{d} {r[d]['bifseg']}" for d in dims), file=sys.stderr)
     wanted = {(v.name, int(l)) for _, v, l, *_ in cases}
     print(__doc__.split("\n\n")[0].replace("\n", " "))
     print(f"\nCommand: `python {' '.join(sys.argv)}`. {a.hip} validation hippocampus subjects; configurations "
           "(RefineConfig fields):\n")
     for name in names:
         print(f"- {name}: {CONFIGS[name]}")
-    for dim in ("2d", "3d"):
+    for dim in dims:
         rows = defaultdict(lambda: defaultdict(list))
         for name in names:
             for (c, case, label), r in done.items():
-                if c != name or (case, label) not in wanted:
+                if c != name or (case, label) not in wanted or dim not in r:
                     continue
                 for meth, d in r[dim].items():
                     if meth in ("bifseg", "filled_box") or name == (a.baselines or names[-1]):

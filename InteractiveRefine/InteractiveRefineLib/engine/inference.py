@@ -80,8 +80,9 @@ def foreground_probability(net: torch.nn.Module, x: np.ndarray, device: torch.de
 
 def wrap_for(net: torch.nn.Module, manifest: Dict[str, Any], dim: int) -> torch.nn.Module:
     """The network as used for `dim`-D boxes: a 2D network with a slicewise manifest serves 3D boxes."""
-    if dim == 3 and manifest.get("input", {}).get("slicewise", False) and getattr(net, "dim", 3) == 2:
-        return SliceWise(net).eval()
+    cfg = manifest.get("input", {})
+    if dim == 3 and cfg.get("slicewise", False) and getattr(net, "dim", 3) == 2:
+        return SliceWise(net, cfg.get("slicewise_max_slices")).eval()
     return net
 
 

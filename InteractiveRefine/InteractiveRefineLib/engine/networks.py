@@ -7,7 +7,7 @@ convolution first) and a small classifier head with dropout maps them to class s
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -98,7 +98,12 @@ ARCHITECTURES = {
 
 
 class _PerSlice(nn.Module):
-    """Runs a 2D module on every slice of a (1, C, D, H, W) tensor: the slices become the batch."""
+    """Runs a 2D module on every slice of a (1, C, D, H, W) tensor.
+
+    On the CPU one slice at a time: oneDNN's batched dilated convolutions cost 2-3x more per slice than
+    single-slice calls (48 slices of 96 x 96, one thread; docs/box_networks.md). On a GPU the slices
+    are one batch.
+    """
 
     def __init__(self, module: nn.Module):
         super().__init__()
@@ -107,8 +112,29 @@ class _PerSlice(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[0] != 1:
             raise ValueError(f"expected a (1, C, D, H, W) tensor, got {tuple(x.shape)}")
-        y = self.module(x[0].transpose(0, 1))          # (D, C', H, W)
+        slices = x[0].transpose(0, 1)                   # (D, C, H, W)
+        if x.device.type == "cpu":
+            y = torch.cat([self.module(s[None]) for s in slices])
+        else:
+            y = self.module(slices)
         return y.transpose(0, 1)[None]                  # (1, C', D, H, W)
+
+
+def sample_slices(depth: int, max_slices: Optional[int]) -> Optional[torch.Tensor]:
+    """Evenly spaced slice indices (first and last included) when `depth` exceeds `max_slices`, else None."""
+    if not max_slices or depth <= max_slices:
+        return None
+    return torch.unique(torch.linspace(0, depth - 1, int(max_slices)).round().long())
+
+
+def interpolate_slices(values: torch.Tensor, index: torch.Tensor, depth: int) -> torch.Tensor:
+    """(1, C, len(index), H, W) values at slices `index` -> (1, C, depth, H, W), linear in between."""
+    z = torch.arange(depth, device=values.device)
+    hi = torch.searchsorted(index.to(values.device), z).clamp(1, index.numel() - 1)
+    lo = hi - 1
+    z0, z1 = index[lo].to(values.device), index[hi].to(values.device)
+    w = ((z - z0).float() / (z1 - z0).float()).to(values.dtype).view(1, 1, -1, 1, 1)
+    return values[:, :, lo] * (1 - w) + values[:, :, hi] * w
 
 
 class SliceWise(nn.Module):
@@ -117,19 +143,27 @@ class SliceWise(nn.Module):
     `features` and `head` take and return (1, C, D, H, W) tensors, so inference, the session's frozen
     features and head-only fine-tuning work unchanged; the 3D CRF then ties the slices together.
     The state dict is the 2D network's (prefixed "net."), so the same weights serve both.
+    max_slices: above this many slices the features are computed on that many evenly spaced slices and
+    interpolated linearly in between (thin slices are nearly alike; the latency of large 3D boxes).
     """
 
-    def __init__(self, net: DilatedNet):
+    def __init__(self, net: DilatedNet, max_slices: Optional[int] = None):
         super().__init__()
         if net.dim != 2:
             raise ValueError("SliceWise wraps a 2D network")
+        if max_slices is not None and int(max_slices) < 2:
+            raise ValueError(f"max_slices must be at least 2 (got {max_slices})")
         self.net = net
         self.dim = 3
+        self.max_slices = None if max_slices is None else int(max_slices)
         self._features = _PerSlice(_Features(net))
         self.head = _PerSlice(net.head)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._features(x)
+        index = sample_slices(x.shape[2], self.max_slices)
+        if index is None:
+            return self._features(x)
+        return interpolate_slices(self._features(x[:, :, index.to(x.device)]), index, x.shape[2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
