@@ -200,6 +200,9 @@ def _save_best(net, arch, arch_params, cfg: BoxTrainConfig, state, metrics, devi
     save_model(net, arch, cfg.out, arch_params, manifest)
 
 
+SLICEWISE_MAX_SLICES = 16
+
+
 def install_models(best_manifest, models_folder=None) -> Tuple[Path, Path]:
     """Ship a trained box network: `pnet2d.json` (2D boxes) and `box3d.json` (the same weights run slice
     by slice in 3D boxes, input "slicewise"), each with its own weights file and checksum."""
@@ -211,7 +214,9 @@ def install_models(best_manifest, models_folder=None) -> Tuple[Path, Path]:
     extra["training"] = dict(extra.get("training", {}), trained_as=str(best_manifest),
                              data={part: recipe(part) for part in ("train", "val", "eval")})
     p2 = save_model(net, src["architecture"], folder / "pnet2d.json", src["arch_params"], extra)
-    extra3 = dict(extra, input=dict(src["input"], slicewise=True),
+    # above 16 slices the features of 16 evenly spaced slices, interpolated: the same validation Dice, a
+    # third of the latency of 48 slices (benchmarks/box_networks/select_3d_slices.md)
+    extra3 = dict(extra, input=dict(src["input"], slicewise=True, slicewise_max_slices=SLICEWISE_MAX_SLICES),
                   note="the 2D box network run slice by slice inside a 3D box (networks.SliceWise); "
                        "chosen over the 3D PC-Net on the validation structures (benchmarks/box_networks)")
     p3 = save_model(net, src["architecture"], folder / "box3d.json", src["arch_params"], extra3)
