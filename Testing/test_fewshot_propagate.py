@@ -38,6 +38,11 @@ def test_propagation_beats_support_copy_on_the_sample(default_segmenter, chaos8,
         # InteractiveRefine's box network over each slice (segment --propagate's default) changes the result
         boxed = propagate(default_segmenter, img, lab, k, organ, slices=(z0, z1), box_segmenter=segmenter)
         assert boxed.info["box_network"] and (boxed.labels != given.labels).any()
+        # by default the box network is first tuned on the annotated slice (exemplar.py): it changes the result
+        assert boxed.info["box_exemplar"]["steps"] > 0
+        untuned = propagate(default_segmenter, img, lab, k, organ, slices=(z0, z1), box_segmenter=segmenter,
+                            box_exemplar=None)
+        assert untuned.info["box_exemplar"] is None and (untuned.labels != boxed.labels).any()
         assert dice(boxed.labels == organ, ref) > d_copy + 0.08
         # automatic range: stops where the organ ends (within 2 slices), about as good as the given range
         auto = propagate(default_segmenter, img, lab, k, organ)
@@ -55,7 +60,8 @@ def test_propagate_command_and_its_refusals(default_segmenter, chaos8, tmp_path,
     pred = read_label(out)
     assert set(np.unique(pred)) == {0, 2} and not pred[:5].any() and not pred[16:].any() and pred[12].any()
     bad = [(["--label", "1", "--label", "2"], "one organ"),
-           (["--query", str(data / "imagesTr/chaos_36.nii.gz")], "itself")]
+           (["--query", str(data / "imagesTr/chaos_36.nii.gz")], "itself"),
+           (["--no-box-network", "--no-exemplar-tuning"], "--no-box-network turns off")]
     for extra, msg in bad:
         rc = main(["segment", "--propagate", "--support-image", str(img), "--support-label", str(lab), "--slice",
                    "12", "--out", str(tmp_path / "q.nii.gz"), "--device", "cpu"] + extra)

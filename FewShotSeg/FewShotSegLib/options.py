@@ -141,6 +141,9 @@ def add_propagate(s: argparse.ArgumentParser) -> None:
                    help="how the mask is carried from slice to slice (default: roi, chosen on training patients)")
     s.add_argument("--no-box-network", action="store_true",
                    help="with --propagate: skip the InteractiveRefine 2D box network's pass over each slice")
+    s.add_argument("--no-exemplar-tuning", action="store_true",
+                   help="with --propagate: use the box network as shipped (by default its head is first tuned for "
+                        "30 steps on the annotated slice; chosen on validation patients, docs/fewshot.md)")
 
 
 def cmd_propagate(a) -> int:
@@ -155,6 +158,8 @@ def cmd_propagate(a) -> int:
         raise PromptError("--propagate segments the support image itself; leave --query out (or give the same file)")
     if a.adapt:
         raise PromptError("--propagate does not combine with --adapt")
+    if a.no_exemplar_tuning and a.no_box_network:
+        raise PromptError("--no-exemplar-tuning concerns the box network, which --no-box-network turns off")
     check_output_file(a.out, inputs=(a.support_image, a.support_label))
     img = read_image(a.support_image, "image")
     lab = read_label(a.support_label, img, "label")
@@ -167,11 +172,13 @@ def cmd_propagate(a) -> int:
     if not a.no_box_network:
         from InteractiveRefineLib.engine.inference import BoxSegmenter
         box = BoxSegmenter(device=a.device)
+    kw = {"box_exemplar": None} if a.no_exemplar_tuning else {}
     result = propagate(seg, img, lab, a.slice, labels[0], a.axis, rng, a.propagate_mode or DEFAULT_MODE,
-                       box_segmenter=box)
+                       box_segmenter=box, **kw)
     write_image(img, a.out, result.labels)
     first, stop = result.slices
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
-                      "propagated": True, "mode": result.info["mode"], "box_network": box is not None}))
+                      "propagated": True, "mode": result.info["mode"], "box_network": box is not None,
+                      "box_exemplar": result.info["box_exemplar"]}))
     return 0

@@ -18,6 +18,8 @@ redoes each slice inside the bounding box of its propagated mask (+5%), and its 
 the next slice (`box_tracking`). On fold-0 training patients chaos_19 and chaos_22 (InteractiveRefine
 validation patients), reference range: 81.7 without, 87.2 as a pass over the finished result (margin 0 /
 10% / 15%: 86.9 / 86.7 / 85.1), 89.2 carried slice to slice; automatic range 82.7 -> 87.9 carried.
+By default the box network is first tuned on the annotated slice (`box_exemplar`; on chaos_19/22 with the
+later class-agnostic box network 86.9 -> 88.0: benchmarks/fewshot_choices/box_exemplar.md).
 With no range given, propagation stops where the organ ends: a predicted cross-section under
 `min_pixels` pixels (on the network grid) or below `min_ratio` of the previous one ends that direction, and
 so does one that grows again by `regrow` after the organ had tapered below half the annotated cross-section
@@ -26,6 +28,7 @@ automatic range is close to a given one (75.9 vs 79.6 on training patients); giv
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -35,6 +38,7 @@ from scipy import ndimage
 
 from InteractiveRefineLib.core.errors import CancelledError, PromptError
 from InteractiveRefineLib.core.image_io import Image, validate_image
+from InteractiveRefineLib.engine.exemplar import ExemplarConfig, tune_on_exemplar
 
 from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports
 from .slices import check_axis, from_network, image_slices, to_network, volume_from_slices
@@ -70,7 +74,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
               mode: str = DEFAULT_MODE, min_pixels: int = MIN_PIXELS, min_ratio: float = MIN_RATIO,
               roi_pixels: int = ROI_PIXELS, regrow: Optional[float] = REGROW,
               intensity_gate: Optional[float] = INTENSITY_GATE, box_segmenter=None,
-              box_tracking: bool = True, progress=None, cancel=None) -> Segmentation:
+              box_tracking: bool = True, box_exemplar: Optional[ExemplarConfig] = ExemplarConfig(),
+              progress=None, cancel=None) -> Segmentation:
     """Segment `organ` in `image` from its annotation on slice `slice_index` of the same image.
 
     label: label map on the image grid (only slice `slice_index` is read). slices: (first, last + 1) to
@@ -78,6 +83,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     box_segmenter: InteractiveRefine's BoxSegmenter; when given, each slice's result is redone by its 2D box
     network in the result's bounding box, and that is the mask carried to the next slice (box_tracking; else
     the box network only redoes the finished result, refine_with_box_network).
+    box_exemplar: with a box_segmenter, its 2D network is first tuned on the annotated slice
+    (InteractiveRefineLib.engine.exemplar; a tuned copy, the shipped network is unchanged); None: not tuned.
     progress(fraction, message) and cancel() (CancelledError, nothing returned) are checked once per slice.
     """
     if mode not in MODES:
@@ -89,6 +96,9 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
         raise PromptError(f"propagation follows one organ; slice {slice_index} has labels "
                           f"{[s.label for s in sups]}: choose one with `organ`")
     sup = sups[0]
+    if box_segmenter is not None and box_exemplar is not None:
+        box_segmenter = tune_on_exemplar(box_segmenter, image, np.take(label, slice_index, axis=axis) == sup.label,
+                                         slice_index, axis, box_exemplar)
     n = image.shape[axis]
     k0, k1 = (0, n) if slices is None else (int(slices[0]), int(slices[1]))
     if not 0 <= k0 <= slice_index < k1 <= n:
@@ -162,7 +172,9 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     probs = {sup.label: vol}
     return Segmentation(combine_labels(probs), probs, (visited[0], visited[1] + 1),
                         {"axis": axis, "mode": mode, "support_slice": int(slice_index), "propagated": True,
-                         "auto_range": slices is None, "box_network": box_segmenter is not None})
+                         "auto_range": slices is None, "box_network": box_segmenter is not None,
+                         "box_exemplar": None if box_segmenter is None or box_exemplar is None
+                         else dataclasses.asdict(box_exemplar)})
 
 
 def box_slice(image: Image, sl: np.ndarray, z: int, axis: int, box_segmenter, margin: float = BOX_MARGIN,

@@ -1,0 +1,53 @@
+"""Latency of the 3D box step (network + CRF, InteractiveSession.set_box) and of the network alone, on the
+evaluation structures (box_sources.py "eval": CHAOS test patients, held-out hippocampus subjects, fetal
+tissues of the operated atlases, the tumour set), tight boxes; the median of `--repeats` runs per box, then
+the median per group. Usage (repository root):
+    python benchmarks/box_networks/latency_3d.py [--threads 1] [--hip 6] [--repeats 3] [--per-group 6] > latency_3d.md"""
+import argparse
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from InteractiveRefineLib.core.prompts import box_from_mask
+from InteractiveRefineLib.engine.inference import BoxSegmenter
+from InteractiveRefineLib.engine.session import InteractiveSession
+from InteractiveRefineLib.training.box_sources import load_sources
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--threads", type=int, default=1)
+ap.add_argument("--hip", type=int, default=6, help="held-out hippocampus subjects")
+ap.add_argument("--repeats", type=int, default=3)
+ap.add_argument("--per-group", type=int, default=6, help="volumes per group at most")
+a = ap.parse_args()
+torch.set_num_threads(a.threads)
+seg = BoxSegmenter(device="cpu")
+seg.model(3)
+secs = defaultdict(lambda: defaultdict(list))
+depth = defaultdict(list)
+seen = defaultdict(int)
+for v in load_sources("eval", limit=a.hip):
+    seen[v.group] += 1
+    if seen[v.group] > a.per_group:
+        continue
+    for label in v.label_ids:
+        m = v.labels == label
+        if m.sum() < 20 or m.any((1, 2)).sum() < 2:
+            continue
+        box = box_from_mask(m)
+        depth[v.group].append(box.hi[0] - box.lo[0])
+        for name, run in (("network", lambda: seg.predict(v.image, box, validate=False)),
+                          ("box step", lambda: InteractiveSession(v.image, seg, validate=False).set_box(box))):
+            run()  # first call per shape pays one-off allocations
+            t = []
+            for _ in range(a.repeats):
+                t0 = time.perf_counter()
+                run()
+                t.append(time.perf_counter() - t0)
+            secs[v.group][name].append(float(np.median(t)))
+print(f"{a.threads} thread(s); median seconds per 3D box (median of {a.repeats} runs each)\n")
+print("| group | boxes | slices (median, max) | network | box step (network + CRF) |\n|---|---|---|---|---|")
+for g in sorted(secs):
+    print(f"| {g} | {len(depth[g])} | {np.median(depth[g]):.0f}, {max(depth[g])} | "
+          f"{np.median(secs[g]['network']):.2f} | {np.median(secs[g]['box step']):.2f} |")

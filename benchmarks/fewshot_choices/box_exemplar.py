@@ -1,0 +1,62 @@
+"""Chooses exemplar tuning of the box network in same-scan propagation (`propagate(box_exemplar=...)`) on
+InteractiveRefine validation patients only (chaos_19, chaos_22: fold-0 training patients, neither box-network
+training nor test patients), with the setting-2 fold-0 models, support = the organ's largest slice,
+reference range. Usage (repository root): python benchmarks/fewshot_choices/box_exemplar.py OUT.jsonl
+[--variants none,all_30_1e-4,...] [--cases chaos_19,chaos_22]; prints the table (markdown)."""
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from FewShotSegLib.engine.models import fold_model_name, models_dir
+from FewShotSegLib.engine.propagate import propagate
+from FewShotSegLib.engine.protocol import CHAOS_GROUPS, organ_slices
+from FewShotSegLib.engine.segment import FewShotSegmenter
+from InteractiveRefineLib.core.data import DecathlonDataset
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.engine.exemplar import ExemplarConfig
+from InteractiveRefineLib.engine.inference import BoxSegmenter
+
+ap = argparse.ArgumentParser()
+ap.add_argument("out")
+ap.add_argument("--variants", default="none,head_30_1e-3,all_30_1e-4,all_30_3e-4,all_60_1e-4")
+ap.add_argument("--cases", default="chaos_19,chaos_22")
+ap.add_argument("--data", default="../shared/data/chaos-t2spir")
+a = ap.parse_args()
+torch.set_num_threads(1)
+ds = DecathlonDataset(a.data)
+box = BoxSegmenter(device="cpu")
+
+
+def config(v):
+    if v == "none":
+        return None
+    layers, steps, lr = v.split("_")
+    return ExemplarConfig(steps=int(steps), lr=float(lr), layers=layers)
+
+
+res = {}
+with open(a.out, "w") as f:
+    for pid in a.cases.split(","):
+        img, lab = ds.load(pid)
+        for group, organs in CHAOS_GROUPS.items():
+            seg = FewShotSegmenter(models_dir() / f"{fold_model_name(2, 0, group)}.json", device="cpu")
+            for organ in organs:
+                z = organ_slices(lab, organ)
+                k = int(z[np.argmax([(lab[i] == organ).sum() for i in z])])
+                ref = lab == organ
+                for v in a.variants.split(","):
+                    t0 = time.perf_counter()
+                    r = propagate(seg, img, lab, k, organ, slices=(int(z[0]), int(z[-1]) + 1), box_segmenter=box,
+                                  box_exemplar=config(v))
+                    rec = {"case": pid, "label": organ, "variant": v, "dice": dice(r.labels == organ, ref),
+                           "seconds": round(time.perf_counter() - t0, 2)}
+                    f.write(json.dumps(rec) + "\n")
+                    f.flush()
+                    res.setdefault(v, {}).setdefault(organ, []).append(rec["dice"])
+print("| variant | liver | right kidney | left kidney | spleen | mean |\n|---|---|---|---|---|---|")
+for v, per in res.items():
+    m = [100 * float(np.mean(per[o])) for o in (1, 2, 3, 4)]
+    print(f"| {v} | " + " | ".join(f"{x:.2f}" for x in m) + f" | **{np.mean(m):.2f}** |")
