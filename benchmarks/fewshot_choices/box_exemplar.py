@@ -1,8 +1,8 @@
 """Chooses exemplar tuning of the box network in same-scan propagation (`propagate(box_exemplar=...)`) on
 InteractiveRefine validation patients only (chaos_19, chaos_22: fold-0 training patients, neither box-network
 training nor test patients), with the setting-2 fold-0 models, support = the organ's largest slice,
-reference range. Usage (repository root): python benchmarks/fewshot_choices/box_exemplar.py OUT.jsonl
-[--variants none,all_30_1e-4,...] [--cases chaos_19,chaos_22]; prints the table (markdown)."""
+reference or automatic range. Usage (repository root): python benchmarks/fewshot_choices/box_exemplar.py OUT.jsonl
+[--variants none,all_30_1e-4,...] [--cases chaos_19,chaos_22] [--range reference|auto]; prints the table (markdown)."""
 import argparse
 import json
 import time
@@ -24,6 +24,8 @@ ap.add_argument("out")
 ap.add_argument("--variants", default="none,head_30_1e-3,all_30_1e-4,all_30_3e-4,all_60_1e-4")
 ap.add_argument("--cases", default="chaos_19,chaos_22")
 ap.add_argument("--data", default="../shared/data/chaos-t2spir")
+ap.add_argument("--range", default="reference", choices=["reference", "auto"],
+                help="the organ's reference slice range, or automatic (propagation stops where the organ ends)")
 a = ap.parse_args()
 torch.set_num_threads(1)
 ds = DecathlonDataset(a.data)
@@ -49,9 +51,10 @@ with open(a.out, "w") as f:
                 ref = lab == organ
                 for v in a.variants.split(","):
                     t0 = time.perf_counter()
-                    r = propagate(seg, img, lab, k, organ, slices=(int(z[0]), int(z[-1]) + 1), box_segmenter=box,
-                                  box_exemplar=config(v))
-                    rec = {"case": pid, "label": organ, "variant": v, "dice": dice(r.labels == organ, ref),
+                    rng = (int(z[0]), int(z[-1]) + 1) if a.range == "reference" else None
+                    r = propagate(seg, img, lab, k, organ, slices=rng, box_segmenter=box, box_exemplar=config(v))
+                    rec = {"case": pid, "label": organ, "variant": v, "range": a.range,
+                           "dice": dice(r.labels == organ, ref), "slices": [int(r.slices[0]), int(r.slices[1]) - 1],
                            "seconds": round(time.perf_counter() - t0, 2)}
                     f.write(json.dumps(rec) + "\n")
                     f.flush()
