@@ -128,13 +128,18 @@ def sample_slices(depth: int, max_slices: Optional[int]) -> Optional[torch.Tenso
 
 
 def interpolate_slices(values: torch.Tensor, index: torch.Tensor, depth: int) -> torch.Tensor:
-    """(1, C, len(index), H, W) values at slices `index` -> (1, C, depth, H, W), linear in between."""
-    z = torch.arange(depth, device=values.device)
-    hi = torch.searchsorted(index.to(values.device), z).clamp(1, index.numel() - 1)
-    lo = hi - 1
-    z0, z1 = index[lo].to(values.device), index[hi].to(values.device)
-    w = ((z - z0).float() / (z1 - z0).float()).to(values.dtype).view(1, 1, -1, 1, 1)
-    return values[:, :, lo] * (1 - w) + values[:, :, hi] * w
+    """(1, C, len(index), H, W) values at slices `index` (increasing, first 0, last depth - 1) ->
+    (1, C, depth, H, W), linear in between. Slice by slice: whole-volume temporaries of 160 feature
+    channels cost more than the network itself."""
+    idx = [int(v) for v in index]
+    out = values.new_empty(values.shape[:2] + (depth,) + values.shape[3:])
+    for j, z0 in enumerate(idx):
+        out[:, :, z0] = values[:, :, j]
+        if j + 1 < len(idx):
+            z1 = idx[j + 1]
+            for z in range(z0 + 1, z1):
+                out[:, :, z] = torch.lerp(values[:, :, j], values[:, :, j + 1], (z - z0) / (z1 - z0))
+    return out
 
 
 class SliceWise(nn.Module):
