@@ -2,7 +2,7 @@
 evaluation structures (box_sources.py "eval": CHAOS test patients, held-out hippocampus subjects, fetal
 tissues of the operated atlases, the tumour set), tight boxes; the median of `--repeats` runs per box, then
 the median per group. Usage (repository root):
-    python benchmarks/box_networks/latency_3d.py [--threads 1] [--hip 6] [--repeats 3] [--per-group 6] > latency_3d.md"""
+    python benchmarks/box_networks/latency_3d.py [--threads 1] [--hip 6] [--repeats 3] [--per-group 6] [--max-slices none|N] > latency_3d.md"""
 import argparse
 import time
 from collections import defaultdict
@@ -12,6 +12,7 @@ import torch
 
 from InteractiveRefineLib.core.prompts import box_from_mask
 from InteractiveRefineLib.engine.inference import BoxSegmenter
+from InteractiveRefineLib.engine.networks import SliceWise
 from InteractiveRefineLib.engine.session import InteractiveSession
 from InteractiveRefineLib.training.box_sources import load_sources
 
@@ -20,10 +21,13 @@ ap.add_argument("--threads", type=int, default=1)
 ap.add_argument("--hip", type=int, default=6, help="held-out hippocampus subjects")
 ap.add_argument("--repeats", type=int, default=3)
 ap.add_argument("--per-group", type=int, default=6, help="volumes per group at most")
+ap.add_argument("--max-slices", default=None, help="override box3d.json's slicewise_max_slices ('none': every slice)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 seg = BoxSegmenter(device="cpu")
-seg.model(3)
+net3, manifest = seg.model(3)
+if a.max_slices is not None:
+    seg._models[3] = (SliceWise(net3.net, None if a.max_slices == "none" else int(a.max_slices)).eval(), manifest)
 secs = defaultdict(lambda: defaultdict(list))
 depth = defaultdict(list)
 seen = defaultdict(int)
@@ -46,7 +50,7 @@ for v in load_sources("eval", limit=a.hip):
                 run()
                 t.append(time.perf_counter() - t0)
             secs[v.group][name].append(float(np.median(t)))
-print(f"{a.threads} thread(s); median seconds per 3D box (median of {a.repeats} runs each)\n")
+print(f"{a.threads} thread(s), slicewise_max_slices {a.max_slices or manifest['input'].get('slicewise_max_slices')}; median seconds per 3D box (median of {a.repeats} runs each)\n")
 print("| group | boxes | slices (median, max) | network | box step (network + CRF) |\n|---|---|---|---|---|")
 for g in sorted(secs):
     print(f"| {g} | {len(depth[g])} | {np.median(depth[g]):.0f}, {max(depth[g])} | "
