@@ -67,7 +67,9 @@ class RefineConfig:
         extent (a fixed 3 mm zeroed nearly all foreground of a 5-8 mm structure; None: distance_mm only).
     lam_2d: the CRF weight for 2D boxes (None: lam).
     crf_min_keep: a CRF result keeping less than this share of the thresholded probability's foreground
-        inside the box is replaced by the threshold (the pairwise term erased a small or thin object).
+        inside the box is replaced by the threshold (the pairwise term erased a small or thin object). In
+        a refinement, a new background scribble on one piece of a foreground in several pieces strikes
+        that piece out: keeping this share of the other pieces is then enough.
     local_edit: a refinement changes the result only within this fraction of the box's extent (per axis)
         of the scribbles added since the last result (None: everywhere).
     """

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ..core.device import OutOfMemoryError
 from ..core.errors import CancelledError, ModelError, PromptError
@@ -368,11 +369,14 @@ class InteractiveSession:
         fg_g, bg_g = network_masks(scr, ctx.spec)
         return (fg_g, (bg_g | ~ctx.inside_grid) & ~fg_g), (fg_n, (bg_n | ~ctx.inside_native) & ~fg_n)
 
-    def _final(self, ctx: _Context, prob: np.ndarray, scr: Scribbles, crf: bool = True) -> np.ndarray:
+    def _final(self, ctx: _Context, prob: np.ndarray, scr: Scribbles, crf: bool = True,
+               fresh: Scribbles = Scribbles()) -> np.ndarray:
         """The result on the native region from a grid probability: CRF (native or network grid) or a
         threshold, scribbles clamped, nothing outside the box. With cfg.crf_min_keep, a cut that keeps
         less than that share of the thresholded foreground inside the box is not taken (the pairwise
-        term erased a small or thin object, or a soft tuned probability): the threshold is."""
+        term erased a small or thin object, or a soft tuned probability): the threshold is. A background
+        scribble added since the last result (`fresh`) on one piece of a foreground in several pieces
+        says that piece is not the object: the cut may remove it if it keeps that share of the others."""
         cfg = self.config
         lam = cfg.lam_for(ctx.x_grid.ndim)
         (fg_g, bg_g), (fg_n, bg_n) = self._seed_masks(ctx, scr)
@@ -388,10 +392,27 @@ class InteractiveSession:
                               connectivity=cfg.connectivity, fg_seeds=fg_g, bg_seeds=bg_g)
             mask = to_region(lab.astype(np.float32), ctx.spec) >= 0.5
         if crf and cfg.crf_min_keep is not None:
-            before = thresholded & ctx.inside_native & ~bg_n
-            if before.any() and (mask & before).sum() < cfg.crf_min_keep * before.sum():
+            fg = thresholded & ctx.inside_native
+            before = fg & ~bg_n
+            others = before & ~self._struck(ctx, fg, fresh)
+            # the only piece struck is no licence to erase it: a scribble trims the object (measured: a thin
+            # fetal corpus callosum and the cord's grey matter were erased when it was)
+            if not (self._keeps(mask, before) or (others.any() and self._keeps(mask, others))):
                 mask = thresholded
         return (mask | fg_n) & ~bg_n
+
+    def _keeps(self, mask: np.ndarray, fg: np.ndarray) -> bool:
+        return (mask & fg).sum() >= self.config.crf_min_keep * fg.sum()
+
+    @staticmethod
+    def _struck(ctx: _Context, fg: np.ndarray, fresh: Scribbles) -> np.ndarray:
+        """The face-connected pieces of `fg` (native region) that a background scribble of `fresh` touches."""
+        if not len(fresh.bg):
+            return np.zeros_like(fg)
+        _, new_bg = region_masks(Scribbles(bg=fresh.bg), ctx.spec)
+        pieces, _ = ndimage.label(fg)
+        hit = np.unique(pieces[new_bg & fg])
+        return np.isin(pieces, hit[hit > 0])
 
     def _refine(self, oid, st: ObjectState, scr: Scribbles, mode: str, progress, cancel, deadline):
         ctx = self._ctx[oid]
@@ -412,22 +433,27 @@ class InteractiveSession:
             params = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             info.update(iterations=res.iterations, steps=res.steps, stopped_early=res.stopped_early)
         finetune.check_cancel(cancel)
-        mask = self._final(ctx, prob, scr)
+        fresh = self._fresh(oid, scr)
+        mask = self._final(ctx, prob, scr, fresh=fresh)
         # an adopted segmentation is guarded by its prior blend instead (prior_weight): correcting e.g. an
         # eroded one needs the whole boundary to move
         if self.config.local_edit is not None and mode != "unsupervised" and prior is None:
-            mask = self._local(oid, ctx, st, scr, mask)
+            mask = self._local(ctx, st, scr, fresh, mask)
         if progress:
             progress(1.0, "done")
         return prob, mask, params, info
 
-    def _local(self, oid: str, ctx: _Context, st: ObjectState, scr: Scribbles, mask: np.ndarray) -> np.ndarray:
-        """finetune.local_edit of the refined mask against the current result: only the neighbourhood of
-        the scribbles added since that result changes (all scribbles stay clamped); without added
-        scribbles the refined mask is taken whole."""
+    def _fresh(self, oid: str, scr: Scribbles) -> Scribbles:
+        """The scribbles of `scr` added since the object's current result (its last non-scribble state)."""
         history = self._history[oid][: self._pos[oid] + 1]
         last = next(s for s in reversed(history) if not s.action.startswith("scribble"))
-        fresh = Scribbles(scr.fg[~rows_in(scr.fg, last.scribbles.fg)], scr.bg[~rows_in(scr.bg, last.scribbles.bg)])
+        return Scribbles(scr.fg[~rows_in(scr.fg, last.scribbles.fg)], scr.bg[~rows_in(scr.bg, last.scribbles.bg)])
+
+    def _local(self, ctx: _Context, st: ObjectState, scr: Scribbles, fresh: Scribbles,
+               mask: np.ndarray) -> np.ndarray:
+        """finetune.local_edit of the refined mask against the current result: only the neighbourhood of
+        the scribbles added since that result (`fresh`) changes (all scribbles stay clamped); without
+        added scribbles the refined mask is taken whole."""
         if fresh.empty:  # refine again, or scribbles only erased: nothing to localise around
             return mask
         new_fg, new_bg = region_masks(fresh, ctx.spec)
