@@ -1,0 +1,92 @@
+"""Cache a one-slice support's predictions for the single-slice automatic range (TRAINING patients only).
+
+For each fold 0-4, seeded pairs of the fold's training patients without the 8 test patients of the
+InteractiveRefine split (evaluate.sample_pairs with seed = fold), each group's test organs present in both:
+the support is ONE slice, the one the FewShotSeg panel proposes (the organ's largest cross-section,
+default_support_slice). Saved per case: the query's foreground probability on every slice (network grid,
+float16) with the fold's shipped setting-2 model, component step not applied, and the reverse check per slice
+(cycle Dice: the query slice with its kept mask as the support, segmenting the support slice, Dice with the
+support mask; NaN where the kept mask is empty). Query/support patients of the fold are never read. Usage:
+  nice -n 10 python benchmarks/fewshot_auto_range/single_slice_cache.py N_PAIRS CACHE_DIR [--dataset DIR]
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from chaos_dataset import ROOT, add_dataset_argument, open_dataset  # this folder (the script's own)
+
+from FewShotSegLib.engine.models import fold_model_name, models_dir
+from FewShotSegLib.engine.protocol import CHAOS_GROUPS, fold_cases
+from FewShotSegLib.engine.query_range import keep_consistent_component
+from FewShotSegLib.engine.segment import FewShotSegmenter, Support, make_supports
+from FewShotSegLib.engine.slices import from_network, image_slices, to_network
+from FewShotSegLib.evaluation.evaluate import sample_pairs
+from FewShotSegLib.panel.support_slice import default_support_slice
+
+IR_TEST = set(json.loads((ROOT / "InteractiveRefine/Resources/Splits/chaos_t2spir.json").read_text())["test"])
+
+
+def cycle_dice(seg, sup, qimgs, kept_net):
+    """Per query slice: its kept mask as the support, the support slice segmented back, Dice with the support."""
+    out = np.full(qimgs.shape[0], np.nan)
+    zs = [z for z in range(qimgs.shape[0]) if kept_net[z].any()]
+    if not zs:
+        return out
+    sups = [Support(qimgs[z:z + 1], kept_net[z][None, None].float(), 1, z) for z in zs]
+    back = seg.predict(sups, sup.image.expand(len(zs), -1, -1, -1), np.arange(len(zs))) > 0.5
+    ref = sup.mask[0, 0] > 0.5
+    inter = (back & ref).sum((1, 2)).float()
+    out[zs] = (2 * inter / (back.sum((1, 2)) + ref.sum()).clamp(min=1)).numpy()
+    return out
+
+
+def cases(ds, n_pairs):
+    """(fold, group model name, support id, query id, organ) of every case, in order."""
+    for fold in range(5):
+        fc = fold_cases(ds.case_ids, fold)
+        train = [c for c in fc["train"] if c not in IR_TEST]
+        pairs = sample_pairs(train, n_pairs, fold)
+        assert not {c for p in pairs for c in p} & (set(fc["query"] + [fc["support"]]) | IR_TEST)
+        for group, organs in CHAOS_GROUPS.items():
+            for sid, qid in pairs:
+                for organ in organs:
+                    yield fold, fold_model_name(2, fold, group), sid, qid, organ
+
+
+def main():
+    parser = argparse.ArgumentParser(description="cache one-slice-support predictions (training patients)")
+    parser.add_argument("n_pairs", type=int)
+    parser.add_argument("cache", type=Path)
+    add_dataset_argument(parser)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    ds = open_dataset(args)
+    models = {}
+    for fold, model, sid, qid, organ in cases(ds, args.n_pairs):
+        out = args.cache / f"f{fold}_{sid}_{qid}_{organ}.npz"
+        if out.exists():
+            continue
+        (s_img, s_lab), (q_img, q_lab) = ds.load(sid), ds.load(qid)
+        if not (s_lab == organ).any() or not (q_lab == organ).any():
+            continue
+        if model not in models:
+            models[model] = FewShotSegmenter(models_dir() / f"{model}.json", device="cpu")
+        seg = models[model]
+        k = default_support_slice(s_lab == organ)
+        sup = make_supports(s_img, s_lab, k, [organ])[0]
+        qimgs, grid = image_slices(q_img)
+        p = seg.predict([sup], qimgs, np.zeros(qimgs.shape[0], int))
+        fp = from_network(sup.mask[:, 0], grid)[0] > 0.5
+        kept = keep_consistent_component(from_network(p, grid) > 0.5, fp)
+        kept_net = to_network(kept.astype(np.float32), grid, mode="area")[:, 0] > 0.5
+        cyc = cycle_dice(seg, sup, qimgs, kept_net)
+        np.savez_compressed(out, probs=p.numpy().astype(np.float16), cycle=cyc, support_slice=k,
+                            fold=fold, support=sid, query=qid, organ=organ)
+        print(out.name, flush=True)
+
+
+if __name__ == "__main__":
+    main()

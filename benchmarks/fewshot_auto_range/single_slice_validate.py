@@ -1,0 +1,65 @@
+"""The shipped one-slice window itself (FewShotSegmenter.segment with auto_range_info of a one-slice label, as
+`segment --range auto` and the panel's Auto run it) against the component step alone, on single_slice_cache.py's
+cases (TRAINING patients only): Dice over the whole volume and voxels labelled on slices without the organ.
+  nice -n 10 python benchmarks/fewshot_auto_range/single_slice_validate.py N_PAIRS OUT.jsonl [--dataset DIR]
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from chaos_dataset import add_dataset_argument, open_dataset  # this folder (the script's own)
+from single_slice_cache import cases
+
+from FewShotSegLib.engine.models import models_dir
+from FewShotSegLib.engine.segment import FewShotSegmenter, auto_range_info, make_supports
+from FewShotSegLib.panel.support_slice import default_support_slice
+from InteractiveRefineLib.core.metrics import dice
+
+
+def main():
+    parser = argparse.ArgumentParser(description="the shipped one-slice window vs the component step alone")
+    parser.add_argument("n_pairs", type=int)
+    parser.add_argument("out", type=Path)
+    add_dataset_argument(parser)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    ds = open_dataset(args)
+    done = {json.loads(line)["case"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
+    models = {}
+    for fold, model, sid, qid, organ in cases(ds, args.n_pairs):
+        name = f"f{fold}_{sid}_{qid}_{organ}"
+        if name in done:
+            continue
+        (s_img, s_lab), (q_img, q_lab) = ds.load(sid), ds.load(qid)
+        if not (s_lab == organ).any() or not (q_lab == organ).any():
+            continue
+        if model not in models:
+            models[model] = FewShotSegmenter(models_dir() / f"{model}.json", device="cpu")
+        seg = models[model]
+        k = default_support_slice(s_lab == organ)  # the panel's proposal: the largest cross-section
+        one = np.zeros_like(s_lab)
+        one[k] = s_lab[k]
+        sup = make_supports(s_img, one, k, [organ])
+        ref = q_lab == organ
+        off = ~ref.any((1, 2))
+        row = {"case": name, "fold": fold, "organ": organ}
+        for variant, kw in (("none", {}), ("window", {"auto": auto_range_info(s_img, one, [organ], q_img)})):
+            m = seg.segment(sup, q_img, auto_range=True, **kw).labels == organ
+            row[variant] = {"dice": dice(m, ref), "off_voxels": int(m[off].sum()), "voxels": int(m.sum())}
+        with open(args.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(name, round(row["none"]["dice"], 3), round(row["window"]["dice"], 3), flush=True)
+    rows = [json.loads(line) for line in args.out.read_text().splitlines()]
+    names = {1: "liver", 2: "R kidney", 3: "L kidney", 4: "spleen"}
+    for v in ("none", "window"):
+        per = [np.mean([r[v]["dice"] for r in rows if r["organ"] == o]) * 100 for o in names]
+        print(f"{v:7s} " + " ".join(f"{names[o]} {x:.2f}" for o, x in zip(names, per)) + f"  mean {np.mean(per):.2f}"
+              f"  off-organ voxels/case {np.mean([r[v]['off_voxels'] for r in rows]):.0f}"
+              f" ({np.sum([r[v]['off_voxels'] for r in rows]) / max(np.sum([r[v]['voxels'] for r in rows]), 1):.1%}"
+              f" of labelled), n={len(rows)}")
+
+
+if __name__ == "__main__":
+    main()
