@@ -9,7 +9,7 @@ import torch
 from FewShotSegLib.engine.models import save_rpnet
 from FewShotSegLib.engine.network import DEFAULT_PARAMS, build_rpnet
 from FewShotSegLib.engine.protocol import CHAOS_GROUPS, query_chunks, support_chunk_slices
-from FewShotSegLib.engine.query_range import place_window
+from FewShotSegLib.engine.query_range import one_slice_extent, place_window
 from FewShotSegLib.engine.segment import (
     FewShotSegmenter,
     Segmentation,
@@ -184,21 +184,30 @@ def _predict_everywhere(supports, query, assignment, progress=None, cancel=None)
     return p
 
 
-def test_auto_range_places_no_window_for_a_one_slice_annotation(monkeypatch):
-    """One annotated support slice says nothing of the organ's length: no window (of ~1 slice) is placed,
-    only the component step, and the result says so."""
-    s_img, s_lab = cylinder(z=(5, 17))
+def test_auto_range_estimates_the_window_of_a_one_slice_annotation(monkeypatch):
+    """One annotated support slice says nothing of the organ's length: the window's length comes from the drawn
+    cross-section (query_range.one_slice_extent), centred by place_window, and the result says so."""
+    s_img, s_lab = cylinder(z=(5, 17))                       # cross-section 15 x 18 px of 1 mm: 270 mm^2
     q_img, _q_lab = cylinder(z=(8, 23))
+    q_img = Image(q_img.array, np.array([1.0, 1.0, 6.0]), np.zeros(3), np.eye(3))  # 6 mm query slices
     one = np.zeros_like(s_lab)
     one[11] = s_lab[11]
-    assert auto_range_info(s_img, one, [1], q_img) == {} and 1 in auto_range_info(s_img, s_lab, [1], q_img)
+    info = auto_range_info(s_img, one, [1], q_img)[1]
+    assert info.estimated and not auto_range_info(s_img, s_lab, [1], q_img)[1].estimated
+    assert info.extent == pytest.approx(one_slice_extent(270.0, 6.0)) and 5 < info.extent < 10
+    assert [sp.slice_index for sp in info.supports] == [11] and info.centre_fraction == pytest.approx(11 / 30)
+    # a larger drawn cross-section: a longer organ expected
+    wide = np.zeros_like(s_lab)
+    wide[11, 5:35, 5:35] = 1
+    assert auto_range_info(s_img, wide, [1], q_img)[1].extent > info.extent
     seg = FewShotSegmenter(net=build_rpnet(), device="cpu", iterations=1)
-    monkeypatch.setattr(seg, "predict", _predict_everywhere)
+    monkeypatch.setattr(seg, "predict", _predict_everywhere)  # the organ's column on every query slice
     sup = make_supports(s_img, one, 11, [1])
+    assert seg.segment(sup, q_img, auto_range=True).labels.any((1, 2)).all()  # the component step alone
     out = seg.segment(sup, q_img, auto_range=True, auto=auto_range_info(s_img, one, [1], q_img))
-    assert out.labels.any((1, 2)).all() and out.info["windowed"] == []
-    windowed = seg.segment(sup, q_img, auto_range=True, auto=auto_range_info(s_img, s_lab, [1], q_img))
-    assert windowed.info["windowed"] == [1] and not windowed.labels.any((1, 2)).all()
+    kept = np.flatnonzero(out.labels.any((1, 2)))
+    assert out.info["windowed"] == [1] and info.extent - 1 <= kept.size <= info.extent + 2  # rounded outwards
+    assert np.array_equal(kept, np.arange(kept[0], kept[-1] + 1))
 
 
 def test_segment_refuses_the_automatic_window_with_a_box_or_slices(monkeypatch):

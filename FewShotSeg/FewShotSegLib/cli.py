@@ -107,11 +107,11 @@ def cmd_segment(a) -> int:
     kw = dict(axis=a.axis, slices=slices, auto_range=a.range == "auto")
     if a.range == "auto":  # the organ's window: its support length, placed by query_range.place_window
         kw["auto"] = auto_range_info(s_img, s_lab, [s.label for s in supports], q_img, a.axis)
-        short = [s.label for s in supports if s.label not in kw["auto"]]
+        short = [s.label for s in supports if kw["auto"][s.label].estimated]
         if short:
             warnings.append(f"label(s) {short} are drawn on fewer than {MIN_WINDOW_SLICES} support slices: their "
-                            "length is unknown, so --range auto places no window for them and keeps only the "
-                            "component consistent with the support")
+                            "length is unknown, so --range auto estimates it from the drawn cross-section; give "
+                            "--range FIRST:LAST if the organ is cut")
             print(f"warning: {warnings[-1]}", file=sys.stderr)
     if a.adapt:  # one adapted network per label (each label is its own 1-way episode)
         cfg = adapt_config(a)
@@ -270,9 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--query", default=None, help="query image (with --propagate: the support image)")
     s.add_argument("--out", required=True, help="output label map (.nii.gz), query grid")
     s.add_argument("--range", default="auto",
-                   help="auto (keep the component consistent with the support; for a label drawn on 3 or more "
-                        "support slices, also only a window of its support length, placed on the query by "
-                        "network, image and position cues), all, or FIRST:LAST query slices (inclusive)")
+                   help="auto (keep the component consistent with the support, and only a window of the organ's "
+                        "length, placed on the query by network, image and position cues: its support length "
+                        "when drawn on 3 or more support slices, else estimated from the drawn cross-section), "
+                        "all, or FIRST:LAST query slices (inclusive)")
     s.add_argument("--adapt", action="store_true", help="exemplar adaptation first (ELSNet)")
     s.add_argument("--adapt-seconds", type=positive_seconds, default=None,
                    help="optional cap in seconds on the adaptation (default: none; the step "

@@ -21,7 +21,14 @@ from InteractiveRefineLib.core.prompts import whole_indices
 from .intensity_check import check_not_constant
 from .models import DEFAULT_NAME, load_rpnet
 from .network import RPNet
-from .query_range import CHUNK_FRACTIONS, keep_consistent_component, place_window
+from .query_range import (
+    CHUNK_FRACTIONS,
+    IMAGE_WEIGHT,
+    ONE_SLICE_IMAGE_WEIGHT,
+    keep_consistent_component,
+    one_slice_extent,
+    place_window,
+)
 from .registration import registered_masks
 from .slices import NETWORK_SIZE, check_axis, from_network, image_slices, to_network, volume_from_slices
 
@@ -44,18 +51,20 @@ class Support:
     slice_index: int
 
 
-MIN_WINDOW_SLICES = 3  # support slices a label must cover for `--range auto` to place a window of its length
+MIN_WINDOW_SLICES = 3  # support slices a label must cover for `--range auto` to use its length as the window's
 
 
 @dataclass
 class AutoRange:
     """What `--range auto` knows of one label from the support volume (auto_range_info): the organ's length
     in query slices, its centre as a fraction of the support's slices, and support slices at CHUNK_FRACTIONS
-    of the organ."""
+    of the organ. estimated: a label drawn on fewer than MIN_WINDOW_SLICES slices; its length is estimated
+    from its largest drawn cross-section (query_range.one_slice_extent), its one support slice placed there."""
 
     extent: float
     centre_fraction: float
     supports: List["Support"]
+    estimated: bool = False
 
 
 @dataclass
@@ -154,7 +163,8 @@ class FewShotSegmenter:
         other = tuple(a for a in range(3) if a != axis)
         area = (vol > 0.5).sum(axis=other).astype(float)
         images = torch.cat([s.image for s in info.supports])[:, 0].numpy()
-        keep = place_window(area, qimgs[:, 0].numpy(), images, info.extent, info.centre_fraction)
+        keep = place_window(area, qimgs[:, 0].numpy(), images, info.extent, info.centre_fraction,
+                            ONE_SLICE_IMAGE_WEIGHT if info.estimated else IMAGE_WEIGHT)
         z = np.flatnonzero(keep)
         chunks = query_chunks(int(z[0]), int(z[-1])) if len(info.supports) == len(CHUNK_FRACTIONS) \
             else np.zeros(z.size, dtype=int)
@@ -250,9 +260,9 @@ def auto_range_info(support_image: Image, support_label: np.ndarray, labels: Seq
     """AutoRange of each label from the support volume's label map (support_extents, the organ's relative
     position, and its slices at CHUNK_FRACTIONS, chosen as the protocol chooses its chunk supports).
 
-    A label drawn on fewer than MIN_WINDOW_SLICES support slices (a one-slice annotation) gets none: its
-    extent says nothing of the organ's length, so a window of that length would cut the organ to a slice or
-    two; `--range auto` keeps only the component step for it (as the panel's Auto does)."""
+    A label drawn on fewer than MIN_WINDOW_SLICES support slices (a one-slice annotation) says nothing of the
+    organ's length: its window's length is estimated from its largest drawn cross-section, that slice is its
+    support and its position the centre (AutoRange.estimated)."""
     from .protocol import support_chunk_slices
 
     extents = support_extents(support_image, support_label, labels, query_image, axis)
@@ -261,6 +271,12 @@ def auto_range_info(support_image: Image, support_label: np.ndarray, labels: Seq
     for lab, ext in extents.items():
         z = np.flatnonzero((np.asarray(support_label) == lab).any(axis=other))
         if z.size < MIN_WINDOW_SLICES:
+            areas = (np.asarray(support_label) == lab).sum(axis=other)
+            k = int(np.argmax(areas))
+            mm2 = float(areas[k]) * float(np.prod([support_image.spacing_kji[a] for a in other]))
+            out[lab] = AutoRange(one_slice_extent(mm2, float(query_image.spacing_kji[axis])),
+                                 k / support_image.shape[axis],
+                                 make_supports(support_image, support_label, k, [lab], axis), estimated=True)
             continue
         ks = support_chunk_slices(support_label, lab, len(CHUNK_FRACTIONS), axis)
         sups = [make_supports(support_image, support_label, k, [lab], axis)[0] for k in ks]

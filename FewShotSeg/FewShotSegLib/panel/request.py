@@ -48,7 +48,8 @@ def _slice_list(present: np.ndarray) -> str:
 
 # -- query range ---------------------------------------------------------------------------------------------
 def auto_range() -> Range:
-    """Every query slice; per segment the 3D part consistent with the support position is kept."""
+    """Every query slice; per segment the 3D part consistent with the support position is kept (for a segment
+    drawn on one slice, on a window of the organ's estimated slices, as `segment --range auto`)."""
     return ("auto",)
 
 
