@@ -65,6 +65,25 @@ def load_sample(scene):  # noqa: F811
     return volume, reference
 
 
+def boxed_sample(scene, structure, as_reference=False, **fields):  # noqa: F811
+    """The sample in `scene`, a new segmentation and the parameters whose ROI is a tight 2D box on the
+    largest slice of `structure` (a segment of the sample's reference; with as_reference, also the panel's
+    reference segment). Returns (volume, ref, k, box, segmentation, p)."""
+    volume, reference = load_sample(scene)
+    ref = bridge.segment_to_labelmap(reference, bridge.segment_id_by_name(reference, structure), volume) > 0
+    k = int(np.argmax(ref.sum(axis=(1, 2))))
+    box = box_from_mask(main_object(ref), 0, k)
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my organs")
+    if as_reference:
+        fields.update(referenceSegmentation=reference, referenceSegmentName=structure)
+    p = parameters(volume, segmentation, **fields)
+    centre, size = box_to_roi(box, bridge.ijk_to_ras_array(volume))
+    p.roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    p.roi.SetCenter(*[float(v) for v in centre])
+    p.roi.SetSize(float(size[0]), float(size[1]), 0.0)
+    return volume, ref, k, box, segmentation, p
+
+
 def finish_and_write(logic, p, segmentId, timeout=60):
     """Wait for the running step, write its update as the panel does; (status, the segment read back)."""
     status = logic.wait(timeout)
@@ -76,19 +95,9 @@ def finish_and_write(logic, p, segmentId, timeout=60):
 def test_the_panel_workflow_on_real_mrml(scene, logic_class):  # noqa: F811
     from InteractiveRefineLib.evaluation.robot import next_scribble
 
-    volume, reference = load_sample(scene)
-    ref = bridge.segment_to_labelmap(reference, bridge.segment_id_by_name(reference, "right kidney"), volume) > 0
-    k = int(np.argmax(ref.sum(axis=(1, 2))))
-    box = box_from_mask(main_object(ref), 0, k)
+    volume, ref, k, box, segmentation, p = boxed_sample(scene, "right kidney", as_reference=True)
     logic = logic_class()
-    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my organs")
-    p = parameters(volume, segmentation, referenceSegmentation=reference, referenceSegmentName="right kidney")
-    centre, size = box_to_roi(box, bridge.ijk_to_ras_array(volume))
-    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
-    roi.SetCenter(*[float(v) for v in centre])
-    roi.SetSize(float(size[0]), float(size[1]), 0.0)
-    p.roi = roi
-    assert logic.boxFromRoi(roi, volume) == box and "2D box on slice" in logic.describeBox(roi, volume)
+    assert logic.boxFromRoi(p.roi, volume) == box and "2D box on slice" in logic.describeBox(p.roi, volume)
 
     logic.startSegment(p)
     status = logic.wait(120)
@@ -148,18 +157,8 @@ def test_the_panel_workflow_on_real_mrml(scene, logic_class):  # noqa: F811
 def test_propagate_to_3d_on_real_mrml(scene, logic_class, monkeypatch):  # noqa: F811
     """The 2D box result -> 'Propagate to 3D' (FewShotSeg's same-scan propagation in the compute process) ->
     the 3D result in the same segment as one step; Undo goes back to the 2D result."""
-    volume, reference = load_sample(scene)
-    ref = bridge.segment_to_labelmap(reference, bridge.segment_id_by_name(reference, "spleen"), volume) > 0
-    k = int(np.argmax(ref.sum(axis=(1, 2))))
-    box = box_from_mask(main_object(ref), 0, k)
+    volume, ref, k, box, segmentation, p = boxed_sample(scene, "spleen", segmentName="spleen")
     logic = logic_class()
-    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "my organs")
-    p = parameters(volume, segmentation, segmentName="spleen")
-    centre, size = box_to_roi(box, bridge.ijk_to_ras_array(volume))
-    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
-    roi.SetCenter(*[float(v) for v in centre])
-    roi.SetSize(float(size[0]), float(size[1]), 0.0)
-    p.roi = roi
     assert not logic.canPropagate3D()
     logic.startSegment(p)
     status = logic.wait(120)
