@@ -30,7 +30,7 @@ from InteractiveRefine import CITATIONS
 AXIS_NAMES = ("K", "J", "I")
 #: How often the panel polls the compute process (ms).
 POLL_INTERVAL_MS = 100
-RANGE_LABELS = {"auto": _("Auto (whole volume)"), "roi": _("ROI"), "slices": _("Slices from - to")}
+RANGE_LABELS = {"auto": _("Auto (organ's slices found)"), "roi": _("ROI"), "slices": _("Slices from - to")}
 DEVICE_LABELS = {"auto": _("Auto (CUDA GPU if available)"), "cuda": _("CUDA GPU"), "cpu": _("CPU")}
 
 #
@@ -52,8 +52,9 @@ without retraining: a few-shot network (RP-Net) compares each query slice with t
 <li><b>Support</b>: the example volume, its segmentation and the segment(s) to learn, and the support
 slice (Auto: the slice shown in the Red view if the segments are drawn there, else the slice where they are
 largest; or press <i>Use current slice</i>).</li>
-<li><b>Query</b>: the volume to segment, the range (Auto: whole volume; ROI: inside a box; or a slice
-range) and the output segmentation. Each result segment takes the name and colour of its support
+<li><b>Query</b>: the volume to segment, the range (Auto: the whole volume is searched and the 3D part that lines up
+with the support is kept; a segment drawn on one slice also keeps only as many slices as its cross-section
+suggests; ROI: inside a box; or a slice range) and the output segmentation. Each result segment takes the name and colour of its support
 segment; re-running replaces it. <i>Propagate through this scan</i>: the support volume itself is segmented,
 the organ drawn on the support slice followed slice by slice (range Auto: until the organ ends).</li>
 <li><b>Options</b>: adapt the network to the example first (slower, often more accurate; the time budget
