@@ -52,11 +52,12 @@ without retraining: a few-shot network (RP-Net) compares each query slice with t
 <li><b>Support</b>: the example volume, its segmentation and the segment(s) to learn, and the support
 slice (Auto: the slice shown in the Red view if the segments are drawn there, else the slice where they are
 largest; or press <i>Use current slice</i>).</li>
-<li><b>Query</b>: the volume to segment, the range (Auto: the whole volume is searched and the 3D part that lines up
-with the support is kept; a segment drawn on one slice also keeps only as many slices as its cross-section
-suggests; ROI: inside a box; or a slice range) and the output segmentation. Each result segment takes the name and colour of its support
-segment; re-running replaces it. <i>Propagate through this scan</i>: the support volume itself is segmented,
-the organ drawn on the support slice followed slice by slice (range Auto: until the organ ends).</li>
+<li><b>Query</b>: the volume to segment, the range (Auto: the whole volume is searched and the 3D part
+that lines up with the support is kept; a segment drawn on one slice also keeps only as many slices as its
+cross-section suggests; ROI: inside a box; or a slice range) and the output segmentation. Each result
+segment takes the name and colour of its support segment; re-running replaces it. <i>Propagate through
+this scan</i>: the support volume itself is segmented, the organ drawn on the support slice followed slice
+by slice (range Auto: until the organ ends).</li>
 <li><b>Options</b>: adapt the network to the example first (slower, often more accurate; the time budget
 is shared by the segments) and the device (the device actually used is shown, with a note when it fell
 back to the CPU).</li>

@@ -59,8 +59,9 @@ def main() -> None:
         out = Path(a.out) / name
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.jsonl").unlink(missing_ok=True)
-        recs = evaluate_training_pairs(ds, 2, folds, out, lambda s, f, g: models_dir() / f"{fold_model_name(s, f, g)}.json",
-                                       a.pairs, 0, adapter, "cpu")
+        def model_for(setting, fold, group):
+            return models_dir() / f"{fold_model_name(setting, fold, group)}.json"
+        recs = evaluate_training_pairs(ds, 2, folds, out, model_for, a.pairs, 0, adapter, "cpu")
         per = {}
         for r in recs:
             per.setdefault(r["label_name"], []).append((r["dice"], r["support_copy"], r["seconds"]))
