@@ -55,6 +55,23 @@ def cases(ds, n_pairs):
                     yield fold, fold_model_name(2, fold, group), sid, qid, organ
 
 
+def loaded_cases(ds, n_pairs, skip=lambda name: False):
+    """`cases` read: (name, fold, support id, query id, organ, support (image, label), query (image, label),
+    the fold's segmenter) of each case whose organ shows in both volumes, each model loaded once; a case whose
+    name `skip` accepts is left out before it is read."""
+    models = {}
+    for fold, model, sid, qid, organ in cases(ds, n_pairs):
+        name = f"f{fold}_{sid}_{qid}_{organ}"
+        if skip(name):
+            continue
+        support, query = ds.load(sid), ds.load(qid)
+        if not (support[1] == organ).any() or not (query[1] == organ).any():
+            continue
+        if model not in models:
+            models[model] = FewShotSegmenter(models_dir() / f"{model}.json", device="cpu")
+        yield name, fold, sid, qid, organ, support, query, models[model]
+
+
 def main():
     parser = argparse.ArgumentParser(description="cache one-slice-support predictions (training patients)")
     parser.add_argument("n_pairs", type=int)
@@ -64,17 +81,9 @@ def main():
     torch.set_num_threads(1)
     args.cache.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(args)
-    models = {}
-    for fold, model, sid, qid, organ in cases(ds, args.n_pairs):
-        out = args.cache / f"f{fold}_{sid}_{qid}_{organ}.npz"
-        if out.exists():
-            continue
-        (s_img, s_lab), (q_img, q_lab) = ds.load(sid), ds.load(qid)
-        if not (s_lab == organ).any() or not (q_lab == organ).any():
-            continue
-        if model not in models:
-            models[model] = FewShotSegmenter(models_dir() / f"{model}.json", device="cpu")
-        seg = models[model]
+    for name, fold, sid, qid, organ, (s_img, s_lab), (q_img, _), seg in loaded_cases(
+            ds, args.n_pairs, skip=lambda name: (args.cache / f"{name}.npz").exists()):
+        out = args.cache / f"{name}.npz"
         k = default_support_slice(s_lab == organ)
         sup = make_supports(s_img, s_lab, k, [organ])[0]
         qimgs, grid = image_slices(q_img)

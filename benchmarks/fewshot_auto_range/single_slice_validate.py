@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from chaos_dataset import add_dataset_argument, open_dataset  # this folder (the script's own)
-from single_slice_cache import cases
+from single_slice_cache import loaded_cases
 
-from FewShotSegLib.engine.models import models_dir
-from FewShotSegLib.engine.segment import FewShotSegmenter, auto_range_info, make_supports
+from FewShotSegLib.engine.segment import auto_range_info, make_supports
 from FewShotSegLib.panel.support_slice import default_support_slice
 from InteractiveRefineLib.core.metrics import dice
 
@@ -27,17 +26,8 @@ def main():
     torch.set_num_threads(1)
     ds = open_dataset(args)
     done = {json.loads(line)["case"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
-    models = {}
-    for fold, model, sid, qid, organ in cases(ds, args.n_pairs):
-        name = f"f{fold}_{sid}_{qid}_{organ}"
-        if name in done:
-            continue
-        (s_img, s_lab), (q_img, q_lab) = ds.load(sid), ds.load(qid)
-        if not (s_lab == organ).any() or not (q_lab == organ).any():
-            continue
-        if model not in models:
-            models[model] = FewShotSegmenter(models_dir() / f"{model}.json", device="cpu")
-        seg = models[model]
+    for name, fold, _, _, organ, (s_img, s_lab), (q_img, q_lab), seg in loaded_cases(
+            ds, args.n_pairs, skip=done.__contains__):
         k = default_support_slice(s_lab == organ)  # the panel's proposal: the largest cross-section
         one = np.zeros_like(s_lab)
         one[k] = s_lab[k]
