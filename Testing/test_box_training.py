@@ -6,7 +6,7 @@ import torch
 
 from InteractiveRefineLib.core.image_io import Image
 from InteractiveRefineLib.core.prompts import make_box
-from InteractiveRefineLib.engine.inference import DEFAULT_INPUT, plan_for, predict_box
+from InteractiveRefineLib.engine.inference import DEFAULT_INPUT, plan_for
 from InteractiveRefineLib.engine.networks import SliceWise, build_network
 from InteractiveRefineLib.engine.scribbles import Scribbles
 from InteractiveRefineLib.evaluation.methods import make_runners
@@ -59,6 +59,38 @@ def test_slicewise_max_slices_computes_sampled_slices_and_interpolates_between()
         assert not torch.allclose(light[:, :, k], full[:, :, k], atol=1e-3)
     with pytest.raises(ValueError, match="max_slices"):
         SliceWise(net, max_slices=1)
+
+
+def test_slicewise_three_views_see_the_grid_along_each_axis_and_average_probabilities():
+    torch.manual_seed(0)
+    net = build_network("pnet2d", in_channels=2).eval()
+    x = torch.randn(1, 2, 24, 24, 20)
+    x[:, 1] = 0
+    x[:, 1, 4:20, 4:20, 3:17] = 1  # the box channel
+    x = (x + x.transpose(2, 3)) / 2  # symmetric in D and H: slices across H are the slices across D
+    one, three = SliceWise(net), SliceWise(net, views=3)
+    with torch.no_grad():
+        f0, f3 = one.features(x), three.features(x)
+        c = f0.shape[1]
+        assert f3.shape == (1, 3 * c, 24, 24, 20)
+        assert torch.allclose(f3[:, :c], f0, atol=1e-5)                      # view 0: the slices across D
+        assert torch.allclose(f3[:, c:2 * c], f0.transpose(2, 3), atol=1e-4)  # view 1: across H, put back
+        assert not torch.allclose(f3[:, 2 * c:], f0, atol=1e-2)              # view 2: across W, another view
+        p3 = torch.softmax(three(x), dim=1)
+        per_view = [torch.softmax(one.head(f3[:, v * c:(v + 1) * c]), dim=1) for v in range(3)]
+    assert torch.allclose(p3, sum(per_view) / 3, atol=1e-5)
+    with pytest.raises(ValueError, match="views"):
+        SliceWise(net, views=2)
+
+
+def test_three_views_crop_has_a_margin_through_plane_too():
+    image = _ring_volume().image
+    box = make_box((4, 19, 13), (8, 42, 36))
+    one = plan_for(box, image, dict(CFG, slicewise=True))
+    three = plan_for(box, image, dict(CFG, slicewise=True, slicewise_views=3))
+    assert (one.region_lo[0], one.region_hi[0]) == (4, 8)
+    assert (three.region_lo[0], three.region_hi[0]) == (0, 12)  # 10 mm at 3 mm slices, clipped to the image
+    assert three.region_lo[1:] == one.region_lo[1:] and three.out_shape == (12, 96, 96)
 
 
 def test_slicewise_crop_keeps_native_slices_and_box_channel_marks_the_box():

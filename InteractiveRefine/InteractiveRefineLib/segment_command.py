@@ -56,6 +56,9 @@ def add_segment(sub) -> None:
     p.add_argument("--mode", choices=MODES, default="supervised", help="refinement mode (default supervised)")
     p.add_argument("--out", required=True, help="output label map (e.g. result.nii.gz)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cuda or cpu")
+    p.add_argument("--views3d", type=int, choices=(1, 3), default=None,
+                   help="3D boxes: the network's views, 1 (default) or 3 (multi-view fusion: more accurate, "
+                        "about 4x the CPU time)")
     p.add_argument("--time-budget", type=positive_float, default=None,
                    help="seconds per refinement, > 0 (default: none)")
     p.add_argument("--log-folder", help="write the interaction log there (as the panel's user-study log)")
@@ -189,7 +192,8 @@ def run_segment(args) -> int:
         check_output_folder(args.log_folder, "--log-folder")
 
     client = ComputeClient(service_factory=ComputeService, name="segment")
-    controller = RefineController(image, device=args.device, log_folder=args.log_folder,
+    config = {"views3d": args.views3d} if args.views3d else None  # else RefineConfig's defaults
+    controller = RefineController(image, config=config, device=args.device, log_folder=args.log_folder,
                                   participant=args.participant, case=args.case, reference=reference, client=client)
     try:
         what = "2D box on slice {} of axis {}".format(box.slice_index, "KJI"[box.axis]) if box.axis is not None \

@@ -28,6 +28,7 @@ class InteractiveRefineParameterNode:
     marginMm: Annotated[float, WithinRange(0.0, 100.0)] = DEFAULTS["margin_mm"]
     wholeNetwork: bool = DEFAULTS["whole_network"]
     timeBudget: Annotated[float, WithinRange(0.0, 600.0)] = DEFAULTS["time_budget"]
+    threeViews: bool = DEFAULTS["three_views"]
     # User study
     recordLog: bool = False
     logFolder: pathlib.Path

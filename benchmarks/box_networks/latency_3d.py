@@ -2,7 +2,8 @@
 evaluation structures (box_sources.py "eval": CHAOS test patients, held-out hippocampus subjects, fetal
 tissues of the operated atlases, the tumour set), tight boxes; the median of `--repeats` runs per box, then
 the median per group. Usage (repository root):
-    python benchmarks/box_networks/latency_3d.py [--threads 1] [--hip 6] [--repeats 3] [--per-group 6] [--max-slices none|N] > latency_3d.md"""
+    python benchmarks/box_networks/latency_3d.py [--threads 1] [--hip 6] [--repeats 3] [--per-group 6]
+    [--max-slices none|N] [--views3d 1|3] > latency_3d.md"""
 import argparse
 import time
 from collections import defaultdict
@@ -22,12 +23,15 @@ ap.add_argument("--hip", type=int, default=6, help="held-out hippocampus subject
 ap.add_argument("--repeats", type=int, default=3)
 ap.add_argument("--per-group", type=int, default=6, help="volumes per group at most")
 ap.add_argument("--max-slices", default=None, help="override box3d.json's slicewise_max_slices ('none': every slice)")
+ap.add_argument("--views3d", type=int, choices=(1, 3), default=None,
+                help="the 3D network's views (default: box3d.json's)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
-seg = BoxSegmenter(device="cpu")
+seg = BoxSegmenter(device="cpu", views3d=a.views3d)
 net3, manifest = seg.model(3)
 if a.max_slices is not None:
-    seg._models[3] = (SliceWise(net3.net, None if a.max_slices == "none" else int(a.max_slices)).eval(), manifest)
+    k = None if a.max_slices == "none" else int(a.max_slices)
+    seg._models[3 if a.views3d is None else (3, a.views3d)] = (SliceWise(net3.net, k, net3.views).eval(), manifest)
 secs = defaultdict(lambda: defaultdict(list))
 depth = defaultdict(list)
 seen = defaultdict(int)
@@ -50,7 +54,9 @@ for v in load_sources("eval", limit=a.hip):
                 run()
                 t.append(time.perf_counter() - t0)
             secs[v.group][name].append(float(np.median(t)))
-print(f"{a.threads} thread(s), slicewise_max_slices {a.max_slices or manifest['input'].get('slicewise_max_slices')}; median seconds per 3D box (median of {a.repeats} runs each)\n")
+most = a.max_slices or manifest['input'].get('slicewise_max_slices')
+print(f"{a.threads} thread(s), {net3.views} view(s), slicewise_max_slices {most}; median seconds per 3D box "
+      f"(median of {a.repeats} runs each)\n")
 print("| group | boxes | slices (median, max) | network | box step (network + CRF) |\n|---|---|---|---|---|")
 for g in sorted(secs):
     print(f"| {g} | {len(depth[g])} | {np.median(depth[g]):.0f}, {max(depth[g])} | "

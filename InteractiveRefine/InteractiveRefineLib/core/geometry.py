@@ -54,18 +54,21 @@ def margin_voxels(margin_mm: float, spacing_kji: Sequence[float]) -> Tuple[int, 
 
 def plan_crop(box: Box, image_shape: Sequence[int], spacing_kji: Sequence[float], margin_mm: float = 10.0,
               size2d: Tuple[int, int] = (96, 96), size3d: int = 48,
-              depth_range: Tuple[int, int] = (8, 48), slicewise: bool = False) -> CropSpec:
+              depth_range: Tuple[int, int] = (8, 48), slicewise: bool = False,
+              through_margin: bool = False) -> CropSpec:
     """Crop = box + margin (mm), clipped to the image; network grid fixed in 2D, spacing-aware in 3D.
 
     In 3D the in-plane axes (J, I) are resampled to `size3d`; the slice axis K keeps a depth such
     that its spacing is never finer than the native one nor the in-plane output spacing (thick
     slices are not interpolated into fake detail), clipped to `depth_range`. `slicewise` (a 2D
-    network run per slice): no margin through-plane and the native slices, at most depth_range[1].
+    network run per slice): no margin through-plane (unless `through_margin`: the multi-view network
+    slices the crop along the other axes too, and those planes need the margin) and the native slices,
+    at most depth_range[1].
     """
     m = margin_voxels(margin_mm, spacing_kji)
     lo, hi = [], []
     for a in range(3):
-        if a == box.axis or (slicewise and a == 0):
+        if a == box.axis or (slicewise and a == 0 and not through_margin):
             lo.append(box.lo[a])
             hi.append(box.hi[a])
         else:

@@ -89,11 +89,15 @@ def memory_limit() -> int:
     return int(0.9 * available_bytes())
 
 
-def box_step_bytes(region_shape: Sequence[int], image_shape: Sequence[int]) -> int:
-    """Estimated peak bytes of segmenting one box whose crop (box + margin) has `region_shape`."""
+def box_step_bytes(region_shape: Sequence[int], image_shape: Sequence[int], grid_shape: Sequence[int] = (),
+                   feature_channels: int = 0) -> int:
+    """Estimated peak bytes of segmenting one box whose crop (box + margin) has `region_shape`, plus the
+    frozen float32 features kept for fine-tuning (`feature_channels` on the network grid `grid_shape`:
+    160 per view of the slice-wise network, 850 MB for three views of a 48-slice box)."""
     region = int(np.prod(region_shape, dtype=np.int64))
     image = int(np.prod(image_shape, dtype=np.int64))
-    return BYTES_PER_REGION_VOXEL * region + BYTES_PER_IMAGE_VOXEL * image + crf_bytes(region_shape)
+    features = 4 * int(feature_channels) * int(np.prod(grid_shape, dtype=np.int64)) if len(grid_shape) else 0
+    return BYTES_PER_REGION_VOXEL * region + BYTES_PER_IMAGE_VOXEL * image + crf_bytes(region_shape) + features
 
 
 def fewshot_bytes(image_shape: Sequence[int], n_labels: int) -> int:

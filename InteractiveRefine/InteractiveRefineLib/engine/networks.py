@@ -7,6 +7,7 @@ convolution first) and a small classifier head with dropout maps them to class s
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -142,6 +143,12 @@ def interpolate_slices(values: torch.Tensor, index: torch.Tensor, depth: int) ->
     return out
 
 
+def check_views(views: Optional[int], name: str = "views3d") -> None:
+    """The slice-wise 3D network reads a box along one axis (1) or all three (3); None: the model's own."""
+    if views not in (None, 1, 3):
+        raise ValueError(f"{name} must be 1 or 3 (got {views})")
+
+
 class SliceWise(nn.Module):
     """A 2D network applied slice by slice inside a 3D box ("2.5D"), with the 3D interface of DilatedNet.
 
@@ -150,28 +157,76 @@ class SliceWise(nn.Module):
     The state dict is the 2D network's (prefixed "net."), so the same weights serve both.
     max_slices: above this many slices the features are computed on that many evenly spaced slices and
     interpolated linearly in between (thin slices are nearly alike; the latency of large 3D boxes).
+    views: 1 slices the grid along D only; 3 also along H and along W (each such plane resampled to the
+    network's in-plane size, its features resampled back onto the grid; at most `view_slices` slices
+    each, default max_slices), and the head averages the three views' probabilities (multi-view fusion:
+    an object elongated across D is seen along its length). The features of the views are stacked on
+    the channel axis, so the head stays 1x1 and tunable.
     """
 
-    def __init__(self, net: DilatedNet, max_slices: Optional[int] = None):
+    def __init__(self, net: DilatedNet, max_slices: Optional[int] = None, views: int = 1,
+                 view_slices: Optional[int] = None):
         super().__init__()
         if net.dim != 2:
             raise ValueError("SliceWise wraps a 2D network")
         if max_slices is not None and int(max_slices) < 2:
             raise ValueError(f"max_slices must be at least 2 (got {max_slices})")
+        check_views(views, "views")
         self.net = net
         self.dim = 3
         self.max_slices = None if max_slices is None else int(max_slices)
+        self.views = int(views)
+        self.view_slices = self.max_slices if view_slices is None else int(view_slices)
         self._features = _PerSlice(_Features(net))
-        self.head = _PerSlice(net.head)
+        self.head = _PerSlice(net.head) if self.views == 1 else _MeanOfViews(_PerSlice(net.head), self.views)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def _along_d(self, x: torch.Tensor) -> torch.Tensor:
         index = sample_slices(x.shape[2], self.max_slices)
         if index is None:
             return self._features(x)
         return interpolate_slices(self._features(x[:, :, index.to(x.device)]), index, x.shape[2])
 
+    def _along(self, x: torch.Tensor, axis: int) -> torch.Tensor:
+        """Features of the slices across grid axis `axis` (3: H, 4: W), back on the (D, H, W) grid."""
+        depth = x.shape[2]
+        other = 7 - axis                                # the in-plane axis that stays (4 or 3)
+        v = x.permute(0, 1, axis, 2, other)             # (1, C, slices, D, other)
+        plane = (x.shape[axis], v.shape[4])             # D resampled to the in-plane size it replaces
+        index = sample_slices(v.shape[2], self.view_slices)
+        picked = v if index is None else v[:, :, index.to(x.device)]
+        planes = torch.nn.functional.interpolate(picked[0].transpose(0, 1), size=plane, mode="bilinear",
+                                                 align_corners=False)
+        if planes.shape[1] > 1:                         # the box channel stays binary
+            planes[:, 1:] = (planes[:, 1:] > 0.5).to(planes.dtype)
+        feats = self._features(planes.transpose(0, 1)[None])         # (1, C', n, S, other)
+        back = torch.nn.functional.interpolate(feats[0].transpose(0, 1), size=(depth, plane[1]),
+                                               mode="bilinear", align_corners=False).transpose(0, 1)[None]
+        if index is not None:
+            back = interpolate_slices(back, index, v.shape[2])
+        inverse = (0, 1, 3, 2, 4) if axis == 3 else (0, 1, 3, 4, 2)
+        return back.permute(*inverse).contiguous()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.views == 1:
+            return self._along_d(x)
+        return torch.cat([self._along_d(x), self._along(x, 3), self._along(x, 4)], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class _MeanOfViews(nn.Module):
+    """The shared head on each view's block of feature channels; returns log of the mean probability, so
+    softmax gives the views' mean probability and cross entropy trains the shared head through all."""
+
+    def __init__(self, head: nn.Module, views: int):
+        super().__init__()
+        self.module = head
+        self.views = views
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = [torch.log_softmax(self.module(part), dim=1) for part in torch.chunk(x, self.views, dim=1)]
+        return torch.logsumexp(torch.stack(logp), dim=0) - math.log(self.views)
 
 
 class _Features(nn.Module):

@@ -151,8 +151,9 @@ def run_benchmark(dataset, out, labels: Optional[Sequence[int]] = None, cases: O
                   jitter: int = 0, dims: Sequence[str] = ("2d", "3d"), methods: Sequence[str] = METHODS,
                   slice_step: int = 1, min_area: int = 20, seed: int = 0, device: str = "auto",
                   show_progress: bool = True, rounds: int = DEFAULT_ROUNDS, driver: Optional[str] = "auto",
-                  config=None) -> Path:
-    """Run the benchmark and write results.jsonl, summary.md and dice.png into `out`."""
+                  config=None, views3d: Optional[int] = None) -> Path:
+    """Run the benchmark and write results.jsonl, summary.md and dice.png into `out`.
+    `views3d`: the 3D network's views (None: the model's own setting; see BoxSegmenter)."""
     ds = DecathlonDataset(dataset)
     label_ids = ds.check_labels(labels)
     case_ids = resolve_cases(ds, cases)
@@ -167,15 +168,18 @@ def run_benchmark(dataset, out, labels: Optional[Sequence[int]] = None, cases: O
         raise DatasetError(f"--rounds must be >= 0; got {rounds}")
     driver = _resolve_driver(driver, methods)
     out = Path(out)
-    store = ResumableResults(out, dict(
+    settings = dict(
         dataset=str(Path(dataset).resolve()), labels=label_ids, cases=case_ids, jitter=jitter, dims=dims,
         methods=methods, slice_step=slice_step, min_area=min_area, seed=seed, rounds=rounds, driver=driver,
-        config=vars(config) if config is not None else None))
+        config=vars(config) if config is not None else None)
+    if views3d is not None:  # only when set: folders written before the option still resume
+        settings["views3d"] = views3d
+    store = ResumableResults(out, settings)
     done = store.check()  # before any computing: another run's folder is refused
     if done:
         log.warning("resuming %s: %d of %d case(s) already done", out, len(done), len(case_ids))
     from ..engine.inference import BoxSegmenter
-    segmenter = BoxSegmenter(device=device)
+    segmenter = BoxSegmenter(device=device, views3d=views3d)
     store.start()
     t0 = time.monotonic()
     for case_id in tqdm([c for c in case_ids if c not in done], desc="benchmark", unit="case",
@@ -221,7 +225,7 @@ def run_benchmark_cli(args) -> int:
     results = run_benchmark(args.dataset, args.out, labels=args.labels, cases=args.cases, jitter=args.jitter,
                             dims=args.dims.split(","), methods=[m.strip() for m in args.methods.split(",")],
                             slice_step=args.slice_step, min_area=args.min_area, seed=args.seed, device=args.device,
-                            rounds=args.rounds, driver=args.driver)
+                            rounds=args.rounds, driver=args.driver, views3d=args.views3d)
     print((Path(args.out) / "summary.md").read_text())
     print(f"records: {results}")
     return 0

@@ -22,20 +22,24 @@ DEFAULTS: Dict[str, Any] = {
     "margin_mm": 10.0,
     "whole_network": False,
     "time_budget": 0.0,
+    "three_views": False,
 }
 
 
 #: Parameter-node field of the panel -> key of DEFAULTS (and of refine_config_kwargs).
 PANEL_FIELDS = {"iterations": "iterations", "omega": "omega", "threshold": "threshold", "crfLambda": "crf_lambda",
                 "crfSigma": "crf_sigma", "marginMm": "margin_mm", "wholeNetwork": "whole_network",
-                "timeBudget": "time_budget"}
+                "timeBudget": "time_budget", "threeViews": "three_views"}
 
 
 def refine_config_kwargs(iterations: int, omega: float, threshold: float, crf_lambda: float, crf_sigma: float,
-                         margin_mm: float, whole_network: bool, time_budget: float) -> Dict[str, Any]:
-    """Keyword arguments of finetune.RefineConfig from the panel's values (0 -> automatic / no limit)."""
+                         margin_mm: float, whole_network: bool, time_budget: float,
+                         three_views: bool = False) -> Dict[str, Any]:
+    """Keyword arguments of finetune.RefineConfig from the panel's values (0 -> automatic / no limit;
+    three_views -> views3d 3, else the model's own)."""
     def positive(v: float) -> Optional[float]:
         return float(v) if v and v > 0 else None
     return {"iterations": int(iterations), "omega": float(omega), "threshold": float(threshold),
             "lam": float(crf_lambda), "sigma": positive(crf_sigma), "margin_mm": float(margin_mm),
-            "head_only": not whole_network, "time_budget": positive(time_budget)}
+            "head_only": not whole_network, "time_budget": positive(time_budget),
+            "views3d": 3 if three_views else None}
