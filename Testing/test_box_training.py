@@ -61,6 +61,22 @@ def test_slicewise_max_slices_computes_sampled_slices_and_interpolates_between()
         SliceWise(net, max_slices=1)
 
 
+def test_slicewise_head_runs_once_on_sampled_voxels():
+    """Fine-tuning feeds the head ~10^4 sampled voxels as (1, C, n, 1, 1): one call, not n one-voxel slices
+    (that made a 3D refinement take about a minute), and the same scores as voxel by voxel."""
+    torch.manual_seed(0)
+    net = build_network("pnet2d", in_channels=2).eval()
+    calls = []
+    net.head.register_forward_hook(lambda *args: calls.append(1))
+    voxels = torch.randn(1, net.head[1].in_channels, 3000, 1, 1)
+    with torch.no_grad():
+        out = SliceWise(net).head(voxels)
+        calls_batched = len(calls)
+        per = net.head(voxels[0].permute(1, 0, 2, 3))  # (n, C, 1, 1): each voxel an image
+    assert calls_batched == 1 and out.shape == (1, 2, 3000, 1, 1)
+    assert torch.allclose(out[0].permute(1, 0, 2, 3), per, atol=1e-5)
+
+
 def test_slicewise_three_views_see_the_grid_along_each_axis_and_average_probabilities():
     torch.manual_seed(0)
     net = build_network("pnet2d", in_channels=2).eval()
