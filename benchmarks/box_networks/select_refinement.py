@@ -38,7 +38,9 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     "safe_lr1e-4": dict(SAFE, lr=1e-4),         # safeguards, gentler fine-tuning: the chosen default
     "safe_lr1e-4_2dlam1": dict(SAFE, lr=1e-4, lam_2d=1.0),
     "safe_lam3": SAFE,                          # safeguards with lr 3e-4 (tried first), with the baselines
+    "views3": dict(SAFE, lr=1e-4),              # the default refinement on the 3-view 3D network (VIEWS)
 }
+VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 BASELINES = ("graphcut", "random_walker")
 
 
@@ -100,7 +102,7 @@ def main():
         for line in rec_path.read_text().splitlines():
             r = json.loads(line)
             done[(r["config"], r["case"], r["label"])] = r
-    seg = BoxSegmenter(device="cpu")
+    segs = {}
     cases = validation_cases(load_sources("val", limit=a.hip))
     if a.groups:
         cases = [c for c in cases if c[0] in a.groups.split(",")]
@@ -111,6 +113,7 @@ def main():
                 if key in done and all(d in done[key] for d in dims):
                     continue
                 with_baselines = name == (a.baselines or names[-1])
+                seg = segs.setdefault(VIEWS.get(name), BoxSegmenter(device="cpu", views3d=VIEWS.get(name)))
                 r = dict(config=name, case=v.name, label=int(label), group=group, kwargs=CONFIGS[name],
                          **run_case(name, CONFIGS[name], v, label, m, boxes2d, box3d, seg, with_baselines, dims))
                 f.write(json.dumps(r) + "\n")
