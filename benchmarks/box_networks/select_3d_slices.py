@@ -11,13 +11,12 @@ from collections import defaultdict
 import numpy as np
 import torch
 from tables import group_means_table  # this folder (the script's own)
+from val_cases import validation_subset  # this folder
 
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 from InteractiveRefineLib.engine.networks import SliceWise
 from InteractiveRefineLib.engine.session import InteractiveSession
-from InteractiveRefineLib.training.box_sources import load_sources
-from InteractiveRefineLib.training.train_box import validation_cases
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--max-slices", default="none,32,24,16")
@@ -27,13 +26,7 @@ torch.set_num_threads(1)
 settings = [None if s == "none" else int(s) for s in args.max_slices.split(",")]
 seg = BoxSegmenter(device="cpu")
 net3, manifest = seg.model(3)
-cases, hip = [], 0
-for case in validation_cases(load_sources("val")):
-    if case[0].startswith("hippocampus"):
-        hip += 1
-        if hip > 2 * args.hip:  # head and body per subject
-            continue
-    cases.append(case)
+cases = validation_subset(args.hip)
 res = {"net": defaultdict(lambda: defaultdict(list)), "box": defaultdict(lambda: defaultdict(list))}
 secs, depth = defaultdict(list), []
 for group, v, l, m, _, box3d in cases:

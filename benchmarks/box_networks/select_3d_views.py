@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from tables import group_means_table  # this folder (the script's own)
+from val_cases import validation_subset  # this folder
 
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 from InteractiveRefineLib.engine.networks import SliceWise
 from InteractiveRefineLib.engine.session import InteractiveSession
-from InteractiveRefineLib.training.box_sources import load_sources
-from InteractiveRefineLib.training.train_box import validation_cases
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--variants", default="1:16:16,3:16:16,3:16:8")
@@ -38,13 +37,7 @@ if path.exists():
     for line in path.read_text().splitlines():
         r = json.loads(line)
         done.setdefault((r["case"], r["label"]), {}).update(r)
-cases, hip = [], 0
-for case in validation_cases(load_sources("val")):
-    if case[0].startswith("hippocampus"):
-        hip += 1
-        if hip > 2 * args.hip:  # head and body per subject
-            continue
-    cases.append(case)
+cases = validation_subset(args.hip)
 with path.open("a") as f:
     for group, v, label, m, _, box3d in cases:
         key = (v.name, int(label))
