@@ -10,6 +10,7 @@ from FewShotSegLib.evaluation.evaluate import support_copy
 from InteractiveRefineLib.core.errors import PromptError
 from InteractiveRefineLib.core.image_io import read_label
 from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.core.prompts import box_from_mask
 from InteractiveRefineLib.core.sample import sample_dataset
 
 
@@ -50,6 +51,25 @@ def test_propagation_beats_support_copy_on_the_sample(default_segmenter, chaos8,
         assert dice(auto.labels == organ, ref) > d_copy + 0.05
 
 
+def test_the_3d_box_pass_redoes_the_organ_inside_its_box_and_keeps_the_annotated_slice(default_segmenter, chaos8,
+                                                                                       segmenter):
+    """By default (box3d_views 3, chosen on training patients) the box network's 3D box step redoes the
+    propagated organ's bounding box; the annotated slice stays as annotated, nothing leaves that box."""
+    img, lab = chaos8
+    k, z0, z1 = largest_slice(lab, 4)
+    ref = lab == 4
+    last = propagate(default_segmenter, img, lab, k, 4, slices=(z0, z1), box_segmenter=segmenter)
+    before = propagate(default_segmenter, img, lab, k, 4, slices=(z0, z1), box_segmenter=segmenter, box3d_views=None)
+    assert last.info["box3d_views"] == 3 and before.info["box3d_views"] is None
+    a, b = last.labels == 4, before.labels == 4
+    assert (a != b).sum() > 100                                    # the pass changes the result
+    assert np.array_equal(a[k], ref[k])                            # the annotation is kept exactly
+    assert not (a & ~box_from_mask(b).mask(ref.shape)).any()       # inside the propagated organ's box
+    assert dice(a, ref) > 0.8, (dice(a, ref), dice(b, ref))
+    with pytest.raises(ValueError, match="box3d_views"):
+        propagate(default_segmenter, img, lab, k, 4, slices=(z0, z1), box_segmenter=segmenter, box3d_views=2)
+
+
 def test_propagate_command_and_its_refusals(default_segmenter, chaos8, tmp_path, capsys):
     data = sample_dataset("chaos")
     img, lab = data / "imagesTr/chaos_8.nii.gz", data / "labelsTr/chaos_8.nii.gz"
@@ -61,7 +81,8 @@ def test_propagate_command_and_its_refusals(default_segmenter, chaos8, tmp_path,
     assert set(np.unique(pred)) == {0, 2} and not pred[:5].any() and not pred[16:].any() and pred[12].any()
     bad = [(["--label", "1", "--label", "2"], "one organ"),
            (["--query", str(data / "imagesTr/chaos_36.nii.gz")], "itself"),
-           (["--no-box-network", "--no-exemplar-tuning"], "--no-box-network turns off")]
+           (["--no-box-network", "--no-exemplar-tuning"], "--no-box-network turns off"),
+           (["--no-box-network", "--no-box3d"], "--no-box-network turns off")]
     for extra, msg in bad:
         rc = main(["segment", "--propagate", "--support-image", str(img), "--support-label", str(lab), "--slice",
                    "12", "--out", str(tmp_path / "q.nii.gz"), "--device", "cpu"] + extra)

@@ -141,6 +141,9 @@ def add_propagate(s: argparse.ArgumentParser) -> None:
                    help="how the mask is carried from slice to slice (default: roi, chosen on training patients)")
     s.add_argument("--no-box-network", action="store_true",
                    help="with --propagate: skip the InteractiveRefine 2D box network's pass over each slice")
+    s.add_argument("--no-box3d", action="store_true",
+                   help="with --propagate: skip the final pass of the box network's 3D box step (three views) over "
+                        "the propagated organ's bounding box (chosen on training patients, docs/fewshot.md)")
     s.add_argument("--no-exemplar-tuning", action="store_true",
                    help="with --propagate: use the box network as shipped (by default its head is first tuned for "
                         "30 steps on the annotated slice; chosen on validation patients, docs/fewshot.md)")
@@ -172,7 +175,11 @@ def cmd_propagate(a) -> int:
     if not a.no_box_network:
         from InteractiveRefineLib.engine.inference import BoxSegmenter
         box = BoxSegmenter(device=a.device)
+    if a.no_box3d and a.no_box_network:
+        raise PromptError("--no-box3d concerns the box network, which --no-box-network turns off")
     kw = {"box_exemplar": None} if a.no_exemplar_tuning else {}
+    if a.no_box3d:
+        kw["box3d_views"] = None
     result = propagate(seg, img, lab, a.slice, labels[0], a.axis, rng, a.propagate_mode or DEFAULT_MODE,
                        box_segmenter=box, **kw)
     write_image(img, a.out, result.labels)
@@ -180,5 +187,5 @@ def cmd_propagate(a) -> int:
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
                       "propagated": True, "mode": result.info["mode"], "box_network": box is not None,
-                      "box_exemplar": result.info["box_exemplar"]}))
+                      "box_exemplar": result.info["box_exemplar"], "box3d_views": result.info["box3d_views"]}))
     return 0

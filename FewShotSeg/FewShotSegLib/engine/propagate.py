@@ -20,6 +20,10 @@ validation patients), reference range: 81.7 without, 87.2 as a pass over the fin
 10% / 15%: 86.9 / 86.7 / 85.1), 89.2 carried slice to slice; automatic range 82.7 -> 87.9 carried.
 By default the box network is first tuned on the annotated slice (`box_exemplar`; on chaos_19/22 with the
 later class-agnostic box network 86.9 -> 88.0: benchmarks/fewshot_choices/box_exemplar.md).
+Last (`box3d_views`, default 3), InteractiveRefine's 3D box network with three views redoes the bounding box
+of the propagated mask (the session's box step: network + 3D CRF), and the annotated slice is kept as
+annotated. On fold-0 training patients chaos_19/22/13/31 (16 cases, reference range): 87.06 -> 88.41, one
+view 82.74 (benchmarks/fewshot_choices/propagate_box3d.md); about 2 s per organ on the CPU.
 With no range given, propagation stops where the organ ends: a predicted cross-section under
 `min_pixels` pixels (on the network grid) or below `min_ratio` of the previous one ends that direction, and
 so does one that grows again by `regrow` after the organ had tapered below half the annotated cross-section
@@ -39,6 +43,7 @@ from scipy import ndimage
 from InteractiveRefineLib.core.errors import CancelledError, PromptError
 from InteractiveRefineLib.core.image_io import Image, validate_image
 from InteractiveRefineLib.engine.exemplar import ExemplarConfig, tune_on_exemplar
+from InteractiveRefineLib.engine.networks import check_views
 
 from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports
 from .slices import check_axis, from_network, image_slices, to_network, volume_from_slices
@@ -51,6 +56,7 @@ ROI_PIXELS = 2        # roi mode: how far (network-grid pixels, ~5 mm on CHAOS) 
 INTENSITY_GATE = 0.02  # roi mode: keep pixels within the 2nd..98th intensity percentiles of the annotation
 BOX_MARGIN = 0.05     # box-network refinement: the box is the slice's result + 5% of its size per side
 REGROW = 1.2          # automatic range: once below half the annotated cross-section, growing by 20% ends it
+BOX3D_VIEWS = 3       # the 3D box network's views in the final pass over the propagated mask (None: no pass)
 
 
 def _connected_to(mask: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
@@ -75,7 +81,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
               roi_pixels: int = ROI_PIXELS, regrow: Optional[float] = REGROW,
               intensity_gate: Optional[float] = INTENSITY_GATE, box_segmenter=None,
               box_tracking: bool = True, box_exemplar: Optional[ExemplarConfig] = ExemplarConfig(),
-              progress=None, cancel=None) -> Segmentation:
+              box3d_views: Optional[int] = BOX3D_VIEWS, progress=None, cancel=None) -> Segmentation:
     """Segment `organ` in `image` from its annotation on slice `slice_index` of the same image.
 
     label: label map on the image grid (only slice `slice_index` is read). slices: (first, last + 1) to
@@ -85,6 +91,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     the box network only redoes the finished result, refine_with_box_network).
     box_exemplar: with a box_segmenter, its 2D network is first tuned on the annotated slice
     (InteractiveRefineLib.engine.exemplar; a tuned copy, the shipped network is unchanged); None: not tuned.
+    box3d_views: with a box_segmenter, its 3D network (1 or 3 views) finally redoes the propagated mask's
+    bounding box, the annotated slice kept as annotated (box3d_pass); None: no 3D pass.
     progress(fraction, message) and cancel() (CancelledError, nothing returned) are checked once per slice.
     """
     if mode not in MODES:
@@ -96,6 +104,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
         raise PromptError(f"propagation follows one organ; slice {slice_index} has labels "
                           f"{[s.label for s in sups]}: choose one with `organ`")
     sup = sups[0]
+    check_views(box3d_views, "box3d_views")
+    shipped_box = box_segmenter  # the 3D pass uses the shipped network, not the 2D exemplar-tuned copy
     if box_segmenter is not None and box_exemplar is not None:
         box_segmenter = tune_on_exemplar(box_segmenter, image, np.take(label, slice_index, axis=axis) == sup.label,
                                          slice_index, axis, box_exemplar)
@@ -169,12 +179,41 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     vol = volume_from_slices(full, grid)
     if box_segmenter is not None and not tracked:
         vol = refine_with_box_network(image, vol > 0.5, box_segmenter, axis, BOX_MARGIN).astype(np.float32)
+    if shipped_box is not None and box3d_views is not None:
+        if cancel is not None and cancel():
+            raise CancelledError("propagation cancelled; nothing was written")
+        if progress is not None:
+            progress(1.0, "3D box network over the propagated organ")
+        mask = box3d_pass(image, vol > 0.5, shipped_box, box3d_views)
+        idx = [slice(None)] * 3
+        idx[axis] = int(slice_index)
+        mask[tuple(idx)] = np.take(label, slice_index, axis=axis) == sup.label
+        vol = mask.astype(np.float32)
     probs = {sup.label: vol}
     return Segmentation(combine_labels(probs), probs, (visited[0], visited[1] + 1),
                         {"axis": axis, "mode": mode, "support_slice": int(slice_index), "propagated": True,
                          "auto_range": slices is None, "box_network": box_segmenter is not None,
                          "box_exemplar": None if box_segmenter is None or box_exemplar is None
-                         else dataclasses.asdict(box_exemplar)})
+                         else dataclasses.asdict(box_exemplar),
+                         "box3d_views": None if shipped_box is None else box3d_views})
+
+
+def box3d_pass(image: Image, mask: np.ndarray, box_segmenter, views: int) -> np.ndarray:
+    """`mask` redone by the box network's 3D box step (network with `views` views + 3D CRF) in its bounding
+    box; a mask thinner than 2 voxels along an axis (or empty) is returned as it is."""
+    from InteractiveRefineLib.core.prompts import box_from_mask
+    from InteractiveRefineLib.engine.finetune import RefineConfig
+    from InteractiveRefineLib.engine.session import InteractiveSession
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return mask.copy()
+    box = box_from_mask(mask)
+    if min(box.size) < 2:
+        return mask.copy()
+    device = "cuda" if box_segmenter.device.type == "cuda" else "cpu"
+    session = InteractiveSession(image, box_segmenter, config=RefineConfig(views3d=views), device=device,
+                                 validate=False)
+    return session.set_box(box)
 
 
 def box_slice(image: Image, sl: np.ndarray, z: int, axis: int, box_segmenter, margin: float = BOX_MARGIN,
