@@ -9,11 +9,9 @@ import time
 
 import numpy as np
 import torch
+from fold0_organs import fold0_organs  # this folder
 
-from FewShotSegLib.engine.models import fold_model_name, models_dir
 from FewShotSegLib.engine.propagate import propagate
-from FewShotSegLib.engine.protocol import CHAOS_GROUPS, organ_slices
-from FewShotSegLib.engine.segment import FewShotSegmenter
 from InteractiveRefineLib.core.data import DecathlonDataset
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.exemplar import ExemplarConfig
@@ -41,24 +39,18 @@ def config(v):
 
 res = {}
 with open(a.out, "w") as f:
-    for pid in a.cases.split(","):
-        img, lab = ds.load(pid)
-        for group, organs in CHAOS_GROUPS.items():
-            seg = FewShotSegmenter(models_dir() / f"{fold_model_name(2, 0, group)}.json", device="cpu")
-            for organ in organs:
-                z = organ_slices(lab, organ)
-                k = int(z[np.argmax([(lab[i] == organ).sum() for i in z])])
-                ref = lab == organ
-                for v in a.variants.split(","):
-                    t0 = time.perf_counter()
-                    rng = (int(z[0]), int(z[-1]) + 1) if a.range == "reference" else None
-                    r = propagate(seg, img, lab, k, organ, slices=rng, box_segmenter=box, box_exemplar=config(v))
-                    rec = {"case": pid, "label": organ, "variant": v, "range": a.range,
-                           "dice": dice(r.labels == organ, ref), "slices": [int(r.slices[0]), int(r.slices[1]) - 1],
-                           "seconds": round(time.perf_counter() - t0, 2)}
-                    f.write(json.dumps(rec) + "\n")
-                    f.flush()
-                    res.setdefault(v, {}).setdefault(organ, []).append(rec["dice"])
+    for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, a.cases.split(",")):
+        for v in a.variants.split(","):
+            t0 = time.perf_counter()
+            rng = (int(z[0]), int(z[-1]) + 1) if a.range == "reference" else None
+            r = propagate(seg, img, lab, k, organ, slices=rng, box_segmenter=box, box_exemplar=config(v),
+                          box3d_views=None)  # this study came before the 3D pass
+            rec = {"case": pid, "label": organ, "variant": v, "range": a.range,
+                   "dice": dice(r.labels == organ, ref), "slices": [int(r.slices[0]), int(r.slices[1]) - 1],
+                   "seconds": round(time.perf_counter() - t0, 2)}
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            res.setdefault(v, {}).setdefault(organ, []).append(rec["dice"])
 print("| variant | liver | right kidney | left kidney | spleen | mean |\n|---|---|---|---|---|---|")
 for v, per in res.items():
     m = [100 * float(np.mean(per[o])) for o in (1, 2, 3, 4)]
