@@ -142,8 +142,9 @@ def add_propagate(s: argparse.ArgumentParser) -> None:
     s.add_argument("--no-box-network", action="store_true",
                    help="with --propagate: skip the InteractiveRefine 2D box network's pass over each slice")
     s.add_argument("--no-box3d", action="store_true",
-                   help="with --propagate: skip the final pass of the box network's 3D box step (three views) over "
-                        "the propagated organ's bounding box (chosen on training patients, docs/fewshot.md)")
+                   help="with --propagate and a given --range: skip the final pass of the box network's 3D box step "
+                        "(three views) over the propagated organ's bounding box (chosen on training patients; never "
+                        "with --range auto, docs/fewshot.md)")
     s.add_argument("--no-exemplar-tuning", action="store_true",
                    help="with --propagate: use the box network as shipped (by default its head is first tuned for "
                         "30 steps on the annotated slice; chosen on validation patients, docs/fewshot.md)")

@@ -20,10 +20,11 @@ validation patients), reference range: 81.7 without, 87.2 as a pass over the fin
 10% / 15%: 86.9 / 86.7 / 85.1), 89.2 carried slice to slice; automatic range 82.7 -> 87.9 carried.
 By default the box network is first tuned on the annotated slice (`box_exemplar`; on chaos_19/22 with the
 later class-agnostic box network 86.9 -> 88.0: benchmarks/fewshot_choices/box_exemplar.md).
-Last (`box3d_views`, default 3), InteractiveRefine's 3D box network with three views redoes the bounding box
-of the propagated mask (the session's box step: network + 3D CRF), and the annotated slice is kept as
-annotated. On fold-0 training patients chaos_19/22/13/31 (16 cases, reference range): 87.06 -> 88.41, one
-view 82.74 (benchmarks/fewshot_choices/propagate_box3d.md); about 2 s per organ on the CPU.
+Last, with a given range (`box3d_views`, default 3), InteractiveRefine's 3D box network with three views
+redoes the bounding box of the propagated mask (the session's box step: network + 3D CRF), and the annotated
+slice is kept as annotated. On fold-0 training patients chaos_19/22/13/31 (16 cases): given range 87.06 ->
+88.41 (one view 82.74), automatic range 81.89 -> 81.01, so not with the automatic range
+(benchmarks/fewshot_choices/propagate_box3d.md); about 2 s per organ on the CPU.
 With no range given, propagation stops where the organ ends: a predicted cross-section under
 `min_pixels` pixels (on the network grid) or below `min_ratio` of the previous one ends that direction, and
 so does one that grows again by `regrow` after the organ had tapered below half the annotated cross-section
@@ -91,8 +92,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     the box network only redoes the finished result, refine_with_box_network).
     box_exemplar: with a box_segmenter, its 2D network is first tuned on the annotated slice
     (InteractiveRefineLib.engine.exemplar; a tuned copy, the shipped network is unchanged); None: not tuned.
-    box3d_views: with a box_segmenter, its 3D network (1 or 3 views) finally redoes the propagated mask's
-    bounding box, the annotated slice kept as annotated (box3d_pass); None: no 3D pass.
+    box3d_views: with a box_segmenter and a given range, its 3D network (1 or 3 views) finally redoes the
+    propagated mask's bounding box, the annotated slice kept as annotated (box3d_pass); None: no 3D pass.
     progress(fraction, message) and cancel() (CancelledError, nothing returned) are checked once per slice.
     """
     if mode not in MODES:
@@ -179,7 +180,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     vol = volume_from_slices(full, grid)
     if box_segmenter is not None and not tracked:
         vol = refine_with_box_network(image, vol > 0.5, box_segmenter, axis, BOX_MARGIN).astype(np.float32)
-    if shipped_box is not None and box3d_views is not None:
+    use_3d = shipped_box is not None and box3d_views is not None and slices is not None
+    if use_3d:
         if cancel is not None and cancel():
             raise CancelledError("propagation cancelled; nothing was written")
         if progress is not None:
@@ -195,7 +197,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
                          "auto_range": slices is None, "box_network": box_segmenter is not None,
                          "box_exemplar": None if box_segmenter is None or box_exemplar is None
                          else dataclasses.asdict(box_exemplar),
-                         "box3d_views": None if shipped_box is None else box3d_views})
+                         "box3d_views": box3d_views if use_3d else None})
 
 
 def box3d_pass(image: Image, mask: np.ndarray, box_segmenter, views: int) -> np.ndarray:
