@@ -164,6 +164,8 @@ def cmd_propagate(a) -> int:
         raise PromptError("--propagate does not combine with --adapt")
     if a.no_exemplar_tuning and a.no_box_network:
         raise PromptError("--no-exemplar-tuning concerns the box network, which --no-box-network turns off")
+    if a.no_box3d and a.no_box_network:
+        raise PromptError("--no-box3d concerns the box network, which --no-box-network turns off")
     check_output_file(a.out, inputs=(a.support_image, a.support_label))
     img = read_image(a.support_image, "image")
     lab = read_label(a.support_label, img, "label")
@@ -176,8 +178,6 @@ def cmd_propagate(a) -> int:
     if not a.no_box_network:
         from InteractiveRefineLib.engine.inference import BoxSegmenter
         box = BoxSegmenter(device=a.device)
-    if a.no_box3d and a.no_box_network:
-        raise PromptError("--no-box3d concerns the box network, which --no-box-network turns off")
     kw = {"box_exemplar": None} if a.no_exemplar_tuning else {}
     if a.no_box3d:
         kw["box3d_views"] = None
