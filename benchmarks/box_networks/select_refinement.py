@@ -113,7 +113,9 @@ def main():
                 if key in done and all(d in done[key] for d in dims):
                     continue
                 with_baselines = name == (a.baselines or names[-1])
-                seg = segs.setdefault(VIEWS.get(name), BoxSegmenter(device="cpu", views3d=VIEWS.get(name)))
+                if VIEWS.get(name) not in segs:  # one segmenter (and its loaded models) per views setting
+                    segs[VIEWS.get(name)] = BoxSegmenter(device="cpu", views3d=VIEWS.get(name))
+                seg = segs[VIEWS.get(name)]
                 r = dict(config=name, case=v.name, label=int(label), group=group, kwargs=CONFIGS[name],
                          **run_case(name, CONFIGS[name], v, label, m, boxes2d, box3d, seg, with_baselines, dims))
                 f.write(json.dumps(r) + "\n")

@@ -212,9 +212,8 @@ def box3d_pass(image: Image, mask: np.ndarray, box_segmenter, views: int) -> np.
     box = box_from_mask(mask)
     if min(box.size) < 2:
         return mask.copy()
-    device = "cuda" if box_segmenter.device.type == "cuda" else "cpu"
-    session = InteractiveSession(image, box_segmenter, config=RefineConfig(views3d=views), device=device,
-                                 validate=False)
+    session = InteractiveSession(image, box_segmenter, config=RefineConfig(views3d=views),
+                                 device=str(box_segmenter.device), validate=False)
     return session.set_box(box)
 
 
