@@ -88,7 +88,7 @@ def test_slicewise_three_views_see_the_grid_along_each_axis_and_average_probabil
     with torch.no_grad():
         f0, f3 = one.features(x), three.features(x)
         c = f0.shape[1]
-        assert f3.shape == (1, 3 * c, 24, 24, 20)
+        assert f3.shape == (1, 3 * c, 24, 24, 20) and f3.is_contiguous()  # no copy when the head runs
         assert torch.allclose(f3[:, :c], f0, atol=1e-5)                      # view 0: the slices across D
         assert torch.allclose(f3[:, c:2 * c], f0.transpose(2, 3), atol=1e-4)  # view 1: across H, put back
         assert not torch.allclose(f3[:, 2 * c:], f0, atol=1e-2)              # view 2: across W, another view
@@ -97,6 +97,25 @@ def test_slicewise_three_views_see_the_grid_along_each_axis_and_average_probabil
     assert torch.allclose(p3, sum(per_view) / 3, atol=1e-5)
     with pytest.raises(ValueError, match="views"):
         SliceWise(net, views=2)
+
+
+def test_slicewise_view_slices_samples_rows_across_the_other_axes_and_interpolates_between():
+    torch.manual_seed(0)
+    net = build_network("pnet2d", in_channels=2).eval()
+    x = torch.randn(1, 2, 6, 9, 9)
+    with torch.no_grad():
+        full = SliceWise(net, views=3).features(x)
+        light = SliceWise(net, views=3, view_slices=5).features(x)  # rows/columns 0, 2, 4, 6, 8
+    c = full.shape[1] // 3
+    assert torch.allclose(light[:, :c], full[:, :c], atol=1e-5)  # across D: every slice (6 <= max_slices)
+    for axis in (3, 4):
+        block = slice(c, 2 * c) if axis == 3 else slice(2 * c, 3 * c)
+        lf, ff = light[:, block], full[:, block]
+        for k in (0, 4, 8):
+            assert torch.allclose(lf.select(axis, k), ff.select(axis, k), atol=1e-5)
+        mid = (ff.select(axis, 2) + ff.select(axis, 4)) / 2
+        assert torch.allclose(lf.select(axis, 3), mid, atol=1e-5)
+        assert not torch.allclose(lf.select(axis, 3), ff.select(axis, 3), atol=1e-3)
 
 
 def test_three_views_crop_has_a_margin_through_plane_too():

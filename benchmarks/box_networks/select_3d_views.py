@@ -1,8 +1,9 @@
 """The 3D network's views (networks.SliceWise `views`, `view_slices`) on the validation structures only
 (box_sources.py "val": CHAOS validation patients' liver and spleen, validation hippocampus subjects, cord
 grey/white matter of T2* and MT, fetal cortex and corpus callosum on GA21-25). Tight 3D boxes, box only: the
-network alone and the session's box step (network + CRF), per variant VIEWS:MAX:VIEW_SLICES (views 1 or 3,
-at most MAX slices across the box, at most VIEW_SLICES across each other axis); box step seconds, one thread.
+network alone and the session's box step (network + CRF), per variant VIEWS:MAX:VIEW_SLICES[:VIEW_SIZE] (views 1
+or 3, at most MAX slices across the box, at most VIEW_SLICES across each other axis, those planes resampled to
+VIEW_SIZE x VIEW_SIZE pixels instead of the grid's size); box step seconds, one thread.
 Records per structure go to --records (JSON lines); a re-run computes only the missing variants.
 Usage (repository root): python benchmarks/box_networks/select_3d_views.py [--variants 1:16:16,3:16:16,3:16:8]
     [--hip N] [--records FILE] > select_3d_views.md"""
@@ -44,12 +45,12 @@ with path.open("a") as f:
         rec = done.setdefault(key, {"case": v.name, "label": int(label), "group": group,
                                     "filled_box": dice(box3d.mask(m.shape), m)})
         fresh = {}
-        for views, most, side in variants:
-            name = f"{views}:{most}:{side}"
+        for views, most, side, *size in variants:
+            name = ":".join(str(x) for x in (views, most, side, *size))
             if f"net {name}" in rec:
                 continue
             man = dict(manifest, input=dict(manifest["input"], slicewise_views=views))
-            seg._models[3] = (SliceWise(net3.net, most, views, side).eval(), man)
+            seg._models[3] = (SliceWise(net3.net, most, views, side, *size).eval(), man)
             fresh[f"net {name}"] = dice(seg.predict(v.image, box3d, validate=False).mask, m)
             t0 = time.perf_counter()
             fresh[f"box {name}"] = dice(InteractiveSession(v.image, seg, validate=False).set_box(box3d), m)
@@ -58,7 +59,7 @@ with path.open("a") as f:
             rec.update(fresh)
             f.write(json.dumps(dict(rec)) + "\n")
             f.flush()
-names = [f"{a}:{b}:{c}" for a, b, c in variants]
+names = [":".join(str(x) for x in v) for v in variants]
 res = {"net": defaultdict(lambda: defaultdict(list)), "box": defaultdict(lambda: defaultdict(list))}
 secs = defaultdict(list)
 for group, v, label, *_ in cases:

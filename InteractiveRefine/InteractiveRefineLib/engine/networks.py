@@ -70,6 +70,7 @@ class DilatedNet(nn.Module):
                 self.compressors.append(nn.Identity())
                 cat += ch
             c_in = ch
+        self.feature_channels = cat
         self.head = nn.Sequential(
             drop(dropout), conv1(cat, head_channels, 1), nn.ReLU(inplace=True),
             drop(dropout), conv1(head_channels, n_classes, 1))
@@ -98,33 +99,10 @@ ARCHITECTURES = {
 }
 
 
-class _PerSlice(nn.Module):
-    """Runs a 2D module on every slice of a (1, C, D, H, W) tensor.
-
-    On the CPU one slice at a time: the shipped network on 48 slices of 96 x 96 takes 1.9 s of CPU that
-    way against 2.95 s as one batch (one thread, medians of 3 whole-process runs minus the process
-    without the forward pass). On a GPU the slices are one batch.
-    """
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 5 or x.shape[0] != 1:
-            raise ValueError(f"expected a (1, C, D, H, W) tensor, got {tuple(x.shape)}")
-        slices = x[0].transpose(0, 1)                   # (D, C, H, W)
-        if x.device.type == "cpu":
-            y = torch.cat([self.module(s[None]) for s in slices])
-        else:
-            y = self.module(slices)
-        return y.transpose(0, 1)[None]                  # (1, C', D, H, W)
-
-
 class _Pointwise(nn.Module):
     """The 2D head (1x1 convolutions: every voxel on its own) on a (1, C, D, H, W) tensor in one call.
-    Not slice by slice: fine-tuning feeds it ~10^4 sampled voxels as a (1, C, n, 1, 1) tensor, which
-    _PerSlice would run as n one-voxel slices (a 3D refinement took about a minute that way)."""
+    Not slice by slice: fine-tuning feeds it ~10^4 sampled voxels as a (1, C, n, 1, 1) tensor, which a
+    slice loop would run as n one-voxel slices (a 3D refinement took about a minute that way)."""
 
     def __init__(self, module: nn.Module):
         super().__init__()
@@ -145,19 +123,15 @@ def sample_slices(depth: int, max_slices: Optional[int]) -> Optional[torch.Tenso
     return torch.unique(torch.linspace(0, depth - 1, int(max_slices)).round().long())
 
 
-def interpolate_slices(values: torch.Tensor, index: torch.Tensor, depth: int) -> torch.Tensor:
-    """(1, C, len(index), H, W) values at slices `index` (increasing, first 0, last depth - 1) ->
-    (1, C, depth, H, W), linear in between. Slice by slice: whole-volume temporaries of 160 feature
-    channels cost more than the network itself."""
+def fill_between(out: torch.Tensor, index: torch.Tensor, axis: int) -> None:
+    """Fill the slices of `out` along `axis` that lie between the computed slices `index` (increasing, first
+    0, last the last) by linear interpolation, in place: whole-volume temporaries of 160 feature channels
+    cost more than the network itself."""
     idx = [int(v) for v in index]
-    out = values.new_empty(values.shape[:2] + (depth,) + values.shape[3:])
-    for j, z0 in enumerate(idx):
-        out[:, :, z0] = values[:, :, j]
-        if j + 1 < len(idx):
-            z1 = idx[j + 1]
-            for z in range(z0 + 1, z1):
-                out[:, :, z] = torch.lerp(values[:, :, j], values[:, :, j + 1], (z - z0) / (z1 - z0))
-    return out
+    for z0, z1 in zip(idx[:-1], idx[1:]):
+        a, b = out.select(axis, z0), out.select(axis, z1)
+        for z in range(z0 + 1, z1):
+            torch.lerp(a, b, (z - z0) / (z1 - z0), out=out.select(axis, z))
 
 
 def check_views(views: Optional[int], name: str = "views3d") -> None:
@@ -178,11 +152,12 @@ class SliceWise(nn.Module):
     network's in-plane size, its features resampled back onto the grid; at most `view_slices` slices
     each, default max_slices), and the head averages the three views' probabilities (multi-view fusion:
     an object elongated across D is seen along its length). The features of the views are stacked on
-    the channel axis, so the head stays 1x1 and tunable.
+    the channel axis, so the head stays 1x1 and tunable. view_size: those other views' planes resampled to
+    view_size x view_size instead (faster; measured and not used: benchmarks/box_networks/select_3d_views.md).
     """
 
     def __init__(self, net: DilatedNet, max_slices: Optional[int] = None, views: int = 1,
-                 view_slices: Optional[int] = None):
+                 view_slices: Optional[int] = None, view_size: Optional[int] = None):
         super().__init__()
         if net.dim != 2:
             raise ValueError("SliceWise wraps a 2D network")
@@ -194,40 +169,57 @@ class SliceWise(nn.Module):
         self.max_slices = None if max_slices is None else int(max_slices)
         self.views = int(views)
         self.view_slices = self.max_slices if view_slices is None else int(view_slices)
-        self._features = _PerSlice(_Features(net))
+        self.view_size = None if view_size is None else int(view_size)
         head = _Pointwise(net.head)
         self.head = head if self.views == 1 else _MeanOfViews(head, self.views)
 
-    def _along_d(self, x: torch.Tensor) -> torch.Tensor:
-        index = sample_slices(x.shape[2], self.max_slices)
-        if index is None:
-            return self._features(x)
-        return interpolate_slices(self._features(x[:, :, index.to(x.device)]), index, x.shape[2])
+    def _slices(self, planes: torch.Tensor):
+        """Features of (n, C, H, W) planes, one (1, C', H, W) at a time on the CPU (the shipped network on
+        48 slices of 96 x 96: 1.9 s of CPU that way against 2.95 s as one batch), one batch elsewhere."""
+        if planes.device.type == "cpu":
+            for p in planes:
+                yield self.net.features(p[None])
+        else:
+            yield from self.net.features(planes).split(1)
 
-    def _along(self, x: torch.Tensor, axis: int) -> torch.Tensor:
-        """Features of the slices across grid axis `axis` (3: H, 4: W), back on the (D, H, W) grid."""
-        depth = x.shape[2]
-        other = 7 - axis                                # the in-plane axis that stays (4 or 3)
-        v = x.permute(0, 1, axis, 2, other)             # (1, C, slices, D, other)
-        plane = (x.shape[axis], v.shape[4])             # D resampled to the in-plane size it replaces
-        index = sample_slices(v.shape[2], self.view_slices)
-        picked = v if index is None else v[:, :, index.to(x.device)]
-        planes = torch.nn.functional.interpolate(picked[0].transpose(0, 1), size=plane, mode="bilinear",
-                                                 align_corners=False)
+    def _fill_along_d(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        index = sample_slices(x.shape[2], self.max_slices)
+        picked = torch.arange(x.shape[2]) if index is None else index
+        for z, f in zip(picked.tolist(), self._slices(x[0, :, picked.to(x.device)].transpose(0, 1))):
+            out[:, :, z] = f
+        if index is not None:
+            fill_between(out, index, 2)
+
+    def _fill_across(self, x: torch.Tensor, axis: int, out: torch.Tensor) -> None:
+        """Features of the slices across grid axis `axis` (3: H, 4: W) written into `out` (1, C', D, H, W):
+        each (D, other) plane is resampled to (size of `axis`, other), as the network's in-plane input, and
+        its features back to (D, other)."""
+        depth, other = x.shape[2], x.shape[7 - axis]
+        index = sample_slices(x.shape[axis], self.view_slices)
+        picked = torch.arange(x.shape[axis]) if index is None else index
+        planes = x[0].index_select(axis - 1, picked.to(x.device)).movedim(axis - 1, 0)   # (n, C, D, other)
+        size = (x.shape[axis], other) if self.view_size is None else (self.view_size, self.view_size)
+        planes = torch.nn.functional.interpolate(planes, size=size, mode="bilinear", align_corners=False)
         if planes.shape[1] > 1:                         # the box channel stays binary
             planes[:, 1:] = (planes[:, 1:] > 0.5).to(planes.dtype)
-        feats = self._features(planes.transpose(0, 1)[None])         # (1, C', n, S, other)
-        back = torch.nn.functional.interpolate(feats[0].transpose(0, 1), size=(depth, plane[1]),
-                                               mode="bilinear", align_corners=False).transpose(0, 1)[None]
+        for s, f in zip(picked.tolist(), self._slices(planes)):
+            out.select(axis, s).copy_(torch.nn.functional.interpolate(f, size=(depth, other), mode="bilinear",
+                                                                      align_corners=False))
         if index is not None:
-            back = interpolate_slices(back, index, v.shape[2])
-        inverse = (0, 1, 3, 2, 4) if axis == 3 else (0, 1, 3, 4, 2)
-        return back.permute(*inverse).contiguous()
+            fill_between(out, index, axis)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.views == 1:
-            return self._along_d(x)
-        return torch.cat([self._along_d(x), self._along(x, 3), self._along(x, 4)], dim=1)
+        """(1, C' * views, D, H, W) features, written view by view into one contiguous tensor (concatenating
+        and permuting 160-channel volumes cost about as much as the three views' convolutions)."""
+        if x.dim() != 5 or x.shape[0] != 1:
+            raise ValueError(f"expected a (1, C, D, H, W) tensor, got {tuple(x.shape)}")
+        c = self.net.feature_channels
+        out = x.new_empty((1, c * self.views) + tuple(x.shape[2:]))
+        self._fill_along_d(x, out[:, :c])
+        if self.views == 3:
+            self._fill_across(x, 3, out[:, c:2 * c])
+            self._fill_across(x, 4, out[:, 2 * c:])
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -245,15 +237,6 @@ class _MeanOfViews(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logp = [torch.log_softmax(self.module(part), dim=1) for part in torch.chunk(x, self.views, dim=1)]
         return torch.logsumexp(torch.stack(logp), dim=0) - math.log(self.views)
-
-
-class _Features(nn.Module):
-    def __init__(self, net: DilatedNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.features(x)
 
 
 def build_network(arch: str, **overrides) -> DilatedNet:
