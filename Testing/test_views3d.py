@@ -7,9 +7,10 @@ import pytest
 from InteractiveRefineLib.cli import main
 from InteractiveRefineLib.core.image_io import read_image
 from InteractiveRefineLib.core.metrics import dice
-from InteractiveRefineLib.core.prompts import box_from_mask, main_object
+from InteractiveRefineLib.core.prompts import Box, box_from_mask, main_object
 from InteractiveRefineLib.core.sample import sample_dataset
 from InteractiveRefineLib.engine.finetune import RefineConfig
+from InteractiveRefineLib.engine.networks import THREE_VIEWS_MIN_SIDE
 from InteractiveRefineLib.engine.session import InteractiveSession
 
 LEFT_KIDNEY = 3
@@ -39,6 +40,21 @@ def test_three_views_beat_one_view_and_the_filled_box_on_a_3d_kidney(kidney3d, s
     assert d3 > d1 + 0.03 and d3 > filled + 0.2, (d1, d3, filled)  # measured 0.81 -> 0.87 (filled 0.53)
     assert segmenter.model(3, 3)[0].views == 3 and segmenter.model(3)[0].views == 1  # one set of weights
     assert segmenter.model(3, 3)[0].net is segmenter.model(3)[0].net
+
+
+def test_a_thin_box_is_read_with_one_view_even_when_three_are_asked(kidney3d, segmenter):
+    """Three views collapsed on boxes a few voxels thin (validation: the fetal corpus callosum); such a box
+    gets the one-view result, a thick one does not."""
+    image, truth, box = kidney3d
+    mid = (box.lo[0] + box.hi[0]) // 2
+    thin = Box((mid - 3, *box.lo[1:]), (mid + 3, *box.hi[1:]))  # 6 slices of the kidney
+    assert min(thin.size) < THREE_VIEWS_MIN_SIDE <= min(box.size)
+    results = {}
+    for views in (1, 3):
+        s = InteractiveSession(image, segmenter, config=RefineConfig(views3d=views), device="cpu", validate=False)
+        results[views] = s.set_box(thin)
+    np.testing.assert_array_equal(results[3], results[1])
+    assert segmenter.model(3, 3, box)[0].views == 3 and segmenter.model(3, 3, thin)[0].views == 1
 
 
 def test_three_view_refinement_follows_a_scribble(kidney3d, three):

@@ -70,7 +70,8 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--min-area", type=int, default=20, help="2D: skip slices where the structure has fewer voxels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views3d", type=int, choices=(1, 3), default=None,
-                   help="3D network views: 1 (the shipped default) or 3 (multi-view fusion, about 4x the CPU time)")
+                   help="3D network views: 1 (the shipped default) or 3 (multi-view fusion, about 3x the CPU time; "
+                        "boxes under 10 voxels thin keep one view)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
 

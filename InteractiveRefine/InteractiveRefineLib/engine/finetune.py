@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from ..core.errors import CancelledError
 from .crf import DEFAULT_LAMBDA, crf_segment
-from .networks import check_views
+from .networks import THREE_VIEWS_MIN_SIDE, check_views
 
 Progress = Optional[Callable[[float, str], None]]
 Cancel = Optional[Callable[[], bool]]
@@ -73,8 +73,10 @@ class RefineConfig:
         that piece out: keeping this share of the other pieces is then enough.
     local_edit: a refinement changes the result only within this fraction of the box's extent (per axis)
         of the scribbles added since the last result (None: everywhere).
-    views3d: views of the slice-wise 3D network (None: the model's own; 3: multi-view fusion, about 4x
+    views3d: views of the slice-wise 3D network (None: the model's own; 3: multi-view fusion, about 3x
         the CPU time of a 3D box; networks.SliceWise).
+    three_views_min_side: a box thinner than this many voxels along an axis is read with one view even
+        when three are asked (chosen on the validation structures: networks.THREE_VIEWS_MIN_SIDE; 0: never).
     """
 
     omega: float = 20.0
@@ -97,6 +99,7 @@ class RefineConfig:
     crf_min_keep: Optional[float] = 0.5
     local_edit: Optional[float] = 0.25
     views3d: Optional[int] = None
+    three_views_min_side: int = THREE_VIEWS_MIN_SIDE
 
     def lam_for(self, ndim: int) -> float:
         """The CRF weight for a 2D or 3D box (lam_2d for 2D boxes when set)."""
@@ -108,6 +111,8 @@ class RefineConfig:
         if self.iterations < 1 or self.steps < 0 or self.lr <= 0 or self.lam < 0:
             raise ValueError("iterations >= 1, steps >= 0, lr > 0 and lam >= 0 are required")
         check_views(self.views3d)
+        if int(self.three_views_min_side) < 0:
+            raise ValueError(f"three_views_min_side must be >= 0 (got {self.three_views_min_side})")
         if not 0.0 <= self.prior_weight <= 1.0:
             raise ValueError(f"prior_weight must be in [0, 1]; got {self.prior_weight}")
         for name in ("distance_fraction", "crf_min_keep", "local_edit"):

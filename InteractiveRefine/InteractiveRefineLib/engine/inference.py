@@ -15,7 +15,7 @@ from ..core.geometry import CropSpec, extract, normalize, paste, plan_crop, regi
 from ..core.image_io import Image, validate_image
 from ..core.prompts import Box, validate_box
 from .models import default_model_path, load_model
-from .networks import SliceWise, check_views
+from .networks import THREE_VIEWS_MIN_SIDE, SliceWise, check_views
 
 # Crop settings used when a manifest does not say otherwise (train writes them into the manifest).
 DEFAULT_INPUT = {"margin_mm": 10.0, "size2d": [96, 96], "size3d": 48, "depth_range": [8, 48],
@@ -90,7 +90,8 @@ class BoxSegmenter:
     """Segments the object in a box with the shipped (or given) 2D and 3D models.
 
     Models load lazily on first use, so constructing this is cheap. `views3d` overrides the 3D model's
-    `slicewise_views` (3: multi-view fusion, about 4x the CPU time of 1; see networks.SliceWise).
+    `slicewise_views` (3: multi-view fusion, about 3x the CPU time of 1; see networks.SliceWise); a box
+    thinner than THREE_VIEWS_MIN_SIDE voxels along an axis is read with one view.
     """
 
     def __init__(self, model2d: Union[str, Path, None] = None, model3d: Union[str, Path, None] = None,
@@ -102,14 +103,18 @@ class BoxSegmenter:
                        3: Path(model3d) if model3d else default_model_path(3)}
         self._models: Dict[int, Any] = {}
 
-    def model(self, dim: int, views3d: Optional[int] = None):
+    def model(self, dim: int, views3d: Optional[int] = None, box: Optional[Box] = None,
+              min_side: int = THREE_VIEWS_MIN_SIDE):
         """(network, manifest) for 2D or 3D boxes, loaded once and checksum-verified. `views3d` (3D only)
-        overrides this segmenter's and the manifest's views; each setting is wrapped once, same weights."""
+        overrides this segmenter's and the manifest's views, except that `box`, when given and thinner than
+        `min_side` voxels along an axis, gets one view; each setting is wrapped once, same weights."""
         if dim not in self._models:
             net, manifest = load_model(self._paths[dim], self.device)
             self._models[dim] = (wrap_for(net, manifest, dim), manifest)
         views = (views3d or self.views3d) if dim == 3 else None
         net, manifest = self._models[dim]
+        if box is not None and min(box.size) < min_side and (views or getattr(net, "views", 1)) == 3:
+            views = 1
         if views is None or not manifest.get("input", {}).get("slicewise", False) or views == net.views:
             return net, manifest
         key = (dim, views)
@@ -124,7 +129,7 @@ class BoxSegmenter:
         if validate:
             validate_image(image)
         box = validate_box(box, image.shape)
-        net, manifest = self.model(box.dim)
+        net, manifest = self.model(box.dim, box=box)
         return predict_box(net, manifest.get("input", {}), image, box, self.device, margin_mm)
 
 

@@ -134,6 +134,13 @@ def fill_between(out: torch.Tensor, index: torch.Tensor, axis: int) -> None:
             torch.lerp(a, b, (z - z0) / (z1 - z0), out=out.select(axis, z))
 
 
+# Three views read a 3D box across its other two axes too; a box thinner than this many voxels along any axis
+# is read along one: chosen on the validation structures (benchmarks/box_networks/select_3d_views.md, box step
+# mean of groups: one view 0.512, three views 0.522, three views except thin boxes 0.548): the fetal corpus
+# callosum (7-9 voxels across) collapsed with three views, and a 5-slice cord dropped at the third round.
+THREE_VIEWS_MIN_SIDE = 10
+
+
 def check_views(views: Optional[int], name: str = "views3d") -> None:
     """The slice-wise 3D network reads a box along one axis (1) or all three (3); None: the model's own."""
     if views not in (None, 1, 3):
