@@ -51,6 +51,27 @@ def test_propagation_beats_support_copy_on_the_sample(default_segmenter, chaos8,
         assert dice(auto.labels == organ, ref) > d_copy + 0.05
 
 
+def test_the_automatic_range_ends_where_the_mask_turns_darker_than_the_annotation(default_segmenter, chaos8):
+    """dark_stop: with the automatic range, a slice whose mask is on average more than dark_stop standard
+    deviations of the annotated pixels darker than their mean ends that direction; a given range is kept."""
+    img, lab = chaos8
+    k, z0, z1 = largest_slice(lab, 2)
+    ann = img.array[k][lab[k] == 2]
+    free = propagate(default_segmenter, img, lab, k, 2, dark_stop=None)
+    strict = propagate(default_segmenter, img, lab, k, 2, dark_stop=0.0)  # any slice darker than the mean
+    assert free.info["dark_stop"] is None and strict.info["dark_stop"] == 0.0
+    (a0, a1), (b0, b1) = free.slices, strict.slices
+    assert a0 <= b0 <= k < b1 <= a1 and (b1 - b0) < (a1 - a0)
+    m = free.labels == 2
+    for z in (b0 - 1, b1):                     # where the strict run stopped, the free run's mask is darker
+        if a0 <= z < a1:
+            assert img.array[z][m[z]].mean() < ann.mean(), z
+    for z in range(b0, b1):                    # the slices kept are the free run's, up to where it stopped
+        np.testing.assert_array_equal(strict.labels[z] == 2, m[z])
+    given = propagate(default_segmenter, img, lab, k, 2, slices=(z0, z1), dark_stop=0.0)
+    assert given.slices == (z0, z1) and given.info["dark_stop"] is None
+
+
 def test_the_3d_box_pass_redoes_the_organ_inside_its_box_and_keeps_the_annotated_slice(default_segmenter, chaos8,
                                                                                        segmenter):
     """By default, with a given range (box3d_views 3, chosen on training patients), the box network's 3D box
