@@ -106,7 +106,8 @@ def test_propagate_command_and_its_refusals(default_segmenter, chaos8, tmp_path,
     bad = [(["--label", "1", "--label", "2"], "one organ"),
            (["--query", str(data / "imagesTr/chaos_36.nii.gz")], "itself"),
            (["--no-box-network", "--no-exemplar-tuning"], "--no-box-network turns off"),
-           (["--no-box-network", "--no-box3d"], "--no-box-network turns off")]
+           (["--no-box-network", "--no-box3d"], "--no-box-network turns off"),
+           (["--no-dark-stop", "--range", "5:15"], "never cut")]
     for extra, msg in bad:
         rc = main(["segment", "--propagate", "--support-image", str(img), "--support-label", str(lab), "--slice",
                    "12", "--out", str(tmp_path / "q.nii.gz"), "--device", "cpu"] + extra)

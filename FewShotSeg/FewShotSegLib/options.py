@@ -145,6 +145,9 @@ def add_propagate(s: argparse.ArgumentParser) -> None:
                    help="with --propagate and a given --range: skip the final pass of the box network's 3D box step "
                         "(three views) over the propagated organ's bounding box (chosen on training patients; never "
                         "with --range auto, docs/fewshot.md)")
+    s.add_argument("--no-dark-stop", action="store_true",
+                   help="with --propagate and --range auto: do not end the range where the mask turns darker than "
+                        "the annotated organ (1.5 SD; chosen on training patients, docs/fewshot.md)")
     s.add_argument("--no-exemplar-tuning", action="store_true",
                    help="with --propagate: use the box network as shipped (by default its head is first tuned for "
                         "30 steps on the annotated slice; chosen on validation patients, docs/fewshot.md)")
@@ -166,6 +169,8 @@ def cmd_propagate(a) -> int:
         raise PromptError("--no-exemplar-tuning concerns the box network, which --no-box-network turns off")
     if a.no_box3d and a.no_box_network:
         raise PromptError("--no-box3d concerns the box network, which --no-box-network turns off")
+    if a.no_dark_stop and a.range != "auto":
+        raise PromptError("--no-dark-stop concerns the automatic range; a given --range is never cut")
     check_output_file(a.out, inputs=(a.support_image, a.support_label))
     img = read_image(a.support_image, "image")
     lab = read_label(a.support_label, img, "label")
@@ -181,6 +186,8 @@ def cmd_propagate(a) -> int:
     kw = {"box_exemplar": None} if a.no_exemplar_tuning else {}
     if a.no_box3d:
         kw["box3d_views"] = None
+    if a.no_dark_stop:
+        kw["dark_stop"] = None
     result = propagate(seg, img, lab, a.slice, labels[0], a.axis, rng, a.propagate_mode or DEFAULT_MODE,
                        box_segmenter=box, **kw)
     write_image(img, a.out, result.labels)
@@ -188,5 +195,6 @@ def cmd_propagate(a) -> int:
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
                       "propagated": True, "mode": result.info["mode"], "box_network": box is not None,
-                      "box_exemplar": result.info["box_exemplar"], "box3d_views": result.info["box3d_views"]}))
+                      "box_exemplar": result.info["box_exemplar"], "box3d_views": result.info["box3d_views"],
+                      "dark_stop": result.info["dark_stop"]}))
     return 0
