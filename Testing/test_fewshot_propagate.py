@@ -70,6 +70,8 @@ def test_the_automatic_range_ends_where_the_mask_turns_darker_than_the_annotatio
         np.testing.assert_array_equal(strict.labels[z] == 2, m[z])
     given = propagate(default_segmenter, img, lab, k, 2, slices=(z0, z1), dark_stop=0.0)
     assert given.slices == (z0, z1) and given.info["dark_stop"] is None
+    with pytest.raises(PromptError, match="dark_stop"):
+        propagate(default_segmenter, img, lab, k, 2, dark_stop=-1.0)
 
 
 def test_the_3d_box_pass_redoes_the_organ_inside_its_box_and_keeps_the_annotated_slice(default_segmenter, chaos8,

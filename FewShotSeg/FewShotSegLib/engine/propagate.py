@@ -115,6 +115,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
                           f"{[s.label for s in sups]}: choose one with `organ`")
     sup = sups[0]
     check_views(box3d_views, "box3d_views")
+    if dark_stop is not None and not float(dark_stop) >= 0:
+        raise PromptError(f"dark_stop must be a number of standard deviations >= 0, or None (got {dark_stop})")
     shipped_box = box_segmenter  # the 3D pass uses the shipped network, not the 2D exemplar-tuned copy
     if box_segmenter is not None and box_exemplar is not None:
         box_segmenter = tune_on_exemplar(box_segmenter, image, np.take(label, slice_index, axis=axis) == sup.label,
