@@ -39,15 +39,17 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     "safe_lr1e-4_2dlam1": dict(SAFE, lr=1e-4, lam_2d=1.0),
     "safe_lam3": SAFE,                          # safeguards with lr 3e-4 (tried first), with the baselines
     "views3": dict(SAFE, lr=1e-4),              # the default refinement on the 3-view 3D network (VIEWS)
+    "safe_lr1e-3": dict(SAFE, lr=1e-3),         # safeguards, the original lr (a 3D-only lr, sixth session)
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 BASELINES = ("graphcut", "random_walker")
 
 
 def run_case(name, kwargs, v, label, m, boxes2d, box3d, seg, baselines, dims=("2d", "3d")):
-    """{dim: {method: [dice per round]}} for one structure (2D: mean over its slices)."""
+    """{dim: {method: [dice per round]}} for one structure (2D: mean over its slices); `baselines`: the
+    other methods to run with the same scribbles (or a false value: none)."""
     cfg = RefineConfig(**kwargs)
-    methods = ["bifseg", "filled_box"] + (list(BASELINES) if baselines else [])
+    methods = ["bifseg", "filled_box"] + (list(baselines) if baselines else [])
     out = {}
     for dim, boxes in (("2d", boxes2d), ("3d", [box3d])):
         if dim not in dims:
@@ -91,6 +93,8 @@ def main():
     ap.add_argument("--dims", default="2d,3d", help="2d, 3d or both (a 2D-only choice such as lam_2d)")
     ap.add_argument("--baselines", default=None, help="configuration that also runs graph cut and random walker "
                     "with its scribbles (default: the last one)")
+    ap.add_argument("--baseline-methods", default=",".join(BASELINES),
+                    help="the methods --baselines runs (e.g. graphcut,random_walker,cnn+crf)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     names = list(CONFIGS) if a.configs is None else a.configs.split(",")
@@ -112,7 +116,7 @@ def main():
                 key = (name, v.name, int(label))
                 if key in done and all(d in done[key] for d in dims):
                     continue
-                with_baselines = name == (a.baselines or names[-1])
+                with_baselines = a.baseline_methods.split(",") if name == (a.baselines or names[-1]) else None
                 if VIEWS.get(name) not in segs:  # one segmenter (and its loaded models) per views setting
                     segs[VIEWS.get(name)] = BoxSegmenter(device="cpu", views3d=VIEWS.get(name))
                 seg = segs[VIEWS.get(name)]
