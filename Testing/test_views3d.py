@@ -55,6 +55,7 @@ def test_a_thin_box_is_read_with_one_view_even_when_three_are_asked(kidney3d, se
         results[views] = s.set_box(thin)
     np.testing.assert_array_equal(results[3], results[1])
     assert segmenter.model(3, 3, box)[0].views == 3 and segmenter.model(3, 3, thin)[0].views == 1
+    assert segmenter.model(3, 3, thin, 0)[0].views == 3  # three_views_min_side 0 (propagation's 3D pass)
 
 
 def test_three_view_refinement_follows_a_scribble(kidney3d, three):

@@ -135,7 +135,7 @@ def fill_between(out: torch.Tensor, index: torch.Tensor, axis: int) -> None:
 
 
 # Three views read a 3D box across its other two axes too; a box thinner than this many voxels along any axis
-# is read along one: chosen on the validation structures (benchmarks/box_networks/select_3d_views.md, box step
+# is read along one: chosen on the validation structures (benchmarks/box_networks/thin_rule.md, box step
 # mean of groups: one view 0.512, three views 0.522, three views except thin boxes 0.548): the fetal corpus
 # callosum (7-9 voxels across) collapsed with three views, and a 5-slice cord dropped at the third round.
 THREE_VIEWS_MIN_SIDE = 10
