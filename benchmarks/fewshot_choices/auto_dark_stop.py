@@ -19,7 +19,7 @@ THRESHOLDS = (None, 1.2, 1.4, 1.5, 1.6, 1.8, 2.0)
 
 def collect(path, cases, support="largest"):
     import torch
-    from fold0_organs import fold0_organs  # this folder
+    from fold0_organs import fold0_organs, support_slice  # this folder
 
     from FewShotSegLib.engine.propagate import propagate
     from InteractiveRefineLib.core.data import DecathlonDataset
@@ -29,7 +29,7 @@ def collect(path, cases, support="largest"):
     box = BoxSegmenter(device="cpu")
     with open(path, "w") as out:
         for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, cases):
-            k = {"largest": k, "middle": int(z[len(z) // 2]), "p25": int(z[int(0.25 * len(z))])}[support]
+            k = support_slice(k, z, support)
             m = propagate(seg, img, lab, k, organ, box_segmenter=box, dark_stop=None).labels == organ
             ann = img.array[k][ref[k]]
             rows = [dict(z=int(i), area=int(m[i].sum()), tp=int((m[i] & ref[i]).sum()),

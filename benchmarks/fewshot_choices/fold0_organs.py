@@ -1,6 +1,7 @@
 """The organs of fold-0 training patients with each organ's largest slice, as the propagation studies of this
-folder read them: (patient, image, label map, the fold-0 setting-2 model of the organ's group, organ,
-largest slice, the organ's slices, reference mask)."""
+folder (and ../fewshot_propagation_test8/auto_dark.py, with each test patient's own fold) read them: (patient,
+image, label map, the setting-2 model of the organ's group, organ, largest slice, the organ's slices,
+reference mask)."""
 import numpy as np
 
 from FewShotSegLib.engine.models import fold_model_name, models_dir
@@ -8,12 +9,19 @@ from FewShotSegLib.engine.protocol import CHAOS_GROUPS, organ_slices
 from FewShotSegLib.engine.segment import FewShotSegmenter
 
 
-def fold0_organs(ds, cases):
+def fold0_organs(ds, cases, fold_of=None):
+    """`fold_of` (patient -> fold) picks another fold's models per patient (default: fold 0 for all)."""
     for pid in cases:
         img, lab = ds.load(pid)
+        fold = 0 if fold_of is None else fold_of[pid]
         for group, organs in CHAOS_GROUPS.items():
-            seg = FewShotSegmenter(models_dir() / f"{fold_model_name(2, 0, group)}.json", device="cpu")
+            seg = FewShotSegmenter(models_dir() / f"{fold_model_name(2, fold, group)}.json", device="cpu")
             for organ in organs:
                 z = organ_slices(lab, organ)
                 k = int(z[np.argmax([(lab[i] == organ).sum() for i in z])])
                 yield pid, img, lab, seg, organ, k, z, lab == organ
+
+
+def support_slice(largest: int, z, which: str) -> int:
+    """The annotated slice of the studies: the organ's largest, middle, or the one at 25% of its slices `z`."""
+    return {"largest": largest, "middle": int(z[len(z) // 2]), "p25": int(z[int(0.25 * len(z))])}[which]

@@ -5,17 +5,18 @@ carried slice to slice, support = the organ's largest slice; `--support middle|p
 Usage (repository root): python benchmarks/fewshot_propagation_test8/auto_dark.py OUT.jsonl [--support S]"""
 import json
 import sys
+from pathlib import Path
 
-import numpy as np
 import torch
 
-from FewShotSegLib.engine.models import fold_model_name, models_dir
-from FewShotSegLib.engine.propagate import DARK_STOP, propagate
-from FewShotSegLib.engine.protocol import CHAOS_GROUPS, fold_cases, organ_slices
-from FewShotSegLib.engine.segment import FewShotSegmenter
-from InteractiveRefineLib.core.data import DecathlonDataset
-from InteractiveRefineLib.core.metrics import dice
-from InteractiveRefineLib.engine.inference import BoxSegmenter
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fewshot_choices"))
+from fold0_organs import fold0_organs, support_slice  # noqa: E402  (../fewshot_choices)
+
+from FewShotSegLib.engine.propagate import DARK_STOP, propagate  # noqa: E402
+from FewShotSegLib.engine.protocol import fold_cases  # noqa: E402
+from InteractiveRefineLib.core.data import DecathlonDataset  # noqa: E402
+from InteractiveRefineLib.core.metrics import dice  # noqa: E402
+from InteractiveRefineLib.engine.inference import BoxSegmenter  # noqa: E402
 
 torch.set_num_threads(1)
 support = sys.argv[sys.argv.index("--support") + 1] if "--support" in sys.argv else "largest"
@@ -24,18 +25,12 @@ box = BoxSegmenter(device="cpu")
 test = json.load(open("InteractiveRefine/Resources/Splits/chaos_t2spir.json"))["test"]
 fold_of = {q: f for f in range(5) for q in fold_cases(ds.case_ids, f)["query"]}
 with open(sys.argv[1], "w") as out:
-    for pid in test:
-        img, lab = ds.load(pid)
-        for group, organs in CHAOS_GROUPS.items():
-            seg = FewShotSegmenter(models_dir() / f"{fold_model_name(2, fold_of[pid], group)}.json", device="cpu")
-            for organ in organs:
-                z = organ_slices(lab, organ)
-                k = {"largest": int(z[np.argmax([(lab[i] == organ).sum() for i in z])]),
-                     "middle": int(z[len(z) // 2]), "p25": int(z[int(0.25 * len(z))])}[support]
-                rec = {"case": pid, "label": organ, "support": support, "support_slice": k,
-                       "range": [int(z[0]), int(z[-1]) + 1]}
-                for name, dark in (("auto", None), ("auto_dark", DARK_STOP)):
-                    s = propagate(seg, img, lab, k, organ, box_segmenter=box, dark_stop=dark)
-                    rec[name], rec[f"{name}_slices"] = dice(s.labels == organ, lab == organ), list(s.slices)
-                out.write(json.dumps(rec) + "\n")
-                out.flush()
+    for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, test, fold_of):
+        k = support_slice(k, z, support)
+        rec = {"case": pid, "label": organ, "support": support, "support_slice": k,
+               "range": [int(z[0]), int(z[-1]) + 1]}
+        for name, dark in (("auto", None), ("auto_dark", DARK_STOP)):
+            s = propagate(seg, img, lab, k, organ, box_segmenter=box, dark_stop=dark)
+            rec[name], rec[f"{name}_slices"] = dice(s.labels == organ, ref), list(s.slices)
+        out.write(json.dumps(rec) + "\n")
+        out.flush()
