@@ -174,6 +174,8 @@ def cmd_evaluate(a) -> int:
     from .options import adapt_config
     out = check_output_folder(a.out, files=("results.jsonl", "summary.md"), inputs=(a.dataset,))
     ds = DecathlonDataset(a.dataset)
+    if a.follow and not (is_chaos_protocol(ds) and not a.pairs and not a.validate):
+        raise PromptError("--follow is measured on the CHAOS protocol (no --pairs, no --validate)")
     out.mkdir(parents=True, exist_ok=True)
     keep_previous(out / "results.jsonl")
     adapter = None
@@ -182,6 +184,15 @@ def cmd_evaluate(a) -> int:
 
         def adapter(seg, supports, q_img):
             return adapt_segmenter(seg, supports, q_img, 0, cfg)
+    follower = None
+    if a.follow:
+        from InteractiveRefineLib.engine.inference import BoxSegmenter
+
+        from .engine.follow import follow
+        box = BoxSegmenter(device=a.device)
+
+        def follower(seg, q_img, mask, slices):
+            return follow(seg, q_img, mask, 0, slices, box_segmenter=box)
     show = _progress_printer("evaluate")
     if is_chaos_protocol(ds) and not a.pairs:
         model_dir = Path(a.models) if a.models else models_dir()
@@ -208,8 +219,9 @@ def cmd_evaluate(a) -> int:
                      f"(design choices; start {a.start})")
         else:
             records = evaluate_chaos(ds, a.setting, parse_range(a.folds), out, model_for, a.range, adapter,
-                                     a.device, progress=show, start=a.start)
-            title = f"CHAOS T2-SPIR few-shot protocol, setting {a.setting} (start {a.start})"
+                                     a.device, progress=show, start=a.start, follow=follower)
+            title = (f"CHAOS T2-SPIR few-shot protocol, setting {a.setting} (start {a.start}"
+                     + ("; followed through each query by same-scan propagation)" if a.follow else ")"))
     else:
         labels = ds.check_labels(parse_range(a.labels)) if a.labels else ds.foreground_labels
         pairs = sample_pairs(ds.case_ids, a.pairs or 20, a.seed)
@@ -318,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--labels", default="", help="labels for pair evaluation, e.g. 1,3 (default all)")
     e.add_argument("--model", default="default", help="model for pair evaluation")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--follow", action="store_true",
+                   help="redo each prediction by same-scan propagation through the query from its middle slice "
+                        "(engine/follow.py; the CHAOS protocol only)")
     e.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     add_start_argument(e)
     add_adapt_steps(e)

@@ -43,8 +43,8 @@ def support_copy(supports: Sequence[Support], query_image, z0: int, z1: int, chu
 
 
 def protocol_case(segmenter: FewShotSegmenter, support, query, organ: int, range_mode: str = "gt",
-                  adapter: Optional[Callable] = None, component: bool = True, extent: bool = True
-                  ) -> Dict[str, object]:
+                  adapter: Optional[Callable] = None, component: bool = True, extent: bool = True,
+                  follow: Optional[Callable] = None) -> Dict[str, object]:
     """Segment `organ` of `query` (image, label) from `support` (image, label); return dice and seconds.
 
     gt: the query organ's slice range in 3 chunks, each using its support chunk's middle slice; Dice over
@@ -57,6 +57,8 @@ def protocol_case(segmenter: FewShotSegmenter, support, query, organ: int, range
     the component step again (training patients of all folds, setting 2: window on the largest cross-section
     48.4 -> placed window 57.3; benchmarks/fewshot_auto_range).
     `adapter(segmenter, supports, query_image)` returns an adapted segmenter.
+    `follow(segmenter, query_image, mask, slices)`: the prediction redone by same-scan propagation through the
+    query from its middle slice (engine/follow.py; gt: through the reference range, auto: automatic range).
     """
     if range_mode not in RANGES:
         raise DatasetError(f"range must be one of {RANGES}; got {range_mode!r}")
@@ -78,15 +80,18 @@ def protocol_case(segmenter: FewShotSegmenter, support, query, organ: int, range
     seg = adapter(segmenter, supports, q_img) if adapter is not None else segmenter
     if range_mode == "gt":
         result = seg.segment(supports, q_img, slices=(z0, z1), chunk_of_slice=chunks, auto_range=component)
-        pred, ref = result.labels[z0:z1] == organ, q_lab[z0:z1] == organ
+        full = result.labels == organ
+        full = follow(seg, q_img, full, (z0, z1)) if follow is not None else full
+        pred, ref = full[z0:z1], q_lab[z0:z1] == organ
     else:
         auto = auto_range_info(s_img, s_lab, [organ], q_img) if extent else None
         result = seg.segment(supports, q_img, auto_range=component, auto=auto)
         pred, ref = result.labels == organ, q_lab == organ
+        pred = follow(seg, q_img, pred, None) if follow is not None else pred
     return {"dice": dice(pred, ref), "support_copy": copy_dice, "seconds": round(time.monotonic() - t0, 3),
             "slices": [int(result.slices[0]), int(result.slices[1])], "component": component,
             "start": getattr(seg, "start", DEFAULT_START),
-            "adaptation": seg.manifest.get("adapted") if adapter is not None else None}
+            "adaptation": seg.manifest.get("adapted") if adapter is not None else None, "follow": follow is not None}
 
 
 def append_record(path: Path, record: Dict[str, object]) -> None:
@@ -99,7 +104,7 @@ def append_record(path: Path, record: Dict[str, object]) -> None:
 def evaluate_chaos(dataset, setting: int, folds: Iterable[int], out_dir: Path, model_for: Callable,
                    range_mode: str = "gt", adapter: Optional[Callable] = None, device: str = "auto",
                    groups: Dict[str, tuple] = CHAOS_GROUPS, progress: Optional[Callable[[str], None]] = None,
-                   start: str = DEFAULT_START) -> List[Dict[str, object]]:
+                   start: str = DEFAULT_START, follow: Optional[Callable] = None) -> List[Dict[str, object]]:
     """The 5-fold protocol; model_for(setting, fold, group) names the model of each fold and group."""
     records = []
     cache: Dict[str, tuple] = {}
@@ -116,7 +121,8 @@ def evaluate_chaos(dataset, setting: int, folds: Iterable[int], out_dir: Path, m
             check_unseen(segmenter.manifest, dataset, fc["query"] + [fc["support"]])
             for organ in organs:
                 for qid in fc["query"]:
-                    r = protocol_case(segmenter, load(fc["support"]), load(qid), organ, range_mode, adapter)
+                    r = protocol_case(segmenter, load(fc["support"]), load(qid), organ, range_mode, adapter,
+                                      follow=follow)
                     rec = {"fold": fold, "setting": setting, "support_case": fc["support"], "query_case": qid,
                            "label": organ, "label_name": dataset.labels.get(organ, str(organ)),
                            "adapted": adapter is not None, "range": range_mode, "model": Path(str(model)).stem, **r}
