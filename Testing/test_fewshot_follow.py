@@ -10,6 +10,7 @@ from FewShotSegLib.engine.propagate import propagate
 from FewShotSegLib.engine.segment import FewShotSegmenter, auto_range_info, make_supports
 from FewShotSegLib.panel.support_slice import default_support_slice
 from InteractiveRefineLib.core.data import DecathlonDataset
+from InteractiveRefineLib.core.image_io import read_label
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.core.sample import sample_dataset
 
@@ -46,3 +47,23 @@ def test_follow_of_an_empty_mask_and_the_evaluate_option_outside_the_protocol(pa
     rc = main(["evaluate", "--dataset", str(sample_dataset("chaos")), "--pairs", "1", "--follow",
                "--out", str(tmp_path / "e")])
     assert rc == 2 and "--follow" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    data = sample_dataset("chaos")
+    rc = main(["segment", "--propagate", "--follow", "--support-image", str(data / "imagesTr/chaos_8.nii.gz"),
+               "--support-label", str(data / "labelsTr/chaos_8.nii.gz"), "--slice", "12", "--label", "2",
+               "--out", str(tmp_path / "p.nii.gz")])
+    assert rc == 2 and "--follow" in capsys.readouterr().err and not (tmp_path / "p.nii.gz").exists()
+
+
+def test_segment_follow_writes_the_followed_labels(pair, tmp_path, capsys):
+    """`segment --follow`: the few-shot result of each label followed through the query (with the box network)."""
+    (s_img, s_lab), (q_img, q_lab), _ = pair
+    data = sample_dataset("chaos")
+    k = default_support_slice(s_lab == 4)
+    args = ["segment", "--support-image", str(data / "imagesTr/chaos_36.nii.gz"), "--support-label",
+            str(data / "labelsTr/chaos_36.nii.gz"), "--slice", str(k), "--label", "4", "--query",
+            str(data / "imagesTr/chaos_8.nii.gz"), "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "w.nii.gz")]) == 0
+    assert main(args + ["--follow", "--out", str(tmp_path / "f.nii.gz")]) == 0
+    assert '"followed": true' in capsys.readouterr().out
+    w, f = (read_label(tmp_path / n) == 4 for n in ("w.nii.gz", "f.nii.gz"))
+    assert dice(f, q_lab == 4) > dice(w, q_lab == 4) + 0.03, (dice(w, q_lab == 4), dice(f, q_lab == 4))

@@ -70,6 +70,8 @@ def _progress_printer(prefix: str):
 
 
 def cmd_segment(a) -> int:
+    if a.propagate and a.follow:
+        raise PromptError("--follow follows a few-shot prediction; --propagate already segments the support scan")
     if a.propagate:
         from .options import cmd_propagate
         return cmd_propagate(a)
@@ -120,11 +122,19 @@ def cmd_segment(a) -> int:
         result = Segmentation(combine_labels(probs), probs, results[-1].slices)
     else:
         result = seg.segment(supports, q_img, **kw)
+    if a.follow:  # each label followed through the query by same-scan propagation (engine/follow.py)
+        from InteractiveRefineLib.engine.inference import BoxSegmenter
+
+        from .engine.follow import follow
+        box = BoxSegmenter(device=a.device)
+        probs = {k: follow(seg, q_img, result.labels == k, a.axis, slices, box_segmenter=box).astype("float32")
+                 for k in result.probabilities}
+        result = Segmentation(combine_labels(probs), probs, result.slices)
     write_image(q_img, a.out, result.labels)
     first, stop = result.slices  # reported inclusive, as --range takes them
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
-                      "adapted": bool(a.adapt), "warnings": warnings}))
+                      "adapted": bool(a.adapt), "followed": bool(a.follow), "warnings": warnings}))
     return 0
 
 
@@ -287,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "when drawn on 3 or more support slices, else estimated from the drawn cross-section), "
                         "all, or FIRST:LAST query slices (inclusive)")
     s.add_argument("--adapt", action="store_true", help="exemplar adaptation first (ELSNet)")
+    s.add_argument("--follow", action="store_true",
+                   help="then follow each label through the query by same-scan propagation from the middle slice "
+                        "of its prediction (with the box network; training patients: 52.2 -> 60.2 with one drawn "
+                        "slice and --range auto; docs/fewshot.md)")
     s.add_argument("--adapt-seconds", type=positive_seconds, default=None,
                    help="optional cap in seconds on the adaptation (default: none; the step "
                         "counts define it)")
