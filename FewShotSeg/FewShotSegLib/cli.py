@@ -184,7 +184,7 @@ def cmd_evaluate(a) -> int:
     from .options import adapt_config
     out = check_output_folder(a.out, files=("results.jsonl", "summary.md"), inputs=(a.dataset,))
     ds = DecathlonDataset(a.dataset)
-    if a.follow and not (is_chaos_protocol(ds) and not a.pairs and not a.validate):
+    if (a.follow or a.follow_box) and not (is_chaos_protocol(ds) and not a.pairs and not a.validate):
         raise PromptError("--follow is measured on the CHAOS protocol (no --pairs, no --validate)")
     out.mkdir(parents=True, exist_ok=True)
     keep_previous(out / "results.jsonl")
@@ -195,11 +195,12 @@ def cmd_evaluate(a) -> int:
         def adapter(seg, supports, q_img):
             return adapt_segmenter(seg, supports, q_img, 0, cfg)
     follower = None
-    if a.follow:
-        from InteractiveRefineLib.engine.inference import BoxSegmenter
-
+    if a.follow or a.follow_box:
         from .engine.follow import follow
-        box = BoxSegmenter(device=a.device)
+        box = None
+        if a.follow_box:  # not protocol-clean: the box network saw CHAOS liver/spleen labels and these images
+            from InteractiveRefineLib.engine.inference import BoxSegmenter
+            box = BoxSegmenter(device=a.device)
 
         def follower(seg, q_img, mask, slices):
             return follow(seg, q_img, mask, 0, slices, box_segmenter=box)
@@ -231,7 +232,9 @@ def cmd_evaluate(a) -> int:
             records = evaluate_chaos(ds, a.setting, parse_range(a.folds), out, model_for, a.range, adapter,
                                      a.device, progress=show, start=a.start, follow=follower)
             title = (f"CHAOS T2-SPIR few-shot protocol, setting {a.setting} (start {a.start}"
-                     + ("; followed through each query by same-scan propagation)" if a.follow else ")"))
+                     + ("; followed through each query with the box network: NOT protocol-clean, the box network "
+                        "was trained on CHAOS liver/spleen labels and these patients' images)" if a.follow_box
+                        else "; followed through each query by same-scan propagation)" if a.follow else ")"))
     else:
         labels = ds.check_labels(parse_range(a.labels)) if a.labels else ds.foreground_labels
         pairs = sample_pairs(ds.case_ids, a.pairs or 20, a.seed)
@@ -345,8 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="default", help="model for pair evaluation")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--follow", action="store_true",
-                   help="redo each prediction by same-scan propagation through the query from its middle slice "
-                        "(engine/follow.py; the CHAOS protocol only)")
+                   help="redo each prediction by same-scan propagation through the query from its middle slice, "
+                        "with the fold's own model only (engine/follow.py; the CHAOS protocol only)")
+    e.add_argument("--follow-box", action="store_true",
+                   help="--follow with InteractiveRefine's box network carried slice to slice: not protocol-clean "
+                        "(that network was trained on CHAOS liver/spleen labels and these patients' images)")
     e.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     add_start_argument(e)
     add_adapt_steps(e)

@@ -2,8 +2,9 @@
 
 Across patients the network marks look-alike tissue; within one scan, propagation from a correct slice is far
 stronger (same-scan propagation: 75-85 Dice against 50-60 across patients). So the middle slice of a few-shot
-prediction becomes the annotation of a same-scan propagation through the query itself (propagate.py: the box
-network carried slice to slice, the automatic range with its stops, or a given range). Chosen on TRAINING
+prediction becomes the annotation of a same-scan propagation through the query itself (propagate.py: with a
+box_segmenter its box network carried slice to slice, as `segment --follow` does; the automatic range with its
+stops, or a given range). Chosen on TRAINING
 patients (4 seeded pairs per fold, the panel's case: one drawn support slice, automatic window): mean of the 4
 organs 52.17 -> 60.15 (liver 53.8 -> 79.0, left kidney 49.1 -> 44.3); the largest predicted cross-section as
 the seed gave 48.15 (benchmarks/fewshot_auto_range/seed_propagation.md).
