@@ -302,8 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--adapt", action="store_true", help="exemplar adaptation first (ELSNet)")
     s.add_argument("--follow", action="store_true",
                    help="then follow each label through the query by same-scan propagation from the middle slice "
-                        "of its prediction (with the box network; training patients: 52.2 -> 60.2 with one drawn "
-                        "slice and --range auto; docs/fewshot.md)")
+                        "of its prediction, with the box network (an option; docs/fewshot.md)")
     s.add_argument("--adapt-seconds", type=positive_seconds, default=None,
                    help="optional cap in seconds on the adaptation (default: none; the step "
                         "counts define it)")
