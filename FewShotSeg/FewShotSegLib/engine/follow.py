@@ -35,20 +35,13 @@ def follow(segmenter: FewShotSegmenter, image: Image, mask: np.ndarray, axis: in
     slice; `slices` (first, last + 1): propagate through exactly that range (it must hold the seed), else the
     automatic range. An empty mask is returned as it is."""
     mask = np.asarray(mask, bool)
-    z = seed_slice(mask if slices is None else _within(mask, slices, axis), axis)
+    along = np.moveaxis(mask, axis, 0)
+    lo, hi = (0, len(along)) if slices is None else (int(slices[0]), int(slices[1]))
+    z = seed_slice(along[lo:hi])
     if z is None:
         return mask.copy()
+    z += lo
     label = np.zeros(mask.shape, np.uint8)
-    idx = [slice(None)] * 3
-    idx[axis] = z
-    label[tuple(idx)] = mask[tuple(idx)]
+    np.moveaxis(label, axis, 0)[z] = along[z]
     return propagate(segmenter, image, label, z, 1, axis, slices, box_segmenter=box_segmenter,
                      progress=progress, cancel=cancel).labels == 1
-
-
-def _within(mask: np.ndarray, slices: Tuple[int, int], axis: int) -> np.ndarray:
-    out = np.zeros_like(mask)
-    idx = [slice(None)] * 3
-    idx[axis] = slice(int(slices[0]), int(slices[1]))
-    out[tuple(idx)] = mask[tuple(idx)]
-    return out

@@ -117,10 +117,10 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     check_views(box3d_views, "box3d_views")
     if dark_stop is not None and not float(dark_stop) >= 0:
         raise PromptError(f"dark_stop must be a number of standard deviations >= 0, or None (got {dark_stop})")
+    annotation = np.take(label, slice_index, axis=axis) == sup.label
     shipped_box = box_segmenter  # the 3D pass uses the shipped network, not the 2D exemplar-tuned copy
     if box_segmenter is not None and box_exemplar is not None:
-        box_segmenter = tune_on_exemplar(box_segmenter, image, np.take(label, slice_index, axis=axis) == sup.label,
-                                         slice_index, axis, box_exemplar)
+        box_segmenter = tune_on_exemplar(box_segmenter, image, annotation, slice_index, axis, box_exemplar)
     n = image.shape[axis]
     k0, k1 = (0, n) if slices is None else (int(slices[0]), int(slices[1]))
     if not 0 <= k0 <= slice_index < k1 <= n:
@@ -132,7 +132,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     prob = torch.zeros(n, imgs.shape[-2], imgs.shape[-1])
     prob[slice_index] = sup.mask[0, 0]
     native_slices = np.moveaxis(image.array, axis, 0)
-    annotated = native_slices[slice_index][np.take(label, slice_index, axis=axis) == sup.label]
+    annotated = native_slices[slice_index][annotation]
     dark_below = None
     if slices is None and dark_stop is not None and annotated.size:
         dark_below = float(annotated.mean()) - float(dark_stop) * float(annotated.std())
@@ -180,14 +180,16 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
                 break
             if slices is None and regrow is not None and low < 0.5 * start_area and area > regrow * low:
                 break               # it had tapered off and grows again: another structure
-            native = from_network(m[:, 0].cpu(), grid)[0] > 0.5
-            if box_tracking and box_segmenter is not None:  # the box network's slice is what is carried on
-                native = box_slice(image, native, z, axis, box_segmenter)
-            if dark_below is not None and native.any() and native_slices[z][native].mean() < dark_below:
-                break               # darker than the annotated organ: it has ended (chosen on training patients)
+            tracking = box_tracking and box_segmenter is not None
+            if tracking or dark_below is not None:  # the slice's mask on the image grid
+                native = from_network(m[:, 0].cpu(), grid)[0] > 0.5
+                if tracking:  # the box network's slice is what is carried on
+                    native = box_slice(image, native, z, axis, box_segmenter)
+                if dark_below is not None and native.any() and native_slices[z][native].mean() < dark_below:
+                    break           # darker than the annotated organ: it has ended (chosen on training patients)
             low = min(low, area)
             prob[z] = p[0, 0].cpu()
-            if box_tracking and box_segmenter is not None:
+            if tracking:
                 tracked[z] = native
                 m = (to_network(native[None].astype(np.float32), grid, mode="area") > 0.5).float().to(dev)
                 area = float(m.sum())
@@ -207,9 +209,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
         if progress is not None:
             progress(1.0, "3D box network over the propagated organ")
         mask = box3d_pass(image, vol > 0.5, shipped_box, box3d_views)
-        idx = [slice(None)] * 3
-        idx[axis] = int(slice_index)
-        mask[tuple(idx)] = np.take(label, slice_index, axis=axis) == sup.label
+        np.moveaxis(mask, axis, 0)[slice_index] = annotation
         vol = mask.astype(np.float32)
     probs = {sup.label: vol}
     return Segmentation(combine_labels(probs), probs, (visited[0], visited[1] + 1),
