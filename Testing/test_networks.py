@@ -33,3 +33,30 @@ def test_dilation_grows_per_block_and_head_has_dropout():
 def test_unknown_architecture():
     with pytest.raises(KeyError):
         build_network("unet")
+
+
+def test_symmetric_readings_are_mapped_back_and_averaged():
+    """networks.Symmetric (test-time augmentation): each reading's features are those of the flipped/transposed
+    plane mapped back onto the input grid, and the result is equivariant: flipping the input flips the output."""
+    from InteractiveRefineLib.engine.networks import SliceWise, Symmetric
+    torch.manual_seed(0)
+    net = build_network("pnet2d").eval()
+    x = torch.randn(1, 1, 24, 24)
+    c = net.feature_channels
+    sym = Symmetric(net, 8).eval()
+    f = sym.features(x)
+    assert f.shape[1] == 8 * c == sym.feature_channels
+    torch.testing.assert_close(f[:, :c], net.features(x))
+    torch.testing.assert_close(f[:, c:2 * c], torch.flip(net.features(torch.flip(x, (-1,))), (-1,)))
+    torch.testing.assert_close(f[:, 4 * c:5 * c], net.features(x.transpose(-2, -1)).transpose(-2, -1))
+    with torch.no_grad():
+        p, q = torch.softmax(sym(x), 1), torch.softmax(sym(torch.flip(x, (-2,))), 1)
+        torch.testing.assert_close(torch.flip(q, (-2,)), p, atol=1e-5, rtol=0)
+        assert not torch.allclose(p, torch.softmax(net(x), 1), atol=1e-3)  # not the plain network's reading
+        # slice by slice in 3D: each slice read the same way
+        vol = torch.randn(1, 1, 3, 24, 24)
+        torch.testing.assert_close(SliceWise(sym)(vol)[:, :, 1], sym(vol[:, :, 1]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="1, 2, 4 or 8"):
+        Symmetric(net, 3)
+    with pytest.raises(ValueError, match="square"):
+        sym.features(torch.randn(1, 1, 24, 20))

@@ -31,7 +31,7 @@ seg = BoxSegmenter(device="cpu", views3d=a.views3d)
 net3, manifest = seg.model(3)
 if a.max_slices is not None:
     k = None if a.max_slices == "none" else int(a.max_slices)
-    seg._models[3 if a.views3d is None else (3, a.views3d)] = (SliceWise(net3.net, k, net3.views).eval(), manifest)
+    seg = seg.override(3, SliceWise(net3.net, k, net3.views).eval(), manifest)
 secs = defaultdict(lambda: defaultdict(list))
 depth = defaultdict(list)
 seen = defaultdict(int)

@@ -35,7 +35,7 @@ for group, v, l, m, _, box3d in cases:
     res["box"][group]["filled_box"].append(res["net"][group]["filled_box"][-1])
     for k in settings:
         name = f"max {k}" if k else "every slice"
-        seg._models[3] = (SliceWise(net3.net, k).eval(), manifest)
+        seg = seg.override(3, SliceWise(net3.net, k).eval(), manifest)
         res["net"][group][name].append(dice(seg.predict(v.image, box3d, validate=False).mask, m))
         t0 = time.perf_counter()
         mask = InteractiveSession(v.image, seg, validate=False).set_box(box3d)

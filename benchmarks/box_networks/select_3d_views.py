@@ -50,7 +50,7 @@ with path.open("a") as f:
             if f"net {name}" in rec:
                 continue
             man = dict(manifest, input=dict(manifest["input"], slicewise_views=views))
-            seg._models[3] = (SliceWise(net3.net, most, views, side, *size).eval(), man)
+            seg = seg.override(3, SliceWise(net3.net, most, views, side, *size).eval(), man)
             fresh[f"net {name}"] = dice(seg.predict(v.image, box3d, validate=False).mask, m)
             t0 = time.perf_counter()
             fresh[f"box {name}"] = dice(InteractiveSession(v.image, seg, validate=False).set_box(box3d), m)

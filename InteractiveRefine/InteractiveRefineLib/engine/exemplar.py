@@ -122,7 +122,4 @@ def tune_on_exemplar(segmenter: BoxSegmenter, image: Image, mask2d: np.ndarray, 
             opt.step()
     for p in tuned.parameters():
         p.requires_grad_(False)
-    out = copy.copy(segmenter)
-    out._models = dict(segmenter._models)
-    out._models[2] = (tuned.eval(), manifest)
-    return out
+    return segmenter.override(2, tuned.eval(), manifest)

@@ -1,6 +1,7 @@
 """Box -> CNN segmentation: crop + margin, resample to the network grid, predict, paste back."""
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from ..core.geometry import CropSpec, extract, normalize, paste, plan_crop, regi
 from ..core.image_io import Image, validate_image
 from ..core.prompts import Box, validate_box
 from .models import default_model_path, load_model
-from .networks import THREE_VIEWS_MIN_SIDE, SliceWise, check_views
+from .networks import THREE_VIEWS_MIN_SIDE, SliceWise, Symmetric, check_symmetries, check_views
 
 # Crop settings used when a manifest does not say otherwise (train writes them into the manifest).
 DEFAULT_INPUT = {"margin_mm": 10.0, "size2d": [96, 96], "size3d": 48, "depth_range": [8, 48],
@@ -91,36 +92,61 @@ class BoxSegmenter:
 
     Models load lazily on first use, so constructing this is cheap. `views3d` overrides the 3D model's
     `slicewise_views` (3: multi-view fusion, about 3x the CPU time of 1; see networks.SliceWise); a box
-    thinner than THREE_VIEWS_MIN_SIDE voxels along an axis is read with one view.
+    thinner than THREE_VIEWS_MIN_SIDE voxels along an axis is read with one view. `symmetries` (1, 2, 4 or
+    8) reads each plane under that many in-plane flips/transpositions and averages (networks.Symmetric;
+    about that many times the CPU time).
     """
 
     def __init__(self, model2d: Union[str, Path, None] = None, model3d: Union[str, Path, None] = None,
-                 device: str = "auto", views3d: Optional[int] = None):
+                 device: str = "auto", views3d: Optional[int] = None, symmetries: Optional[int] = None):
         check_views(views3d)
+        check_symmetries(symmetries)
         self.views3d = views3d
+        self.symmetries = symmetries
         self.device = choose_device(device)
         self._paths = {2: Path(model2d) if model2d else default_model_path(2),
                        3: Path(model3d) if model3d else default_model_path(3)}
-        self._models: Dict[int, Any] = {}
+        self._loaded: Dict[int, Any] = {}
+        self._models: Dict[Any, Any] = {}
+        self._fixed: Dict[int, Any] = {}
+
+    def override(self, dim: int, net: torch.nn.Module, manifest: Dict[str, Any]) -> "BoxSegmenter":
+        """A copy that serves `net` (ready to run, e.g. exemplar-tuned or a studied variant) with `manifest`
+        for every `dim`-D box, whatever the views or symmetries asked; the other models are shared."""
+        out = copy.copy(self)
+        out._fixed = {**self._fixed, dim: (net, manifest)}
+        return out
+
+    def to(self, device: torch.device) -> None:
+        """Move every loaded network (and later loads) to `device` (the session's out-of-memory fallback)."""
+        self.device = device
+        for net, _ in [*self._loaded.values(), *self._models.values(), *self._fixed.values()]:
+            net.to(device)
 
     def model(self, dim: int, views3d: Optional[int] = None, box: Optional[Box] = None,
-              min_side: int = THREE_VIEWS_MIN_SIDE):
+              min_side: int = THREE_VIEWS_MIN_SIDE, symmetries: Optional[int] = None):
         """(network, manifest) for 2D or 3D boxes, loaded once and checksum-verified. `views3d` (3D only)
-        overrides this segmenter's and the manifest's views, except that `box`, when given and thinner than
-        `min_side` voxels along an axis, gets one view; each setting is wrapped once, same weights."""
-        if dim not in self._models:
-            net, manifest = load_model(self._paths[dim], self.device)
-            self._models[dim] = (wrap_for(net, manifest, dim), manifest)
-        views = (views3d or self.views3d) if dim == 3 else None
-        net, manifest = self._models[dim]
-        if box is not None and min(box.size) < min_side and (views or getattr(net, "views", 1)) == 3:
-            views = 1
-        if views is None or not manifest.get("input", {}).get("slicewise", False) or views == net.views:
-            return net, manifest
-        key = (dim, views)
+        and `symmetries` override this segmenter's and the manifest's settings, except that `box`, when given
+        and thinner than `min_side` voxels along an axis, gets one view; each setting is wrapped once, same
+        weights."""
+        check_symmetries(symmetries)
+        if dim in self._fixed:
+            return self._fixed[dim]
+        if dim not in self._loaded:
+            self._loaded[dim] = load_model(self._paths[dim], self.device)
+        net, manifest = self._loaded[dim]
+        cfg = manifest.get("input", {})
+        planar = getattr(net, "dim", 3) == 2
+        views = None
+        if dim == 3 and planar and cfg.get("slicewise", False):
+            views = views3d or self.views3d or int(cfg.get("slicewise_views", 1))
+            if views == 3 and box is not None and min(box.size) < min_side:
+                views = 1
+        sym = (symmetries or self.symmetries or int(cfg.get("symmetries", 1))) if planar else 1
+        key = (dim, views, sym)
         if key not in self._models:
-            manifest = dict(manifest, input=dict(manifest["input"], slicewise_views=views))
-            self._models[key] = (wrap_for(net.net, manifest, dim), manifest)
+            used = manifest if views is None else dict(manifest, input=dict(cfg, slicewise_views=views))
+            self._models[key] = (wrap_for(Symmetric(net, sym).eval() if sym > 1 else net, used, dim), used)
         return self._models[key]
 
     def predict(self, image: Image, box: Box, margin_mm: Optional[float] = None,

@@ -246,6 +246,51 @@ class _MeanOfViews(nn.Module):
         return torch.logsumexp(torch.stack(logp), dim=0) - math.log(self.views)
 
 
+# The in-plane symmetries a 2D network reads a plane under (test-time augmentation): each is (transpose, flipped
+# axes); training augments with all of them (training/augment.py), so each reading is in distribution.
+SYMMETRIES = ((False, ()), (False, (-1,)), (False, (-2,)), (False, (-2, -1)),
+              (True, ()), (True, (-1,)), (True, (-2,)), (True, (-2, -1)))
+
+
+def check_symmetries(n: Optional[int], name: str = "symmetries") -> None:
+    if n not in (None, 1, 2, 4, 8):
+        raise ValueError(f"{name} must be 1, 2, 4 or 8 (got {n})")
+
+
+class Symmetric(nn.Module):
+    """A 2D network read under the first `n` of SYMMETRIES (test-time augmentation), with DilatedNet's
+    interface: `features` stacks each reading's features, mapped back onto the input's grid, on the channel
+    axis, and the head averages their probabilities (as _MeanOfViews does for views), so inference, the
+    session's frozen features, head-only fine-tuning and SliceWise work unchanged. Transposing needs square
+    planes: non-square ones are refused. The state dict is the 2D network's (prefixed "net.")."""
+
+    def __init__(self, net: DilatedNet, n: int):
+        super().__init__()
+        if net.dim != 2:
+            raise ValueError("Symmetric wraps a 2D network")
+        check_symmetries(n, "n")
+        self.net = net
+        self.dim = 2
+        self.n = int(n)
+        self.feature_channels = net.feature_channels * self.n
+        self.head = net.head if self.n == 1 else _MeanOfViews(net.head, self.n)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.n > 4 and x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"transposed readings need square planes, got {tuple(x.shape[-2:])}")
+        c = self.net.feature_channels
+        out = x.new_empty((x.shape[0], c * self.n) + tuple(x.shape[2:]))
+        for i, (transpose, flips) in enumerate(SYMMETRIES[:self.n]):
+            y = torch.flip(x, flips) if flips else x
+            f = self.net.features(y.transpose(-2, -1) if transpose else y)
+            f = f.transpose(-2, -1) if transpose else f
+            out[:, i * c:(i + 1) * c] = torch.flip(f, flips) if flips else f
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 def build_network(arch: str, **overrides) -> DilatedNet:
     """Build a named architecture ("pnet2d" or "pcnet3d"), optionally overriding its parameters."""
     if arch not in ARCHITECTURES:

@@ -480,9 +480,7 @@ class InteractiveSession:
     def _to_cpu(self) -> None:
         cpu = torch.device("cpu")
         self.device = cpu
-        self.segmenter.device = cpu
-        for net, _ in self.segmenter._models.values():
-            net.to(cpu)
+        self.segmenter.to(cpu)
         for ctx in self._ctx.values():
             ctx.to(cpu)
 
