@@ -57,7 +57,8 @@ that lines up with the support is kept; a segment drawn on one slice also keeps 
 cross-section suggests; ROI: inside a box; or a slice range) and the output segmentation. Each result
 segment takes the name and colour of its support segment; re-running replaces it. <i>Propagate through
 this scan</i>: the support volume itself is segmented, the organ drawn on the support slice followed slice
-by slice (range Auto: until the organ ends).</li>
+by slice (range Auto: until the organ ends). <i>Follow through the query</i>: each few-shot result is
+then followed through the query volume slice by slice from its middle slice (often more accurate, slower).</li>
 <li><b>Options</b>: adapt the network to the example first (slower, often more accurate; the time budget
 is shared by the segments) and the device (the device actually used is shown, with a note when it fell
 back to the CPU).</li>
@@ -208,6 +209,7 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.lastSliceSpinBox.enabled = mode == "slices"
             self.ui.queryVolumeSelector.enabled = not p.propagate  # propagation segments the support volume
             self.ui.adaptCheckBox.enabled = not p.propagate
+            self.ui.followCheckBox.enabled = not p.propagate
             self.ui.adaptSecondsSpinBox.enabled = p.adapt and not p.propagate
             self.ui.useCurrentSliceButton.enabled = p.supportVolume is not None
             self._updateButtons()

@@ -8,9 +8,10 @@ from FewShotSegLib.cli import main
 from FewShotSegLib.engine.follow import follow, seed_slice
 from FewShotSegLib.engine.propagate import propagate
 from FewShotSegLib.engine.segment import FewShotSegmenter, auto_range_info, make_supports
+from FewShotSegLib.panel.controller import FewShotController, FewShotRequest, request_from_message, request_message
 from FewShotSegLib.panel.support_slice import default_support_slice
 from InteractiveRefineLib.core.data import DecathlonDataset
-from InteractiveRefineLib.core.image_io import read_label
+from InteractiveRefineLib.core.image_io import read_label, write_image
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.core.sample import sample_dataset
 
@@ -54,16 +55,33 @@ def test_follow_of_an_empty_mask_and_the_evaluate_option_outside_the_protocol(pa
     assert rc == 2 and "--follow" in capsys.readouterr().err and not (tmp_path / "p.nii.gz").exists()
 
 
-def test_segment_follow_writes_the_followed_labels(pair, tmp_path, capsys):
-    """`segment --follow`: the few-shot result of each label followed through the query (with the box network)."""
-    (s_img, s_lab), (q_img, q_lab), _ = pair
+def test_segment_follow_and_the_panels_follow_write_the_followed_labels(pair, tmp_path, capsys):
+    """`segment --follow`: the few-shot result of each label followed through the query (with the box network);
+    the FewShotSeg panel's "Follow through the query" (through the compute protocol) gives exactly that."""
+    (s_img, s_lab), (q_img, q_lab), seg = pair
     data = sample_dataset("chaos")
     k = default_support_slice(s_lab == 4)
+    one = np.zeros_like(s_lab)
+    one[k] = s_lab[k] == 4
+    write_image(s_img, tmp_path / "one.nii.gz", one)  # one drawn slice: the panel's case
     args = ["segment", "--support-image", str(data / "imagesTr/chaos_36.nii.gz"), "--support-label",
-            str(data / "labelsTr/chaos_36.nii.gz"), "--slice", str(k), "--label", "4", "--query",
+            str(tmp_path / "one.nii.gz"), "--slice", str(k), "--label", "1", "--query",
             str(data / "imagesTr/chaos_8.nii.gz"), "--device", "cpu"]
     assert main(args + ["--out", str(tmp_path / "w.nii.gz")]) == 0
     assert main(args + ["--follow", "--out", str(tmp_path / "f.nii.gz")]) == 0
     assert '"followed": true' in capsys.readouterr().out
-    w, f = (read_label(tmp_path / n) == 4 for n in ("w.nii.gz", "f.nii.gz"))
-    assert dice(f, q_lab == 4) > dice(w, q_lab == 4) + 0.03, (dice(w, q_lab == 4), dice(f, q_lab == 4))
+    w, f = (read_label(tmp_path / n) == 1 for n in ("w.nii.gz", "f.nii.gz"))
+    ref = q_lab == 4
+    assert dice(f, ref) > dice(w, ref) + 0.03, (dice(w, ref), dice(f, ref))
+    request = FewShotRequest(s_img, {"spleen": one == 1}, k, q_img, device="cpu", follow=True)
+    fields, arrays = request_message(request)
+    assert request_from_message(fields, arrays).follow
+    panel = FewShotController(segmenter_factory=lambda device: seg)
+    try:
+        panel.start(request)
+        status = panel.wait(300)
+    finally:
+        panel.shutdown()
+    assert status.job.state == "done", status.job.error
+    assert status.result.info["followed"] and status.result.info["box_network"]
+    np.testing.assert_array_equal(status.result.masks["spleen"], f)

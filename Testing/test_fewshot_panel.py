@@ -165,6 +165,7 @@ def test_valid_requests_and_support_equal_to_query(small):
     (dict(adapt=True, adapt_seconds=0.0), PromptError, "time budget must be a positive"),
     (dict(adapt=True, adapt_seconds=float("nan")), PromptError, "time budget must be a positive"),
     (dict(device="tpu"), PromptError, "unknown device 'tpu'"),
+    (dict(propagate=True, follow=True), PromptError, "'Follow through the query' follows a few-shot result"),
 ])
 def test_bad_requests_are_named(small, change, error, text):
     img, organ = small

@@ -61,8 +61,11 @@ def test_requests_from_nodes_and_named_results(scene, fewshot):  # noqa: F811
     # "Propagate through this scan": the support volume is the query (another query volume is ignored), and the
     # greyed-out adaptation is off
     other = slicer.util.addVolumeFromArray(array * 2, ijk_to_ras, "other")
-    request = logic.buildRequest(volume, segmentation, [organ], other, adapt=True, viewName=None, propagate=True)
-    assert request.propagate and not request.adapt and request.query_image is request.support_image
+    request = logic.buildRequest(volume, segmentation, [organ], other, adapt=True, viewName=None, propagate=True,
+                                 follow=True)
+    assert request.propagate and not request.adapt and not request.follow
+    assert request.query_image is request.support_image
+    assert logic.buildRequest(volume, segmentation, [organ], other, viewName=None, follow=True).follow
     assert request.slice_index == 2 and request.query_range == ("auto",)
     for kwargs, text in (({"segmentIds": []}, "no support segment"), ({"segmentIds": [empty]}, "empty"),
                          ({"segmentIds": [organ], "supportSlice": 5}, "empty on support slice 5"),

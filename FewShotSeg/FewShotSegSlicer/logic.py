@@ -78,18 +78,20 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
     # -- nodes -> request -> segments ----------------------------------------------------------------------
     def buildRequest(self, supportVolume, supportSegmentation, segmentIds, queryVolume, supportSlice=-1, supportAxis=0,
                      rangeMode="auto", queryRoi=None, firstSlice=0, lastSlice=0, adapt=False,
-                     adaptSeconds=DEFAULT_ADAPT_SECONDS, device="auto", viewName="Red", propagate=False):
+                     adaptSeconds=DEFAULT_ADAPT_SECONDS, device="auto", viewName="Red", propagate=False,
+                     follow=False):
         """A validated FewShotRequest from nodes (GUI thread). supportSlice -1: automatic, along the Red view's
         axis when it is not oblique (`viewName` None: along supportAxis), preferring the slice it shows.
-        propagate: "Propagate through this scan" (the support volume is the query; `queryVolume` is ignored)."""
+        propagate: "Propagate through this scan" (the support volume is the query; `queryVolume` is ignored).
+        follow: "Follow through the query" (ignored when propagating: its checkbox is greyed out then)."""
         from FewShotSegLib.panel import controller as panel
         from FewShotSegLib.panel import slicer_bridge as bridge
         from InteractiveRefineLib.core.errors import PromptError
 
         if supportVolume is None:
             raise PromptError(_("select the support volume"))
-        if propagate:  # the support volume is the query; the adaptation checkbox is greyed out then
-            queryVolume, adapt = supportVolume, False
+        if propagate:  # the support volume is the query; the adaptation and follow checkboxes are greyed out then
+            queryVolume, adapt, follow = supportVolume, False, False
         if queryVolume is None:
             raise PromptError(_("select the query volume"))
         segmentIds = [str(s) for s in segmentIds or []]
@@ -114,13 +116,15 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
         else:
             raise PromptError(f"unknown range mode {rangeMode!r}; use one of {', '.join(RANGE_MODES)}")
         request = panel.FewShotRequest(support, masks, index, query, axis, queryRange, bool(adapt),
-                                       float(adaptSeconds), str(device), names, propagate=bool(propagate))
+                                       float(adaptSeconds), str(device), names, propagate=bool(propagate),
+                                       follow=bool(follow))
         return request.validate()
 
     def requestFromParameterNode(self, p):
         return self.buildRequest(p.supportVolume, p.supportSegmentation, list(p.supportSegmentIds), p.queryVolume,
                                  p.supportSlice, p.supportAxis, p.rangeMode, p.queryRoi, p.firstSlice, p.lastSlice,
-                                 p.adapt, p.adaptSeconds, p.device, propagate=p.propagate)
+                                 p.adapt, p.adaptSeconds, p.device, propagate=p.propagate,
+                                 follow=p.follow)
 
     @staticmethod
     def fitRoiToVolume(roiNode, volumeNode) -> None:

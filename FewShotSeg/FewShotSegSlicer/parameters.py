@@ -22,6 +22,7 @@ class FewShotSegParameterNode:
     (array axis 0 = K, 1 = J, 2 = I), -1 = automatic. firstSlice/lastSlice: query range (inclusive) along the
     same axis when rangeMode is "slices". adaptSeconds: exemplar-adaptation budget for the whole run.
     propagate: "Propagate through this scan" (the support volume itself is segmented; queryVolume unused).
+    follow: "Follow through the query" (each few-shot result followed through the query from its middle slice).
     """
 
     supportVolume: vtkMRMLScalarVolumeNode
@@ -39,3 +40,4 @@ class FewShotSegParameterNode:
     adaptSeconds: Annotated[float, WithinRange(1.0, 3600.0)] = DEFAULT_ADAPT_SECONDS
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     propagate: bool = False
+    follow: bool = False

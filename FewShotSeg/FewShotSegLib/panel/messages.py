@@ -28,7 +28,8 @@ def request_message(request: FewShotRequest, model: str = "default") -> Tuple[Di
              "axis": int(request.axis), "query_range": _plain_range(rng), "adapt": bool(request.adapt),
              "adapt_seconds": float(request.adapt_seconds), "device": str(request.device),
              "names": {str(k): str(v) for k, v in request.names.items()}, "model": model,
-             "propagate": bool(request.propagate), "use_box_network": bool(request.use_box_network)}, arrays)
+             "propagate": bool(request.propagate), "use_box_network": bool(request.use_box_network),
+             "follow": bool(request.follow)}, arrays)
 
 
 def _plain_range(rng):
@@ -48,7 +49,8 @@ def request_from_message(fields: Mapping[str, Any], arrays: Mapping[str, np.ndar
     return FewShotRequest(support, masks, int(fields["slice_index"]), query, int(fields.get("axis", 0)), rng,
                           bool(fields.get("adapt")), float(fields.get("adapt_seconds", DEFAULT_ADAPT_SECONDS)),
                           str(fields.get("device", "auto")), dict(fields.get("names") or {}),
-                          bool(fields.get("propagate")), bool(fields.get("use_box_network", True)))
+                          bool(fields.get("propagate")), bool(fields.get("use_box_network", True)),
+                          bool(fields.get("follow")))
 
 
 def result_from_message(fields: Mapping[str, Any], arrays: Mapping[str, np.ndarray], shape) -> FewShotResult:

@@ -84,6 +84,8 @@ class FewShotRequest:
     budget for the whole run (split equally between segments). names: {segment id: name} for messages.
     The support and the query may be the same volume. propagate: same-scan propagation (the query must be the
     support volume; no adaptation); use_box_network: its 2D box network redoes each propagated slice.
+    follow: "Follow through the query": each segment's few-shot result is then followed through the query by
+    same-scan propagation from its middle slice (engine/follow.py; not with `propagate`).
     """
 
     support_image: Image
@@ -98,6 +100,7 @@ class FewShotRequest:
     names: Dict[str, str] = field(default_factory=dict)
     propagate: bool = False
     use_box_network: bool = True
+    follow: bool = False
 
     @property
     def segment_ids(self) -> List[str]:
@@ -135,6 +138,9 @@ class FewShotRequest:
         self._check_range(axis)
         if self.propagate:
             self._check_same_scan()
+            if self.follow:
+                raise PromptError("'Follow through the query' follows a few-shot result through another scan; "
+                                  "'Propagate through this scan' already follows the support slice: turn one off")
         if self.adapt:
             s = self.adapt_seconds
             if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
@@ -197,7 +203,7 @@ class FewShotResult:
     info: device (used), requested_device, fallback (None or the reason of a CPU fallback), seconds,
     adapted, adaptation (per segment id: steps, pseudo_steps, seconds), axis, support_slice,
     slices (first, last) inclusive along the axis, voxels and empty (segment ids with nothing found), model;
-    propagated and box_network after same-scan propagation."""
+    propagated after same-scan propagation, followed after "Follow through the query", and box_network."""
 
     masks: Dict[str, np.ndarray]
     info: Dict[str, Any]
