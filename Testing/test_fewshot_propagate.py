@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from FewShotSegLib.cli import main
-from FewShotSegLib.engine.propagate import propagate, propagate_mask
+from FewShotSegLib.engine.propagate import CARRIED_REGROW, RegrowthStop, check_regrow, propagate, propagate_mask
 from FewShotSegLib.engine.protocol import organ_slices
 from FewShotSegLib.engine.segment import FewShotSegmenter, make_supports
 from FewShotSegLib.evaluation.evaluate import support_copy
@@ -74,6 +74,60 @@ def test_the_automatic_range_ends_where_the_mask_turns_darker_than_the_annotatio
         propagate(default_segmenter, img, lab, k, 2, dark_stop=-1.0)
 
 
+# carried areas (image pixels) of two recorded training runs (benchmarks/fewshot_choices/auto_dark_stop_*.jsonl):
+# chaos_31's left kidney, from its largest slice (1220 pixels) upwards, runs on into the tissue below the kidney
+# (true positives 1165, 919, 888, 632, 196, 0, ...); chaos_34's spleen tapers off to its end.
+LEFT_KIDNEY_ON = [1260, 1380, 1664, 1971, 2174, 2364, 2438, 2352]
+SPLEEN_ENDING = [2595, 2035, 1883, 1551, 1270, 863, 390]
+
+
+def kept_until_regrowth(annotated, areas, regrow=CARRIED_REGROW):
+    growth = RegrowthStop(annotated, *regrow)
+    for n, a in enumerate(areas):
+        if growth.ends(a):
+            return n
+        growth.keep(a)
+    return len(areas)
+
+
+def test_the_regrowth_stop_ends_a_mask_that_widens_again_after_shrinking():
+    """RegrowthStop: once the carried mask has shrunk below 85% of the annotation, 25% above its smallest ends it."""
+    assert CARRIED_REGROW == (0.85, 1.25)
+    assert kept_until_regrowth(2600, SPLEEN_ENDING) == len(SPLEEN_ENDING)  # a tapering organ runs to its end
+    assert kept_until_regrowth(1220, LEFT_KIDNEY_ON, (1.01, 1.25)) == 2  # 1664 > 1.25 * 1220: ends there
+    assert kept_until_regrowth(1220, LEFT_KIDNEY_ON) == len(LEFT_KIDNEY_ON)  # never shrank below 85%: runs on
+    # chaos_34's left kidney: shrinks to 920 (82% of 1120), then widens into its neighbour: ends at 1169
+    assert kept_until_regrowth(1120, [1192, 1058, 920, 1169, 1380, 1584]) == 3
+    assert check_regrow(None) is None and check_regrow([0.9, 1.3]) == (0.9, 1.3)
+    for bad in ((0.9,), (0.0, 1.2), (0.9, float("nan")), "ab"):
+        with pytest.raises(PromptError, match="carried_regrow"):
+            check_regrow(bad)
+
+
+def test_propagation_applies_the_regrowth_stop_to_the_automatic_range_with_the_box_network(default_segmenter,
+                                                                                          chaos8, segmenter):
+    """As chosen: on the masks the box network carries, with the automatic range only."""
+    img, lab = chaos8
+    k, z0, z1 = largest_slice(lab, 2)
+    kw = dict(box_segmenter=segmenter, box_exemplar=None)
+    free = propagate(default_segmenter, img, lab, k, 2, carried_regrow=None, **kw)
+    strict = propagate(default_segmenter, img, lab, k, 2, carried_regrow=(1.01, 1.0), **kw)  # no regrowth at all
+    assert free.info["carried_regrow"] is None and strict.info["carried_regrow"] == [1.01, 1.0]
+    (a0, a1), (b0, b1) = free.slices, strict.slices
+    assert a0 <= b0 <= k < b1 <= a1 and (b1 - b0) < (a1 - a0)
+    areas = (free.labels == 2).sum((1, 2))
+    assert areas[b1] > areas[b1 - 1] or areas[b0 - 1] > areas[b0]   # it stopped where the carried mask grew
+    for z in range(b0, b1):                    # the slices kept are the free run's, up to where it stopped
+        np.testing.assert_array_equal(strict.labels[z] == 2, free.labels[z] == 2)
+    given = propagate(default_segmenter, img, lab, k, 2, slices=(z0, z1), carried_regrow=(1.01, 1.0), box3d_views=None,
+                      **kw)
+    assert given.slices == (z0, z1) and given.info["carried_regrow"] is None
+    plain = propagate(default_segmenter, img, lab, k, 2, carried_regrow=(1.01, 1.0))   # no box network: not used
+    assert plain.info["carried_regrow"] is None
+    with pytest.raises(PromptError, match="carried_regrow"):
+        propagate(default_segmenter, img, lab, k, 2, carried_regrow=(0.9, -1.0))
+
+
 def test_the_3d_box_pass_redoes_the_organ_inside_its_box_and_keeps_the_annotated_slice(default_segmenter, chaos8,
                                                                                        segmenter):
     """By default, with a given range (box3d_views 3, chosen on training patients), the box network's 3D box
@@ -109,7 +163,8 @@ def test_propagate_command_and_its_refusals(default_segmenter, chaos8, tmp_path,
            (["--query", str(data / "imagesTr/chaos_36.nii.gz")], "itself"),
            (["--no-box-network", "--no-exemplar-tuning"], "--no-box-network turns off"),
            (["--no-box-network", "--no-box3d"], "--no-box-network turns off"),
-           (["--no-dark-stop", "--range", "5:15"], "never cut")]
+           (["--no-dark-stop", "--range", "5:15"], "never cut"),
+           (["--no-regrow-stop", "--range", "5:15"], "never cut")]
     for extra, msg in bad:
         rc = main(["segment", "--propagate", "--support-image", str(img), "--support-label", str(lab), "--slice",
                    "12", "--out", str(tmp_path / "q.nii.gz"), "--device", "cpu"] + extra)

@@ -148,6 +148,9 @@ def add_propagate(s: argparse.ArgumentParser) -> None:
     s.add_argument("--no-dark-stop", action="store_true",
                    help="with --propagate and --range auto: do not end the range where the mask turns darker than "
                         "the annotated organ (1.5 SD; chosen on training patients, docs/fewshot.md)")
+    s.add_argument("--no-regrow-stop", action="store_true",
+                   help="with --propagate and --range auto: do not end the range where the carried mask widens "
+                        "again after shrinking (propagate.RegrowthStop; chosen on training patients, docs/fewshot.md)")
     s.add_argument("--no-exemplar-tuning", action="store_true",
                    help="with --propagate: use the box network as shipped (by default its head is first tuned for "
                         "30 steps on the annotated slice; chosen on validation patients, docs/fewshot.md)")
@@ -169,8 +172,9 @@ def cmd_propagate(a) -> int:
         raise PromptError("--no-exemplar-tuning concerns the box network, which --no-box-network turns off")
     if a.no_box3d and a.no_box_network:
         raise PromptError("--no-box3d concerns the box network, which --no-box-network turns off")
-    if a.no_dark_stop and a.range != "auto":
-        raise PromptError("--no-dark-stop concerns the automatic range; a given --range is never cut")
+    for flag, off in (("--no-dark-stop", a.no_dark_stop), ("--no-regrow-stop", a.no_regrow_stop)):
+        if off and a.range != "auto":
+            raise PromptError(f"{flag} concerns the automatic range; a given --range is never cut")
     check_output_file(a.out, inputs=(a.support_image, a.support_label))
     img = read_image(a.support_image, "image")
     lab = read_label(a.support_label, img, "label")
@@ -188,6 +192,8 @@ def cmd_propagate(a) -> int:
         kw["box3d_views"] = None
     if a.no_dark_stop:
         kw["dark_stop"] = None
+    if a.no_regrow_stop:
+        kw["carried_regrow"] = None
     result = propagate(seg, img, lab, a.slice, labels[0], a.axis, rng, a.propagate_mode or DEFAULT_MODE,
                        box_segmenter=box, **kw)
     write_image(img, a.out, result.labels)
@@ -196,5 +202,5 @@ def cmd_propagate(a) -> int:
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
                       "propagated": True, "mode": result.info["mode"], "box_network": box is not None,
                       "box_exemplar": result.info["box_exemplar"], "box3d_views": result.info["box3d_views"],
-                      "dark_stop": result.info["dark_stop"]}))
+                      "dark_stop": result.info["dark_stop"], "carried_regrow": result.info["carried_regrow"]}))
     return 0

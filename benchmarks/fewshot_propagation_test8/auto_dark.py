@@ -2,6 +2,7 @@
 patients: ../fewshot_choices/auto_dark_stop.md), on the 8 test patients of the InteractiveRefine split, as
 run.py measures them (the shipped setting-2 model of the fold where the patient is a query, the box network
 carried slice to slice, support = the organ's largest slice; `--support middle|p25` for the other supports).
+The regrowth stop added since (auto_regrow.py) is off here, as it was when these were measured.
 Usage (repository root): python benchmarks/fewshot_propagation_test8/auto_dark.py OUT.jsonl [--support S]"""
 import json
 import sys
@@ -30,7 +31,7 @@ with open(sys.argv[1], "w") as out:
         rec = {"case": pid, "label": organ, "support": support, "support_slice": k,
                "range": [int(z[0]), int(z[-1]) + 1]}
         for name, dark in (("auto", None), ("auto_dark", DARK_STOP)):
-            s = propagate(seg, img, lab, k, organ, box_segmenter=box, dark_stop=dark)
+            s = propagate(seg, img, lab, k, organ, box_segmenter=box, dark_stop=dark, carried_regrow=None)
             rec[name], rec[f"{name}_slices"] = dice(s.labels == organ, ref), list(s.slices)
         out.write(json.dumps(rec) + "\n")
         out.flush()

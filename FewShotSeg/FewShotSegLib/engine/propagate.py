@@ -34,6 +34,11 @@ A slice whose mask is on average `dark_stop` (1.5) standard deviations of the an
 the annotation also ends it: past the organ's end the mask ran on into darker tissue (fold-0 training
 patients, largest slice: 81.89 -> 85.33 on chaos_13/19/22/31, 80.61 -> 80.93 on chaos_20/32/33/34/38; middle
 slice 81.66 -> 82.70, slice at 25% 69.25 -> 70.10; benchmarks/fewshot_choices/auto_dark_stop.md).
+With the box network carried slice to slice, a carried mask that grows again by `carried_regrow[1]` (25%)
+above its smallest, once it had shrunk below `carried_regrow[0]` (85%) of the annotation, ends it too: the left
+kidney's mask ran on into the neighbouring tissue, widening as it went (same patients, by exact replay:
+largest slice 85.33 -> 85.59 and 80.93 -> 82.65, middle 82.70 -> 84.33, slice at 25% 70.10 -> 70.73;
+benchmarks/fewshot_choices/auto_regrow_stop.md).
 """
 from __future__ import annotations
 
@@ -63,6 +68,36 @@ BOX_MARGIN = 0.05     # box-network refinement: the box is the slice's result + 
 REGROW = 1.2          # automatic range: once below half the annotated cross-section, growing by 20% ends it
 BOX3D_VIEWS = 3       # the 3D box network's views in the final pass over the propagated mask (None: no pass)
 DARK_STOP = 1.5       # automatic range: a slice whose mask is this many annotation SDs darker on average ends it
+CARRIED_REGROW = (0.85, 1.25)  # automatic range: below 85% of the annotation, then 25% above the smallest: ends it
+
+
+class RegrowthStop:
+    """The automatic range's regrowth stop in one direction, on the carried masks' areas (image pixels): once
+    the smallest kept area is below `shrink` times the annotated one, a slice whose area exceeds `grow` times
+    that smallest one ends the direction (the organ had tapered and the mask went on into another structure)."""
+
+    def __init__(self, annotated_area: float, shrink: float, grow: float):
+        self.start, self.low, self.shrink, self.grow = float(annotated_area), float(annotated_area), shrink, grow
+
+    def ends(self, area: float) -> bool:
+        return self.low < self.shrink * self.start and area > self.grow * self.low
+
+    def keep(self, area: float) -> None:
+        self.low = min(self.low, float(area))
+
+
+def check_regrow(carried_regrow) -> Optional[Tuple[float, float]]:
+    """None, or (shrink, grow): two positive finite numbers; PromptError otherwise."""
+    if carried_regrow is None:
+        return None
+    try:
+        shrink, grow = (float(v) for v in carried_regrow)
+    except (TypeError, ValueError):
+        shrink = grow = float("nan")
+    if not (np.isfinite(shrink) and np.isfinite(grow) and shrink > 0 and grow > 0):
+        raise PromptError(f"carried_regrow must be (shrink, grow), two positive numbers, or None "
+                          f"(got {carried_regrow!r})")
+    return shrink, grow
 
 
 def _connected_to(mask: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
@@ -88,6 +123,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
               intensity_gate: Optional[float] = INTENSITY_GATE, box_segmenter=None,
               box_tracking: bool = True, box_exemplar: Optional[ExemplarConfig] = ExemplarConfig(),
               box3d_views: Optional[int] = BOX3D_VIEWS, dark_stop: Optional[float] = DARK_STOP,
+              carried_regrow: Optional[Tuple[float, float]] = CARRIED_REGROW,
               progress=None, cancel=None) -> Segmentation:
     """Segment `organ` in `image` from its annotation on slice `slice_index` of the same image.
 
@@ -103,6 +139,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     dark_stop: automatic range only: a slice whose mask's mean intensity lies more than this many standard
     deviations of the annotated pixels below their mean ends that direction (the organ has ended and the mask
     went on into darker tissue); None: off.
+    carried_regrow: automatic range with the box network carried slice to slice only (as chosen): (shrink,
+    grow) of RegrowthStop on the carried masks (image pixels); None: off.
     progress(fraction, message) and cancel() (CancelledError, nothing returned) are checked once per slice.
     """
     if mode not in MODES:
@@ -117,6 +155,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     check_views(box3d_views, "box3d_views")
     if dark_stop is not None and not float(dark_stop) >= 0:
         raise PromptError(f"dark_stop must be a number of standard deviations >= 0, or None (got {dark_stop})")
+    regrow_stop = check_regrow(carried_regrow) if slices is None else None
     annotation = np.take(label, slice_index, axis=axis) == sup.label
     shipped_box = box_segmenter  # the 3D pass uses the shipped network, not the 2D exemplar-tuned copy
     if box_segmenter is not None and box_exemplar is not None:
@@ -142,11 +181,13 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
         q = torch.tensor([intensity_gate, 1 - intensity_gate])
         gate = torch.quantile(vals, q).tolist() if vals.numel() else None
     visited = [slice_index, slice_index]
+    tracking = box_tracking and box_segmenter is not None
     tracked: Dict[int, np.ndarray] = {}
     for d in (1, -1):
         prev_img, prev_mask = sup.image.to(dev), sup.mask.to(dev)
         prev_area = float(prev_mask.sum())
         start_area, low = prev_area, prev_area
+        growth = None if regrow_stop is None or not tracking else RegrowthStop(annotation.sum(), *regrow_stop)
         z = slice_index + d
         while k0 <= z < k1:
             if cancel is not None and cancel():
@@ -180,13 +221,16 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
                 break
             if slices is None and regrow is not None and low < 0.5 * start_area and area > regrow * low:
                 break               # it had tapered off and grows again: another structure
-            tracking = box_tracking and box_segmenter is not None
             if tracking or dark_below is not None:  # the slice's mask on the image grid
                 native = from_network(m[:, 0].cpu(), grid)[0] > 0.5
                 if tracking:  # the box network's slice is what is carried on
                     native = box_slice(image, native, z, axis, box_segmenter)
                 if dark_below is not None and native.any() and native_slices[z][native].mean() < dark_below:
                     break           # darker than the annotated organ: it has ended (chosen on training patients)
+                if growth is not None:
+                    if growth.ends(native.sum()):
+                        break       # it had shrunk and widens again: another structure (chosen on training patients)
+                    growth.keep(native.sum())
             low = min(low, area)
             prob[z] = p[0, 0].cpu()
             if tracking:
@@ -218,7 +262,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
                          "box_exemplar": None if box_segmenter is None or box_exemplar is None
                          else dataclasses.asdict(box_exemplar),
                          "box3d_views": box3d_views if use_3d else None,
-                         "dark_stop": dark_stop if dark_below is not None else None})
+                         "dark_stop": dark_stop if dark_below is not None else None,
+                         "carried_regrow": list(regrow_stop) if regrow_stop is not None and tracking else None})
 
 
 def box3d_pass(image: Image, mask: np.ndarray, box_segmenter, views: int) -> np.ndarray:

@@ -1,0 +1,98 @@
+"""The automatic range's regrowth stop on the carried masks (propagate `carried_regrow`, RegrowthStop), chosen
+on fold-0 TRAINING patients only by exact replay of auto_dark_stop.py's records (propagation without the dark
+stop, the box network carried slice to slice, each slice's carried area, true positives and mean intensity):
+chaos_13/19/22/31 with the largest, middle and 25% slice as the support, chaos_20/32/33/34/38 with the largest.
+A stop only ever ends a direction earlier, so the shipped dark stop (1.5) and each (shrink, grow) replay exactly.
+`check CASE:ORGAN:SUPPORT ...` reruns propagation with the shipped stops on such records and prints its Dice
+beside the replay's (the replay must be exact).
+Usage (repository root): python benchmarks/fewshot_choices/auto_regrow_stop.py [check CASE:ORGAN:SUPPORT ...]"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from FewShotSegLib.engine.propagate import DARK_STOP, RegrowthStop
+
+HERE = Path(__file__).resolve().parent
+SETS = {"largest, chaos_13/19/22/31": "auto_dark_stop_choice.jsonl",
+        "largest, chaos_20/32/33/34/38": "auto_dark_stop_heldout.jsonl",
+        "middle, chaos_13/19/22/31": "auto_dark_stop_middle.jsonl",
+        "25%, chaos_13/19/22/31": "auto_dark_stop_p25.jsonl"}
+SHRINK = (0.7, 0.8, 0.85, 0.9, 0.95)
+GROW = (1.15, 1.2, 1.25, 1.3, 1.4)
+
+
+def kept(rec, regrow):
+    """The slices a run keeps: outwards from the annotated slice until the dark stop or the regrowth stop."""
+    rows = {r["z"]: r for r in rec["rows"]}
+    k = rec["k"]
+    keep = [rows[k]] if k in rows else []
+    dark_below = rec["ann_mean"] - DARK_STOP * rec["ann_std"]
+    for d in (1, -1):
+        growth = None if regrow is None or k not in rows else RegrowthStop(rows[k]["area"], *regrow)
+        z = k + d
+        while z in rows and rows[z]["mean"] >= dark_below:
+            if growth is not None:
+                if growth.ends(rows[z]["area"]):
+                    break
+                growth.keep(rows[z]["area"])
+            keep.append(rows[z])
+            z += d
+    return keep
+
+
+def organ_means(recs, regrow):
+    per = []
+    for organ in (1, 2, 3, 4):
+        d = []
+        for r in recs:
+            if r["organ"] == organ:
+                k = kept(r, regrow)
+                d.append(2 * sum(x["tp"] for x in k) / (sum(x["area"] for x in k) + r["ref_total"]))
+        per.append(100 * float(np.mean(d)))
+    return per
+
+
+def main():
+    sets = {name: [json.loads(line) for line in open(HERE / f)] for name, f in SETS.items()}
+    names = list(sets)
+    print("Mean Dice % of the 4 organs per record set (dark stop 1.5 on in every row)\n")
+    print("| shrink, grow | " + " | ".join(names) + " | mean of sets |\n|---|" + "---|" * (len(names) + 1))
+    for regrow in [None] + [(s, g) for s in SHRINK for g in GROW]:
+        ms = [float(np.mean(organ_means(sets[n], regrow))) for n in names]
+        print(f"| {'off' if regrow is None else regrow} | " + " | ".join(f"{m:.2f}" for m in ms)
+              + f" | **{np.mean(ms):.2f}** |")
+    print("\nPer organ (liver, right kidney, left kidney, spleen), off -> shipped (0.85, 1.25):\n")
+    for n in names:
+        a, b = organ_means(sets[n], None), organ_means(sets[n], (0.85, 1.25))
+        print(f"- {n}: " + ", ".join(f"{x:.1f} -> {y:.1f}" for x, y in zip(a, b)))
+
+
+def check(specs):
+    import torch
+    from fold0_organs import fold0_organs, support_slice  # this folder
+
+    from FewShotSegLib.engine.propagate import propagate
+    from InteractiveRefineLib.core.data import DecathlonDataset
+    from InteractiveRefineLib.core.metrics import dice
+    from InteractiveRefineLib.engine.inference import BoxSegmenter
+    torch.set_num_threads(1)
+    recs = {(r["case"], r["organ"], r["support"]): r for f in SETS.values() for r in map(json.loads, open(HERE / f))}
+    wanted = [(c, int(o), s) for c, o, s in (spec.split(":") for spec in specs)]
+    ds = DecathlonDataset("../shared/data/chaos-t2spir")
+    box = BoxSegmenter(device="cpu")
+    for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, sorted({c for c, _, _ in wanted})):
+        for support in [s for c, o, s in wanted if (c, o) == (pid, organ)]:
+            r = recs[(pid, organ, support)]
+            kept_rows = kept(r, (0.85, 1.25))
+            replay = 2 * sum(x["tp"] for x in kept_rows) / (sum(x["area"] for x in kept_rows) + r["ref_total"])
+            m = propagate(seg, img, lab, support_slice(k, z, support), organ, box_segmenter=box).labels == organ
+            print(f"{pid} organ {organ} {support}: rerun {dice(m, ref):.4f}, replay {replay:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["check"]:
+        check(sys.argv[2:])
+    else:
+        main()
