@@ -6,19 +6,12 @@ with its stops, the box network carried slice to slice, as `segment --follow`), 
 once redone by the box network in its bounding box (+5%), as propagation redoes every other slice
 (seed_rules.md: the seed slice's Dice 63.0 -> 68.7). Dice over the whole volume.
   python benchmarks/fewshot_auto_range/seed_box_redo.py N_PAIRS OUT.jsonl [--dataset DIR]"""
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
-import torch
-from chaos_dataset import add_dataset_argument, open_dataset  # this folder (the script's own)
-from single_slice_cache import loaded_cases
+from single_slice_cache import append_row, one_slice_study, read_rows  # this folder (the script's own)
 
 from FewShotSegLib.engine.follow import seed_slice
 from FewShotSegLib.engine.propagate import box_slice, propagate
 from FewShotSegLib.engine.segment import auto_range_info, make_supports
-from FewShotSegLib.panel.support_slice import default_support_slice
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 
@@ -26,20 +19,9 @@ ORGANS = {1: "liver", 2: "R kidney", 3: "L kidney", 4: "spleen"}
 
 
 def main():
-    parser = argparse.ArgumentParser(description="follow with the seed slice as predicted or redone by the box net")
-    parser.add_argument("n_pairs", type=int)
-    parser.add_argument("out", type=Path)
-    add_dataset_argument(parser)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    ds = open_dataset(args)
     box = BoxSegmenter(device="cpu")
-    done = {json.loads(line)["case"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
-    for name, fold, _, _, organ, (s_img, s_lab), (q_img, q_lab), seg in loaded_cases(
-            ds, args.n_pairs, skip=done.__contains__):
-        k = default_support_slice(s_lab == organ)
-        one = np.zeros_like(s_lab)
-        one[k] = s_lab[k]
+    out, cases = one_slice_study("follow with the seed slice as predicted or redone by the box network")
+    for name, fold, organ, s_img, one, k, q_img, q_lab, seg in cases:
         m = seg.segment(make_supports(s_img, one, k, [organ]), q_img, auto_range=True,
                         auto=auto_range_info(s_img, one, [organ], q_img)).labels == organ
         ref = q_lab == organ
@@ -51,9 +33,8 @@ def main():
                 label[z] = seed
                 p = propagate(seg, q_img, label, z, 1, box_segmenter=box).labels == 1 if seed.any() else m
                 row[how] = {"seed_dice": dice(seed, ref[z]), "dice": dice(p, ref)}
-        with open(args.out, "a") as f:
-            f.write(json.dumps(row) + "\n")
-    rows = [json.loads(line) for line in args.out.read_text().splitlines()]
+        append_row(out, row)
+    rows = read_rows(out)
     for v in ("window", "as_predicted", "box_redone"):
         per = [100 * np.mean([(r[v] if v == "window" else r[v]["dice"]) if v in r else r["window"]
                               for r in rows if r["organ"] == o]) for o in ORGANS]

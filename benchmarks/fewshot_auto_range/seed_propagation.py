@@ -6,37 +6,19 @@ network carried slice to slice); `centre`: the middle slice of the prediction in
 volume: `window` (shipped), `largest`, `centre` (each with the seed slice's Dice and its agreement with the
 window's prediction).
   python benchmarks/fewshot_auto_range/seed_propagation.py N_PAIRS OUT.jsonl [--dataset DIR]"""
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
-import torch
-from chaos_dataset import add_dataset_argument, open_dataset  # this folder (the script's own)
-from single_slice_cache import loaded_cases
+from single_slice_cache import append_row, one_slice_study, read_rows  # this folder (the script's own)
 
 from FewShotSegLib.engine.propagate import propagate
 from FewShotSegLib.engine.segment import auto_range_info, make_supports
-from FewShotSegLib.panel.support_slice import default_support_slice
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 
 
 def main():
-    parser = argparse.ArgumentParser(description="few-shot window, then same-scan propagation from its best slice")
-    parser.add_argument("n_pairs", type=int)
-    parser.add_argument("out", type=Path)
-    add_dataset_argument(parser)
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    ds = open_dataset(args)
+    out, cases = one_slice_study("few-shot window, then same-scan propagation from its best slice", threads=2)
     box = BoxSegmenter(device="cpu")
-    done = {json.loads(line)["case"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
-    for name, fold, _, _, organ, (s_img, s_lab), (q_img, q_lab), seg in loaded_cases(
-            ds, args.n_pairs, skip=done.__contains__):
-        k = default_support_slice(s_lab == organ)
-        one = np.zeros_like(s_lab)
-        one[k] = s_lab[k]
+    for name, fold, organ, s_img, one, k, q_img, q_lab, seg in cases:
         sup = make_supports(s_img, one, k, [organ])
         ref = q_lab == organ
         m = seg.segment(sup, q_img, auto_range=True, auto=auto_range_info(s_img, one, [organ], q_img)).labels == organ
@@ -49,10 +31,9 @@ def main():
             pseudo[z] = m[z] * organ
             p = propagate(seg, q_img, pseudo, z, organ, box_segmenter=box).labels == organ
             row[how] = {"seed": z, "seed_dice": dice(m[z], ref[z]), "dice": dice(p, ref), "agreement": dice(p, m)}
-        with open(args.out, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row(out, row)
         print(name, round(row["window"], 3), {h: round(row[h]["dice"], 3) for h in seeds}, flush=True)
-    rows = [json.loads(line) for line in args.out.read_text().splitlines()]
+    rows = read_rows(out)
     names = {1: "liver", 2: "R kidney", 3: "L kidney", 4: "spleen"}
     for v in ("window", "largest", "centre"):
         per = [np.mean([(r[v] if v == "window" else r[v]["dice"]) if v in r else r["window"]

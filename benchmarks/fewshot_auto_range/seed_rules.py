@@ -9,18 +9,11 @@ propagation redoes every other slice. Rules:
 - centre_confident: the middle one of the predicted slices whose mean probability is at least the median's;
 - area_median: the slice where the predicted volume reaches half its total along the axis.
   python benchmarks/fewshot_auto_range/seed_rules.py N_PAIRS OUT.jsonl [--dataset DIR]"""
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
-import torch
-from chaos_dataset import add_dataset_argument, open_dataset  # this folder (the script's own)
-from single_slice_cache import loaded_cases
+from single_slice_cache import append_row, one_slice_study, read_rows  # this folder (the script's own)
 
 from FewShotSegLib.engine.propagate import box_slice
 from FewShotSegLib.engine.segment import auto_range_info, make_supports
-from FewShotSegLib.panel.support_slice import default_support_slice
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 
@@ -39,20 +32,9 @@ def seeds(mask: np.ndarray, prob: np.ndarray) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description="seed rules of follow, scored on the seed slice")
-    parser.add_argument("n_pairs", type=int)
-    parser.add_argument("out", type=Path)
-    add_dataset_argument(parser)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    ds = open_dataset(args)
     box = BoxSegmenter(device="cpu")
-    done = {json.loads(line)["case"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
-    for name, fold, _, _, organ, (s_img, s_lab), (q_img, q_lab), seg in loaded_cases(
-            ds, args.n_pairs, skip=done.__contains__):
-        k = default_support_slice(s_lab == organ)
-        one = np.zeros_like(s_lab)
-        one[k] = s_lab[k]
+    out, cases = one_slice_study("seed rules of follow, scored on the seed slice")
+    for name, fold, organ, s_img, one, k, q_img, q_lab, seg in cases:
         res = seg.segment(make_supports(s_img, one, k, [organ]), q_img, auto_range=True,
                           auto=auto_range_info(s_img, one, [organ], q_img))
         m, ref = res.labels == organ, q_lab == organ
@@ -61,9 +43,8 @@ def main():
             for rule, z in seeds(m, res.probabilities[organ]).items():
                 redone = box_slice(q_img, m[z], z, 0, box)
                 row[rule] = {"seed": z, "dice": dice(m[z], ref[z]), "box_dice": dice(redone, ref[z])}
-        with open(args.out, "a") as f:
-            f.write(json.dumps(row) + "\n")
-    rows = [json.loads(line) for line in args.out.read_text().splitlines()]
+        append_row(out, row)
+    rows = read_rows(out)
     print(f"{len(rows)} cases; seed-slice Dice % (as predicted / redone by the box network), on the organ %")
     for rule in ("centre", "confident", "centre_confident", "area_median"):
         cells = []

@@ -72,6 +72,39 @@ def loaded_cases(ds, n_pairs, skip=lambda name: False):
         yield name, fold, sid, qid, organ, support, query, models[model]
 
 
+def one_slice_study(description: str, threads: int = 1):
+    """The set-up the one-slice studies share (command line `N_PAIRS OUT.jsonl [--dataset DIR]`): returns OUT
+    and an iterator of (case name, fold, organ, support image, one-slice support label, its slice, query image,
+    query label, the fold's segmenter) over the `loaded_cases` cases not yet recorded in OUT. The support is ONE
+    slice, the one the FewShotSeg panel proposes (the organ's largest cross-section)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("n_pairs", type=int)
+    parser.add_argument("out", type=Path)
+    add_dataset_argument(parser)
+    args = parser.parse_args()
+    torch.set_num_threads(threads)
+    ds = open_dataset(args)
+    done = {row["case"] for row in read_rows(args.out)}
+
+    def cases():
+        for name, fold, _, _, organ, (s_img, s_lab), (q_img, q_lab), seg in loaded_cases(
+                ds, args.n_pairs, skip=done.__contains__):
+            k = default_support_slice(s_lab == organ)
+            one = np.zeros_like(s_lab)
+            one[k] = s_lab[k]
+            yield name, fold, organ, s_img, one, k, q_img, q_lab, seg
+    return args.out, cases()
+
+
+def read_rows(out: Path) -> list:
+    return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+
+def append_row(out: Path, row: dict) -> None:
+    with open(out, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description="cache one-slice-support predictions (training patients)")
     parser.add_argument("n_pairs", type=int)

@@ -3,34 +3,16 @@
 cases (TRAINING patients only): Dice over the whole volume and voxels labelled on slices without the organ.
   nice -n 10 python benchmarks/fewshot_auto_range/single_slice_validate.py N_PAIRS OUT.jsonl [--dataset DIR]
 """
-import argparse
-import json
-from pathlib import Path
-
 import numpy as np
-import torch
-from chaos_dataset import add_dataset_argument, open_dataset  # this folder (the script's own)
-from single_slice_cache import loaded_cases
+from single_slice_cache import append_row, one_slice_study, read_rows  # this folder (the script's own)
 
 from FewShotSegLib.engine.segment import auto_range_info, make_supports
-from FewShotSegLib.panel.support_slice import default_support_slice
 from InteractiveRefineLib.core.metrics import dice
 
 
 def main():
-    parser = argparse.ArgumentParser(description="the shipped one-slice window vs the component step alone")
-    parser.add_argument("n_pairs", type=int)
-    parser.add_argument("out", type=Path)
-    add_dataset_argument(parser)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    ds = open_dataset(args)
-    done = {json.loads(line)["case"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
-    for name, fold, _, _, organ, (s_img, s_lab), (q_img, q_lab), seg in loaded_cases(
-            ds, args.n_pairs, skip=done.__contains__):
-        k = default_support_slice(s_lab == organ)  # the panel's proposal: the largest cross-section
-        one = np.zeros_like(s_lab)
-        one[k] = s_lab[k]
+    out, cases = one_slice_study("the shipped one-slice window vs the component step alone")
+    for name, fold, organ, s_img, one, k, q_img, q_lab, seg in cases:
         sup = make_supports(s_img, one, k, [organ])
         ref = q_lab == organ
         off = ~ref.any((1, 2))
@@ -38,10 +20,9 @@ def main():
         for variant, kw in (("none", {}), ("window", {"auto": auto_range_info(s_img, one, [organ], q_img)})):
             m = seg.segment(sup, q_img, auto_range=True, **kw).labels == organ
             row[variant] = {"dice": dice(m, ref), "off_voxels": int(m[off].sum()), "voxels": int(m.sum())}
-        with open(args.out, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_row(out, row)
         print(name, round(row["none"]["dice"], 3), round(row["window"]["dice"], 3), flush=True)
-    rows = [json.loads(line) for line in args.out.read_text().splitlines()]
+    rows = read_rows(out)
     names = {1: "liver", 2: "R kidney", 3: "L kidney", 4: "spleen"}
     for v in ("none", "window"):
         per = [np.mean([r[v]["dice"] for r in rows if r["organ"] == o]) * 100 for o in names]
