@@ -3,12 +3,13 @@ never seen by the default model; support: one drawn slice of chaos_36), followin
 prediction from its middle slice through the query beats the prediction itself."""
 import numpy as np
 import pytest
+from fewshot_panel_run import run_fewshot_panel  # this folder
 
 from FewShotSegLib.cli import main
 from FewShotSegLib.engine.follow import follow, seed_slice
 from FewShotSegLib.engine.propagate import propagate
 from FewShotSegLib.engine.segment import FewShotSegmenter, auto_range_info, make_supports
-from FewShotSegLib.panel.controller import FewShotController, FewShotRequest, request_from_message, request_message
+from FewShotSegLib.panel.controller import FewShotRequest, request_from_message, request_message
 from FewShotSegLib.panel.support_slice import default_support_slice
 from InteractiveRefineLib.core.data import DecathlonDataset
 from InteractiveRefineLib.core.image_io import read_label, write_image
@@ -76,12 +77,6 @@ def test_segment_follow_and_the_panels_follow_write_the_followed_labels(pair, tm
     request = FewShotRequest(s_img, {"spleen": one == 1}, k, q_img, device="cpu", follow=True)
     fields, arrays = request_message(request)
     assert request_from_message(fields, arrays).follow
-    panel = FewShotController(segmenter_factory=lambda device: seg)
-    try:
-        panel.start(request)
-        status = panel.wait(300)
-    finally:
-        panel.shutdown()
-    assert status.job.state == "done", status.job.error
+    status = run_fewshot_panel(request, seg)
     assert status.result.info["followed"] and status.result.info["box_network"]
     np.testing.assert_array_equal(status.result.masks["spleen"], f)

@@ -8,13 +8,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from fewshot_panel_run import run_fewshot_panel  # this folder
 
 from FewShotSegLib.cli import main
 from FewShotSegLib.engine.propagate import propagate_mask
 from FewShotSegLib.engine.segment import FewShotSegmenter, make_supports
 from FewShotSegLib.evaluation.evaluate import support_copy
 from FewShotSegLib.panel.controller import (
-    FewShotController,
     FewShotRequest,
     propagation_request,
     request_from_message,
@@ -60,13 +60,7 @@ def test_propagate_through_this_scan_equals_segment_propagate(default_segmenter,
                              propagate=True)
     fields, arrays = request_message(request)
     assert fields["propagate"] and fields["same"] and request_from_message(fields, arrays).propagate
-    panel = FewShotController(segmenter_factory=lambda device: default_segmenter)
-    try:
-        panel.start(request)
-        status = panel.wait(300)
-    finally:
-        panel.shutdown()
-    assert status.job.state == "done", status.job.error
+    status = run_fewshot_panel(request, default_segmenter)
     mask, info = status.result.masks["spleen"], status.result.info
     assert info["propagated"] and info["box_network"]
     data = sample_dataset("chaos")
