@@ -11,10 +11,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fewshot_choices"))
-from fold0_organs import fold0_organs, support_slice  # noqa: E402  (../fewshot_choices)
+from fold0_organs import support_slice, test8_organs  # noqa: E402  (../fewshot_choices)
 
 from FewShotSegLib.engine.propagate import DARK_STOP, propagate  # noqa: E402
-from FewShotSegLib.engine.protocol import fold_cases  # noqa: E402
 from InteractiveRefineLib.core.data import DecathlonDataset  # noqa: E402
 from InteractiveRefineLib.core.metrics import dice  # noqa: E402
 from InteractiveRefineLib.engine.inference import BoxSegmenter  # noqa: E402
@@ -23,10 +22,8 @@ torch.set_num_threads(1)
 support = sys.argv[sys.argv.index("--support") + 1] if "--support" in sys.argv else "largest"
 ds = DecathlonDataset("../shared/data/chaos-t2spir")
 box = BoxSegmenter(device="cpu")
-test = json.load(open("InteractiveRefine/Resources/Splits/chaos_t2spir.json"))["test"]
-fold_of = {q: f for f in range(5) for q in fold_cases(ds.case_ids, f)["query"]}
 with open(sys.argv[1], "w") as out:
-    for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, test, fold_of):
+    for pid, img, lab, seg, organ, k, z, ref in test8_organs(ds):
         k = support_slice(k, z, support)
         rec = {"case": pid, "label": organ, "support": support, "support_slice": k,
                "range": [int(z[0]), int(z[-1]) + 1]}

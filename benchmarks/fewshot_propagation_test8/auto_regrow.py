@@ -13,10 +13,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "fewshot_choices"))
-from fold0_organs import fold0_organs, support_slice  # noqa: E402  (../fewshot_choices)
+from fold0_organs import support_slice, test8_organs  # noqa: E402  (../fewshot_choices)
 
 from FewShotSegLib.engine.propagate import propagate  # noqa: E402
-from FewShotSegLib.engine.protocol import fold_cases  # noqa: E402
 from InteractiveRefineLib.core.data import DecathlonDataset  # noqa: E402
 from InteractiveRefineLib.core.metrics import dice  # noqa: E402
 from InteractiveRefineLib.engine.inference import BoxSegmenter  # noqa: E402
@@ -27,10 +26,8 @@ before_file = HERE / ("results_auto_dark.jsonl" if support == "largest" else f"r
 before = {(r["case"], r["label"]): r for r in map(json.loads, open(before_file))}
 ds = DecathlonDataset("../shared/data/chaos-t2spir")
 box = BoxSegmenter(device="cpu")
-test = json.load(open("InteractiveRefine/Resources/Splits/chaos_t2spir.json"))["test"]
-fold_of = {q: f for f in range(5) for q in fold_cases(ds.case_ids, f)["query"]}
 with open(sys.argv[1], "w") as out:
-    for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, test, fold_of):
+    for pid, img, lab, seg, organ, k, z, ref in test8_organs(ds):
         k = support_slice(k, z, support)
         old = before[(pid, organ)]
         assert old["support_slice"] == k
