@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tables import group_means_table  # this folder (the script's own)
-from val_cases import validation_subset  # this folder
+from val_cases import load_records, validation_subset  # this folder
 
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
@@ -33,11 +33,7 @@ variants = [tuple(int(x) for x in v.split(":")) for v in args.variants.split(","
 seg = BoxSegmenter(device="cpu")
 net3, manifest = seg.model(3)
 path = Path(args.records)
-done = {}
-if path.exists():
-    for line in path.read_text().splitlines():
-        r = json.loads(line)
-        done.setdefault((r["case"], r["label"]), {}).update(r)
+done = load_records(path)
 cases = validation_subset(args.hip)
 with path.open("a") as f:
     for group, v, label, m, _, box3d in cases:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tables import group_means_table  # this folder (the script's own)
-from val_cases import validation_subset  # this folder
+from val_cases import load_records, validation_subset  # this folder
 
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
@@ -43,11 +43,7 @@ torch.set_num_threads(1)
 wanted = {"2d": [int(n) for n in args.sym2d.split(",")], "3d": [int(n) for n in args.sym3d.split(",")]}
 segs = {n: BoxSegmenter(device="cpu", symmetries=n) for n in sorted(set(sum(wanted.values(), [])))}
 path = Path(args.records)
-done = {}
-if path.exists():
-    for line in path.read_text().splitlines():
-        r = json.loads(line)
-        done.setdefault((r["case"], r["label"]), {}).update(r)
+done = load_records(path)
 cases = validation_subset(args.hip)
 with path.open("a") as f:
     for group, v, label, m, boxes2d, box3d in cases:
