@@ -7,7 +7,7 @@ setting-2 models, the box network carried slice to slice, automatic range.
 positives and mean intensity. A stop only ever ends a direction earlier, and until it does the propagation
 is the same, so `table` replays each threshold on the records exactly (Dice from the kept slices).
 Usage (repository root):
-    python benchmarks/fewshot_choices/auto_dark_stop.py collect OUT.jsonl chaos_19,chaos_22 [largest|middle|p25]
+    python benchmarks/fewshot_choices/auto_dark_stop.py collect OUT.jsonl chaos_19,chaos_22 [largest|middle|p25 [FOLD]]
     python benchmarks/fewshot_choices/auto_dark_stop.py table FILE.jsonl [FILE.jsonl ...]"""
 import json
 import sys
@@ -17,7 +17,7 @@ import numpy as np
 THRESHOLDS = (None, 1.2, 1.4, 1.5, 1.6, 1.8, 2.0)
 
 
-def collect(path, cases, support="largest"):
+def collect(path, cases, support="largest", fold=0):
     import torch
     from fold0_organs import fold0_organs, support_slice  # this folder
 
@@ -28,9 +28,10 @@ def collect(path, cases, support="largest"):
     ds = DecathlonDataset("../shared/data/chaos-t2spir")
     box = BoxSegmenter(device="cpu")
     with open(path, "w") as out:
-        for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, cases):
+        for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, cases, {c: int(fold) for c in cases}):
             k = support_slice(k, z, support)
-            m = propagate(seg, img, lab, k, organ, box_segmenter=box, dark_stop=None).labels == organ
+            m = propagate(seg, img, lab, k, organ, box_segmenter=box, dark_stop=None,
+                          carried_regrow=None).labels == organ
             ann = img.array[k][ref[k]]
             rows = [dict(z=int(i), area=int(m[i].sum()), tp=int((m[i] & ref[i]).sum()),
                          mean=float(img.array[i][m[i]].mean())) for i in np.flatnonzero(m.any((1, 2)))]
@@ -68,6 +69,6 @@ def table(paths):
 
 if __name__ == "__main__":
     if sys.argv[1] == "collect":
-        collect(sys.argv[2], sys.argv[3].split(","), *sys.argv[4:5])
+        collect(sys.argv[2], sys.argv[3].split(","), *sys.argv[4:6])
     else:
         table(sys.argv[2:])
