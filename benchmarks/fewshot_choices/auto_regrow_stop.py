@@ -19,6 +19,13 @@ SETS = {"largest, chaos_13/19/22/31": "auto_dark_stop_choice.jsonl",
         "largest, chaos_20/32/33/34/38": "auto_dark_stop_heldout.jsonl",
         "middle, chaos_13/19/22/31": "auto_dark_stop_middle.jsonl",
         "25%, chaos_13/19/22/31": "auto_dark_stop_p25.jsonl"}
+# collected after the choice (seventh session), a check on more training patients, not used to choose: fold 0's
+# models on chaos_20/32/33/34/38 from the middle and 25% slices, fold 1's on chaos_1/2/3 (fold-1 training patients)
+CHECK_SETS = {"middle, chaos_20/32/33/34/38": "auto_regrow_more_f0_middle.jsonl",
+              "25%, chaos_20/32/33/34/38": "auto_regrow_more_f0_p25.jsonl",
+              "largest, chaos_1/2/3 (fold 1)": "auto_regrow_more_f1_largest.jsonl",
+              "middle, chaos_1/2/3 (fold 1)": "auto_regrow_more_f1_middle.jsonl",
+              "25%, chaos_1/2/3 (fold 1)": "auto_regrow_more_f1_p25.jsonl"}
 SHRINK = (0.7, 0.8, 0.85, 0.9, 0.95)
 GROW = (1.15, 1.2, 1.25, 1.3, 1.4)
 
@@ -67,6 +74,14 @@ def main():
     for n in names:
         a, b = organ_means(sets[n], None), organ_means(sets[n], (0.85, 1.25))
         print(f"- {n}: " + ", ".join(f"{x:.1f} -> {y:.1f}" for x, y in zip(a, b)))
+    check = {n: [json.loads(line) for line in open(HERE / f)] for n, f in CHECK_SETS.items() if (HERE / f).exists()}
+    if check:
+        print("\nChecked after the choice on more training patients (not used to choose), off -> shipped:\n")
+        print("| record set | liver | right kidney | left kidney | spleen | mean |\n|---|---|---|---|---|---|")
+        for n, recs in check.items():
+            a, b = organ_means(recs, None), organ_means(recs, (0.85, 1.25))
+            print(f"| {n} | " + " | ".join(f"{x:.1f} -> {y:.1f}" for x, y in zip(a, b))
+                  + f" | **{np.mean(a):.2f} -> {np.mean(b):.2f}** |")
 
 
 def check(specs):
