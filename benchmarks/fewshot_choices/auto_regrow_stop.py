@@ -5,7 +5,9 @@ chaos_13/19/22/31 with the largest, middle and 25% slice as the support, chaos_2
 A stop only ever ends a direction earlier, so the shipped dark stop (1.5) and each (shrink, grow) replay exactly.
 `check CASE:ORGAN:SUPPORT ...` reruns propagation with the shipped stops on such records and prints its Dice
 beside the replay's (the replay must be exact).
-Usage (repository root): python benchmarks/fewshot_choices/auto_regrow_stop.py [check CASE:ORGAN:SUPPORT ...]"""
+`variants`: the ceiling variant (not shipped) on every record set.
+Usage (repository root):
+    python benchmarks/fewshot_choices/auto_regrow_stop.py [check CASE:ORGAN:SUPPORT ... | variants]"""
 import json
 import sys
 from pathlib import Path
@@ -30,8 +32,10 @@ SHRINK = (0.7, 0.8, 0.85, 0.9, 0.95)
 GROW = (1.15, 1.2, 1.25, 1.3, 1.4)
 
 
-def kept(rec, regrow):
-    """The slices a run keeps: outwards from the annotated slice until the dark stop or the regrowth stop."""
+def kept(rec, regrow, ceiling=None):
+    """The slices a run keeps: outwards from the annotated slice until the dark stop or the regrowth stop.
+    ceiling (a variant, not shipped): the regrowth stop is dropped in a direction once a kept area exceeded
+    `ceiling` times the annotated one (the organ widening from a slice low in it)."""
     rows = {r["z"]: r for r in rec["rows"]}
     k = rec["k"]
     keep = [rows[k]] if k in rows else []
@@ -44,18 +48,20 @@ def kept(rec, regrow):
                 if growth.ends(rows[z]["area"]):
                     break
                 growth.keep(rows[z]["area"])
+                if ceiling is not None and rows[z]["area"] > ceiling * growth.start:
+                    growth = None
             keep.append(rows[z])
             z += d
     return keep
 
 
-def organ_means(recs, regrow):
+def organ_means(recs, regrow, ceiling=None):
     per = []
     for organ in (1, 2, 3, 4):
         d = []
         for r in recs:
             if r["organ"] == organ:
-                k = kept(r, regrow)
+                k = kept(r, regrow, ceiling)
                 d.append(2 * sum(x["tp"] for x in k) / (sum(x["area"] for x in k) + r["ref_total"]))
         per.append(100 * float(np.mean(d)))
     return per
@@ -106,8 +112,21 @@ def check(specs):
             print(f"{pid} organ {organ} {support}: rerun {dice(m, ref):.4f}, replay {replay:.4f}", flush=True)
 
 
+def variants():
+    """The ceiling variant on all record sets (choice and check): change of each set's mean against no stop."""
+    sets = {n: [json.loads(line) for line in open(HERE / f)] for n, f in {**SETS, **CHECK_SETS}.items()}
+    print("| variant | " + " | ".join(sets) + " | mean |\n|---|" + "---|" * (len(sets) + 1))
+    base = {n: float(np.mean(organ_means(r, None))) for n, r in sets.items()}
+    for ceiling in (None, 1.0, 1.05, 1.1, 1.15, 1.2, 1.3):
+        for regrow in ((0.85, 1.25), (0.9, 1.25)) if ceiling == 1.1 else ((0.85, 1.25),):
+            d = [float(np.mean(organ_means(r, regrow, ceiling))) - base[n] for n, r in sets.items()]
+            print(f"| {regrow}, ceiling {ceiling} | " + " | ".join(f"{x:+.2f}" for x in d) + f" | {np.mean(d):+.2f} |")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["check"]:
         check(sys.argv[2:])
+    elif sys.argv[1:2] == ["variants"]:
+        variants()
     else:
         main()
