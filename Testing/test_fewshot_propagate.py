@@ -91,15 +91,18 @@ def kept_until_regrowth(annotated, areas, regrow=CARRIED_REGROW):
 
 
 def test_the_regrowth_stop_ends_a_mask_that_widens_again_after_shrinking():
-    """RegrowthStop: once the carried mask has shrunk below 85% of the annotation, 25% above its smallest ends it."""
-    assert CARRIED_REGROW == (0.85, 1.25)
+    """RegrowthStop: once the carried mask has shrunk below 85% of the annotation, 25% above its smallest ends it,
+    unless it had exceeded 110% of the annotation before (an organ widening from a slice low in it)."""
+    assert CARRIED_REGROW == (0.85, 1.25, 1.1)
     assert kept_until_regrowth(2600, SPLEEN_ENDING) == len(SPLEEN_ENDING)  # a tapering organ runs to its end
     assert kept_until_regrowth(1220, LEFT_KIDNEY_ON, (1.01, 1.25)) == 2  # 1664 > 1.25 * 1220: ends there
     assert kept_until_regrowth(1220, LEFT_KIDNEY_ON) == len(LEFT_KIDNEY_ON)  # never shrank below 85%: runs on
     # chaos_34's left kidney: shrinks to 920 (82% of 1120), then widens into its neighbour: ends at 1169
     assert kept_until_regrowth(1120, [1192, 1058, 920, 1169, 1380, 1584]) == 3
+    widening = [1150, 800, 1100]                  # above 110% first: its own dip and widening go on
+    assert kept_until_regrowth(1000, widening) == 3 and kept_until_regrowth(1000, widening, (0.85, 1.25)) == 2
     assert check_regrow(None) is None and check_regrow([0.9, 1.3]) == (0.9, 1.3)
-    for bad in ((0.9,), (0.0, 1.2), (0.9, float("nan")), "ab"):
+    for bad in ((0.9,), (0.0, 1.2), (0.9, float("nan")), "ab", (0.9, 1.2, 1.1, 2.0)):
         with pytest.raises(PromptError, match="carried_regrow"):
             check_regrow(bad)
 
