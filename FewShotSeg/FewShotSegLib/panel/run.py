@@ -22,7 +22,7 @@ request with its 2D result as the support (`request.propagation_request`).
 "Follow through the query" (`follow=True`): each segment's few-shot result is then followed through the query by
 same-scan propagation from its middle slice, with the box network (engine/follow.py, exactly as
 `python -m FewShotSegLib segment --follow`): on training patients, with one drawn support slice and Auto, 52.2
--> 60.7 mean Dice (benchmarks/fewshot_auto_range/seed_box_redo.md, with the regrowth stop before its ceiling).
+-> 60.5 mean Dice (benchmarks/fewshot_auto_range/seed_box_redo.md, with the automatic range's stops as shipped).
 """
 from __future__ import annotations
 
