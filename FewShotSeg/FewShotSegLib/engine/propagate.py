@@ -74,7 +74,8 @@ CARRIED_REGROW = (0.85, 1.25, 1.1)
 
 
 class RegrowthStop:
-    """The automatic range's regrowth stop in one direction, on the carried masks' areas (image pixels): once
+    """An automatic range's regrowth stop in one direction, on the masks' areas (the carried masks in image
+    pixels; the older rule: the few-shot masks on the network grid, shrink 0.5, no ceiling): once
     the smallest kept area is below `shrink` times the annotated one, a slice whose area exceeds `grow` times
     that smallest one ends the direction (the organ had tapered and the mask went on into another structure).
     Once a kept area exceeded `ceiling` times the annotated one (None: never), the stop is off in that
@@ -194,7 +195,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     for d in (1, -1):
         prev_img, prev_mask = sup.image.to(dev), sup.mask.to(dev)
         prev_area = float(prev_mask.sum())
-        start_area, low = prev_area, prev_area
+        # the older regrowth rule on the few-shot masks (network grid), and the one on the carried masks
+        tapered = RegrowthStop(prev_area, 0.5, regrow) if slices is None and regrow is not None else None
         growth = None if regrow_stop is None or not tracking else RegrowthStop(annotation.sum(), *regrow_stop)
         z = slice_index + d
         while k0 <= z < k1:
@@ -227,8 +229,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
             area = float(m.sum())
             if slices is None and (area < min_pixels or area < min_ratio * prev_area):
                 break
-            if slices is None and regrow is not None and low < 0.5 * start_area and area > regrow * low:
-                break               # it had tapered off and grows again: another structure
+            if tapered is not None and tapered.ends(area):
+                break               # it had tapered off below half and grows again: another structure
             if tracking or dark_below is not None:  # the slice's mask on the image grid
                 native = from_network(m[:, 0].cpu(), grid)[0] > 0.5
                 if tracking:  # the box network's slice is what is carried on
@@ -236,10 +238,12 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
                 if dark_below is not None and native.any() and native_slices[z][native].mean() < dark_below:
                     break           # darker than the annotated organ: it has ended (chosen on training patients)
                 if growth is not None:
-                    if growth.ends(native.sum()):
+                    carried = int(native.sum())
+                    if growth.ends(carried):
                         break       # it had shrunk and widens again: another structure (chosen on training patients)
-                    growth.keep(native.sum())
-            low = min(low, area)
+                    growth.keep(carried)
+            if tapered is not None:
+                tapered.keep(area)
             prob[z] = p[0, 0].cpu()
             if tracking:
                 tracked[z] = native
