@@ -40,16 +40,38 @@ def collect(path, cases, support="largest", fold=0):
             out.flush()
 
 
-def kept(rec, dark):
-    """The slices a run with `dark` keeps: outwards from the annotated slice until the first darker one."""
+def kept(rec, dark, regrow=None):
+    """The slices a run keeps: outwards from the annotated slice until the first one darker than `dark` (None:
+    no dark stop) or, with `regrow` (propagate.RegrowthStop's (shrink, grow[, ceiling])), its regrowth stop."""
     rows = {r["z"]: r for r in rec["rows"]}
-    keep = [rows[rec["k"]]] if rec["k"] in rows else []
+    k = rec["k"]
+    keep = [rows[k]] if k in rows else []
+    if regrow is not None:
+        from FewShotSegLib.engine.propagate import RegrowthStop
     for d in (1, -1):
-        z = rec["k"] + d
+        growth = None if regrow is None or k not in rows else RegrowthStop(rows[k]["area"], *regrow)
+        z = k + d
         while z in rows and (dark is None or rows[z]["mean"] >= rec["ann_mean"] - dark * rec["ann_std"]):
+            if growth is not None:
+                if growth.ends(rows[z]["area"]):
+                    break
+                growth.keep(rows[z]["area"])
             keep.append(rows[z])
             z += d
     return keep
+
+
+def organ_dice(recs, dark, regrow=None):
+    """Mean Dice % of each organ (liver, right kidney, left kidney, spleen) over `recs`, replayed by `kept`."""
+    per = []
+    for organ in (1, 2, 3, 4):
+        d = []
+        for r in recs:
+            if r["organ"] == organ:
+                k = kept(r, dark, regrow)
+                d.append(2 * sum(x["tp"] for x in k) / (sum(x["area"] for x in k) + r["ref_total"]))
+        per.append(100 * float(np.mean(d)))
+    return per
 
 
 def table(paths):
@@ -58,11 +80,7 @@ def table(paths):
     print(f"{len(recs)} organs of {', '.join(cases)}; support: {sorted({r['support'] for r in recs})}; Dice %\n")
     print("| dark_stop | liver | right kidney | left kidney | spleen | mean |\n|---|---|---|---|---|---|")
     for dark in THRESHOLDS:
-        per = []
-        for organ in (1, 2, 3, 4):
-            d = [2 * sum(x["tp"] for x in kept(r, dark)) / (sum(x["area"] for x in kept(r, dark)) + r["ref_total"])
-                 for r in recs if r["organ"] == organ]
-            per.append(100 * float(np.mean(d)))
+        per = organ_dice(recs, dark)
         print(f"| {'off' if dark is None else dark} | " + " | ".join(f"{x:.2f}" for x in per)
               + f" | **{np.mean(per):.2f}** |")
 

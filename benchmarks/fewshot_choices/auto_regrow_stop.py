@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from auto_dark_stop import kept, organ_dice  # this folder (the records' own script)
 
-from FewShotSegLib.engine.propagate import CARRIED_REGROW, DARK_STOP, RegrowthStop
+from FewShotSegLib.engine.propagate import CARRIED_REGROW, DARK_STOP
 
 HERE = Path(__file__).resolve().parent
 SETS = {"largest, chaos_13/19/22/31": "auto_dark_stop_choice.jsonl",
@@ -32,36 +33,9 @@ SHRINK = (0.7, 0.8, 0.85, 0.9, 0.95)
 GROW = (1.15, 1.2, 1.25, 1.3, 1.4)
 
 
-def kept(rec, regrow):
-    """The slices a run keeps: outwards from the annotated slice until the dark stop or the regrowth stop
-    (`regrow`: RegrowthStop's (shrink, grow[, ceiling]), None: off)."""
-    rows = {r["z"]: r for r in rec["rows"]}
-    k = rec["k"]
-    keep = [rows[k]] if k in rows else []
-    dark_below = rec["ann_mean"] - DARK_STOP * rec["ann_std"]
-    for d in (1, -1):
-        growth = None if regrow is None or k not in rows else RegrowthStop(rows[k]["area"], *regrow)
-        z = k + d
-        while z in rows and rows[z]["mean"] >= dark_below:
-            if growth is not None:
-                if growth.ends(rows[z]["area"]):
-                    break
-                growth.keep(rows[z]["area"])
-            keep.append(rows[z])
-            z += d
-    return keep
-
-
 def organ_means(recs, regrow):
-    per = []
-    for organ in (1, 2, 3, 4):
-        d = []
-        for r in recs:
-            if r["organ"] == organ:
-                k = kept(r, regrow)
-                d.append(2 * sum(x["tp"] for x in k) / (sum(x["area"] for x in k) + r["ref_total"]))
-        per.append(100 * float(np.mean(d)))
-    return per
+    """Each organ's mean Dice % with the shipped dark stop and `regrow` (None: no regrowth stop)."""
+    return organ_dice(recs, DARK_STOP, regrow)
 
 
 def main():
@@ -103,7 +77,7 @@ def check(specs):
     for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, sorted({c for c, _, _ in wanted})):
         for support in [s for c, o, s in wanted if (c, o) == (pid, organ)]:
             r = recs[(pid, organ, support)]
-            kept_rows = kept(r, CARRIED_REGROW)
+            kept_rows = kept(r, DARK_STOP, CARRIED_REGROW)
             replay = 2 * sum(x["tp"] for x in kept_rows) / (sum(x["area"] for x in kept_rows) + r["ref_total"])
             m = propagate(seg, img, lab, support_slice(k, z, support), organ, box_segmenter=box).labels == organ
             print(f"{pid} organ {organ} {support}: rerun {dice(m, ref):.4f}, replay {replay:.4f}", flush=True)
