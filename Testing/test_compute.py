@@ -253,19 +253,21 @@ def _speeds(c, pairs=8, seconds=0.4):
 
 @pytest.mark.skipif(not POSIX and os.name != "nt", reason="needs usleep or Sleep")
 def test_compute_keeps_its_speed_while_the_main_loop_holds_the_gil(client):
-    """Slicer's main thread holds the GIL while Qt idles. The compute process must run at >= 0.9x its free
-    speed under such a loop, and no poll may stall the GUI for more than 0.1 s. The same work on a thread of
-    this process (what the panels did before) crawls under the same loop: the emulation bites."""
+    """Slicer's main thread holds the GIL while Qt idles. The compute process must keep most of its free speed
+    under such a loop, and no poll may freeze the GUI; the same work on a thread of this process (what the
+    panels did before) crawls under the same loop: the emulation bites. The margins are wide on purpose
+    (on this machine: 0.99x for the process, 0.013x for the thread, stalls of 1 ms): a shared CI machine's
+    load must not fail the test. The speed itself is measured by the `panel-timing` benchmark."""
     client.call("ping", timeout=60)
     free, gil, stall = _speeds(client)
-    assert gil >= 0.9 * free, (free, gil)
-    assert stall <= 0.1, stall
+    assert gil >= 0.6 * free, (free, gil)
+    assert stall <= 0.25, stall
     threaded = ComputeClient(service_factory=ComputeService)
     try:
         units, secs, _ = _run(threaded, "gil", 1.0)
     finally:
         threaded.stop()
-    assert units / secs < 0.5 * free, (units / secs, free)
+    assert units / secs < 0.2 * free, (units / secs, free)
 
 
 def test_a_cuda_error_ends_the_loop_and_the_next_request_restarts_it():
