@@ -59,9 +59,9 @@ segment takes the name and colour of its support segment; re-running replaces it
 this scan</i>: the support volume itself is segmented, the organ drawn on the support slice followed slice
 by slice (range Auto: until the organ ends). <i>Follow through the query</i>: each few-shot result is
 then followed through the query volume slice by slice from its middle slice (often more accurate, slower).</li>
-<li><b>Options</b>: adapt the network to the example first (slower, often more accurate; the time budget
-is shared by the segments) and the device (the device actually used is shown, with a note when it fell
-back to the CPU).</li>
+<li><b>Options</b>: adapt the network to the example first (slower, often more accurate; the time cap
+is shared by the segments and only stops the adaptation early) and the device (the device actually used
+is shown, with a note when it fell back to the CPU).</li>
 </ul>
 <b>Segment</b> runs in the background with a progress bar and Cancel. <b>Refine in InteractiveRefine</b>
 opens a result segment in the Interactive Refine module for correction with scribbles.

@@ -227,6 +227,27 @@ def test_result_message():
     info = {"slices": (3, 9), "axis": 0, "adapted": True, "seconds": 2.345, "device": "cpu"}
     text = result_message(FewShotResult(masks, info), {"a": "liver"})
     assert text == "liver: 8 voxels; b: nothing found (slices 3-9 along K, adapted, 2.3 s on cpu)"
+    info["adaptation"] = {"a": {"steps": 5, "cut_by_time_cap": ["stage 1"]}, "b": {"steps": 8, "cut_by_time_cap": []}}
+    text = result_message(FewShotResult(masks, info), {"a": "liver"})
+    assert "adapted (cut short by the time cap: liver)" in text
+
+
+@pytest.mark.parametrize("adapt", [False, True])
+@pytest.mark.parametrize("follow", [False, True])
+def test_progress_runs_forward_through_adaptation_segmentation_and_following(adapt, follow):
+    """Each segment's stages (adaptation, segmentation, following) follow each other on the progress bar: with
+    both options on, segmentation once ran from 0.8 back to 0.5."""
+    from FewShotSegLib.panel.run import _share, _stage_bounds
+
+    seen = []
+    lo, hi = _stage_bounds(adapt, follow)
+    stages = [(0.0, lo)] * adapt + [(lo, hi)] + [(hi, 1.0)] * follow
+    for i in range(2):
+        for a, b in stages:
+            for f in (0.0, 0.5, 1.0):
+                _share(lambda p, msg: seen.append(p), i, 2, "s", a, b)(f, "")
+    assert seen == sorted(seen) and seen[0] == 0.0 and seen[-1] == 1.0
+    assert (lo > 0) == adapt and (hi < 1) == follow
 
 
 def test_a_ct_query_for_an_mr_support_is_warned_in_the_panel(chaos36):

@@ -106,7 +106,9 @@ def cmd_segment(a) -> int:
     supports = make_supports(s_img, s_lab, a.slice, a.label, a.axis)
     check_memory(fewshot_bytes(q_img.shape, len(supports)), f"segmenting the query {q_img.shape}")
     seg = FewShotSegmenter(a.model, device=a.device, start=a.start)
-    kw = dict(axis=a.axis, slices=slices, auto_range=a.range == "auto")
+    # the component consistent with the support is kept in a given range too, as the panel and the evaluation
+    # do (docs/fewshot.md, query range (a)); `all` is the network's raw answer on every slice
+    kw = dict(axis=a.axis, slices=slices, auto_range=a.range != "all")
     if a.range == "auto":  # the organ's window: its support length, placed by query_range.place_window
         kw["auto"] = auto_range_info(s_img, s_lab, [s.label for s in supports], q_img, a.axis)
         short = [s.label for s in supports if kw["auto"][s.label].estimated]
@@ -298,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (keep the component consistent with the support, and only a window of the organ's "
                         "length, placed on the query by network, image and position cues: its support length "
                         "when drawn on 3 or more support slices, else estimated from the drawn cross-section), "
-                        "all, or FIRST:LAST query slices (inclusive)")
+                        "all (every slice, the network's raw answer), or FIRST:LAST query slices (inclusive; the "
+                        "component consistent with the support kept, as the panel does)")
     s.add_argument("--adapt", action="store_true", help="exemplar adaptation first (ELSNet)")
     s.add_argument("--follow", action="store_true",
                    help="then follow each label through the query by same-scan propagation from the middle slice "

@@ -20,7 +20,7 @@ class FewShotSegParameterNode:
     supportSegmentIds: IDs of the support segments to learn (kept in sync with the segment selector by the
     widget: no GUI connector exists for qMRMLSegmentSelectorWidget). supportSlice: index along supportAxis
     (array axis 0 = K, 1 = J, 2 = I), -1 = automatic. firstSlice/lastSlice: query range (inclusive) along the
-    same axis when rangeMode is "slices". adaptSeconds: exemplar-adaptation budget for the whole run.
+    same axis when rangeMode is "slices". adaptSeconds: cap on the exemplar adaptation's seconds for the whole run.
     propagate: "Propagate through this scan" (the support volume itself is segmented; queryVolume unused).
     follow: "Follow through the query" (each few-shot result followed through the query from its middle slice).
     """

@@ -73,6 +73,9 @@ def result_message(result: FewShotResult, names: Optional[Mapping[str, str]] = N
         parts.append(f"{names.get(sid, sid)}: {'nothing found' if vox == 0 else f'{vox} voxels'}")
     first, last = info.get("slices", (0, 0))
     how = "adapted" if info.get("adapted") else "not adapted"
+    cut = sorted(sid for sid, a in (info.get("adaptation") or {}).items() if a.get("cut_by_time_cap"))
+    if cut:  # the cap stopped the fixed steps early: say so, the result may be less adapted than usual
+        how += f" (cut short by the time cap: {', '.join(names.get(sid, sid) for sid in cut)})"
     return (f"{'; '.join(parts)} (slices {first}-{last} along {AXIS_NAMES[info.get('axis', 0)]}, {how}, "
             f"{info.get('seconds', 0.0):.1f} s on {info.get('device', '?')})"
             + "".join(f" Warning: {w}." for w in info.get("warnings") or []))

@@ -2,10 +2,12 @@
 
 Several support segments: each is its own 1-way 1-shot episode (as `python -m FewShotSegLib segment`),
 each query voxel goes to the most probable segment (`combine_labels`). With exemplar adaptation, each
-segment gets its own adapted copy of the network, and the adaptation budget is the total for the run,
-split equally between the segments, so it does not grow with their number. It bounds the adaptation's
-training steps only: the pseudo-labelling pass over the query and the segmentation itself come on top
-(a few seconds on a CPU for a 34-slice MR).
+segment gets its own adapted copy of the network, adapted by the core's fixed step counts (8 + 4, as
+`segment --adapt`); the panel's time budget is only a cap on that, the total for the run split equally
+between the segments (about 12 s per segment on a 2-core CPU, so the default 60 s cuts nothing for up to
+four segments; a cut is named in the status line). It caps the adaptation's training steps only: the
+pseudo-labelling pass over the query and the segmentation itself come on top (a few seconds on a CPU for a
+34-slice MR).
 Every range keeps, per segment, the 3D component consistent with the support position, as the evaluation
 and the demo do (it raised Dice on every organ of the embedded sample pair). Auto with a segment drawn on
 fewer than 3 support slices (one drawn slice) also keeps only a window of the length its cross-section
@@ -143,9 +145,8 @@ def _segment(request: FewShotRequest, base, box, progress, cancel) -> FewShotRes
     n = len(ids)
     axis, k = int(request.axis), int(request.slice_index)
     budget = float(request.adapt_seconds) / n if request.adapt else 0.0
-    # of each segment's progress: adaptation, then segmentation, then following
-    seg_share = 0.8 if request.adapt else 0.0
-    end_share = 0.5 if request.follow else 1.0
+    # each segment's part of the progress bar: adaptation 4, segmentation 1, following 1 (where asked)
+    seg_share, end_share = _stage_bounds(request.adapt, request.follow)
     probs: Dict[int, np.ndarray] = {}
     adaptation: Dict[str, Any] = {}
     slices = (0, request.query_image.shape[axis])
@@ -181,6 +182,14 @@ def _segment(request: FewShotRequest, base, box, progress, cancel) -> FewShotRes
 
 def _support_mask(request: FewShotRequest, sid: str) -> np.ndarray:
     return (np.asarray(request.support_masks[sid]) > 0).astype(np.uint8)
+
+
+def _stage_bounds(adapt: bool, follow: bool) -> Tuple[float, float]:
+    """Where segmentation starts and ends in a segment's part of the progress (adaptation before it, following
+    after it), by the stages' weights: adaptation 4, segmentation 1, following 1."""
+    weights = (4.0 if adapt else 0.0, 1.0, 1.0 if follow else 0.0)
+    total = sum(weights)
+    return weights[0] / total, (weights[0] + weights[1]) / total
 
 
 def _share(progress, i: int, n: int, name: str, lo: float = 0.0, hi: float = 1.0):
