@@ -92,6 +92,25 @@ CLI_CASES = [
     # 11. ranges
     ("reversed --range", seg(range="10:5"), "0 <= FIRST <= LAST"),
     ("--range past the volume", seg(range="2:99"), "query slice range 2..99 is outside the query volume (0..33)"),
+    # propagation flags where nothing propagates, and a propagation range without the annotated slice
+    ("--no-box-network without --propagate or --follow", seg() + ["--no-box-network"],
+     "--no-box-network: only same-scan propagation reads this"),
+    ("--propagate-mode without --propagate or --follow", seg(propagate_mode="chain"), "only same-scan propagation"),
+    ("--follow --no-dark-stop with a given range", seg(range="4:20") + ["--follow", "--no-dark-stop"],
+     "concerns the automatic range"),
+    # evaluate: counts, and options the chosen branch (here pair evaluation: the sample is not the protocol) ignores
+    ("evaluate --pairs -1", ["fs", "evaluate", "--dataset", str(CHAOS), "--pairs", "-1", "--out", "{tmp}/e"],
+     "expected a whole number >= 0"),
+    ("evaluate --validate -1", ["fs", "evaluate", "--dataset", str(CHAOS), "--validate", "-1", "--out", "{tmp}/e"],
+     "expected a whole number >= 0"),
+    ("evaluate --train in pair evaluation", ["fs", "evaluate", "--dataset", str(CHAOS), "--train", "--out",
+                                             "{tmp}/e"], "--train: read by the CHAOS protocol only"),
+    ("evaluate --setting in pair evaluation", ["fs", "evaluate", "--dataset", str(CHAOS), "--setting", "1",
+                                               "--out", "{tmp}/e"], "--setting: read by the CHAOS protocol only"),
+    ("evaluate --steps without --train", ["fs", "evaluate", "--dataset", str(CHAOS), "--steps", "5", "--out",
+                                          "{tmp}/e"], "nothing is trained"),
+    ("--propagate through a range without the slice", seg(query="{support}", range="0:3") + ["--propagate"],
+     "propagation range 0..3 must hold the annotated slice 18"),
 ]
 
 

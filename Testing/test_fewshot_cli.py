@@ -90,9 +90,21 @@ def test_evaluate_on_another_decathlon_folder_uses_seeded_pairs(tmp_path):
     assert "right kidney" in (tmp_path / "summary.md").read_text()
 
 
+def test_evaluate_protocol_refuses_the_options_of_pair_evaluation(tmp_path, monkeypatch, capsys):
+    """On the CHAOS protocol --model and --labels would be ignored (the per-fold models, all four organs): they
+    are refused before the earlier results are touched."""
+    monkeypatch.setattr("FewShotSegLib.cli.is_chaos_protocol", lambda ds: True)
+    (tmp_path / "results.jsonl").write_text("earlier\n")
+    for extra, flags in ((["--model", "default.json"], "--model"), (["--labels", "2"], "--labels")):
+        rc = main(["evaluate", "--dataset", str(sample_dataset("chaos")), "--out", str(tmp_path)] + extra)
+        assert rc == 2 and f"{flags}: read by pair evaluation (--pairs N) only" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]
+
+
 def test_evaluate_adapted_with_automatic_range_keeps_earlier_results(tmp_path):
     data = sample_dataset("chaos")
     (tmp_path / "results.jsonl").write_text('{"earlier": true}\n')
+    (tmp_path / "summary.md").write_text("earlier summary\n")
     rc = main(["--threads", "1", "evaluate", "--dataset", str(data), "--pairs", "1", "--labels", "4", "--adapt",
                "--adapt-seconds", "3", "--range", "auto", "--out", str(tmp_path), "--device", "cpu"])
     assert rc == 0
@@ -100,6 +112,7 @@ def test_evaluate_adapted_with_automatic_range_keeps_earlier_results(tmp_path):
     assert rec["adapted"] is True and rec["range"] == "auto" and rec["label"] == 4
     assert rec["adaptation"]["requested"]["time_cap"] == 3.0 and 0 <= rec["support_copy"] <= 1
     assert (tmp_path / "results.1.jsonl").read_text() == '{"earlier": true}\n'
+    assert (tmp_path / "summary.1.md").read_text() == "earlier summary\n"  # moved aside with its results
     assert "| - | yes | auto |" in (tmp_path / "summary.md").read_text()
 
 

@@ -80,3 +80,8 @@ def test_segment_follow_and_the_panels_follow_write_the_followed_labels(pair, tm
     status = run_fewshot_panel(request, seg)
     assert status.result.info["followed"] and status.result.info["box_network"]
     np.testing.assert_array_equal(status.result.masks["spleen"], f)
+    # --no-box-network is honoured by --follow, as the panel's box-network option is: the few-shot network alone
+    capsys.readouterr()
+    assert main(args + ["--follow", "--no-box-network", "--out", str(tmp_path / "n.nii.gz")]) == 0
+    assert '"box_network": false' in capsys.readouterr().out
+    np.testing.assert_array_equal(read_label(tmp_path / "n.nii.gz") == 1, follow(seg, q_img, w))

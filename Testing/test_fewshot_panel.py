@@ -166,6 +166,9 @@ def test_valid_requests_and_support_equal_to_query(small):
     (dict(adapt=True, adapt_seconds=float("nan")), PromptError, "time budget must be a positive"),
     (dict(device="tpu"), PromptError, "unknown device 'tpu'"),
     (dict(propagate=True, follow=True), PromptError, "'Follow through the query' follows a few-shot result"),
+    (dict(propagate=True, query_range=slice_range(4, 6)), PromptError, r"support slice 3, which lies outside the "
+     r"range 4..6"),
+    (dict(propagate=True, query_range=("box", (0, 0, 0), (3, 12, 12))), PromptError, "outside the range 0..2"),
 ])
 def test_bad_requests_are_named(small, change, error, text):
     img, organ = small

@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 from InteractiveRefineLib.core.errors import AdaptiveSegError, DatasetError, PromptError
 from InteractiveRefineLib.core.outputs import check_output_file, check_output_folder
-from InteractiveRefineLib.core.threads import THREADS_HELP, set_threads, threads_arg
+from InteractiveRefineLib.core.threads import THREADS_HELP, non_negative_int, set_threads, threads_arg
 
 log = logging.getLogger("FewShotSegLib")
 
@@ -54,13 +54,44 @@ def positive_seconds(text: str) -> float:
     return v
 
 
-def keep_previous(path: Path) -> None:
-    """Move an earlier results file aside (results.<n>.jsonl) instead of overwriting it."""
-    if path.exists():
+def positive_int(text: str) -> int:
+    """argparse type: a whole number > 0 (training steps)."""
+    n = non_negative_int(text)
+    if n == 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
+    return n
+
+
+def keep_previous(*paths: Path) -> None:
+    """Move an earlier run's files aside together (results.<n>.jsonl, summary.<n>.md, one n) instead of
+    overwriting them, so that no summary stands beside another run's results."""
+    present = [p for p in paths if p.exists()]
+    if present:
         n = 1
-        while path.with_name(f"{path.stem}.{n}{path.suffix}").exists():
+        while any(p.with_name(f"{p.stem}.{n}{p.suffix}").exists() for p in paths):
             n += 1
-        path.rename(path.with_name(f"{path.stem}.{n}{path.suffix}"))
+        for p in present:
+            p.rename(p.with_name(f"{p.stem}.{n}{p.suffix}"))
+
+
+# evaluate's options that only one of its branches reads, with their defaults (None: not given)
+PROTOCOL_ONLY = {"--train": False, "--models": "", "--validate": 0, "--setting": None, "--folds": None,
+                 "--follow": False, "--follow-box": False}
+PAIRS_ONLY = {"--labels": "", "--model": "default"}
+
+
+def check_evaluate_options(a, protocol: bool) -> None:
+    """Refuse an option the chosen branch would silently ignore (before any file is moved or read)."""
+    unread = PAIRS_ONLY if protocol else PROTOCOL_ONLY
+    given = [flag for flag, default in unread.items() if getattr(a, flag[2:].replace("-", "_")) != default]
+    if given and protocol:
+        raise PromptError(f"{', '.join(given)}: read by pair evaluation (--pairs N) only; the CHAOS protocol uses "
+                          "the per-fold models (--models FOLDER)")
+    if given:
+        raise PromptError(f"{', '.join(given)}: read by the CHAOS protocol only; this is pair evaluation "
+                          "(--pairs, or a folder other than CHAOS)")
+    if a.steps is not None and not a.train:
+        raise PromptError("--steps: the training steps of --train; without --train nothing is trained")
 
 
 def _progress_printer(prefix: str):
@@ -77,6 +108,8 @@ def cmd_segment(a) -> int:
         return cmd_propagate(a)
     if a.query is None:
         raise PromptError("--query is required (it may be left out only with --propagate)")
+    from .options import adapt_config, check_propagation_flags, propagation_setup
+    check_propagation_flags(a)
     from InteractiveRefineLib.core.image_io import read_image, read_label, write_image
     from InteractiveRefineLib.engine.memory import check_memory, fewshot_bytes
 
@@ -90,7 +123,6 @@ def cmd_segment(a) -> int:
         combine_labels,
         make_supports,
     )
-    from .options import adapt_config
     check_output_file(a.out, inputs=(a.support_image, a.support_label, a.query))
     s_img = read_image(a.support_image, "support image")
     s_lab = read_label(a.support_label, s_img, "support label")
@@ -124,19 +156,19 @@ def cmd_segment(a) -> int:
         result = Segmentation(combine_labels(probs), probs, results[-1].slices)
     else:
         result = seg.segment(supports, q_img, **kw)
+    box = None
     if a.follow:  # each label followed through the query by same-scan propagation (engine/follow.py)
-        from InteractiveRefineLib.engine.inference import BoxSegmenter
-
         from .engine.follow import follow
-        box = BoxSegmenter(device=a.device)
-        probs = {k: follow(seg, q_img, result.labels == k, a.axis, slices, box_segmenter=box).astype("float32")
+        box, kw = propagation_setup(a)
+        probs = {k: follow(seg, q_img, result.labels == k, a.axis, slices, box_segmenter=box, **kw).astype("float32")
                  for k in result.probabilities}
         result = Segmentation(combine_labels(probs), probs, result.slices)
     write_image(q_img, a.out, result.labels)
     first, stop = result.slices  # reported inclusive, as --range takes them
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
-                      "adapted": bool(a.adapt), "followed": bool(a.follow), "warnings": warnings}))
+                      "adapted": bool(a.adapt), "followed": bool(a.follow), "box_network": box is not None,
+                      "warnings": warnings}))
     return 0
 
 
@@ -186,10 +218,16 @@ def cmd_evaluate(a) -> int:
     from .options import adapt_config
     out = check_output_folder(a.out, files=("results.jsonl", "summary.md"), inputs=(a.dataset,))
     ds = DecathlonDataset(a.dataset)
-    if (a.follow or a.follow_box) and not (is_chaos_protocol(ds) and not a.pairs and not a.validate):
+    protocol = is_chaos_protocol(ds) and not a.pairs
+    if (a.follow or a.follow_box) and not (protocol and not a.validate):
         raise PromptError("--follow is measured on the CHAOS protocol (no --pairs, no --validate)")
+    check_evaluate_options(a, protocol)
+    a.setting, a.folds, a.steps = a.setting or 2, a.folds or "0-4", a.steps or 1000
+    labels = None
+    if not protocol:
+        labels = ds.check_labels(parse_range(a.labels)) if a.labels else ds.foreground_labels
     out.mkdir(parents=True, exist_ok=True)
-    keep_previous(out / "results.jsonl")
+    keep_previous(out / "results.jsonl", out / "summary.md")
     adapter = None
     if a.adapt:
         cfg = adapt_config(a)
@@ -207,7 +245,7 @@ def cmd_evaluate(a) -> int:
         def follower(seg, q_img, mask, slices):
             return follow(seg, q_img, mask, 0, slices, box_segmenter=box)
     show = _progress_printer("evaluate")
-    if is_chaos_protocol(ds) and not a.pairs:
+    if protocol:
         model_dir = Path(a.models) if a.models else models_dir()
         if a.train:
             from InteractiveRefineLib.core.device import choose_device
@@ -238,7 +276,6 @@ def cmd_evaluate(a) -> int:
                         "was trained on CHAOS liver/spleen labels and these patients' images)" if a.follow_box
                         else "; followed through each query by same-scan propagation)" if a.follow else ")"))
     else:
-        labels = ds.check_labels(parse_range(a.labels)) if a.labels else ds.foreground_labels
         pairs = sample_pairs(ds.case_ids, a.pairs or 20, a.seed)
         records = evaluate_pairs(ds, pairs, labels, out, a.model, a.range, adapter, a.device, progress=show,
                                  start=a.start)
@@ -334,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="CHAOS 5-fold protocol, or seeded pairs on any Decathlon folder")
     e.add_argument("--dataset", required=True)
-    e.add_argument("--setting", type=int, default=2, choices=[1, 2])
-    e.add_argument("--folds", default="0-4")
+    e.add_argument("--setting", type=int, default=None, choices=[1, 2], help="CHAOS protocol setting (default 2)")
+    e.add_argument("--folds", default=None, help="CHAOS protocol folds (default 0-4)")
     e.add_argument("--adapt", action="store_true")
     e.add_argument("--adapt-seconds", type=positive_seconds, default=None,
                    help="optional cap in seconds on the adaptation (default: none; the step "
@@ -343,9 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--range", default="gt", choices=["gt", "auto"])
     e.add_argument("--out", required=True)
     e.add_argument("--train", action="store_true", help="retrain the per-fold models first (into OUT/models)")
-    e.add_argument("--steps", type=int, default=1000, help="training steps with --train")
+    e.add_argument("--steps", type=positive_int, default=None, help="training steps with --train (default 1000)")
     e.add_argument("--models", default="", help="folder of per-fold models (default: the shipped ones)")
-    e.add_argument("--pairs", type=int, default=0, help="seeded support/query pairs (default 20 off CHAOS)")
+    e.add_argument("--pairs", type=non_negative_int, default=0,
+                   help="seeded support/query pairs (default 20 off CHAOS; on CHAOS: pair evaluation instead of "
+                        "the protocol)")
     e.add_argument("--labels", default="", help="labels for pair evaluation, e.g. 1,3 (default all)")
     e.add_argument("--model", default="default", help="model for pair evaluation")
     e.add_argument("--seed", type=int, default=0)

@@ -79,7 +79,8 @@ def train_kwargs(a, name: str) -> dict:
 
 
 def add_validate(e: argparse.ArgumentParser) -> None:
-    e.add_argument("--validate", type=int, default=0, metavar="N",
+    from InteractiveRefineLib.core.threads import non_negative_int
+    e.add_argument("--validate", type=non_negative_int, default=0, metavar="N",
                    help="CHAOS: measure on N seeded pairs of each fold's TRAINING patients (design choices; "
                         "never the fold's query or support patients)")
 
@@ -140,20 +141,61 @@ def add_propagate(s: argparse.ArgumentParser) -> None:
     s.add_argument("--propagate-mode", default=None, choices=["roi", "anchor", "chain", "mixed"],
                    help="how the mask is carried from slice to slice (default: roi, chosen on training patients)")
     s.add_argument("--no-box-network", action="store_true",
-                   help="with --propagate: skip the InteractiveRefine 2D box network's pass over each slice")
+                   help="with --propagate or --follow: skip the InteractiveRefine 2D box network's pass over each "
+                        "slice")
     s.add_argument("--no-box3d", action="store_true",
-                   help="with --propagate and a given --range: skip the final pass of the box network's 3D box step "
-                        "(three views) over the propagated organ's bounding box (chosen on training patients; never "
-                        "with --range auto, docs/fewshot.md)")
+                   help="with --propagate or --follow and a given --range: skip the final pass of the box network's "
+                        "3D box step (three views) over the propagated organ's bounding box (chosen on training "
+                        "patients; never with an automatic range, docs/fewshot.md)")
     s.add_argument("--no-dark-stop", action="store_true",
-                   help="with --propagate and --range auto: do not end the range where the mask turns darker than "
-                        "the annotated organ (1.5 SD; chosen on training patients, docs/fewshot.md)")
+                   help="with --propagate or --follow and an automatic range: do not end the range where the mask "
+                        "turns darker than the annotated organ (1.5 SD; chosen on training patients, docs/fewshot.md)")
     s.add_argument("--no-regrow-stop", action="store_true",
-                   help="with --propagate and --range auto: do not end the range where the carried mask widens "
-                        "again after shrinking (propagate.RegrowthStop; chosen on training patients, docs/fewshot.md)")
+                   help="with --propagate or --follow and an automatic range: do not end the range where the carried "
+                        "mask widens again after shrinking (propagate.RegrowthStop; chosen on training patients, "
+                        "docs/fewshot.md)")
     s.add_argument("--no-exemplar-tuning", action="store_true",
-                   help="with --propagate: use the box network as shipped (by default its head is first tuned for "
-                        "30 steps on the annotated slice; chosen on validation patients, docs/fewshot.md)")
+                   help="with --propagate or --follow: use the box network as shipped (by default its head is first "
+                        "tuned for 30 steps on the annotated slice; chosen on validation patients, docs/fewshot.md)")
+
+
+def check_propagation_flags(a) -> None:
+    """Refuse the propagation flags where nothing propagates, or where they contradict each other (before any
+    file is read). `segment --follow` propagates too (through --range FIRST:LAST, else automatically)."""
+    from InteractiveRefineLib.core.errors import PromptError
+
+    from .cli import parse_slices
+    given = [flag for flag, on in (("--no-box-network", a.no_box_network), ("--no-box3d", a.no_box3d),
+                                   ("--no-dark-stop", a.no_dark_stop), ("--no-regrow-stop", a.no_regrow_stop),
+                                   ("--no-exemplar-tuning", a.no_exemplar_tuning),
+                                   ("--propagate-mode", a.propagate_mode is not None)) if on]
+    if given and not (a.propagate or getattr(a, "follow", False)):
+        raise PromptError(f"{', '.join(given)}: only same-scan propagation reads this; give --propagate or --follow")
+    if a.no_exemplar_tuning and a.no_box_network:
+        raise PromptError("--no-exemplar-tuning concerns the box network, which --no-box-network turns off")
+    if a.no_box3d and a.no_box_network:
+        raise PromptError("--no-box3d concerns the box network, which --no-box-network turns off")
+    for flag, off in (("--no-dark-stop", a.no_dark_stop), ("--no-regrow-stop", a.no_regrow_stop)):
+        if off and parse_slices(a.range) is not None:
+            raise PromptError(f"{flag} concerns the automatic range; a given --range is never cut")
+
+
+def propagation_setup(a):
+    """(box network or None, keyword arguments of engine.propagate) from the propagation flags."""
+    box = None
+    if not a.no_box_network:
+        from InteractiveRefineLib.engine.inference import BoxSegmenter
+        box = BoxSegmenter(device=a.device)
+    kw = {"box_exemplar": None} if a.no_exemplar_tuning else {}
+    if a.propagate_mode:
+        kw["mode"] = a.propagate_mode
+    if a.no_box3d:
+        kw["box3d_views"] = None
+    if a.no_dark_stop:
+        kw["dark_stop"] = None
+    if a.no_regrow_stop:
+        kw["carried_regrow"] = None
+    return box, kw
 
 
 def cmd_propagate(a) -> int:
@@ -162,40 +204,28 @@ def cmd_propagate(a) -> int:
     from InteractiveRefineLib.core.outputs import check_output_file
 
     from .cli import parse_slices
-    from .engine.propagate import DEFAULT_MODE, propagate
+    from .engine.propagate import propagate
     from .engine.segment import FewShotSegmenter
     if a.query is not None and Path(a.query).resolve() != Path(a.support_image).resolve():
         raise PromptError("--propagate segments the support image itself; leave --query out (or give the same file)")
     if a.adapt:
         raise PromptError("--propagate does not combine with --adapt")
-    if a.no_exemplar_tuning and a.no_box_network:
-        raise PromptError("--no-exemplar-tuning concerns the box network, which --no-box-network turns off")
-    if a.no_box3d and a.no_box_network:
-        raise PromptError("--no-box3d concerns the box network, which --no-box-network turns off")
-    for flag, off in (("--no-dark-stop", a.no_dark_stop), ("--no-regrow-stop", a.no_regrow_stop)):
-        if off and a.range != "auto":
-            raise PromptError(f"{flag} concerns the automatic range; a given --range is never cut")
+    check_propagation_flags(a)
     check_output_file(a.out, inputs=(a.support_image, a.support_label))
     img = read_image(a.support_image, "image")
     lab = read_label(a.support_label, img, "label")
     labels = a.label or [None]
     if len(labels) > 1:
         raise PromptError("--propagate follows one organ: give one --label")
-    rng = parse_slices(a.range) if a.range != "auto" else None
+    rng = parse_slices(a.range)
+    n = img.shape[a.axis] if a.axis in (0, 1, 2) else 0
+    k0, k1 = rng if rng is not None else (0, n)
+    if n and not 0 <= k0 <= a.slice < k1 <= n:  # before the networks are loaded
+        raise PromptError(f"propagation range {k0}..{k1 - 1} must hold the annotated slice {a.slice} and lie in "
+                          f"0..{n - 1}")
     seg = FewShotSegmenter(a.model, device=a.device)
-    box = None
-    if not a.no_box_network:
-        from InteractiveRefineLib.engine.inference import BoxSegmenter
-        box = BoxSegmenter(device=a.device)
-    kw = {"box_exemplar": None} if a.no_exemplar_tuning else {}
-    if a.no_box3d:
-        kw["box3d_views"] = None
-    if a.no_dark_stop:
-        kw["dark_stop"] = None
-    if a.no_regrow_stop:
-        kw["carried_regrow"] = None
-    result = propagate(seg, img, lab, a.slice, labels[0], a.axis, rng, a.propagate_mode or DEFAULT_MODE,
-                       box_segmenter=box, **kw)
+    box, kw = propagation_setup(a)
+    result = propagate(seg, img, lab, a.slice, labels[0], a.axis, rng, box_segmenter=box, **kw)
     write_image(img, a.out, result.labels)
     first, stop = result.slices
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],

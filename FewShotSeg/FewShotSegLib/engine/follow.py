@@ -32,10 +32,12 @@ def seed_slice(mask: np.ndarray, axis: int = 0) -> Optional[int]:
 
 
 def follow(segmenter: FewShotSegmenter, image: Image, mask: np.ndarray, axis: int = 0,
-           slices: Optional[Tuple[int, int]] = None, box_segmenter=None, progress=None, cancel=None) -> np.ndarray:
+           slices: Optional[Tuple[int, int]] = None, box_segmenter=None, progress=None, cancel=None,
+           **propagate_options) -> np.ndarray:
     """`mask` (a few-shot prediction of one organ on `image`) redone by same-scan propagation from its middle
     slice; `slices` (first, last + 1): propagate through exactly that range (it must hold the seed), else the
-    automatic range. An empty mask is returned as it is."""
+    automatic range; `propagate_options`: propagate's own (mode, stops, box exemplar, 3D pass). An empty mask
+    is returned as it is."""
     mask = np.asarray(mask, bool)
     along = np.moveaxis(mask, axis, 0)
     lo, hi = (0, len(along)) if slices is None else (int(slices[0]), int(slices[1]))
@@ -46,4 +48,4 @@ def follow(segmenter: FewShotSegmenter, image: Image, mask: np.ndarray, axis: in
     label = np.zeros(mask.shape, np.uint8)
     np.moveaxis(label, axis, 0)[z] = along[z]
     return propagate(segmenter, image, label, z, 1, axis, slices, box_segmenter=box_segmenter,
-                     progress=progress, cancel=cancel).labels == 1
+                     progress=progress, cancel=cancel, **propagate_options).labels == 1

@@ -165,15 +165,15 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     if dark_stop is not None and not float(dark_stop) >= 0:
         raise PromptError(f"dark_stop must be a number of standard deviations >= 0, or None (got {dark_stop})")
     regrow_stop = check_regrow(carried_regrow) if slices is None else None
+    n = image.shape[axis]
+    k0, k1 = (0, n) if slices is None else (int(slices[0]), int(slices[1]))
+    if not 0 <= k0 <= slice_index < k1 <= n:  # before the box network is tuned
+        raise PromptError(f"propagation range {k0}..{k1 - 1} must hold the annotated slice {slice_index} "
+                          f"and lie in 0..{n - 1}")
     annotation = np.take(label, slice_index, axis=axis) == sup.label
     shipped_box = box_segmenter  # the 3D pass uses the shipped network, not the 2D exemplar-tuned copy
     if box_segmenter is not None and box_exemplar is not None:
         box_segmenter = tune_on_exemplar(box_segmenter, image, annotation, slice_index, axis, box_exemplar)
-    n = image.shape[axis]
-    k0, k1 = (0, n) if slices is None else (int(slices[0]), int(slices[1]))
-    if not 0 <= k0 <= slice_index < k1 <= n:
-        raise PromptError(f"propagation range {k0}..{k1 - 1} must hold the annotated slice {slice_index} "
-                          f"and lie in 0..{n - 1}")
     net, dev, it = segmenter.net, segmenter.device, segmenter.iterations
     imgs, grid = image_slices(image, axis)
     anchor = net.support_state(sup.image.to(dev), sup.mask.to(dev))

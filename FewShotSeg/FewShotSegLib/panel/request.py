@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -159,6 +159,20 @@ class FewShotRequest:
                               "volume as the query volume (or turn propagation off)")
         if self.adapt:
             raise PromptError("'Propagate through this scan' does not combine with adaptation: turn one of them off")
+        rng, k = self.propagation_slices(), int(self.slice_index)
+        if rng is not None and not rng[0] <= k < rng[1]:  # before any network is loaded or tuned
+            raise PromptError(f"'Propagate through this scan' starts on support slice {k}, which lies outside the "
+                              f"range {rng[0]}..{rng[1] - 1}: widen the range or pick a slice inside it")
+
+    def propagation_slices(self) -> Optional[Tuple[int, int]]:
+        """(first, last + 1) along the axis that propagation runs through: the given slices or the ROI's;
+        None: Auto."""
+        r, axis = tuple(self.query_range), int(self.axis)
+        if r[0] == "slices":
+            return int(r[1]), int(r[2]) + 1
+        if r[0] == "box":
+            return int(r[1][axis]), int(r[2][axis])
+        return None
 
     def _check_range(self, axis: int) -> None:
         r = tuple(self.query_range or ())

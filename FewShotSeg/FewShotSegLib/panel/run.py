@@ -94,16 +94,6 @@ def _run(request: FewShotRequest, segmenter_for, box_for, device: str, progress,
     return _propagate(request, segmenter_for(device), box, progress, cancel)
 
 
-def _propagation_slices(request: FewShotRequest) -> Optional[Tuple[int, int]]:
-    """(first, last + 1) along the axis that propagation runs through: the given slices or the ROI's; None: Auto."""
-    r, axis = tuple(request.query_range), int(request.axis)
-    if r[0] == "slices":
-        return int(r[1]), int(r[2]) + 1
-    if r[0] == "box":
-        return int(r[1][axis]), int(r[2][axis])
-    return None
-
-
 def _inside_roi(request: FewShotRequest, vol: np.ndarray) -> np.ndarray:
     """`vol` with everything outside the query ROI set to 0 (range ROI; other ranges: unchanged)."""
     r = tuple(request.query_range)
@@ -121,7 +111,7 @@ def _propagate(request: FewShotRequest, base, box, progress, cancel) -> FewShotR
 
     ids = request.segment_ids
     axis, k = int(request.axis), int(request.slice_index)
-    slices = _propagation_slices(request)
+    slices = request.propagation_slices()
     probs: Dict[int, np.ndarray] = {}
     first, last = k, k
     for i, sid in enumerate(ids):
@@ -170,7 +160,7 @@ def _segment(request: FewShotRequest, base, box, progress, cancel) -> FewShotRes
         probs[i + 1] = res.probabilities[i + 1]
         slices = res.slices
         if request.follow:  # as `segment --follow`: the base network, the box network, the range's slices
-            followed = follow(base, request.query_image, res.labels == i + 1, axis, _propagation_slices(request),
+            followed = follow(base, request.query_image, res.labels == i + 1, axis, request.propagation_slices(),
                               box_segmenter=box, progress=_share(progress, i, n, request.name(sid), end_share, 1.0),
                               cancel=cancel)
             probs[i + 1] = _inside_roi(request, followed.astype(np.float32))
