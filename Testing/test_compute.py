@@ -68,6 +68,16 @@ def test_mailbox_round_trip_and_nothing_is_unpickled(tmp_path):
     np.testing.assert_array_equal(unpack_mask(mask.shape, *pack_mask(np.zeros_like(mask))), np.zeros_like(mask))
 
 
+def test_the_compute_process_takes_the_given_thread_count():
+    """As every command (core/threads.py; 0: the idle cores), not torch's one thread per core, which crawled on
+    a loaded machine. 3 is what neither would choose on this machine."""
+    three = ComputeClient(threads=3)
+    try:
+        assert three.call("ping", timeout=60)[0]["threads"] == 3
+    finally:
+        three.stop()
+
+
 def test_requests_progress_cancel_errors_and_a_crash(client):
     fields, arrays = client.call("ping", timeout=60)
     pid = fields["pid"]

@@ -173,7 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "panel-timing":
             from .evaluation.panel_timing import run_panel_timing
             run_panel_timing(args.out, args.rounds, args.tick, args.device,
-                             loops=("sleep", "gil") if args.gui == "both" else (args.gui,))
+                             loops=("sleep", "gil") if args.gui == "both" else (args.gui,), threads=args.threads)
             print((Path(args.out) / "summary.md").read_text(), end="")
             return 0
         if args.command == "large-volume":

@@ -115,17 +115,19 @@ class ComputeClient:
         service_factory: run the loop in a thread of this process with `service_factory()` as its service.
         start_timeout: seconds the child may take to say hello before it counts as failed.
         kill_after: seconds after cancel() before a request still running ends the child.
+        threads: the child's CPU threads for torch (0: the default of every command, core/threads.py).
     """
 
     def __init__(self, python: Optional[str] = None, launcher: Optional[Callable] = None,
                  service_factory: Optional[Callable[[], Any]] = None, start_timeout: float = 120.0,
-                 kill_after: float = 15.0, name: str = "AdaptiveSeg"):
+                 kill_after: float = 15.0, name: str = "AdaptiveSeg", threads: int = 0):
         self.python = python or sys.executable
         self.launcher = launcher or default_launcher
         self.service_factory = service_factory
         self.start_timeout = float(start_timeout)
         self.kill_after = float(kill_after)
         self.name = name
+        self.threads = int(threads)
         self.generation = 0  # +1 per start: a new child has none of the old one's sessions
         self.child_pid: Optional[int] = None
         self.last_exit: Optional[str] = None  # why the previous child ended, if it crashed
@@ -171,7 +173,7 @@ class ComputeClient:
             self._thread.start()
             return
         args = [self.python, "-m", "InteractiveRefineLib.compute", "--folder", str(self._folder),
-                "--parent-pid", str(os.getpid()), "--log", str(self.log_path)]
+                "--parent-pid", str(os.getpid()), "--log", str(self.log_path), "--threads", str(self.threads)]
         path = os.pathsep.join(_package_roots() + [p for p in [os.environ.get("PYTHONPATH")] if p])
         self._proc = self.launcher(args, {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1"})
         log.info("compute process started (%s)", " ".join(args))

@@ -105,7 +105,9 @@ class ComputeService:
 
     # -- general -------------------------------------------------------------------------------
     def ping(self, args, arrays, progress, cancel, op=None) -> Result:
-        return {"pid": os.getpid(), "sessions": sorted(self.sessions)}, {}
+        import torch
+
+        return {"pid": os.getpid(), "sessions": sorted(self.sessions), "threads": torch.get_num_threads()}, {}
 
     def free(self, args, arrays, progress, cancel, op=None) -> Result:
         """Close every session and drop the model cache (frees GPU memory without ending the process)."""

@@ -85,11 +85,11 @@ def _run_step(controller: RefineController, start, tick: float, loop: str) -> Di
 
 def run_panel_timing(out, rounds: int = 3, tick: float = 0.1, device: str = "cpu", seed: int = 0,
                      loops: Sequence[str] = GUI_LOOPS, client: Optional[ComputeClient] = None,
-                     labels: Optional[Sequence[int]] = None) -> List[dict]:
+                     labels: Optional[Sequence[int]] = None, threads: int = 0) -> List[dict]:
     ds = DecathlonDataset(sample_dataset("chaos"))
     image, label = ds.load(CASE)
     own = client is None
-    client = client or ComputeClient()
+    client = client or ComputeClient(threads=threads)  # the compute process's threads (0: the default)
     records = []
     try:
         warm = RefineController(image, device=device, client=client)  # model loading is not a step's time
