@@ -92,6 +92,15 @@ CLI_CASES = [
     # 11. ranges
     ("reversed --range", seg(range="10:5"), "0 <= FIRST <= LAST"),
     ("--range past the volume", seg(range="2:99"), "query slice range 2..99 is outside the query volume (0..33)"),
+    ("large-volume --shape with a negative size", ["ir", "large-volume", "--shape=-1,4,4", "--out", "{tmp}/lv"],
+     "three whole numbers >= 1"),
+    ("train-box --out not a manifest", ["ir", "train-box", "--out", "{tmp}/m.pt", "--run-dir", "{tmp}/ck"],
+     "m.pt: unsupported file type; use one of .json"),
+    ("train-box --run-dir a file", ["ir", "train-box", "--out", "{tmp}/m.json", "--run-dir", "{tmp}/afile"],
+     "--run-dir"),
+    ("train-box --val-every 0", ["ir", "train-box", "--val-every", "0", "--out", "{tmp}/m.json"],
+     "expected a whole number > 0"),
+    ("train-box --threads -1", ["ir", "train-box", "--threads", "-1", "--out", "{tmp}/m.json"], "threads >= 0"),
     # propagation flags where nothing propagates, and a propagation range without the annotated slice
     ("--no-box-network without --propagate or --follow", seg() + ["--no-box-network"],
      "--no-box-network: only same-scan propagation reads this"),

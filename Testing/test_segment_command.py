@@ -58,11 +58,15 @@ def test_scribble_files(image, tmp_path):
     write_image(image, tmp_path / "s.nii.gz", lab)
     fg, bg = read_scribbles(tmp_path / "s.nii.gz", image)
     assert fg[12, 100, 60] and bg[12, 90, 50] and fg.sum() == bg.sum() == 1
-    for text, error in (("12 100 fg\n", "expected 'k j i fg|bg'"), ("12 100 60.5 fg\n", "whole indices"),
-                        ("12 100 999 fg\n", "outside the image"), ("12 100 60 maybe\n", "expected")):
+    for text, error in (("12 100 fg\n", "expected 'k j i fg|bg'"), ("12 100 60.5 fg\n", "must be whole numbers"),
+                        ("12 100 999 fg\n", "outside the image"), ("12 100 60 maybe\n", "expected"),
+                        ("12 nan 60 fg\n", "finite whole numbers"), ("12 inf 60 fg\n", "finite whole numbers")):
         (tmp_path / "bad.txt").write_text(text)
         with pytest.raises(Exception, match=error):
             read_scribbles(tmp_path / "bad.txt", image)
+    (tmp_path / "bad.json").write_text(json.dumps({"fg": [[12, 100, 60]], "bg": None}))
+    with pytest.raises(Exception, match='"bg" must be a list'):
+        read_scribbles(tmp_path / "bad.json", image)
     lab[0, 0, 0] = 3
     write_image(image, tmp_path / "bad.nii.gz", lab)
     with pytest.raises(Exception, match=r"values \[3\]"):
@@ -135,6 +139,8 @@ def test_rounds_of_scribbles_with_the_panels_log(image, tmp_path, capsys):
     (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--out", str(LABEL)], "is also an input"),
     (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--scribbles", "{tmp}/r.txt", "--rounds", "0"],
      "fewer than the 1 --scribbles files"),
+    (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--scribbles", "{tmp}/r.txt", "--mode",
+      "unsupervised"], "refines without scribbles"),
 ])
 def test_bad_input_is_named_before_anything_runs(tmp_path, capsys, argv, text, monkeypatch):
     import re

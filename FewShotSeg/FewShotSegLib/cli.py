@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 from InteractiveRefineLib.core.errors import AdaptiveSegError, DatasetError, PromptError
 from InteractiveRefineLib.core.outputs import check_output_file, check_output_folder
-from InteractiveRefineLib.core.threads import THREADS_HELP, non_negative_int, set_threads, threads_arg
+from InteractiveRefineLib.core.threads import THREADS_HELP, non_negative_int, positive_int, set_threads, threads_arg
 
 log = logging.getLogger("FewShotSegLib")
 
@@ -52,14 +52,6 @@ def positive_seconds(text: str) -> float:
     if not (v > 0 and v != float("inf")):
         raise argparse.ArgumentTypeError(f"expected a time budget in seconds > 0, got {text!r}")
     return v
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number > 0 (training steps)."""
-    n = non_negative_int(text)
-    if n == 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
-    return n
 
 
 def keep_previous(*paths: Path) -> None:

@@ -114,6 +114,8 @@ def positive_float(text: str) -> float:
 def check_outputs(args) -> None:
     """Every output path is checked before any computing (OutputError naming the problem)."""
     cmd = args.command
+    if cmd == "large-volume" and (len(args.shape) != 3 or min(args.shape) < 1):
+        raise OutputError(f"--shape K,J,I: three whole numbers >= 1; got {args.shape}")
     if cmd in ("demo", "panel-timing", "large-volume"):
         check_output_folder(args.out)
     elif cmd == "benchmark":
@@ -124,6 +126,9 @@ def check_outputs(args) -> None:
             raise OutputError(f"--dice {args.dice}: a target Dice lies in (0, 1]")
     elif cmd == "train":
         check_output_file(args.out, suffixes=(".json",), inputs=(args.dataset,))
+    elif cmd == "train-box":  # before the first iteration, not at the first validation
+        check_output_file(args.out, suffixes=(".json",))
+        check_output_folder(args.run_dir, "--run-dir", files=("last.json", "last.safetensors"))
 
 
 def _add_large_volume(sub) -> None:
@@ -180,8 +185,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .evaluation.large_volume import CASES, run_large_volume
             cases = [c for c in args.cases.split(",") if c] or list(CASES)
             unknown = sorted(set(cases) - set(CASES))
-            if unknown or len(args.shape) != 3:
-                raise OutputError(f"--cases from {', '.join(CASES)} and --shape K,J,I; got {unknown or args.shape}")
+            if unknown:
+                raise OutputError(f"--cases from {', '.join(CASES)}; got {unknown}")
             print(run_large_volume(args.out, args.shape, cases, args.threads).read_text(), end="")
             return 0
         if args.command == "analyze-logs":

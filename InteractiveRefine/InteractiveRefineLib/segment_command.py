@@ -29,6 +29,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .core.errors import ImageError, PromptError
+from .core.prompts import whole_indices
 
 BOX_SPACES = ("voxel", "ras", "lps")
 MODES = ("supervised", "unsupervised", "crf")
@@ -134,6 +135,8 @@ def _voxel_rows(path: Path) -> List[Tuple[Tuple[int, int, int], str]]:
         if not isinstance(data, dict) or not set(data) <= {"fg", "bg"}:
             raise PromptError(f'{path.name}: expected {{"fg": [[k, j, i], ...], "bg": [...]}}')
         for label, voxels in data.items():
+            if not isinstance(voxels, list):
+                raise PromptError(f'{path.name}: "{label}" must be a list of [k, j, i] voxels; got {voxels!r}')
             for v in voxels:
                 rows.append((_whole(v, path), label))
         return rows
@@ -149,12 +152,12 @@ def _voxel_rows(path: Path) -> List[Tuple[Tuple[int, int, int], str]]:
 
 def _whole(values, path) -> Tuple[int, int, int]:
     try:
-        v = [float(x) for x in values]
+        v = [float(x) for x in values]  # the text file's fields are strings
     except (TypeError, ValueError):
         raise PromptError(f"{path.name}: voxel indices must be numbers; got {values!r}") from None
-    if len(v) != 3 or any(x != round(x) for x in v):
+    if len(v) != 3:
         raise PromptError(f"{path.name}: a voxel is three whole indices k j i; got {values!r}")
-    return tuple(int(x) for x in v)
+    return whole_indices(v, f"{path.name}: voxel indices k j i")  # NaN, Inf and fractions refused
 
 
 # -- running --------------------------------------------------------------------------------------------------
@@ -181,6 +184,9 @@ def run_segment(args) -> int:
                           "one round); leave --rounds out or raise it")
     if rounds and args.mode != "unsupervised" and not rounds_files:
         raise PromptError(f"{args.mode} refinement needs scribbles: give --scribbles FILE (or --mode unsupervised)")
+    if args.mode == "unsupervised" and rounds_files:  # never leave a given file silently unused
+        raise PromptError("--mode unsupervised refines without scribbles; leave --scribbles out (with --rounds N), "
+                          "or choose --mode supervised")
     reference = None
     if args.reference:
         reference = read_label(args.reference, image, "--reference") == args.reference_label

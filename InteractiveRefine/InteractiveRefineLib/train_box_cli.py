@@ -6,22 +6,29 @@ from typing import List
 
 
 def add_train_box(sub) -> None:
+    from .cli import positive_float
+    from .core.threads import positive_int, threads_arg
+
+    def non_negative_float(text: str) -> float:
+        return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
     p = sub.add_parser("train-box", help="train the class-agnostic box network (2D, also run slice by slice in "
                                          "3D boxes) on every dataset of ../shared/data; resumable")
     p.add_argument("--out", default="runs/box2d/pnet2d.json", help="best validation model (NAME.json)")
     p.add_argument("--run-dir", default="checkpoints/box2d", help="checkpoint folder (last.json/.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/last.json")
     p.add_argument("--data-root", help="the shared data folder (default ../shared/data)")
-    p.add_argument("--max-iters", type=int, default=12000, help="length of the cosine schedule")
-    p.add_argument("--stop-after-minutes", type=float, default=0.0,
+    p.add_argument("--max-iters", type=positive_int, default=12000, help="length of the cosine schedule")
+    p.add_argument("--stop-after-minutes", type=non_negative_float, default=0.0,
                    help="checkpoint and end this run after so many minutes (resume later); 0 = run to the end")
-    p.add_argument("--ckpt-minutes", type=float, default=5.0)
-    p.add_argument("--val-every", type=int, default=250)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ckpt-minutes", type=positive_float, default=5.0)
+    p.add_argument("--val-every", type=positive_int, default=250)
+    p.add_argument("--batch", type=positive_int, default=16)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=threads_arg, default=1,
+                   help="torch CPU threads (default 1, unlike the other commands: a long training run shares the "
+                        "machine with other work; 0: the idle cores)")
     p.add_argument("--install", action="store_true",
                    help="after training, write the best model into the shipped Resources/Models "
                         "(pnet2d.json for 2D boxes, box3d.json for 3D boxes)")

@@ -44,6 +44,14 @@ def non_negative_int(text: str, what: str = "a whole number", note: str = "") ->
     return n
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number > 0 (steps, batch sizes, intervals)."""
+    n = non_negative_int(text, "a whole number")
+    if n == 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
+    return n
+
+
 def threads_arg(text: str) -> int:
     """argparse type of --threads: a whole number >= 0 (0: the default)."""
     return non_negative_int(text, "a whole number of threads", " (0: automatic)")
