@@ -151,6 +151,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.segmentEditorWidget.setUndoEnabled(False)
         self.ui.segmentEditorWidget.setMaximumNumberOfUndoStates(0)
 
+        self._polledJob = None  # the step onPoll last showed
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_MS)
         self._pollTimer.connect("timeout()", self.onPoll)
@@ -383,6 +384,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         # Steps that report no progress show a busy bar (range 0..0) rather than a bar stuck at 0 %.
         self.ui.progressBar.setRange(0, 100 if self.logic.cancellable else 0)
         self.ui.progressBar.value = 0
+        self._polledJob = None
         self._pollTimer.start()
         self.updateButtons()
 
@@ -393,6 +395,11 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.updateButtons()
             return
         job = status.job
+        if job is not self._polledJob:  # a step that starts another (Propagate to 3D, then adopt)
+            self._polledJob = job
+            self.ui.progressBar.setRange(0, 100 if job.cancellable else 0)
+            self.ui.progressBar.setFormat("%p%")
+            self.updateButtons()  # Cancel only while the step can stop
         self.ui.progressBar.value = int(100 * job.fraction)
         if job.message:
             self.ui.progressBar.setFormat(f"{job.message} %p%")

@@ -78,6 +78,21 @@ def test_the_compute_process_takes_the_given_thread_count():
         three.stop()
 
 
+def test_a_request_that_is_not_cancellable_is_left_to_finish():
+    """Cancel skips a request submitted as not cancellable (the panels' box and adopt steps): sent, it would stop
+    the step half-way or, past kill_after, end the child with every session in it."""
+    c = ComputeClient(kill_after=0.3)
+    try:
+        job = c.submit("debug.work", {"seconds": 1.0}, cancellable=False)
+        while job.state != "running":
+            c.poll()
+            time.sleep(0.01)
+        assert c.cancel(job) is False and c.cancel() is False
+        assert c.wait(job, 30).state == "done" and c.generation == 1 and c.running
+    finally:
+        c.stop()
+
+
 def test_requests_progress_cancel_errors_and_a_crash(client):
     fields, arrays = client.call("ping", timeout=60)
     pid = fields["pid"]

@@ -238,11 +238,13 @@ class ComputeClient:
         return job
 
     def cancel(self, job: Optional[Request] = None) -> bool:
-        """Ask the running (or given) request to stop; True if there was one."""
+        """Ask the running (or given) request to stop; True if there was one. A request submitted as not
+        cancellable (a box step, an adopt: short, and the session's state must not be cut mid-way) is left to
+        finish: cancelling it would only end the child after `kill_after`, with every session in it."""
         targets = [job] if job is not None else self._pending()
         sent = False
         for j in targets:
-            if not j.finished and j.cancel_sent is None:
+            if not j.finished and j.cancel_sent is None and j.cancellable:
                 self._post({"op": "cancel", "target": j.id})
                 j.cancel_sent = time.monotonic()
                 sent = True
