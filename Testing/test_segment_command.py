@@ -141,6 +141,8 @@ def test_rounds_of_scribbles_with_the_panels_log(image, tmp_path, capsys):
      "fewer than the 1 --scribbles files"),
     (["--box", "12", "82", "40", "13", "126", "90", "--slice-axis", "0", "--scribbles", "{tmp}/r.txt", "--mode",
       "unsupervised"], "refines without scribbles"),
+    (["--box", "14", "82", "40", "15", "126", "90", "--slice-axis", "0", "--scribbles", "{tmp}/r.txt"],
+     "r.txt: no scribbled voxel lies inside slice 14 of the 2D box"),
 ])
 def test_bad_input_is_named_before_anything_runs(tmp_path, capsys, argv, text, monkeypatch):
     import re

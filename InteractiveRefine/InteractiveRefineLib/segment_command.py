@@ -184,6 +184,13 @@ def run_segment(args) -> int:
                           "one round); leave --rounds out or raise it")
     if rounds and args.mode != "unsupervised" and not rounds_files:
         raise PromptError(f"{args.mode} refinement needs scribbles: give --scribbles FILE (or --mode unsupervised)")
+    if rounds and args.mode != "unsupervised":  # the first round's scribbles must count (the controller's rule)
+        fg, bg = rounds_files[0]
+        inside = box.mask(image.shape)
+        if not ((fg & ~bg & inside).any() or (bg & ~fg & inside).any()):
+            where = "the box" if box.axis is None else f"slice {box.slice_index} of the 2D box"
+            raise PromptError(f"--scribbles {Path(args.scribbles[0]).name}: no scribbled voxel lies inside {where} "
+                              "(or each is marked both fg and bg); round 1 would have nothing to refine with")
     if args.mode == "unsupervised" and rounds_files:  # never leave a given file silently unused
         raise PromptError("--mode unsupervised refines without scribbles; leave --scribbles out (with --rounds N), "
                           "or choose --mode supervised")
