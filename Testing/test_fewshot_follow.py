@@ -42,6 +42,21 @@ def test_following_the_window_through_the_query_beats_the_window(pair, organ):
     np.testing.assert_array_equal(followed, propagate(seg, q_img, seeded, z, 1).labels == 1)
 
 
+def test_the_evaluation_follows_with_the_base_network_also_after_adaptation(pair):
+    """As `segment --follow --adapt` and the panel do (chosen on training patients:
+    benchmarks/fewshot_auto_range/follow_adapted.md): the adapted copy segments, the base network follows."""
+    from FewShotSegLib.evaluation.evaluate import protocol_case
+
+    (s_img, s_lab), (q_img, q_lab), seg = pair
+    adapted, followers = FewShotSegmenter(device="cpu"), []
+
+    def follower(net, image, mask, slices):
+        followers.append(net)
+        return mask
+    protocol_case(seg, (s_img, s_lab), (q_img, q_lab), 2, "gt", adapter=lambda *a: adapted, follow=follower)
+    assert followers == [seg] and followers[0] is not adapted
+
+
 def test_follow_of_an_empty_mask_and_the_evaluate_option_outside_the_protocol(pair, tmp_path, capsys):
     _, (q_img, _), seg = pair
     empty = np.zeros(q_img.shape, bool)

@@ -58,7 +58,9 @@ def protocol_case(segmenter: FewShotSegmenter, support, query, organ: int, range
     48.4 -> placed window 57.3; benchmarks/fewshot_auto_range).
     `adapter(segmenter, supports, query_image)` returns an adapted segmenter.
     `follow(segmenter, query_image, mask, slices)`: the prediction redone by same-scan propagation through the
-    query from its middle slice (engine/follow.py; gt: through the reference range, auto: automatic range).
+    query from its middle slice (engine/follow.py; gt: through the reference range, auto: automatic range),
+    with the base network also after adaptation, as `segment --follow --adapt` and the panel do (chosen on
+    training patients: ../../benchmarks/fewshot_auto_range/follow_adapted.md).
     """
     if range_mode not in RANGES:
         raise DatasetError(f"range must be one of {RANGES}; got {range_mode!r}")
@@ -81,13 +83,13 @@ def protocol_case(segmenter: FewShotSegmenter, support, query, organ: int, range
     if range_mode == "gt":
         result = seg.segment(supports, q_img, slices=(z0, z1), chunk_of_slice=chunks, auto_range=component)
         full = result.labels == organ
-        full = follow(seg, q_img, full, (z0, z1)) if follow is not None else full
+        full = follow(segmenter, q_img, full, (z0, z1)) if follow is not None else full
         pred, ref = full[z0:z1], q_lab[z0:z1] == organ
     else:
         auto = auto_range_info(s_img, s_lab, [organ], q_img) if extent else None
         result = seg.segment(supports, q_img, auto_range=component, auto=auto)
         pred, ref = result.labels == organ, q_lab == organ
-        pred = follow(seg, q_img, pred, None) if follow is not None else pred
+        pred = follow(segmenter, q_img, pred, None) if follow is not None else pred
     return {"dice": dice(pred, ref), "support_copy": copy_dice, "seconds": round(time.monotonic() - t0, 3),
             "slices": [int(result.slices[0]), int(result.slices[1])], "component": component,
             "start": getattr(seg, "start", DEFAULT_START),
