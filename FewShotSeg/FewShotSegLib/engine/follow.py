@@ -9,7 +9,9 @@ patients (4 seeded pairs per fold, the panel's case: one drawn support slice, au
 organs 52.17 -> 60.15 (liver 53.8 -> 79.0, left kidney 49.1 -> 44.3); the largest predicted cross-section as
 the seed gave 48.15 (benchmarks/fewshot_auto_range/seed_propagation.md); with propagation's regrowth stop
 since, 60.47 (60.74 before its ceiling). Other seed slices (the most confident, ...) and the seed
-redone by the box network were no better (seed_rules.md, seed_box_redo.md). On the CHAOS protocol, with the
+redone by the box network were no better (seed_rules.md, seed_box_redo.md). After exemplar adaptation the base
+network follows, not the adapted copy (every path: `segment`, `evaluate`, the panel; on the same 80 training cases
+with adaptation, 64.54 vs 64.00: follow_adapted.md). On the CHAOS protocol, with the
 fold's own model only (protocol-clean): reference range 59.46 -> 62.23, automatic range 49.68 -> 49.85
 (benchmarks/fewshot_chaos_s2_follow).
 """

@@ -159,7 +159,8 @@ def _segment(request: FewShotRequest, base, box, progress, cancel) -> FewShotRes
                           auto=auto, **request.core_range())
         probs[i + 1] = res.probabilities[i + 1]
         slices = res.slices
-        if request.follow:  # as `segment --follow`: the base network, the box network, the range's slices
+        if request.follow:  # as `segment --follow`: the base network (also after adaptation:
+            # benchmarks/fewshot_auto_range/follow_adapted.md), the box network, the range's slices
             followed = follow(base, request.query_image, res.labels == i + 1, axis, request.propagation_slices(),
                               box_segmenter=box, progress=_share(progress, i, n, request.name(sid), end_share, 1.0),
                               cancel=cancel)
