@@ -151,9 +151,9 @@ def cmd_segment(a) -> int:
     box = None
     if a.follow:  # each label followed through the query by same-scan propagation (engine/follow.py)
         from .engine.follow import follow
-        box, kw = propagation_setup(a)
-        probs = {k: follow(seg, q_img, result.labels == k, a.axis, slices, box_segmenter=box, **kw).astype("float32")
-                 for k in result.probabilities}
+        box, options = propagation_setup(a)  # the base network follows, also after --adapt (engine/follow.py)
+        probs = {k: follow(seg, q_img, result.labels == k, a.axis, slices, box_segmenter=box, **options)
+                 .astype("float32") for k in result.probabilities}
         result = Segmentation(combine_labels(probs), probs, result.slices)
     write_image(q_img, a.out, result.labels)
     first, stop = result.slices  # reported inclusive, as --range takes them
