@@ -239,8 +239,12 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p.supportVolume is not None and p.supportVolume.GetImageData() is not None:
             from FewShotSegLib.panel import slicer_bridge
             from FewShotSegLib.panel.controller import axis_plane_names
+            from InteractiveRefineLib.core.errors import PromptError
 
-            planes = [f" ({name})" for name in axis_plane_names(slicer_bridge.ijk_to_ras_array(p.supportVolume))]
+            try:
+                planes = [f" ({name})" for name in axis_plane_names(slicer_bridge.ijk_to_ras_array(p.supportVolume))]
+            except PromptError:  # e.g. a volume under a transform: Segment says "harden it first"; no plane names
+                pass
         combo = self.ui.supportAxisComboBox
         for index in range(combo.count):
             combo.setItemText(index, f"{AXIS_NAMES[index]}{planes[index]}")

@@ -124,6 +124,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._guiBoundNode = None  # the raw parameter node the GUI is bound to (Slicer 5.8 cannot unbind)
         self._writingSegments = False  # our own writes must not count as scribble strokes
         self._flattenOnPlacement = False
         self._observedScribbles = None  # the scribble node's segmentation, observed while the module is entered
@@ -240,11 +241,18 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 and parameterNode.parameterNode is self._parameterNode.parameterNode):
             return  # already bound (binding twice would pile up GUI connections)
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            if self._parameterNodeGuiTag is not None:  # Slicer 5.8's connectGui returns no tag: nothing to undo
+                self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+                self._guiBoundNode = None
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
         self._parameterNode = parameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            # a binding that could not be removed (5.8) is kept and not made twice: two connectors per widget
+            # would update each widget twice per change (the same guard as FewShotSeg's _connectGui)
+            if self._guiBoundNode is not self._parameterNode.parameterNode:
+                self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+                self._guiBoundNode = self._parameterNode.parameterNode
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
         self.onParameterChanged()
 
@@ -255,7 +263,8 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             scribbles = self.logic.scribbleNode(p, create=False)
             if scribbles is not None and editor.segmentationNode() is not scribbles:
                 editor.setSegmentationNode(scribbles)
-            if editor.sourceVolumeNode() is not p.inputVolume:
+            # Slicer refuses (and logs an error) a source volume before the editor has a segmentation node
+            if editor.segmentationNode() is not None and editor.sourceVolumeNode() is not p.inputVolume:
                 editor.setSourceVolumeNode(p.inputVolume)
             if self.parent.isEntered:
                 self.observeScribbles(scribbles)

@@ -78,6 +78,21 @@ def test_the_compute_process_takes_the_given_thread_count():
         three.stop()
 
 
+def test_a_child_whose_mailbox_is_gone_ends_without_making_it_again(tmp_path):
+    """Stopped while it started (the launcher killed, the folder removed before its hello), the child must end,
+    not recreate the folder and idle with torch loaded until Slicer exits."""
+    import threading
+
+    from InteractiveRefineLib.compute.service import serve
+
+    gone, stop = tmp_path / "mailbox", threading.Event()
+    with pytest.raises(ProtocolError, match="is gone: the parent stopped this process"):
+        Mailbox(gone, "child")
+    assert not gone.exists()
+    stop.set()  # were the folder made again, the loop would end at once (and remove it): no hang
+    assert serve(gone, parent_pid=os.getpid(), stop=stop) == 0 and not gone.exists()
+
+
 def test_a_request_that_is_not_cancellable_is_left_to_finish():
     """Cancel skips a request submitted as not cancellable (the panels' box and adopt steps): sent, it would stop
     the step half-way or, past kill_after, end the child with every session in it."""

@@ -51,8 +51,12 @@ class Mailbox:
         self.folder = Path(folder)
         out, inbox = (TO_CHILD, TO_PARENT) if side == "parent" else (TO_PARENT, TO_CHILD)
         self.out, self.inbox = self.folder / out, self.folder / inbox
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.inbox.mkdir(parents=True, exist_ok=True)
+        if side == "child":  # the parent makes the folder; a child that finds it gone was stopped while starting
+            if not (self.out.is_dir() and self.inbox.is_dir()):
+                raise ProtocolError(f"mailbox folder {self.folder} is gone: the parent stopped this process")
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.inbox.mkdir(parents=True, exist_ok=True)
         self._sent = 0
         self._next = 1
 

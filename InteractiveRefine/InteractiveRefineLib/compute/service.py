@@ -24,7 +24,15 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 from ..core.errors import CancelledError, PromptError
-from .mailbox import Mailbox, box_from_message, box_message, image_from_message, pack_mask, unpack_mask
+from .mailbox import (
+    Mailbox,
+    ProtocolError,
+    box_from_message,
+    box_message,
+    image_from_message,
+    pack_mask,
+    unpack_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -362,8 +370,12 @@ def serve(folder, service: Optional[ComputeService] = None, parent_pid: Optional
           stop: Optional[threading.Event] = None, poll_interval: float = 0.01) -> int:
     """Run the request loop until `shutdown`, the parent's end or `stop`; returns an exit code (3: a
     CUDA error ended it)."""
+    try:  # before the service: a child stopped while it started (torch imported) ends here, not idles
+        box = Mailbox(folder, "child")
+    except ProtocolError as exc:
+        log.info("%s", exc)
+        return 0
     service = service or ComputeService()
-    box = Mailbox(folder, "child")
     stop = stop or threading.Event()
     requests: "queue.Queue[Optional[Tuple[dict, dict]]]" = queue.Queue()
     lock = threading.Lock()
