@@ -100,6 +100,13 @@ CLI_CASES = [
      "--run-dir"),
     ("train-box --val-every 0", ["ir", "train-box", "--val-every", "0", "--out", "{tmp}/m.json"],
      "expected a whole number > 0"),
+    ("few-shot train --steps 0", ["fs", "train", "--dataset", str(CHAOS), "--steps", "0", "--out", "{tmp}/m"],
+     "expected a whole number > 0"),
+    ("few-shot pretrain --batch -2", ["fs", "pretrain", "--batch", "-2", "--out", "{tmp}/p.json"],
+     "expected a whole number > 0"),
+    ("few-shot time --repeats 0", ["fs", "time", "--dataset", str(CHAOS), "--support", "chaos_36", "--query",
+                                   "chaos_8", "--repeats", "0"], "expected a whole number > 0"),
+    ("--adapt-steps -1", seg(adapt_steps="-1"), "expected a whole number >= 0"),
     ("train-box --threads -1", ["ir", "train-box", "--threads", "-1", "--out", "{tmp}/m.json"], "threads >= 0"),
     # propagation flags where nothing propagates, and a propagation range without the annotated slice
     ("--no-box-network without --propagate or --follow", seg() + ["--no-box-network"],

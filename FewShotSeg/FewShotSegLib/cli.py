@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from InteractiveRefineLib.core.argtypes import non_negative_int, positive_float, positive_int
 from InteractiveRefineLib.core.errors import AdaptiveSegError, DatasetError, PromptError
 from InteractiveRefineLib.core.outputs import check_output_file, check_output_folder
-from InteractiveRefineLib.core.threads import THREADS_HELP, non_negative_int, positive_int, set_threads, threads_arg
+from InteractiveRefineLib.core.threads import THREADS_HELP, set_threads, threads_arg
 
 log = logging.getLogger("FewShotSegLib")
 
@@ -352,9 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--groups", default="", help="upper,lower (default both)")
     t.add_argument("--default", action="store_true", help="train the default model on every label")
     t.add_argument("--exclude", nargs="*", help="cases left out of the default model's training")
-    t.add_argument("--steps", type=int, default=1000)
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--steps", type=positive_int, default=1000)
+    t.add_argument("--batch", type=positive_int, default=8)
+    t.add_argument("--lr", type=positive_float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="", help="model folder (default: FewShotSeg/Resources/Models)")
     t.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
@@ -397,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--support", required=True, help="support case id")
     m.add_argument("--query", required=True, help="query case id")
     m.add_argument("--label", type=int, default=1)
-    m.add_argument("--repeats", type=int, default=3)
+    m.add_argument("--repeats", type=positive_int, default=3)
     m.add_argument("--no-adapt", action="store_true")
     m.add_argument("--model", default="default")
     m.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])

@@ -21,8 +21,10 @@ def add_start_argument(p: argparse.ArgumentParser) -> None:
 
 def add_adapt_steps(p: argparse.ArgumentParser) -> None:
     """Step counts define the adaptation (reproducible); --adapt-seconds (in cli.py) is only a cap."""
-    p.add_argument("--adapt-steps", type=int, default=None, help="stage-1 adaptation steps (default: AdaptConfig)")
-    p.add_argument("--adapt-pseudo-steps", type=int, default=None,
+    from InteractiveRefineLib.core.argtypes import non_negative_int
+    p.add_argument("--adapt-steps", type=non_negative_int, default=None,
+                   help="stage-1 adaptation steps (default: AdaptConfig)")
+    p.add_argument("--adapt-pseudo-steps", type=non_negative_int, default=None,
                    help="stage-2 (pseudo-label) adaptation steps (default: AdaptConfig)")
 
 
@@ -38,6 +40,7 @@ def adapt_config(a):
 
 
 def add_train_resume(t: argparse.ArgumentParser) -> None:
+    from InteractiveRefineLib.core.argtypes import positive_float, positive_int
     t.add_argument("--init", default="", help="start from this model's weights (e.g. the pretrained encoder "
                                                f"{PRETRAINED.relative_to(PRETRAINED.parents[2])})")
     t.add_argument("--resume", default="", help="continue from this checkpoint (.json), or from a folder of "
@@ -45,8 +48,9 @@ def add_train_resume(t: argparse.ArgumentParser) -> None:
     t.add_argument("--checkpoint-dir", default="",
                    help="where checkpoints are written (one per model, NAME.json + NAME.safetensors); default "
                         "OUT/checkpoints with --out, else checkpoints/fewshot/train (outside the shipped models)")
-    t.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    t.add_argument("--stop-after", type=int, default=None, help="stop after this many steps (checkpoint kept)")
+    t.add_argument("--checkpoint-minutes", type=positive_float, default=5.0)
+    t.add_argument("--stop-after", type=positive_int, default=None,
+                   help="stop after this many steps (checkpoint kept)")
 
 
 def checkpoint_dir(a, kind: str) -> Path:
@@ -79,29 +83,31 @@ def train_kwargs(a, name: str) -> dict:
 
 
 def add_validate(e: argparse.ArgumentParser) -> None:
-    from InteractiveRefineLib.core.threads import non_negative_int
+    from InteractiveRefineLib.core.argtypes import non_negative_int
     e.add_argument("--validate", type=non_negative_int, default=0, metavar="N",
                    help="CHAOS: measure on N seeded pairs of each fold's TRAINING patients (design choices; "
                         "never the fold's query or support patients)")
 
 
 def add_pretrain_parser(sub) -> argparse.ArgumentParser:
+    from InteractiveRefineLib.core.argtypes import non_negative_int, positive_float, positive_int
     p = sub.add_parser("pretrain", help="pretrain the network on external data only (superpixel + supervised "
                                         "episodes; never CHAOS, never the tumour set)")
     p.add_argument("--data", default=str(DEFAULT_DATA_ROOT), help="folder holding the external datasets")
     p.add_argument("--sources", default="", help="comma-separated dataset folders (default: all six)")
-    p.add_argument("--max-cases", type=int, default=0, help="at most this many cases per dataset (0: defaults)")
-    p.add_argument("--slice-step", type=int, default=0, help="every n-th slice (0: per-dataset defaults)")
-    p.add_argument("--steps", type=int, default=20000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-cases", type=non_negative_int, default=0,
+                   help="at most this many cases per dataset (0: defaults)")
+    p.add_argument("--slice-step", type=non_negative_int, default=0, help="every n-th slice (0: per-dataset defaults)")
+    p.add_argument("--steps", type=positive_int, default=20000)
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(PRETRAINED), help="model manifest to write (.json)")
     p.add_argument("--resume", default="", help="checkpoint to continue from")
     p.add_argument("--checkpoint-dir", default="", help="default: next to --out (checkpoints/fewshot/pretrain for "
                                                          "the default --out)")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
-    p.add_argument("--stop-after", type=int, default=None)
+    p.add_argument("--checkpoint-minutes", type=positive_float, default=5.0)
+    p.add_argument("--stop-after", type=positive_int, default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.set_defaults(func=cmd_pretrain)
     return p

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from .core.argtypes import non_negative_int, positive_float
 from .core.errors import AdaptiveSegError, OutputError
 from .core.outputs import check_output_file, check_output_folder
-from .core.threads import THREADS_HELP, non_negative_int, set_threads, threads_arg
+from .core.threads import THREADS_HELP, set_threads, threads_arg
 from .evaluation.benchmark import DEFAULT_ROUNDS
 from .evaluation.methods import METHODS
 from .train_box_cli import add_train_box, run_train_box
@@ -98,17 +99,6 @@ def _add_panel_timing(sub) -> None:
                         "it; 'both' (default) runs each and compares the compute speed")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (time budgets, intervals)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not (0 < v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return v
 
 
 def check_outputs(args) -> None:

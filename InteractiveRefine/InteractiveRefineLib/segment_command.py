@@ -37,7 +37,7 @@ MODES = ("supervised", "unsupervised", "crf")
 
 def add_segment(sub) -> None:
     """Register the `segment` subcommand (cli.py)."""
-    from .cli import positive_float
+    from .core.argtypes import positive_float
     from .core.threads import THREADS_HELP, threads_arg
 
     p = sub.add_parser("segment", help="segment your own image from a box (+ scribbles, + rounds of refinement) "

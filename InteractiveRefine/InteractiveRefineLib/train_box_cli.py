@@ -6,8 +6,8 @@ from typing import List
 
 
 def add_train_box(sub) -> None:
-    from .cli import positive_float
-    from .core.threads import positive_int, threads_arg
+    from .core.argtypes import positive_float, positive_int
+    from .core.threads import threads_arg
 
     def non_negative_float(text: str) -> float:
         return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)

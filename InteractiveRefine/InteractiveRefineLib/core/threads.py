@@ -9,8 +9,9 @@ little); --threads N overrides it.
 """
 from __future__ import annotations
 
-import argparse
 import os
+
+from .argtypes import non_negative_int
 
 MAX_DEFAULT = 4
 
@@ -30,25 +31,6 @@ def set_threads(n: int = 0) -> int:
 
     n = int(n) if n and n > 0 else default_threads()
     torch.set_num_threads(n)
-    return n
-
-
-def non_negative_int(text: str, what: str = "a whole number", note: str = "") -> int:
-    """argparse type: a whole number >= 0 (--threads, --rounds)."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected {what} >= 0{note}, got {text!r}")
-    return n
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number > 0 (steps, batch sizes, intervals)."""
-    n = non_negative_int(text, "a whole number")
-    if n == 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
     return n
 
 
