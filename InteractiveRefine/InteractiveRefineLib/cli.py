@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .core.argtypes import non_negative_int, positive_float
+from .core.argtypes import non_negative_int, positive_float, positive_int
 from .core.errors import AdaptiveSegError, OutputError
 from .core.outputs import check_output_file, check_output_folder
 from .core.threads import THREADS_HELP, set_threads, threads_arg
@@ -32,12 +32,12 @@ def _add_train(sub) -> None:
     p.add_argument("--split", help="split name or JSON path (default: the recorded split of the dataset)")
     p.add_argument("--labels", type=_int_list, default=[1, 4],
                    help="training label ids (default 1,4: CHAOS liver+spleen, kidneys unseen)")
-    p.add_argument("--batch", type=int, help="samples per step (default 8 in 2D, 4 in 3D)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--max-iters", type=int, default=20000)
+    p.add_argument("--batch", type=positive_int, help="samples per step (default 8 in 2D, 4 in 3D)")
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--max-iters", type=positive_int, default=20000)
     p.add_argument("--max-minutes", type=positive_float, default=55.0, help="time budget (the best model is kept)")
-    p.add_argument("--val-every", type=int, help="iterations between validations (default 100 2D, 25 3D)")
-    p.add_argument("--patience", type=int, default=8, help="validations without improvement before stopping")
+    p.add_argument("--val-every", type=positive_int, help="iterations between validations (default 100 2D, 25 3D)")
+    p.add_argument("--patience", type=positive_int, default=8, help="validations without improvement before stopping")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cuda or cpu")
     p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
@@ -58,17 +58,18 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--cases", default=None,
                    help="'all', 'test' or comma-separated case ids (default: the recorded split's test "
                         "patients when the dataset has one, else all)")
-    p.add_argument("--jitter", type=int, default=0, help="box jitter in voxels (default 0)")
+    p.add_argument("--jitter", type=non_negative_int, default=0, help="box jitter in voxels (default 0)")
     p.add_argument("--dims", default="2d,3d", help="2d, 3d or 2d,3d")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated (default: all of {','.join(METHODS)})")
-    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+    p.add_argument("--rounds", type=non_negative_int, default=DEFAULT_ROUNDS,
                    help=f"scribble rounds after the box (default {DEFAULT_ROUNDS}; 0: box only)")
     p.add_argument("--driver", default="auto",
                    help="method whose result the robot corrects; all methods get its scribbles (default auto: "
                         "bifseg when benchmarked); 'own': every method gets scribbles for its own errors")
-    p.add_argument("--slice-step", type=int, default=1, help="2D: every n-th labelled slice (default 1: all)")
-    p.add_argument("--min-area", type=int, default=20, help="2D: skip slices where the structure has fewer voxels")
+    p.add_argument("--slice-step", type=positive_int, default=1, help="2D: every n-th labelled slice (default 1: all)")
+    p.add_argument("--min-area", type=non_negative_int, default=20,
+                   help="2D: skip slices where the structure has fewer voxels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views3d", type=int, choices=(1, 3), default=None,
                    help="3D network views: 1 (the shipped default) or 3 (multi-view fusion, about 3x the CPU time; "
