@@ -102,8 +102,6 @@ CLI_CASES = [
      "expected a whole number > 0"),
     ("train --batch 0", ["ir", "train", "--dataset", str(CHAOS), "--out", "{tmp}/m.json", "--batch", "0"],
      "expected a whole number > 0"),
-    ("benchmark --rounds -1", ["ir", "benchmark", "--dataset", str(CHAOS), "--rounds", "-1", "--out", "{tmp}/b"],
-     "expected a whole number >= 0"),
     ("few-shot train --steps 0", ["fs", "train", "--dataset", str(CHAOS), "--steps", "0", "--out", "{tmp}/m"],
      "expected a whole number > 0"),
     ("few-shot pretrain --batch -2", ["fs", "pretrain", "--batch", "-2", "--out", "{tmp}/p.json"],

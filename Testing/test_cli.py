@@ -68,7 +68,10 @@ def test_benchmark_records_and_summary(tmp_path):
 ])
 def test_benchmark_bad_input_writes_nothing(tmp_path, capsys, extra, message):
     out = tmp_path / "bench"
-    code = main(["benchmark", "--dataset", str(sample_dataset("chaos")), "--out", str(out)] + extra)
+    try:
+        code = main(["benchmark", "--dataset", str(sample_dataset("chaos")), "--out", str(out)] + extra)
+    except SystemExit as exc:  # argparse's own types (usage + message, exit 2)
+        code = exc.code
     assert code == 2 and message in capsys.readouterr().err
     assert not out.exists()
 
