@@ -5,9 +5,10 @@ chaos_13/19/22/31 with the largest, middle and 25% slice as the support, chaos_2
 A stop only ever ends a direction earlier, so the shipped dark stop (1.5) and each (shrink, grow) replay exactly.
 `check CASE:ORGAN:SUPPORT ...` reruns propagation with the shipped stops on such records and prints its Dice
 beside the replay's (the replay must be exact).
-`variants`: the ceiling variant (not shipped) on every record set.
+`variants`: each ceiling on every record set (how the shipped 1.1 was chosen). `heldout`: the shipped stop on records of
+folds 2-4 collected after the choice.
 Usage (repository root):
-    python benchmarks/fewshot_choices/auto_regrow_stop.py [check CASE:ORGAN:SUPPORT ... | variants]"""
+    python benchmarks/fewshot_choices/auto_regrow_stop.py [check CASE:ORGAN:SUPPORT ... | variants | heldout]"""
 import json
 import sys
 from pathlib import Path
@@ -29,6 +30,11 @@ CHECK_SETS = {"middle, chaos_20/32/33/34/38": "auto_regrow_more_f0_middle.jsonl"
               "largest, chaos_1/2/3 (fold 1)": "auto_regrow_more_f1_largest.jsonl",
               "middle, chaos_1/2/3 (fold 1)": "auto_regrow_more_f1_middle.jsonl",
               "25%, chaos_1/2/3 (fold 1)": "auto_regrow_more_f1_p25.jsonl"}
+# collected after the ceiling was chosen (eighth session), never used to choose: folds 2, 3 and 4's models on
+# three of each fold's training patients (outside the InteractiveRefine test split)
+HELDOUT_SETS = {f"{s}, {cases} (fold {f})": f"auto_regrow_more_f{f}_{s}.jsonl"
+                for f, cases in ((2, "chaos_32/33/34"), (3, "chaos_13/20/38"), (4, "chaos_2/3/22"))
+                for s in ("largest", "middle", "p25")}
 SHRINK = (0.7, 0.8, 0.85, 0.9, 0.95)
 GROW = (1.15, 1.2, 1.25, 1.3, 1.4)
 
@@ -59,6 +65,17 @@ def main():
             a, b = organ_means(recs, None), organ_means(recs, (0.85, 1.25))
             print(f"| {n} | " + " | ".join(f"{x:.1f} -> {y:.1f}" for x, y in zip(a, b))
                   + f" | **{np.mean(a):.2f} -> {np.mean(b):.2f}** |")
+
+
+def heldout():
+    """The shipped stop (with its ceiling) and the stop without the ceiling against none, on HELDOUT_SETS."""
+    print("| record set | no stop | (0.85, 1.25) | shipped (0.85, 1.25, 1.1) |\n|---|---|---|---|")
+    rows = []
+    for n, f in HELDOUT_SETS.items():
+        recs = [json.loads(line) for line in open(HERE / f)]
+        rows.append([float(np.mean(organ_means(recs, r))) for r in (None, (0.85, 1.25), CARRIED_REGROW)])
+        print(f"| {n} | " + " | ".join(f"{x:.2f}" for x in rows[-1]) + " |")
+    print("| **mean** | " + " | ".join(f"**{x:.2f}**" for x in np.mean(rows, axis=0)) + " |")
 
 
 def check(specs):
@@ -100,5 +117,7 @@ if __name__ == "__main__":
         check(sys.argv[2:])
     elif sys.argv[1:2] == ["variants"]:
         variants()
+    elif sys.argv[1:2] == ["heldout"]:
+        heldout()
     else:
         main()
