@@ -127,6 +127,12 @@ CLI_CASES = [
                                                "--out", "{tmp}/e"], "--setting: read by the CHAOS protocol only"),
     ("evaluate --steps without --train", ["fs", "evaluate", "--dataset", str(CHAOS), "--steps", "5", "--out",
                                           "{tmp}/e"], "nothing is trained"),
+    ("--propagate --no-box3d with the automatic range", seg(query="{support}") + ["--propagate", "--no-box3d"],
+     "the automatic range has no 3D pass"),
+    ("--follow --no-regrow-stop --no-box-network", seg() + ["--follow", "--no-regrow-stop", "--no-box-network"],
+     "which --no-box-network turns off"),
+    ("train-box --stop-after-minutes -1", ["ir", "train-box", "--stop-after-minutes", "-1", "--out", "{tmp}/m.json"],
+     "expected a number >= 0"),
     ("--propagate through a range without the slice", seg(query="{support}", range="0:3") + ["--propagate"],
      "propagation range 0..3 must hold the annotated slice 18"),
 ]

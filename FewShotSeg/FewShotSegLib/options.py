@@ -40,7 +40,7 @@ def adapt_config(a):
 
 
 def add_train_resume(t: argparse.ArgumentParser) -> None:
-    from InteractiveRefineLib.core.argtypes import positive_float, positive_int
+    from InteractiveRefineLib.core.argtypes import non_negative_int, positive_float
     t.add_argument("--init", default="", help="start from this model's weights (e.g. the pretrained encoder "
                                                f"{PRETRAINED.relative_to(PRETRAINED.parents[2])})")
     t.add_argument("--resume", default="", help="continue from this checkpoint (.json), or from a folder of "
@@ -49,8 +49,8 @@ def add_train_resume(t: argparse.ArgumentParser) -> None:
                    help="where checkpoints are written (one per model, NAME.json + NAME.safetensors); default "
                         "OUT/checkpoints with --out, else checkpoints/fewshot/train (outside the shipped models)")
     t.add_argument("--checkpoint-minutes", type=positive_float, default=5.0)
-    t.add_argument("--stop-after", type=positive_int, default=None,
-                   help="stop after this many steps (checkpoint kept)")
+    t.add_argument("--stop-after", type=non_negative_int, default=None,
+                   help="stop after this many steps (checkpoint kept; 0: only the starting checkpoint)")
 
 
 def checkpoint_dir(a, kind: str) -> Path:
@@ -107,7 +107,7 @@ def add_pretrain_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", default="", help="default: next to --out (checkpoints/fewshot/pretrain for "
                                                          "the default --out)")
     p.add_argument("--checkpoint-minutes", type=positive_float, default=5.0)
-    p.add_argument("--stop-after", type=positive_int, default=None)
+    p.add_argument("--stop-after", type=non_negative_int, default=None)
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.set_defaults(func=cmd_pretrain)
     return p
@@ -181,6 +181,11 @@ def check_propagation_flags(a) -> None:
         raise PromptError("--no-exemplar-tuning concerns the box network, which --no-box-network turns off")
     if a.no_box3d and a.no_box_network:
         raise PromptError("--no-box3d concerns the box network, which --no-box-network turns off")
+    if a.no_box3d and parse_slices(a.range) is None:
+        raise PromptError("--no-box3d concerns a given --range FIRST:LAST; the automatic range has no 3D pass")
+    if a.no_regrow_stop and a.no_box_network:
+        raise PromptError("--no-regrow-stop concerns the box network's carried masks, which --no-box-network turns "
+                          "off")
     for flag, off in (("--no-dark-stop", a.no_dark_stop), ("--no-regrow-stop", a.no_regrow_stop)):
         if off and parse_slices(a.range) is not None:
             raise PromptError(f"{flag} concerns the automatic range; a given --range is never cut")
@@ -226,6 +231,8 @@ def cmd_propagate(a) -> int:
     rng = parse_slices(a.range)
     n = img.shape[a.axis] if a.axis in (0, 1, 2) else 0
     k0, k1 = rng if rng is not None else (0, n)
+    if n and not 0 <= a.slice < n:
+        raise PromptError(f"support slice {a.slice} is outside the support volume (0..{n - 1} along axis {a.axis})")
     if n and not 0 <= k0 <= a.slice < k1 <= n:  # before the networks are loaded
         raise PromptError(f"propagation range {k0}..{k1 - 1} must hold the annotated slice {a.slice} and lie in "
                           f"0..{n - 1}")

@@ -6,11 +6,8 @@ from typing import List
 
 
 def add_train_box(sub) -> None:
-    from .core.argtypes import positive_float, positive_int
+    from .core.argtypes import non_negative_float, positive_float, positive_int
     from .core.threads import threads_arg
-
-    def non_negative_float(text: str) -> float:
-        return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
     p = sub.add_parser("train-box", help="train the class-agnostic box network (2D, also run slice by slice in "
                                          "3D boxes) on every dataset of ../shared/data; resumable")
     p.add_argument("--out", default="runs/box2d/pnet2d.json", help="best validation model (NAME.json)")

@@ -115,7 +115,8 @@ class ComputeClient:
         service_factory: run the loop in a thread of this process with `service_factory()` as its service.
         start_timeout: seconds the child may take to say hello before it counts as failed.
         kill_after: seconds after cancel() before a request still running ends the child.
-        threads: the child's CPU threads for torch (0: the default of every command, core/threads.py).
+        threads: the child's CPU threads for torch (0: the default of every command, core/threads.py); with
+            `service_factory` the loop runs in this process, whose threads stay as they are.
     """
 
     def __init__(self, python: Optional[str] = None, launcher: Optional[Callable] = None,
@@ -127,6 +128,8 @@ class ComputeClient:
         self.start_timeout = float(start_timeout)
         self.kill_after = float(kill_after)
         self.name = name
+        if int(threads) < 0:
+            raise ValueError(f"threads must be >= 0 (0: the default); got {threads}")
         self.threads = int(threads)
         self.generation = 0  # +1 per start: a new child has none of the old one's sessions
         self.child_pid: Optional[int] = None

@@ -35,3 +35,14 @@ def positive_float(text: str) -> float:
     if not (0 < v < float("inf")):
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return v
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (0: off, e.g. a time limit)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (0 <= v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
