@@ -4,45 +4,41 @@ from __future__ import annotations
 import argparse
 
 
-def non_negative_int(text: str, what: str = "a whole number", note: str = "") -> int:
-    """argparse type: a whole number >= 0 (--threads, --rounds)."""
+def _whole(text: str, zero_ok: bool, what: str = "a whole number", note: str = "") -> int:
     try:
         n = int(text)
     except ValueError:
         n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected {what} >= 0{note}, got {text!r}")
+    if n < 0 or (n == 0 and not zero_ok):
+        raise argparse.ArgumentTypeError(f"expected {what} {'>=' if zero_ok else '>'} 0{note}, got {text!r}")
     return n
+
+
+def _finite(text: str, zero_ok: bool) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not ((v >= 0 if zero_ok else v > 0) and v < float("inf")):  # NaN fails both
+        raise argparse.ArgumentTypeError(f"expected a number {'>=' if zero_ok else '>'} 0, got {text!r}")
+    return v
+
+
+def non_negative_int(text: str, what: str = "a whole number", note: str = "") -> int:
+    """argparse type: a whole number >= 0 (--threads, --rounds)."""
+    return _whole(text, True, what, note)
 
 
 def positive_int(text: str) -> int:
     """argparse type: a whole number > 0 (steps, batch sizes, intervals)."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
-    return n
+    return _whole(text, False)
 
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0 (time budgets, intervals)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not (0 < v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return v
+    return _finite(text, False)
 
 
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number >= 0 (0: off, e.g. a time limit)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not (0 <= v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
+    return _finite(text, True)
