@@ -87,7 +87,7 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._guiBoundNode = None  # the raw parameter node the widgets are bound to
+        self._guiBoundNodes = []  # raw parameter nodes the widgets stay bound to (Slicer 5.8 cannot unbind)
         self._updatingGui = False
         self._lastSupportSegmentation = None
         self._pending = None  # node IDs of the running job
@@ -180,10 +180,10 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         a wrong value. So a binding that could not be removed is kept and not made twice.
         """
         rawNode = self._parameterNode.parameterNode
-        if self._guiBoundNode is rawNode:
+        if any(n is rawNode for n in self._guiBoundNodes):  # also after A -> B -> A
             return
         self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-        self._guiBoundNode = rawNode
+        self._guiBoundNodes.append(rawNode)
         # The Choice connectors fill the combo boxes with the raw values; show readable labels instead
         # (the connectors map by index, so the texts are free).
         _relabel(self.ui.rangeModeComboBox, RANGE_LABELS)
@@ -192,7 +192,8 @@ class FewShotSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _disconnectGui(self) -> None:
         if self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._guiBoundNode = None
+            raw = self._parameterNode.parameterNode
+            self._guiBoundNodes = [n for n in self._guiBoundNodes if n is not raw]
         self._parameterNodeGuiTag = None
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:

@@ -124,7 +124,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._guiBoundNode = None  # the raw parameter node the GUI is bound to (Slicer 5.8 cannot unbind)
+        self._guiBoundNodes = []  # raw parameter nodes the GUI stays bound to (Slicer 5.8 cannot unbind)
         self._writingSegments = False  # our own writes must not count as scribble strokes
         self._flattenOnPlacement = False
         self._observedScribbles = None  # the scribble node's segmentation, observed while the module is entered
@@ -243,16 +243,17 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self._parameterNode:
             if self._parameterNodeGuiTag is not None:  # Slicer 5.8's connectGui returns no tag: nothing to undo
                 self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-                self._guiBoundNode = None
+                self._guiBoundNodes = [n for n in self._guiBoundNodes if n is not self._parameterNode.parameterNode]
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
         self._parameterNode = parameterNode
         if self._parameterNode:
             # a binding that could not be removed (5.8) is kept and not made twice: two connectors per widget
             # would update each widget twice per change (the same guard as FewShotSeg's _connectGui)
-            if self._guiBoundNode is not self._parameterNode.parameterNode:
+            raw = self._parameterNode.parameterNode
+            if not any(n is raw for n in self._guiBoundNodes):  # also after A -> B -> A
                 self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-                self._guiBoundNode = self._parameterNode.parameterNode
+                self._guiBoundNodes.append(raw)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
         self.onParameterChanged()
 

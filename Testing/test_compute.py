@@ -96,6 +96,19 @@ def test_a_child_whose_mailbox_is_gone_ends_without_making_it_again(tmp_path):
     assert serve(gone, parent_pid=os.getpid(), stop=stop) == 0 and not gone.exists()
 
 
+def test_the_panels_stop_waits_briefly_then_kills_a_busy_child():
+    """On a scene close the panels stop the compute process with GUI_STOP_WAIT: a child busy with a step that
+    cannot stop is killed after that, the GUI does not wait for the step (it waited up to 3 s)."""
+    c = ComputeClient()
+    job = c.submit("debug.work", {"seconds": 20.0, "ignore_cancel": True})
+    while job.state != "running":
+        c.poll()
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    c.stop(timeout=c.GUI_STOP_WAIT)
+    assert time.monotonic() - t0 < c.GUI_STOP_WAIT + 1.0 and not c.running and job.state == "cancelled"
+
+
 def test_a_request_that_is_not_cancellable_is_left_to_finish():
     """Cancel skips a request submitted as not cancellable (the panels' box and adopt steps): sent, it would stop
     the step half-way or, past kill_after, end the child with every session in it."""

@@ -73,7 +73,8 @@ class FewShotSegLogic(ScriptedLoadableModuleLogic):
         if stopCompute:
             from InteractiveRefine import InteractiveRefineLogic
 
-            InteractiveRefineLogic.computeClient().stop()
+            client = InteractiveRefineLogic.computeClient()
+            client.stop(timeout=client.GUI_STOP_WAIT)
 
     # -- nodes -> request -> segments ----------------------------------------------------------------------
     def buildRequest(self, supportVolume, supportSegmentation, segmentIds, queryVolume, supportSlice=-1, supportAxis=0,

@@ -405,7 +405,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic):
             controller.close()
         slicer_bridge.remove_scribble_nodes(slicer.mrmlScene)
         if stopCompute:
-            self.computeClient().stop()
+            client = self.computeClient()
+            client.stop(timeout=client.GUI_STOP_WAIT)
 
     def shutdown(self):
         self.closeSession(stopCompute=True)

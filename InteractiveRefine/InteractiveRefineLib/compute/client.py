@@ -181,6 +181,10 @@ class ComputeClient:
         self._proc = self.launcher(args, {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1"})
         log.info("compute process started (%s)", " ".join(args))
 
+    # what the panels wait on a scene close or module cleanup (Slicer's GUI waits too): an idle child ends in
+    # milliseconds; a busy one is killed, which frees its memory just as well
+    GUI_STOP_WAIT = 0.5
+
     def stop(self, timeout: float = 3.0) -> None:
         """End the child (pending requests are cancelled): ask it to shut down, wait up to `timeout` seconds,
         then kill it and the launcher. Frees everything it held (GPU memory included)."""
