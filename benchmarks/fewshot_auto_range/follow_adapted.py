@@ -8,11 +8,11 @@ to slice.) Per case: the fold's setting-2 model adapted to the one exemplar (Ada
 (`*_nobox`, as `evaluate --follow` propagates: protocol-clean). Dice over the whole volume.
   python benchmarks/fewshot_auto_range/follow_adapted.py N_PAIRS OUT.jsonl [--dataset DIR]"""
 import numpy as np
-from single_slice_cache import append_row, one_slice_study, read_rows  # this folder (the script's own)
+from single_slice_cache import append_row, one_slice_study, organ_means, read_rows, window  # this folder
 
 from FewShotSegLib.engine.adapt import adapt_segmenter
 from FewShotSegLib.engine.follow import follow
-from FewShotSegLib.engine.segment import auto_range_info, make_supports
+from FewShotSegLib.engine.segment import make_supports
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 
@@ -26,8 +26,7 @@ def main():
         sup = make_supports(s_img, one, k, [organ])
         ref = q_lab == organ
         adapted = adapt_segmenter(seg, sup, q_img)
-        m = adapted.segment(sup, q_img, auto_range=True,
-                            auto=auto_range_info(s_img, one, [organ], q_img)).labels == organ
+        m = window(adapted, sup, s_img, one, organ, q_img).labels == organ
         row = {"case": name, "fold": fold, "organ": organ, "window_adapted": dice(m, ref),
                "follow_base": dice(follow(seg, q_img, m, box_segmenter=box), ref),
                "follow_adapted": dice(follow(adapted, q_img, m, box_segmenter=box), ref),
@@ -36,11 +35,8 @@ def main():
         append_row(out, row)
         print(name, {key: round(row[key], 3) for key in KEYS}, flush=True)
     rows = read_rows(out)
-    names = {1: "liver", 2: "R kidney", 3: "L kidney", 4: "spleen"}
     for key in KEYS:
-        per = [np.mean([r[key] for r in rows if r["organ"] == o]) * 100 for o in names]
-        print(f"{key:15s} " + " ".join(f"{names[o]} {x:.2f}" for o, x in zip(names, per))
-              + f"  mean {np.mean(per):.2f}  n={len(rows)}")
+        print(organ_means(rows, lambda r, key=key: r[key], key, 15) + f"  n={len(rows)}")
     for fold in range(5):
         fr = [r for r in rows if r["fold"] == fold]
         if fr:

@@ -7,23 +7,20 @@ once redone by the box network in its bounding box (+5%), as propagation redoes 
 (seed_rules.md: the seed slice's Dice 63.0 -> 68.7). Dice over the whole volume.
   python benchmarks/fewshot_auto_range/seed_box_redo.py N_PAIRS OUT.jsonl [--dataset DIR]"""
 import numpy as np
-from single_slice_cache import append_row, one_slice_study, read_rows  # this folder (the script's own)
+from single_slice_cache import append_row, one_slice_study, organ_means, read_rows, variant_dice, window  # here
 
 from FewShotSegLib.engine.follow import seed_slice
 from FewShotSegLib.engine.propagate import box_slice, propagate
-from FewShotSegLib.engine.segment import auto_range_info, make_supports
+from FewShotSegLib.engine.segment import make_supports
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
-
-ORGANS = {1: "liver", 2: "R kidney", 3: "L kidney", 4: "spleen"}
 
 
 def main():
     box = BoxSegmenter(device="cpu")
     out, cases = one_slice_study("follow with the seed slice as predicted or redone by the box network")
     for name, fold, organ, s_img, one, k, q_img, q_lab, seg in cases:
-        m = seg.segment(make_supports(s_img, one, k, [organ]), q_img, auto_range=True,
-                        auto=auto_range_info(s_img, one, [organ], q_img)).labels == organ
+        m = window(seg, make_supports(s_img, one, k, [organ]), s_img, one, organ, q_img).labels == organ
         ref = q_lab == organ
         row = {"case": name, "fold": fold, "organ": organ, "window": dice(m, ref)}
         z = seed_slice(m)
@@ -36,10 +33,7 @@ def main():
         append_row(out, row)
     rows = read_rows(out)
     for v in ("window", "as_predicted", "box_redone"):
-        per = [100 * np.mean([(r[v] if v == "window" else r[v]["dice"]) if v in r else r["window"]
-                              for r in rows if r["organ"] == o]) for o in ORGANS]
-        print(f"{v:12s} " + ", ".join(f"{ORGANS[o]} {x:.2f}" for o, x in zip(ORGANS, per))
-              + f"; mean {np.mean(per):.2f} (n={len(rows)})")
+        print(organ_means(rows, lambda r, v=v: variant_dice(r, v), v, 12, ", ", "; mean ") + f" (n={len(rows)})")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ volume: `window` (shipped), `largest`, `centre` (each with the seed slice's Dice
 window's prediction).
   python benchmarks/fewshot_auto_range/seed_propagation.py N_PAIRS OUT.jsonl [--dataset DIR]"""
 import numpy as np
-from single_slice_cache import append_row, one_slice_study, read_rows  # this folder (the script's own)
+from single_slice_cache import append_row, one_slice_study, organ_means, read_rows, variant_dice, window  # this folder
 
 from FewShotSegLib.engine.propagate import propagate
-from FewShotSegLib.engine.segment import auto_range_info, make_supports
+from FewShotSegLib.engine.segment import make_supports
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 
@@ -21,7 +21,7 @@ def main():
     for name, fold, organ, s_img, one, k, q_img, q_lab, seg in cases:
         sup = make_supports(s_img, one, k, [organ])
         ref = q_lab == organ
-        m = seg.segment(sup, q_img, auto_range=True, auto=auto_range_info(s_img, one, [organ], q_img)).labels == organ
+        m = window(seg, sup, s_img, one, organ, q_img).labels == organ
         row = {"case": name, "fold": fold, "organ": organ, "window": dice(m, ref)}
         areas = m.sum((1, 2))
         on = np.flatnonzero(areas)
@@ -34,12 +34,8 @@ def main():
         append_row(out, row)
         print(name, round(row["window"], 3), {h: round(row[h]["dice"], 3) for h in seeds}, flush=True)
     rows = read_rows(out)
-    names = {1: "liver", 2: "R kidney", 3: "L kidney", 4: "spleen"}
     for v in ("window", "largest", "centre"):
-        per = [np.mean([(r[v] if v == "window" else r[v]["dice"]) if v in r else r["window"]
-                        for r in rows if r["organ"] == o]) * 100 for o in names]
-        print(f"{v:7s} " + " ".join(f"{names[o]} {x:.2f}" for o, x in zip(names, per)) + f"  mean {np.mean(per):.2f}"
-              f"  n={len(rows)}")
+        print(organ_means(rows, lambda r, v=v: variant_dice(r, v), v, 7) + f"  n={len(rows)}")
 
 
 if __name__ == "__main__":

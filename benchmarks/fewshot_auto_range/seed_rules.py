@@ -10,14 +10,12 @@ propagation redoes every other slice. Rules:
 - area_median: the slice where the predicted volume reaches half its total along the axis.
   python benchmarks/fewshot_auto_range/seed_rules.py N_PAIRS OUT.jsonl [--dataset DIR]"""
 import numpy as np
-from single_slice_cache import append_row, one_slice_study, read_rows  # this folder (the script's own)
+from single_slice_cache import ORGANS, append_row, one_slice_study, read_rows, window  # this folder
 
 from FewShotSegLib.engine.propagate import box_slice
-from FewShotSegLib.engine.segment import auto_range_info, make_supports
+from FewShotSegLib.engine.segment import make_supports
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
-
-ORGANS = {1: "liver", 2: "R kidney", 3: "L kidney", 4: "spleen"}
 
 
 def seeds(mask: np.ndarray, prob: np.ndarray) -> dict:
@@ -35,8 +33,7 @@ def main():
     box = BoxSegmenter(device="cpu")
     out, cases = one_slice_study("seed rules of follow, scored on the seed slice")
     for name, fold, organ, s_img, one, k, q_img, q_lab, seg in cases:
-        res = seg.segment(make_supports(s_img, one, k, [organ]), q_img, auto_range=True,
-                          auto=auto_range_info(s_img, one, [organ], q_img))
+        res = window(seg, make_supports(s_img, one, k, [organ]), s_img, one, organ, q_img)
         m, ref = res.labels == organ, q_lab == organ
         row = {"case": name, "fold": fold, "organ": organ, "window": dice(m, ref)}
         if m.any():

@@ -20,7 +20,7 @@ from chaos_dataset import ROOT, add_dataset_argument, open_dataset  # this folde
 from FewShotSegLib.engine.models import fold_model_name, models_dir
 from FewShotSegLib.engine.protocol import CHAOS_GROUPS, fold_cases
 from FewShotSegLib.engine.query_range import keep_consistent_component
-from FewShotSegLib.engine.segment import FewShotSegmenter, Support, make_supports
+from FewShotSegLib.engine.segment import FewShotSegmenter, Support, auto_range_info, make_supports
 from FewShotSegLib.engine.slices import from_network, image_slices, to_network
 from FewShotSegLib.evaluation.evaluate import sample_pairs
 from FewShotSegLib.panel.support_slice import default_support_slice
@@ -94,6 +94,27 @@ def one_slice_study(description: str, threads: int = 1):
             one[k] = s_lab[k]
             yield name, fold, organ, s_img, one, k, q_img, q_lab, seg
     return args.out, cases()
+
+
+ORGANS = {1: "liver", 2: "R kidney", 3: "L kidney", 4: "spleen"}
+
+
+def window(seg, supports, s_img, one, organ, q_img):
+    """The shipped one-slice automatic window (the panel's Auto) of `supports` (make_supports of `one`)."""
+    return seg.segment(supports, q_img, auto_range=True, auto=auto_range_info(s_img, one, [organ], q_img))
+
+
+def organ_means(rows, value, label: str, width: int, sep: str = " ", mean: str = "  mean ") -> str:
+    """One table line: `label`, then each organ's mean of `value(row)` in %, then their mean."""
+    per = [100 * np.mean([value(r) for r in rows if r["organ"] == o]) for o in ORGANS]
+    return f"{label:{width}s} " + sep.join(f"{ORGANS[o]} {x:.2f}" for o, x in zip(ORGANS, per)) \
+        + f"{mean}{np.mean(per):.2f}"
+
+
+def variant_dice(row, key: str) -> float:
+    """A row's Dice: the window's (`key` "window"), or a variant's {"dice": ...}, the window's where it did not
+    run (an empty window)."""
+    return row[key] if key == "window" else row[key]["dice"] if key in row else row["window"]
 
 
 def read_rows(out: Path) -> list:

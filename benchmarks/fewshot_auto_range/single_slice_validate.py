@@ -4,7 +4,7 @@ cases (TRAINING patients only): Dice over the whole volume and voxels labelled o
   nice -n 10 python benchmarks/fewshot_auto_range/single_slice_validate.py N_PAIRS OUT.jsonl [--dataset DIR]
 """
 import numpy as np
-from single_slice_cache import append_row, one_slice_study, read_rows  # this folder (the script's own)
+from single_slice_cache import append_row, one_slice_study, organ_means, read_rows  # this folder (the script's own)
 
 from FewShotSegLib.engine.segment import auto_range_info, make_supports
 from InteractiveRefineLib.core.metrics import dice
@@ -23,11 +23,9 @@ def main():
         append_row(out, row)
         print(name, round(row["none"]["dice"], 3), round(row["window"]["dice"], 3), flush=True)
     rows = read_rows(out)
-    names = {1: "liver", 2: "R kidney", 3: "L kidney", 4: "spleen"}
     for v in ("none", "window"):
-        per = [np.mean([r[v]["dice"] for r in rows if r["organ"] == o]) * 100 for o in names]
-        print(f"{v:7s} " + " ".join(f"{names[o]} {x:.2f}" for o, x in zip(names, per)) + f"  mean {np.mean(per):.2f}"
-              f"  off-organ voxels/case {np.mean([r[v]['off_voxels'] for r in rows]):.0f}"
+        print(organ_means(rows, lambda r, v=v: r[v]["dice"], v, 7)
+              + f"  off-organ voxels/case {np.mean([r[v]['off_voxels'] for r in rows]):.0f}"
               f" ({np.sum([r[v]['off_voxels'] for r in rows]) / max(np.sum([r[v]['voxels'] for r in rows]), 1):.1%}"
               f" of labelled), n={len(rows)}")
 
