@@ -159,14 +159,14 @@ class FewShotRequest:
                               "volume as the query volume (or turn propagation off)")
         if self.adapt:
             raise PromptError("'Propagate through this scan' does not combine with adaptation: turn one of them off")
-        rng, k = self.propagation_slices(), int(self.slice_index)
+        rng, k = self.range_slices(), int(self.slice_index)
         if rng is not None and not rng[0] <= k < rng[1]:  # before any network is loaded or tuned
             raise PromptError(f"'Propagate through this scan' starts on support slice {k}, which lies outside the "
                               f"range {rng[0]}..{rng[1] - 1}: widen the range or pick a slice inside it")
 
-    def propagation_slices(self) -> Optional[Tuple[int, int]]:
-        """(first, last + 1) along the axis that propagation runs through: the given slices or the ROI's;
-        None: Auto."""
+    def range_slices(self) -> Optional[Tuple[int, int]]:
+        """(first, last + 1) along the axis: the given slices or the ROI's (what segmentation, propagation and
+        follow run through); None: Auto."""
         r, axis = tuple(self.query_range), int(self.axis)
         if r[0] == "slices":
             return int(r[1]), int(r[2]) + 1
@@ -204,7 +204,7 @@ class FewShotRequest:
         """Keyword arguments of FewShotSegmenter.segment for the query range."""
         r = tuple(self.query_range)
         if r[0] == "slices":
-            return {"slices": (int(r[1]), int(r[2]) + 1)}
+            return {"slices": self.range_slices()}
         if r[0] == "box":
             return {"box": (tuple(int(v) for v in r[1]), tuple(int(v) for v in r[2]))}
         return {}

@@ -111,7 +111,7 @@ def _propagate(request: FewShotRequest, base, box, progress, cancel) -> FewShotR
 
     ids = request.segment_ids
     axis, k = int(request.axis), int(request.slice_index)
-    slices = request.propagation_slices()
+    slices = request.range_slices()
     probs: Dict[int, np.ndarray] = {}
     first, last = k, k
     for i, sid in enumerate(ids):
@@ -161,7 +161,7 @@ def _segment(request: FewShotRequest, base, box, progress, cancel) -> FewShotRes
         slices = res.slices
         if request.follow:  # as `segment --follow`: the base network (also after adaptation:
             # benchmarks/fewshot_auto_range/follow_adapted.md), the box network, the range's slices
-            followed = follow(base, request.query_image, res.labels == i + 1, axis, request.propagation_slices(),
+            followed = follow(base, request.query_image, res.labels == i + 1, axis, request.range_slices(),
                               box_segmenter=box, progress=_share(progress, i, n, request.name(sid), end_share, 1.0),
                               cancel=cancel)
             probs[i + 1] = _inside_roi(request, followed.astype(np.float32))
