@@ -185,9 +185,9 @@ def run_segment(args) -> int:
     if rounds and args.mode != "unsupervised" and not rounds_files:
         raise PromptError(f"{args.mode} refinement needs scribbles: give --scribbles FILE (or --mode unsupervised)")
     if rounds and args.mode != "unsupervised":  # the first round's scribbles must count (the controller's rule)
-        fg, bg = rounds_files[0]
-        inside = box.mask(image.shape)
-        if not ((fg & ~bg & inside).any() or (bg & ~fg & inside).any()):
+        from .engine.scribbles import kept_in_box
+
+        if not any(m.any() for m in kept_in_box(*rounds_files[0], box)):
             where = "the box" if box.axis is None else f"slice {box.slice_index} of the 2D box"
             raise PromptError(f"--scribbles {Path(args.scribbles[0]).name}: no scribbled voxel lies inside {where} "
                               "(or each is marked both fg and bg); round 1 would have nothing to refine with")

@@ -33,6 +33,14 @@ def as_voxels(voxels) -> np.ndarray:
     return np.unique(arr.astype(np.int64), axis=0)
 
 
+def kept_in_box(fg: np.ndarray, bg: np.ndarray, box: Box) -> Tuple[np.ndarray, np.ndarray]:
+    """The scribble masks a session takes from painted ones: inside the box (on a 2D box's slice), and not
+    marked both foreground and background."""
+    inside = box.mask(fg.shape)
+    both = fg & bg
+    return fg & inside & ~both, bg & inside & ~both
+
+
 def check_in_box(voxels: np.ndarray, box: Box, shape: Sequence[int]) -> None:
     """PromptError naming the first offending voxel if any voxel lies outside the image or the box."""
     shape = np.asarray(shape)

@@ -31,6 +31,7 @@ from ..core.log import InteractionLog
 from ..core.prompts import Box
 from ..core.study import live_times, log_file_name
 from ..core.worker import BusyError, Job
+from ..engine.scribbles import kept_in_box
 from .mask_update import Extent, changed_extent
 
 
@@ -218,9 +219,7 @@ class RefineController:
         if fg.shape != self.image.shape or bg.shape != self.image.shape:
             raise PromptError(f"scribble masks of shape {fg.shape}/{bg.shape} do not match the image "
                               f"{self.image.shape}")
-        inside = box.mask(fg.shape)
-        both = fg & bg
-        kept_fg, kept_bg = fg & inside & ~both, bg & inside & ~both
+        kept_fg, kept_bg = kept_in_box(fg, bg, box)
         ignored = int((fg | bg).sum() - kept_fg.sum() - kept_bg.sum())
         new = (np.argwhere(kept_fg).astype(np.int64), np.argwhere(kept_bg).astype(np.int64))
         self.scribbles_changed = any(not _same_voxels(a, b) for a, b in zip(new, self._scribbles))
