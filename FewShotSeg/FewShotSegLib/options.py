@@ -215,7 +215,7 @@ def cmd_propagate(a) -> int:
     from InteractiveRefineLib.core.outputs import check_output_file
 
     from .cli import parse_slices
-    from .engine.propagate import propagate
+    from .engine.propagate import propagate, propagation_range
     from .engine.segment import FewShotSegmenter
     if a.query is not None and Path(a.query).resolve() != Path(a.support_image).resolve():
         raise PromptError("--propagate segments the support image itself; leave --query out (or give the same file)")
@@ -230,12 +230,10 @@ def cmd_propagate(a) -> int:
         raise PromptError("--propagate follows one organ: give one --label")
     rng = parse_slices(a.range)
     n = img.shape[a.axis] if a.axis in (0, 1, 2) else 0
-    k0, k1 = rng if rng is not None else (0, n)
     if n and not 0 <= a.slice < n:
         raise PromptError(f"support slice {a.slice} is outside the support volume (0..{n - 1} along axis {a.axis})")
-    if n and not 0 <= k0 <= a.slice < k1 <= n:  # before the networks are loaded
-        raise PromptError(f"propagation range {k0}..{k1 - 1} must hold the annotated slice {a.slice} and lie in "
-                          f"0..{n - 1}")
+    if n:
+        propagation_range(a.slice, rng, n)  # before the networks are loaded
     seg = FewShotSegmenter(a.model, device=a.device)
     box, kw = propagation_setup(a)
     result = propagate(seg, img, lab, a.slice, labels[0], a.axis, rng, box_segmenter=box, **kw)

@@ -109,6 +109,16 @@ def check_regrow(carried_regrow) -> Optional[Tuple[float, ...]]:
     return values
 
 
+def propagation_range(slice_index: int, slices: Optional[Tuple[int, int]], n: int) -> Tuple[int, int]:
+    """(first, last + 1) that propagation runs through (`slices`, or all `n` slices); PromptError unless it
+    holds the annotated slice and lies in the volume."""
+    k0, k1 = (0, n) if slices is None else (int(slices[0]), int(slices[1]))
+    if not 0 <= k0 <= slice_index < k1 <= n:
+        raise PromptError(f"propagation range {k0}..{k1 - 1} must hold the annotated slice {slice_index} "
+                          f"and lie in 0..{n - 1}")
+    return k0, k1
+
+
 def _connected_to(mask: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
     """The parts of `mask` (1, 1, S, S) bool whose 2D components touch `seed`; float."""
     m = mask[0, 0].cpu().numpy()
@@ -166,10 +176,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
         raise PromptError(f"dark_stop must be a number of standard deviations >= 0, or None (got {dark_stop})")
     regrow_stop = check_regrow(carried_regrow) if slices is None else None
     n = image.shape[axis]
-    k0, k1 = (0, n) if slices is None else (int(slices[0]), int(slices[1]))
-    if not 0 <= k0 <= slice_index < k1 <= n:  # before the box network is tuned
-        raise PromptError(f"propagation range {k0}..{k1 - 1} must hold the annotated slice {slice_index} "
-                          f"and lie in 0..{n - 1}")
+    k0, k1 = propagation_range(slice_index, slices, n)  # before the box network is tuned
     annotation = np.take(label, slice_index, axis=axis) == sup.label
     shipped_box = box_segmenter  # the 3D pass uses the shipped network, not the 2D exemplar-tuned copy
     if box_segmenter is not None and box_exemplar is not None:
