@@ -24,6 +24,14 @@ def _int_list(text: str) -> List[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _shape(text: str) -> List[int]:
+    """argparse type of a volume shape K,J,I."""
+    values = _int_list(text)
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected K,J,I: three whole numbers >= 1, got {text!r}")
+    return values
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train the 2D or 3D box -> object network")
     p.add_argument("--dataset", required=True, help="Decathlon-layout folder (dataset.json)")
@@ -105,8 +113,6 @@ def _add_panel_timing(sub) -> None:
 def check_outputs(args) -> None:
     """Every output path is checked before any computing (OutputError naming the problem)."""
     cmd = args.command
-    if cmd == "large-volume" and (len(args.shape) != 3 or min(args.shape) < 1):
-        raise OutputError(f"--shape K,J,I: three whole numbers >= 1; got {args.shape}")
     if cmd in ("demo", "panel-timing", "large-volume"):
         check_output_folder(args.out)
     elif cmd == "benchmark":
@@ -126,7 +132,7 @@ def _add_large_volume(sub) -> None:
     p = sub.add_parser("large-volume", help="time and peak memory of box steps and FewShotSeg on a synthetic "
                                             "CT-sized volume (each case in a fresh process)")
     p.add_argument("--out", default="large_volume", help="output folder (results.jsonl, summary.md)")
-    p.add_argument("--shape", type=_int_list, default=[300, 512, 512], help="K,J,I voxels (default 300,512,512)")
+    p.add_argument("--shape", type=_shape, default=[300, 512, 512], help="K,J,I voxels (default 300,512,512)")
     p.add_argument("--cases", default="", help="comma-separated subset of the cases (default: all)")
     p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
 
