@@ -67,9 +67,9 @@ def keep_previous(*paths: Path) -> None:
             p.rename(p.with_name(f"{p.stem}.{n}{p.suffix}"))
 
 
-# evaluate's options that only one of its branches reads, with their defaults (None: not given)
-PROTOCOL_ONLY = {"--train": False, "--models": "", "--validate": 0, "--setting": None, "--folds": None,
-                 "--follow": False, "--follow-box": False}
+# evaluate's options that only one of its branches reads, with their defaults (None: not given); --follow and
+# --follow-box have their own refusal (cmd_evaluate)
+PROTOCOL_ONLY = {"--train": False, "--models": "", "--validate": 0, "--setting": None, "--folds": None}
 PAIRS_ONLY = {"--labels": "", "--model": "default"}
 
 
