@@ -99,6 +99,37 @@ def test_slicewise_three_views_see_the_grid_along_each_axis_and_average_probabil
         SliceWise(net, views=2)
 
 
+def test_slicewise_view_across_w_is_put_back_in_the_grid_orientation():
+    """A grid symmetric under the cyclic shift (D, H, W) -> (H, W, D): each plane across W, read as (D, H), is the
+    plane across D with the same index, read as (H, W); so its features, put back, are the first view's moved."""
+    torch.manual_seed(0)
+    net = build_network("pnet2d", in_channels=2).eval()
+    x = torch.randn(1, 2, 24, 24, 24)
+    x[:, 1] = 0
+    x[:, 1, 4:20, 4:20, 4:20] = 1
+    x = (x + x.permute(0, 1, 3, 4, 2) + x.permute(0, 1, 4, 2, 3)) / 3
+    with torch.no_grad():
+        f3 = SliceWise(net, views=3).features(x)
+    c = f3.shape[1] // 3
+    assert torch.allclose(f3[:, 2 * c:], f3[:, :c].permute(0, 1, 3, 4, 2), atol=1e-4)
+    assert not torch.allclose(f3[:, 2 * c:], f3[:, :c].permute(0, 1, 4, 2, 3), atol=1e-2)
+
+
+def test_slicewise_head_in_eval_mode_runs_as_matrix_products_with_the_convolutions_scores():
+    torch.manual_seed(0)
+    net = build_network("pnet2d", in_channels=2).eval()
+    calls = []
+    net.head.register_forward_hook(lambda *args: calls.append(1))
+    feats = torch.randn(1, net.feature_channels, 5, 7, 6)
+    sw = SliceWise(net).eval()
+    with torch.no_grad():
+        fast = sw.head(feats)
+        assert not calls  # the modules did not run
+        conv = net.head(feats.reshape(1, -1, 35, 6)).reshape(1, 2, 5, 7, 6)  # the 1x1 convolutions
+    assert calls and fast.shape == (1, 2, 5, 7, 6)
+    assert torch.allclose(fast, conv, atol=1e-5)
+
+
 def test_slicewise_view_slices_samples_rows_across_the_other_axes_and_interpolates_between():
     torch.manual_seed(0)
     net = build_network("pnet2d", in_channels=2).eval()

@@ -30,9 +30,9 @@ def test_panel_defaults_are_the_core_defaults():
     assert cfg.margin_mm == DEFAULT_INPUT["margin_mm"]
     assert {k: v for k, v in vars(cfg).items() if k != "margin_mm"} == \
         {k: v for k, v in vars(core).items() if k != "margin_mm"}
-    tuned = RefineConfig(**refine_config_kwargs(5, 10.0, 0.9, 1.0, 20.0, 5.0, True, 30.0, True))
+    tuned = RefineConfig(**refine_config_kwargs(5, 10.0, 0.9, 1.0, 20.0, 5.0, True, 30.0, False))
     assert (tuned.iterations, tuned.sigma, tuned.head_only, tuned.time_budget, tuned.views3d) == \
-        (5, 20.0, False, 30.0, 3)
+        (5, 20.0, False, 30.0, 1)
 
 
 def test_requirements_cover_the_core_imports():

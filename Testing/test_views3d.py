@@ -34,12 +34,29 @@ def three(kidney3d, segmenter):
 
 def test_three_views_beat_one_view_and_the_filled_box_on_a_3d_kidney(kidney3d, segmenter, three):
     image, truth, box = kidney3d
-    one = InteractiveSession(image, segmenter, device="cpu", validate=False)
+    one = InteractiveSession(image, segmenter, config=RefineConfig(views3d=1), device="cpu", validate=False)
     d1, d3 = dice(one.set_box(box), truth), dice(three[1], truth)
     filled = dice(box.mask(image.shape), truth)
     assert d3 > d1 + 0.03 and d3 > filled + 0.2, (d1, d3, filled)  # measured 0.81 -> 0.87 (filled 0.53)
-    assert segmenter.model(3, 3)[0].views == 3 and segmenter.model(3)[0].views == 1  # one set of weights
-    assert segmenter.model(3, 3)[0].net is segmenter.model(3)[0].net
+    assert segmenter.model(3, 3)[0].views == 3 and segmenter.model(3, 1)[0].views == 1  # one set of weights
+    assert segmenter.model(3, 3)[0].net is segmenter.model(3, 1)[0].net
+    assert segmenter.model(3)[0].views == 3  # the shipped default
+    default = InteractiveSession(image, segmenter, device="cpu", validate=False).set_box(box)
+    np.testing.assert_array_equal(default, three[1])
+
+
+def test_a_box_whose_three_view_grid_is_too_deep_is_read_with_one_view(kidney3d, segmenter, three):
+    """The latency rule: a grid deeper than three_views_max_depth slices gets one view (the kidney's grid has 22)."""
+    image, truth, box = kidney3d
+    one = InteractiveSession(image, segmenter, config=RefineConfig(views3d=1), device="cpu", validate=False)
+    shallow = InteractiveSession(image, segmenter, config=RefineConfig(three_views_max_depth=16), device="cpu",
+                                 validate=False)
+    np.testing.assert_array_equal(shallow.set_box(box), one.set_box(box))
+    assert segmenter.model(3, None, box, image=image, max_depth=16)[0].views == 1
+    assert segmenter.model(3, None, box, image=image, max_depth=22)[0].views == 3
+    assert segmenter.model(3, None, box, image=image, max_depth=None)[0].views == 3
+    with pytest.raises(ValueError, match="three_views_max_depth"):
+        RefineConfig(three_views_max_depth=0)
 
 
 def test_a_thin_box_is_read_with_one_view_even_when_three_are_asked(kidney3d, segmenter):

@@ -58,8 +58,8 @@ def add_segment(sub) -> None:
     p.add_argument("--out", required=True, help="output label map (e.g. result.nii.gz)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cuda or cpu")
     p.add_argument("--views3d", type=int, choices=(1, 3), default=None,
-                   help="3D boxes: the network's views, 1 (default) or 3 (multi-view fusion: more accurate, "
-                        "about 3x the CPU time; boxes under 10 voxels thin keep one view)")
+                   help="3D boxes: the network's views, 3 (multi-view fusion, the shipped default; boxes under 10 "
+                        "voxels thin or with a network grid deeper than 40 slices keep one) or 1 (about 3x faster)")
     p.add_argument("--time-budget", type=positive_float, default=None,
                    help="seconds per refinement, > 0 (default: none)")
     p.add_argument("--log-folder", help="write the interaction log there (as the panel's user-study log)")

@@ -298,9 +298,11 @@ def box3d_pass(image: Image, mask: np.ndarray, box_segmenter, views: int) -> np.
     if min(box.size) < 2:
         return mask.copy()
     # Every box with `views`, as the pass was chosen on training patients (propagate_box3d.md); the thin-box
-    # rule of interactive boxes was not chosen for it (with it, test patient chaos_21's 9-slice spleen: 93.1 -> 88.8).
-    session = InteractiveSession(image, box_segmenter, config=RefineConfig(views3d=views, three_views_min_side=0),
-                                 device=str(box_segmenter.device), validate=False)
+    # rule of interactive boxes was not chosen for it (with it, test patient chaos_21's 9-slice spleen: 93.1 -> 88.8),
+    # nor their depth limit (a latency budget of the interactive box step).
+    config = RefineConfig(views3d=views, three_views_min_side=0, three_views_max_depth=None)
+    session = InteractiveSession(image, box_segmenter, config=config, device=str(box_segmenter.device),
+                                 validate=False)
     return session.set_box(box)
 
 

@@ -26,3 +26,22 @@ def choose_device(preference: str = "auto") -> torch.device:
     if pref != "auto":
         log.warning("CUDA was requested but is not available; using the CPU")
     return torch.device("cpu")
+
+
+PRECISIONS = ("auto", "fp32")
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX) for oneDNN's convolutions;
+    without it bfloat16 is emulated and slower than float32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private torch function: absent in some builds
+        return False
+
+
+def use_bf16_cpu(precision: str) -> bool:
+    """'auto': the box networks' CPU inference in bfloat16 where the CPU has it natively; 'fp32': never."""
+    if precision not in PRECISIONS:
+        raise AdaptiveSegError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
+    return precision == "auto" and cpu_bf16_supported()

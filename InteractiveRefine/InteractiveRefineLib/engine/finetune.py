@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from ..core.errors import CancelledError
 from .crf import DEFAULT_LAMBDA, crf_segment
-from .networks import THREE_VIEWS_MIN_SIDE, check_views
+from .networks import THREE_VIEWS_MAX_DEPTH, THREE_VIEWS_MIN_SIDE, check_views
 
 Progress = Optional[Callable[[float, str], None]]
 Cancel = Optional[Callable[[], bool]]
@@ -77,6 +77,8 @@ class RefineConfig:
         the CPU time of a 3D box; networks.SliceWise).
     three_views_min_side: a box thinner than this many voxels along an axis is read with one view even
         when three are asked (chosen on the validation structures: networks.THREE_VIEWS_MIN_SIDE; 0: never).
+    three_views_max_depth: a box whose three-view grid is deeper than this many slices is read with one view
+        (the 1 s latency budget: networks.THREE_VIEWS_MAX_DEPTH; None: no limit).
     """
 
     omega: float = 20.0
@@ -100,6 +102,7 @@ class RefineConfig:
     local_edit: Optional[float] = 0.25
     views3d: Optional[int] = None
     three_views_min_side: int = THREE_VIEWS_MIN_SIDE
+    three_views_max_depth: Optional[int] = THREE_VIEWS_MAX_DEPTH
 
     def lam_for(self, ndim: int) -> float:
         """The CRF weight for a 2D or 3D box (lam_2d for 2D boxes when set)."""
@@ -113,6 +116,8 @@ class RefineConfig:
         check_views(self.views3d)
         if int(self.three_views_min_side) < 0:
             raise ValueError(f"three_views_min_side must be >= 0 (got {self.three_views_min_side})")
+        if self.three_views_max_depth is not None and int(self.three_views_max_depth) < 1:
+            raise ValueError(f"three_views_max_depth must be >= 1 or None (got {self.three_views_max_depth})")
         if not 0.0 <= self.prior_weight <= 1.0:
             raise ValueError(f"prior_weight must be in [0, 1]; got {self.prior_weight}")
         for name in ("distance_fraction", "crf_min_keep", "local_edit"):
@@ -202,7 +207,7 @@ def voxel_sample(features: torch.Tensor, labels: np.ndarray, weights: np.ndarray
     Returns (features (1, C, n, 1[, 1]), labels (n, 1[, 1]), weights (n, 1[, 1]))."""
     n_all = weights.size
     if n_all <= cap:
-        return features, labels, weights
+        return features.float(), labels, weights
     w = weights.reshape(-1)
     seeds = np.flatnonzero(w >= cfg.omega)
     others = np.flatnonzero((w > 0) & (w < cfg.omega))
@@ -219,7 +224,7 @@ def voxel_sample(features: torch.Tensor, labels: np.ndarray, weights: np.ndarray
     extra = (1,) * (features.dim() - 3)
     flat = features.reshape(features.shape[0], features.shape[1], -1)
     sub = flat[:, :, torch.from_numpy(idx).to(features.device)].reshape(
-        features.shape[0], features.shape[1], len(idx), *extra)
+        features.shape[0], features.shape[1], len(idx), *extra).float()  # SliceWise's may be bfloat16
     return sub, labels.reshape(-1)[idx].reshape(len(idx), *extra), w_s.reshape(len(idx), *extra)
 
 

@@ -75,8 +75,26 @@ class DilatedNet(nn.Module):
             drop(dropout), conv1(cat, head_channels, 1), nn.ReLU(inplace=True),
             drop(dropout), conv1(head_channels, n_classes, 1))
 
+    #: run `features` in bfloat16, channels-last, when it runs on the CPU without gradients (inference and
+    #: the frozen features of head-only fine-tuning); set by BoxSegmenter from its `precision`.
+    bf16_cpu = False
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenated block features (the frozen part when fine-tuning only the head)."""
+        """Concatenated block features (the frozen part when fine-tuning only the head); float32."""
+        return self.raw_features(x).float()
+
+    def low_precision(self, x: torch.Tensor) -> bool:
+        """Whether `raw_features(x)` runs (and returns) bfloat16."""
+        return self.bf16_cpu and x.device.type == "cpu" and not torch.is_grad_enabled()
+
+    def raw_features(self, x: torch.Tensor) -> torch.Tensor:
+        """`features`, in bfloat16 and channels-last where `bf16_cpu` applies (the caller converts once)."""
+        if self.low_precision(x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self._features(x.contiguous(memory_format=torch.channels_last))
+        return self._features(x)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         feats = []
         for block, comp in zip(self.blocks, self.compressors):
             x = block(x)
@@ -112,8 +130,30 @@ class _Pointwise(nn.Module):
         if x.dim() != 5:
             raise ValueError(f"expected a (N, C, D, H, W) tensor, got {tuple(x.shape)}")
         n, c, d, h, w = x.shape
-        y = self.module(x.reshape(n, c, d * h, w))
+        if n == 1 and not self.training and x.is_contiguous():
+            y = _pointwise_matmul(self.module, x.reshape(c, -1))
+            if y is not None:
+                return y.reshape(1, y.shape[0], d, h, w)
+        y = self.module(x.float().reshape(n, c, d * h, w))
         return y.reshape(n, y.shape[1], d, h, w)
+
+
+def _pointwise_matmul(head: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
+    """The head's 1x1 convolutions as matrix products on (C, voxels), float32 scores: three times faster than
+    oneDNN's 1x1 convolution on a 3D box's 160-channel features (the three views' head took 0.25 s of a
+    kidney box); bfloat16 features (SliceWise's where `bf16_cpu` applies) with bfloat16 weights. Dropout is
+    the identity in eval mode. None for a layer it does not know (the caller runs the modules)."""
+    for layer in head.children() if isinstance(head, nn.Sequential) else (head,):
+        if isinstance(layer, (nn.Dropout, nn.Dropout2d, nn.Dropout3d)):
+            continue
+        if isinstance(layer, nn.ReLU):
+            x = torch.relu(x)
+        elif isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.groups == 1:
+            w = layer.weight.reshape(layer.out_channels, -1).to(x.dtype)
+            x = w @ x if layer.bias is None else torch.addmm(layer.bias.to(x.dtype)[:, None], w, x)
+        else:
+            return None
+    return x.float()
 
 
 def sample_slices(depth: int, max_slices: Optional[int]) -> Optional[torch.Tensor]:
@@ -139,12 +179,19 @@ def fill_between(out: torch.Tensor, index: torch.Tensor, axis: int) -> None:
 # mean of groups: one view 0.512, three views 0.522, three views except thin boxes 0.548): the fetal corpus
 # callosum (7-9 voxels across) collapsed with three views, and a 5-slice cord dropped at the third round.
 THREE_VIEWS_MIN_SIDE = 10
+# ... and a box whose three-view grid is deeper than this many slices (the grid is at most 48 deep) is read along
+# one too: the views' cost grows with the depth and the 3D box step has a 1 s budget on the 2-core CPU
+# (docs/box_networks.md, "Three views by default").
+THREE_VIEWS_MAX_DEPTH = 40
 
 
 def check_views(views: Optional[int], name: str = "views3d") -> None:
     """The slice-wise 3D network reads a box along one axis (1) or all three (3); None: the model's own."""
     if views not in (None, 1, 3):
         raise ValueError(f"{name} must be 1 or 3 (got {views})")
+
+
+BF16_BATCH = 16  # slices per bfloat16 batch on the CPU
 
 
 class SliceWise(nn.Module):
@@ -181,13 +228,22 @@ class SliceWise(nn.Module):
         self.head = head if self.views == 1 else _MeanOfViews(head, self.views)
 
     def _slices(self, planes: torch.Tensor):
-        """Features of (n, C, H, W) planes, one (1, C', H, W) at a time on the CPU (the shipped network on
-        48 slices of 96 x 96: 1.9 s of CPU that way against 2.95 s as one batch), one batch elsewhere."""
-        if planes.device.type == "cpu":
+        """Features of (n, C, H, W) planes, one (1, C', H, W) at a time on the CPU in float32 (the shipped
+        network on 48 slices of 96 x 96: 1.9 s of CPU that way against 2.95 s as one batch), in batches of
+        BF16_BATCH in bfloat16, one batch elsewhere."""
+        if self._low_precision(planes):  # bfloat16 runs faster in batches (16 slices: 88 ms against 108 ms)
+            for chunk in planes.split(BF16_BATCH):
+                yield from self.net.raw_features(chunk).split(1)
+        elif planes.device.type == "cpu":
             for p in planes:
                 yield self.net.features(p[None])
         else:
             yield from self.net.features(planes).split(1)
+
+    def _low_precision(self, x: torch.Tensor) -> bool:
+        """Whether the wrapped network computes `x`'s features in bfloat16 (a DilatedNet with bf16_cpu)."""
+        low = getattr(self.net, "low_precision", None)
+        return bool(low is not None and low(x))
 
     def _fill_along_d(self, x: torch.Tensor, out: torch.Tensor) -> None:
         index = sample_slices(x.shape[2], self.max_slices)
@@ -209,19 +265,30 @@ class SliceWise(nn.Module):
         planes = torch.nn.functional.interpolate(planes, size=size, mode="bilinear", align_corners=False)
         if planes.shape[1] > 1:                         # the box channel stays binary
             planes[:, 1:] = (planes[:, 1:] > 0.5).to(planes.dtype)
+        # Slices across W are one element apart in `out`: they are written and interpolated in a (1, C', W, D, H)
+        # buffer and copied over at once (the strided writes cost a fifth of a three-view kidney box).
+        target, along = (out, axis)
+        if axis == 4:
+            target, along = out.new_empty(out.shape[:2] + (out.shape[4],) + out.shape[2:4]), 2
         for s, f in zip(picked.tolist(), self._slices(planes)):
-            out.select(axis, s).copy_(torch.nn.functional.interpolate(f, size=(depth, other), mode="bilinear",
-                                                                      align_corners=False))
+            target.select(along, s).copy_(torch.nn.functional.interpolate(f, size=(depth, other), mode="bilinear",
+                                                                          align_corners=False))
         if index is not None:
-            fill_between(out, index, axis)
+            fill_between(target, index, along)
+        if target is not out:
+            out.copy_(target.permute(0, 1, 3, 4, 2))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(1, C' * views, D, H, W) features, written view by view into one contiguous tensor (concatenating
-        and permuting 160-channel volumes cost about as much as the three views' convolutions)."""
+        and permuting 160-channel volumes cost about as much as the three views' convolutions); bfloat16 where
+        the network computes in it (the head and finetune.voxel_sample take either)."""
         if x.dim() != 5 or x.shape[0] != 1:
             raise ValueError(f"expected a (1, C, D, H, W) tensor, got {tuple(x.shape)}")
         c = self.net.feature_channels
-        out = x.new_empty((1, c * self.views) + tuple(x.shape[2:]))
+        # bfloat16 where the network computes in it: half the memory traffic of the fills and the head
+        # (three views on a 39-slice grid hold 480 x 39 x 96 x 96 features)
+        low = self._low_precision(x)
+        out = x.new_empty((1, c * self.views) + tuple(x.shape[2:]), dtype=torch.bfloat16 if low else x.dtype)
         self._fill_along_d(x, out[:, :c])
         if self.views == 3:
             self._fill_across(x, 3, out[:, c:2 * c])

@@ -339,7 +339,9 @@ class InteractiveSession:
             raise PromptError(f"reference of shape {np.shape(reference)} does not match the image {self.image.shape}")
 
     def _new_context(self, box: Box) -> _Context:
-        net, manifest = self.segmenter.model(box.dim, self.config.views3d, box, self.config.three_views_min_side)
+        net, manifest = self.segmenter.model(box.dim, self.config.views3d, box, self.config.three_views_min_side,
+                                             image=self.image, margin_mm=self.config.margin_mm,
+                                             max_depth=self.config.three_views_max_depth)
         spec = plan_for(box, self.image, manifest.get("input", {}), self.config.margin_mm)
         channels = next(net.head.parameters()).shape[1] * getattr(net, "views", 1) if self.config.head_only else 0
         check_memory(box_step_bytes(spec.region_shape, self.image.shape, spec.out_shape, channels),

@@ -151,9 +151,10 @@ def run_benchmark(dataset, out, labels: Optional[Sequence[int]] = None, cases: O
                   jitter: int = 0, dims: Sequence[str] = ("2d", "3d"), methods: Sequence[str] = METHODS,
                   slice_step: int = 1, min_area: int = 20, seed: int = 0, device: str = "auto",
                   show_progress: bool = True, rounds: int = DEFAULT_ROUNDS, driver: Optional[str] = "auto",
-                  config=None, views3d: Optional[int] = None) -> Path:
+                  config=None, views3d: Optional[int] = None, precision: Optional[str] = None) -> Path:
     """Run the benchmark and write results.jsonl, summary.md and dice.png into `out`.
-    `views3d`: the 3D network's views (None: the model's own setting; see BoxSegmenter)."""
+    `views3d`: the 3D network's views (None: the model's own setting; see BoxSegmenter); `precision`: the
+    networks' CPU inference (None: BoxSegmenter's default, "auto")."""
     ds = DecathlonDataset(dataset)
     label_ids = ds.check_labels(labels)
     case_ids = resolve_cases(ds, cases)
@@ -174,12 +175,14 @@ def run_benchmark(dataset, out, labels: Optional[Sequence[int]] = None, cases: O
         config=vars(config) if config is not None else None)
     if views3d is not None:  # only when set: folders written before the option still resume
         settings["views3d"] = views3d
+    if precision is not None:
+        settings["precision"] = precision
     store = ResumableResults(out, settings)
     done = store.check()  # before any computing: another run's folder is refused
     if done:
         log.warning("resuming %s: %d of %d case(s) already done", out, len(done), len(case_ids))
     from ..engine.inference import BoxSegmenter
-    segmenter = BoxSegmenter(device=device, views3d=views3d)
+    segmenter = BoxSegmenter(device=device, views3d=views3d, precision=precision or "auto")
     store.start()
     t0 = time.monotonic()
     for case_id in tqdm([c for c in case_ids if c not in done], desc="benchmark", unit="case",
@@ -225,7 +228,8 @@ def run_benchmark_cli(args) -> int:
     results = run_benchmark(args.dataset, args.out, labels=args.labels, cases=args.cases, jitter=args.jitter,
                             dims=args.dims.split(","), methods=[m.strip() for m in args.methods.split(",")],
                             slice_step=args.slice_step, min_area=args.min_area, seed=args.seed, device=args.device,
-                            rounds=args.rounds, driver=args.driver, views3d=args.views3d)
+                            rounds=args.rounds, driver=args.driver, views3d=args.views3d,
+                            precision=args.precision)
     print((Path(args.out) / "summary.md").read_text())
     print(f"records: {results}")
     return 0

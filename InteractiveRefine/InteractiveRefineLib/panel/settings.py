@@ -22,7 +22,7 @@ DEFAULTS: Dict[str, Any] = {
     "margin_mm": 10.0,
     "whole_network": False,
     "time_budget": 0.0,
-    "three_views": False,
+    "three_views": True,
 }
 
 
@@ -34,12 +34,12 @@ PANEL_FIELDS = {"iterations": "iterations", "omega": "omega", "threshold": "thre
 
 def refine_config_kwargs(iterations: int, omega: float, threshold: float, crf_lambda: float, crf_sigma: float,
                          margin_mm: float, whole_network: bool, time_budget: float,
-                         three_views: bool = False) -> Dict[str, Any]:
+                         three_views: bool = True) -> Dict[str, Any]:
     """Keyword arguments of finetune.RefineConfig from the panel's values (0 -> automatic / no limit;
-    three_views -> views3d 3, else the model's own)."""
+    three_views -> views3d None: the shipped model's three views, which thin or deep boxes read with one; off -> 1)."""
     def positive(v: float) -> Optional[float]:
         return float(v) if v and v > 0 else None
     return {"iterations": int(iterations), "omega": float(omega), "threshold": float(threshold),
             "lam": float(crf_lambda), "sigma": positive(crf_sigma), "margin_mm": float(margin_mm),
             "head_only": not whole_network, "time_budget": positive(time_budget),
-            "views3d": 3 if three_views else None}
+            "views3d": None if three_views else 1}

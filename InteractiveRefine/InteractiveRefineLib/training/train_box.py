@@ -201,6 +201,7 @@ def _save_best(net, arch, arch_params, cfg: BoxTrainConfig, state, metrics, devi
 
 
 SLICEWISE_MAX_SLICES = 16
+SLICEWISE_VIEWS = 3
 
 
 def install_models(best_manifest, models_folder=None) -> Tuple[Path, Path]:
@@ -216,7 +217,10 @@ def install_models(best_manifest, models_folder=None) -> Tuple[Path, Path]:
     p2 = save_model(net, src["architecture"], folder / "pnet2d.json", src["arch_params"], extra)
     # above 16 slices the features of 16 evenly spaced slices, interpolated: the same validation Dice, a
     # third of the latency of 48 slices (benchmarks/box_networks/select_3d_slices.md)
-    extra3 = dict(extra, input=dict(src["input"], slicewise=True, slicewise_max_slices=SLICEWISE_MAX_SLICES),
+    # three views (the box read across all three axes; thin or deep boxes keep one, BoxSegmenter.model): the
+    # validation winner (select_3d_views.md, thin_rule.md), within the 1 s budget since the bfloat16 path
+    extra3 = dict(extra, input=dict(src["input"], slicewise=True, slicewise_max_slices=SLICEWISE_MAX_SLICES,
+                                    slicewise_views=SLICEWISE_VIEWS),
                   note="the 2D box network run slice by slice inside a 3D box (networks.SliceWise); "
                        "chosen over the 3D PC-Net on the validation structures (benchmarks/box_networks)")
     p3 = save_model(net, src["architecture"], folder / "box3d.json", src["arch_params"], extra3)
