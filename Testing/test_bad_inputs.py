@@ -312,11 +312,12 @@ def test_memory_guard_refuses_before_computing(chaos8, segmenter, monkeypatch):
     box = Box((0, 0, 0), chaos8[0].shape)
     s = _session(chaos8[0], segmenter)
     from InteractiveRefineLib.engine.inference import plan_for
-    net, manifest = segmenter.model(3)
+    net, manifest = segmenter.model(3, box=box, image=chaos8[0])
     grid = plan_for(box, chaos8[0], manifest["input"]).out_shape  # the frozen features count too
-    channels = 160 * net.views  # the shipped slice-wise network's features per view
-    need = memory.box_step_bytes(chaos8[0].shape, chaos8[0].shape, grid, channels)
-    assert need == memory.box_step_bytes(chaos8[0].shape, chaos8[0].shape) + 4 * channels * np.prod(grid)
+    channels = 160 * (net.views + (net.views == 3))  # per view, and one view's buffer across W with three
+    size = 2 if net.net.bf16_cpu else 4  # bfloat16 features where the CPU has it natively
+    need = memory.box_step_bytes(chaos8[0].shape, chaos8[0].shape, grid, channels, size)
+    assert need == memory.box_step_bytes(chaos8[0].shape, chaos8[0].shape) + size * channels * np.prod(grid)
     monkeypatch.setenv(memory.ENV, str(0.9 * need / 2 ** 30))
     calls = []
 

@@ -115,6 +115,17 @@ def test_slicewise_view_across_w_is_put_back_in_the_grid_orientation():
     assert not torch.allclose(f3[:, 2 * c:], f3[:, :c].permute(0, 1, 4, 2, 3), atol=1e-2)
 
 
+def test_three_views_pass_gradients_to_the_whole_network():
+    """Fine-tuning the whole network (the panel's "Fine-tune the whole network") runs SliceWise with gradients;
+    the rows between the sampled ones across H and W are interpolated without lerp(out=), which has none."""
+    torch.manual_seed(0)
+    net = build_network("pnet2d", in_channels=2).eval()
+    sw = SliceWise(net, max_slices=4, views=3).eval()
+    with torch.enable_grad():
+        sw(torch.randn(1, 2, 6, 20, 20)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.blocks[0].parameters())
+
+
 def test_slicewise_head_in_eval_mode_runs_as_matrix_products_with_the_convolutions_scores():
     torch.manual_seed(0)
     net = build_network("pnet2d", in_channels=2).eval()
@@ -242,3 +253,13 @@ def test_filled_box_baseline_is_the_box_with_scribbles_set():
     sc = Scribbles(fg=np.array([[5, 2, 2]]), bg=np.array([[5, 30, 24]]))
     mask, _ = runner.update(sc)
     assert mask[5, 2, 2] and not mask[5, 30, 24] and mask[5, 20, 20]
+
+
+def test_installing_the_shipped_2d_network_gives_the_shipped_3d_input_settings(tmp_path):
+    """install_models writes box3d.json's input (slice-wise, at most 16 slices, three views) as shipped."""
+    import json
+
+    from InteractiveRefineLib.engine.models import models_dir
+    from InteractiveRefineLib.training.train_box import install_models
+    _, p3 = install_models(models_dir() / "pnet2d.json", tmp_path)
+    assert json.loads(p3.read_text())["input"] == json.loads((models_dir() / "box3d.json").read_text())["input"]

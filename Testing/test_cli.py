@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from InteractiveRefineLib.cli import main
+from InteractiveRefineLib.core.device import cpu_bf16_supported
 from InteractiveRefineLib.core.image_io import read_image
 from InteractiveRefineLib.core.sample import sample_dataset
 from InteractiveRefineLib.engine.models import models_dir
@@ -57,6 +58,11 @@ def test_benchmark_records_and_summary(tmp_path):
     assert "filled_box" in summary
     assert "right kidney" in summary and "Rounds to reach Dice 0.90" in summary
     assert (out / "dice.png").stat().st_size > 1000 and (out / "dice_rounds.png").stat().st_size > 1000
+    # the views and precision the networks ran with are recorded, so a run of another kind refuses the folder
+    saved = json.loads((out / "progress.json").read_text())["config"]
+    assert saved["views3d"] == 3 and saved["precision"] == ("bfloat16" if cpu_bf16_supported() else "float32")
+    assert main(args + ["--views3d", "1"]) != 0
+    assert main(args + ["--precision", "fp32"]) != 0 or not cpu_bf16_supported()
 
 
 @pytest.mark.parametrize("extra,message", [

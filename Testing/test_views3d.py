@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from InteractiveRefineLib.cli import main
-from InteractiveRefineLib.core.image_io import read_image
+from InteractiveRefineLib.core.image_io import Image, read_image
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.core.prompts import Box, box_from_mask, main_object
 from InteractiveRefineLib.core.sample import sample_dataset
 from InteractiveRefineLib.engine.finetune import RefineConfig
+from InteractiveRefineLib.engine.inference import BoxSegmenter
 from InteractiveRefineLib.engine.networks import THREE_VIEWS_MIN_SIDE
 from InteractiveRefineLib.engine.session import InteractiveSession
 
@@ -55,8 +56,22 @@ def test_a_box_whose_three_view_grid_is_too_deep_is_read_with_one_view(kidney3d,
     assert segmenter.model(3, None, box, image=image, max_depth=16)[0].views == 1
     assert segmenter.model(3, None, box, image=image, max_depth=22)[0].views == 3
     assert segmenter.model(3, None, box, image=image, max_depth=None)[0].views == 3
-    with pytest.raises(ValueError, match="three_views_max_depth"):
-        RefineConfig(three_views_max_depth=0)
+    for bad in (0, "40", True, 40.0):
+        with pytest.raises(ValueError, match="three_views_max_depth"):
+            RefineConfig(three_views_max_depth=bad)
+
+
+def test_predict_reads_a_deep_grid_with_one_view(segmenter):
+    """BoxSegmenter.predict applies the depth limit too: 1 mm slices, a 30-slice box (grid 48 with the margins)."""
+    rng = np.random.default_rng(0)
+    k, j, i = np.mgrid[:60, :48, :48]
+    blob = ((k - 30) / 14.0) ** 2 + ((j - 24) / 12.0) ** 2 + ((i - 24) / 12.0) ** 2 <= 1
+    image = Image((100 + 200 * blob + rng.normal(0, 5, blob.shape)).astype(np.float32), spacing=(1.0, 1.0, 1.0))
+    box = box_from_mask(blob)
+    assert segmenter.model(3, None, box, image=image)[0].views == 1
+    assert segmenter.model(3, None, box, image=image, max_depth=None)[0].views == 3
+    one = BoxSegmenter(device="cpu", views3d=1)
+    np.testing.assert_array_equal(segmenter.predict(image, box).probability, one.predict(image, box).probability)
 
 
 def test_a_thin_box_is_read_with_one_view_even_when_three_are_asked(kidney3d, segmenter):
@@ -86,12 +101,14 @@ def test_three_view_refinement_follows_a_scribble(kidney3d, three):
     assert s.state().params is not None  # the shared head was tuned
 
 
-def test_segment_command_three_views_is_the_sessions_result(kidney3d, three, tmp_path):
+def test_segment_command_views_are_the_sessions_results(kidney3d, three, segmenter, tmp_path):
     image, truth, box = kidney3d
-    out = tmp_path / "three.nii.gz"
-    assert main(["segment", str(CHAOS / "imagesTr" / "chaos_8.nii.gz"), "--box", *map(str, box.lo),
-                 *map(str, box.hi), "--views3d", "3", "--out", str(out), "--device", "cpu"]) == 0
-    np.testing.assert_array_equal(read_image(out).array > 0, three[1])
+    one = InteractiveSession(image, segmenter, config=RefineConfig(views3d=1), device="cpu", validate=False)
+    for views, expected in (("3", three[1]), ("1", one.set_box(box))):
+        out = tmp_path / f"views{views}.nii.gz"
+        assert main(["segment", str(CHAOS / "imagesTr" / "chaos_8.nii.gz"), "--box", *map(str, box.lo),
+                     *map(str, box.hi), "--views3d", views, "--out", str(out), "--device", "cpu"]) == 0
+        np.testing.assert_array_equal(read_image(out).array > 0, expected)
     with pytest.raises(SystemExit):
         main(["segment", str(CHAOS / "imagesTr" / "chaos_8.nii.gz"), "--box", *map(str, box.lo),
               *map(str, box.hi), "--views3d", "2", "--out", str(tmp_path / "x.nii.gz")])

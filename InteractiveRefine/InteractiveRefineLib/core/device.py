@@ -34,14 +34,15 @@ PRECISIONS = ("auto", "fp32")
 def cpu_bf16_supported() -> bool:
     """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX) for oneDNN's convolutions;
     without it bfloat16 is emulated and slower than float32."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a private torch function: absent in some builds
+    try:  # private torch functions (oneDNN's own check accepts AVX512 without BF16, which emulates it)
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return bool(native and torch.backends.mkldnn.is_available())
+    except (AttributeError, RuntimeError):  # absent in some builds: float32
         return False
 
 
 def use_bf16_cpu(precision: str) -> bool:
     """'auto': the box networks' CPU inference in bfloat16 where the CPU has it natively; 'fp32': never."""
-    if precision not in PRECISIONS:
+    if not isinstance(precision, str) or precision.lower() not in PRECISIONS:
         raise AdaptiveSegError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
-    return precision == "auto" and cpu_bf16_supported()
+    return precision.lower() == "auto" and cpu_bf16_supported()

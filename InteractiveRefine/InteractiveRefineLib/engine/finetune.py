@@ -116,8 +116,9 @@ class RefineConfig:
         check_views(self.views3d)
         if int(self.three_views_min_side) < 0:
             raise ValueError(f"three_views_min_side must be >= 0 (got {self.three_views_min_side})")
-        if self.three_views_max_depth is not None and int(self.three_views_max_depth) < 1:
-            raise ValueError(f"three_views_max_depth must be >= 1 or None (got {self.three_views_max_depth})")
+        depth = self.three_views_max_depth
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+            raise ValueError(f"three_views_max_depth must be a whole number >= 1 or None (got {depth!r})")
         if not 0.0 <= self.prior_weight <= 1.0:
             raise ValueError(f"prior_weight must be in [0, 1]; got {self.prior_weight}")
         for name in ("distance_fraction", "crf_min_keep", "local_edit"):

@@ -15,7 +15,7 @@ from ..core.device import choose_device, use_bf16_cpu
 from ..core.geometry import CropSpec, extract, normalize, paste, plan_crop, region_box_mask, to_grid
 from ..core.image_io import Image, validate_image
 from ..core.prompts import Box, validate_box
-from .models import default_model_path, load_model
+from .models import default_model_path, load_model, read_manifest
 from .networks import THREE_VIEWS_MAX_DEPTH, THREE_VIEWS_MIN_SIDE, SliceWise, Symmetric, check_symmetries, check_views
 
 # Crop settings used when a manifest does not say otherwise (train writes them into the manifest).
@@ -87,6 +87,14 @@ def wrap_for(net: torch.nn.Module, manifest: Dict[str, Any], dim: int) -> torch.
     return net
 
 
+def default_views3d(views3d: Optional[int] = None, model3d: Union[str, Path, None] = None) -> int:
+    """The views a BoxSegmenter(model3d=..., views3d=...) reads a 3D box with before the thin-box and depth
+    rules: `views3d`, else the 3D model's own (1 for a network that is not slice-wise). Reads the manifest
+    only (no weights), so commands can record it before any computing."""
+    cfg = read_manifest(Path(model3d) if model3d else default_model_path(3)).get("input", {})
+    return int(views3d or cfg.get("slicewise_views", 1)) if cfg.get("slicewise", False) else 1
+
+
 class BoxSegmenter:
     """Segments the object in a box with the shipped (or given) 2D and 3D models.
 
@@ -97,7 +105,8 @@ class BoxSegmenter:
     8) reads each plane under that many in-plane flips/transpositions and averages (networks.Symmetric;
     about that many times the CPU time). `precision` "auto" computes the networks' features in bfloat16 on a
     CPU that has it natively (about half the time; validation Dice unchanged within 0.001, docs/box_networks.md),
-    "fp32" never (the same numbers on every machine); gradients and the head always run in float32.
+    "fp32" never (the same numbers on every machine); gradients and the head's parameters stay float32 (the
+    slice-wise head computes in bfloat16 on bfloat16 features at inference).
     """
 
     def __init__(self, model2d: Union[str, Path, None] = None, model3d: Union[str, Path, None] = None,
@@ -141,7 +150,8 @@ class BoxSegmenter:
             return self._fixed[dim]
         if dim not in self._loaded:
             self._loaded[dim] = load_model(self._paths[dim], self.device)
-            self._loaded[dim][0].bf16_cpu = self.bf16_cpu
+            # bfloat16 was validated on the 2D network (also run slice by slice); a 3D PC-Net stays float32
+            self._loaded[dim][0].bf16_cpu = self.bf16_cpu and getattr(self._loaded[dim][0], "dim", 3) == 2
         net, manifest = self._loaded[dim]
         cfg = manifest.get("input", {})
         planar = getattr(net, "dim", 3) == 2

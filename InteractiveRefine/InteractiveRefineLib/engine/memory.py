@@ -90,13 +90,15 @@ def memory_limit() -> int:
 
 
 def box_step_bytes(region_shape: Sequence[int], image_shape: Sequence[int], grid_shape: Sequence[int] = (),
-                   feature_channels: int = 0) -> int:
+                   feature_channels: int = 0, feature_bytes: int = 4) -> int:
     """Estimated peak bytes of segmenting one box whose crop (box + margin) has `region_shape`, plus the
-    frozen float32 features kept for fine-tuning (`feature_channels` on the network grid `grid_shape`:
-    160 per view of the slice-wise network, 850 MB for three views of a 48-slice box)."""
+    frozen features kept for fine-tuning (`feature_channels` on the network grid `grid_shape`, `feature_bytes`
+    each: 4 in float32, 2 in bfloat16; 160 per view of the slice-wise network and one view's buffer with three:
+    1.1 GB in float32 for three views of a 48-slice box)."""
     region = int(np.prod(region_shape, dtype=np.int64))
     image = int(np.prod(image_shape, dtype=np.int64))
-    features = 4 * int(feature_channels) * int(np.prod(grid_shape, dtype=np.int64)) if len(grid_shape) else 0
+    grid = int(np.prod(grid_shape, dtype=np.int64)) if len(grid_shape) else 0
+    features = int(feature_bytes) * int(feature_channels) * grid
     return BYTES_PER_REGION_VOXEL * region + BYTES_PER_IMAGE_VOXEL * image + crf_bytes(region_shape) + features
 
 

@@ -90,8 +90,9 @@ class DilatedNet(nn.Module):
     def raw_features(self, x: torch.Tensor) -> torch.Tensor:
         """`features`, in bfloat16 and channels-last where `bf16_cpu` applies (the caller converts once)."""
         if self.low_precision(x):
+            layout = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                return self._features(x.contiguous(memory_format=torch.channels_last))
+                return self._features(x.contiguous(memory_format=layout))
         return self._features(x)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,7 +149,8 @@ def _pointwise_matmul(head: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor
             continue
         if isinstance(layer, nn.ReLU):
             x = torch.relu(x)
-        elif isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.groups == 1:
+        elif (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and layer.groups == 1
+              and layer.stride == (1, 1) and layer.padding == (0, 0)):
             w = layer.weight.reshape(layer.out_channels, -1).to(x.dtype)
             x = w @ x if layer.bias is None else torch.addmm(layer.bias.to(x.dtype)[:, None], w, x)
         else:
@@ -168,10 +170,14 @@ def fill_between(out: torch.Tensor, index: torch.Tensor, axis: int) -> None:
     0, last the last) by linear interpolation, in place: whole-volume temporaries of 160 feature channels
     cost more than the network itself."""
     idx = [int(v) for v in index]
+    graded = torch.is_grad_enabled()  # lerp(out=) has no gradient (whole-network fine-tuning takes one)
     for z0, z1 in zip(idx[:-1], idx[1:]):
         a, b = out.select(axis, z0), out.select(axis, z1)
         for z in range(z0 + 1, z1):
-            torch.lerp(a, b, (z - z0) / (z1 - z0), out=out.select(axis, z))
+            if graded:
+                out.select(axis, z).copy_(torch.lerp(a, b, (z - z0) / (z1 - z0)))
+            else:
+                torch.lerp(a, b, (z - z0) / (z1 - z0), out=out.select(axis, z))
 
 
 # Three views read a 3D box across its other two axes too; a box thinner than this many voxels along any axis

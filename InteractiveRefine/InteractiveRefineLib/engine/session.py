@@ -343,8 +343,11 @@ class InteractiveSession:
                                              image=self.image, margin_mm=self.config.margin_mm,
                                              max_depth=self.config.three_views_max_depth)
         spec = plan_for(box, self.image, manifest.get("input", {}), self.config.margin_mm)
-        channels = next(net.head.parameters()).shape[1] * getattr(net, "views", 1) if self.config.head_only else 0
-        check_memory(box_step_bytes(spec.region_shape, self.image.shape, spec.out_shape, channels),
+        per_view, views = next(net.head.parameters()).shape[1], getattr(net, "views", 1)
+        # three views also hold one view's buffer while reading across W (networks.SliceWise._fill_across)
+        channels = per_view * (views + (views == 3)) if self.config.head_only else 0
+        low = getattr(getattr(net, "net", net), "bf16_cpu", False) and self.device.type == "cpu"
+        check_memory(box_step_bytes(spec.region_shape, self.image.shape, spec.out_shape, channels, 2 if low else 4),
                      f"segmenting the {box.dim}D box {box.lo}-{box.hi} (crop {spec.region_shape})")
         return _Context(self.image, box, net, manifest.get("input", {}), self.device, self.config.head_only,
                         self.config.margin_mm)

@@ -173,15 +173,16 @@ def run_benchmark(dataset, out, labels: Optional[Sequence[int]] = None, cases: O
         dataset=str(Path(dataset).resolve()), labels=label_ids, cases=case_ids, jitter=jitter, dims=dims,
         methods=methods, slice_step=slice_step, min_area=min_area, seed=seed, rounds=rounds, driver=driver,
         config=vars(config) if config is not None else None)
-    if views3d is not None:  # only when set: folders written before the option still resume
-        settings["views3d"] = views3d
-    if precision is not None:
-        settings["precision"] = precision
+    from ..core.device import use_bf16_cpu
+    from ..engine.inference import BoxSegmenter, default_views3d
+    # what the networks actually do, so a folder of other views or precision (an earlier default, another
+    # CPU) is refused rather than resumed with a mix
+    settings.update(views3d=default_views3d(views3d),
+                    precision="bfloat16" if use_bf16_cpu(precision or "auto") else "float32")
     store = ResumableResults(out, settings)
     done = store.check()  # before any computing: another run's folder is refused
     if done:
         log.warning("resuming %s: %d of %d case(s) already done", out, len(done), len(case_ids))
-    from ..engine.inference import BoxSegmenter
     segmenter = BoxSegmenter(device=device, views3d=views3d, precision=precision or "auto")
     store.start()
     t0 = time.monotonic()

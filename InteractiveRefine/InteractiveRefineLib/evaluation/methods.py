@@ -21,7 +21,7 @@ from ..core.errors import DatasetError
 from ..core.image_io import Image
 from ..core.prompts import Box
 from ..engine.finetune import RefineConfig
-from ..engine.inference import BoxSegmenter
+from ..engine.inference import BoxSegmenter, predict_box
 from ..engine.scribbles import Scribbles, rows_in
 from ..engine.session import InteractiveSession
 
@@ -60,11 +60,19 @@ def _add_new(session: InteractiveSession, scribbles: Scribbles) -> None:
 
 
 class _CnnRunner:
-    def __init__(self, image: Image, box: Box, segmenter: BoxSegmenter):
+    """The network alone, read as the sessions of the other methods read it (the config's views, thin-box and
+    depth rules, margin)."""
+
+    def __init__(self, image: Image, box: Box, segmenter: BoxSegmenter, config: Optional[RefineConfig] = None):
         self.image, self.box, self.segmenter = image, box, segmenter
+        self.config = config or RefineConfig()
 
     def start(self) -> Result:
-        self.pred = self.segmenter.predict(self.image, self.box, validate=False)
+        c = self.config
+        net, manifest = self.segmenter.model(self.box.dim, c.views3d, self.box, c.three_views_min_side,
+                                             image=self.image, margin_mm=c.margin_mm, max_depth=c.three_views_max_depth)
+        self.pred = predict_box(net, manifest.get("input", {}), self.image, self.box, self.segmenter.device,
+                                c.margin_mm)
         return self.pred.mask, self.pred.seconds
 
     def update(self, scribbles: Scribbles) -> Result:
@@ -120,7 +128,7 @@ def make_runners(names: Sequence[str], image: Image, box: Box, segmenter: BoxSeg
         elif name == "cnn+crf":
             out[name] = _SessionRunner(image, box, segmenter, config, "crf")
         elif name == "cnn":
-            out[name] = _CnnRunner(image, box, segmenter)
+            out[name] = _CnnRunner(image, box, segmenter, config)
         elif name == "graphcut":
             out[name] = _ClassicalRunner(image, box, graphcut_segment)
         elif name == "filled_box":
