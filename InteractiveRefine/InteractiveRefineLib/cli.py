@@ -85,7 +85,7 @@ def _add_benchmark(sub) -> None:
                         "voxels thin or with a network grid deeper than 40 slices keep one) or 1 (about 3x faster)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="box networks' CPU inference: auto (bfloat16 where the CPU has it natively, the default "
-                        "everywhere) or fp32 (the same numbers on every machine)")
+                        "everywhere) or fp32 (float32, no bfloat16 rounding)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=threads_arg, default=0, help=THREADS_HELP)
 

@@ -9,6 +9,7 @@ All work happens on the network grid of the object's crop.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple
@@ -117,7 +118,7 @@ class RefineConfig:
         if int(self.three_views_min_side) < 0:
             raise ValueError(f"three_views_min_side must be >= 0 (got {self.three_views_min_side})")
         depth = self.three_views_max_depth
-        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1):
             raise ValueError(f"three_views_max_depth must be a whole number >= 1 or None (got {depth!r})")
         if not 0.0 <= self.prior_weight <= 1.0:
             raise ValueError(f"prior_weight must be in [0, 1]; got {self.prior_weight}")

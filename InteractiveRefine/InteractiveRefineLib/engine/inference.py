@@ -104,8 +104,8 @@ class BoxSegmenter:
     THREE_VIEWS_MAX_DEPTH slices, is read with one view. `symmetries` (1, 2, 4 or
     8) reads each plane under that many in-plane flips/transpositions and averages (networks.Symmetric;
     about that many times the CPU time). `precision` "auto" computes the networks' features in bfloat16 on a
-    CPU that has it natively (about half the time; validation Dice unchanged within 0.001, docs/box_networks.md),
-    "fp32" never (the same numbers on every machine); gradients and the head's parameters stay float32 (the
+    CPU that has it natively (about half the time; validation mean of groups within 0.001, docs/box_networks.md),
+    "fp32" never (float32, no bfloat16 rounding); gradients and the head's parameters stay float32 (the
     slice-wise head computes in bfloat16 on bfloat16 features at inference).
     """
 

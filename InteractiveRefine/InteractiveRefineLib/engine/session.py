@@ -346,7 +346,8 @@ class InteractiveSession:
         per_view, views = next(net.head.parameters()).shape[1], getattr(net, "views", 1)
         # three views also hold one view's buffer while reading across W (networks.SliceWise._fill_across)
         channels = per_view * (views + (views == 3)) if self.config.head_only else 0
-        low = getattr(getattr(net, "net", net), "bf16_cpu", False) and self.device.type == "cpu"
+        # bfloat16 feature volumes only from the slice-wise network (a 2D network's features are float32)
+        low = getattr(getattr(net, "net", None), "bf16_cpu", False) and self.device.type == "cpu"
         check_memory(box_step_bytes(spec.region_shape, self.image.shape, spec.out_shape, channels, 2 if low else 4),
                      f"segmenting the {box.dim}D box {box.lo}-{box.hi} (crop {spec.region_shape})")
         return _Context(self.image, box, net, manifest.get("input", {}), self.device, self.config.head_only,
