@@ -4,17 +4,16 @@ the largest slice of each structure; the median of `--repeats` runs per box, the
 Usage (repository root, nothing else running):
     python benchmarks/box_networks/latency_2d.py [--threads 2] [--hip 6] [--per-group 4] > latency_2d.md"""
 import argparse
-import time
 from collections import defaultdict
 
 import numpy as np
 import torch
+from timing import eval_structures, median_seconds  # this folder (the script's own)
 
 from InteractiveRefineLib.core.device import PRECISIONS
 from InteractiveRefineLib.core.prompts import box_from_mask
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 from InteractiveRefineLib.engine.session import InteractiveSession
-from InteractiveRefineLib.training.box_sources import load_sources
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--threads", type=int, default=2)
@@ -25,26 +24,11 @@ a = ap.parse_args()
 torch.set_num_threads(a.threads)
 segs = {p: BoxSegmenter(device="cpu", precision=p) for p in PRECISIONS}
 secs = defaultdict(lambda: defaultdict(list))
-seen = defaultdict(int)
-for v in load_sources("eval", limit=a.hip):
-    seen[v.group] += 1
-    if seen[v.group] > a.per_group:
-        continue
-    for label in v.label_ids:
-        m = v.labels == label
-        if m.sum() < 20:
-            continue
-        box = box_from_mask(m, 0, int(m.sum((1, 2)).argmax()))
-        for p, seg in segs.items():
-            def run():
-                InteractiveSession(v.image, seg, validate=False).set_box(box)
-            run()  # first call per shape pays one-off allocations
-            t = []
-            for _ in range(a.repeats):
-                t0 = time.perf_counter()
-                run()
-                t.append(time.perf_counter() - t0)
-            secs[v.group][p].append(float(np.median(t)))
+for v, m in eval_structures(a.hip, a.per_group):
+    box = box_from_mask(m, 0, int(m.sum((1, 2)).argmax()))
+    for p, seg in segs.items():
+        secs[v.group][p].append(median_seconds(lambda: InteractiveSession(v.image, seg, validate=False).set_box(box),
+                                               a.repeats))
 print(f"{a.threads} thread(s); median seconds per 2D box step (median of {a.repeats} runs each)\n")
 print("| group | boxes | " + " | ".join(PRECISIONS) + " |\n|---|---|" + "---|" * len(PRECISIONS))
 for g, d in sorted(secs.items()):

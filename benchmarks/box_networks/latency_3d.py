@@ -5,17 +5,16 @@ the median per group. Usage (repository root):
     python benchmarks/box_networks/latency_3d.py [--threads 1] [--hip 6] [--repeats 3] [--per-group 6]
     [--max-slices none|N] [--views3d 1|3] > latency_3d.md"""
 import argparse
-import time
 from collections import defaultdict
 
 import numpy as np
 import torch
+from timing import eval_structures, median_seconds  # this folder (the script's own)
 
 from InteractiveRefineLib.core.prompts import box_from_mask
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 from InteractiveRefineLib.engine.networks import SliceWise
 from InteractiveRefineLib.engine.session import InteractiveSession
-from InteractiveRefineLib.training.box_sources import load_sources
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--threads", type=int, default=1)
@@ -34,26 +33,14 @@ if a.max_slices is not None:
     seg = seg.override(3, SliceWise(net3.net, k, net3.views).eval(), manifest)
 secs = defaultdict(lambda: defaultdict(list))
 depth = defaultdict(list)
-seen = defaultdict(int)
-for v in load_sources("eval", limit=a.hip):
-    seen[v.group] += 1
-    if seen[v.group] > a.per_group:
+for v, m in eval_structures(a.hip, a.per_group):
+    if m.any((1, 2)).sum() < 2:
         continue
-    for label in v.label_ids:
-        m = v.labels == label
-        if m.sum() < 20 or m.any((1, 2)).sum() < 2:
-            continue
-        box = box_from_mask(m)
-        depth[v.group].append(box.hi[0] - box.lo[0])
-        for name, run in (("network", lambda: seg.predict(v.image, box, validate=False)),
-                          ("box step", lambda: InteractiveSession(v.image, seg, validate=False).set_box(box))):
-            run()  # first call per shape pays one-off allocations
-            t = []
-            for _ in range(a.repeats):
-                t0 = time.perf_counter()
-                run()
-                t.append(time.perf_counter() - t0)
-            secs[v.group][name].append(float(np.median(t)))
+    box = box_from_mask(m)
+    depth[v.group].append(box.hi[0] - box.lo[0])
+    for name, run in (("network", lambda: seg.predict(v.image, box, validate=False)),
+                      ("box step", lambda: InteractiveSession(v.image, seg, validate=False).set_box(box))):
+        secs[v.group][name].append(median_seconds(run, a.repeats))
 most = a.max_slices or manifest['input'].get('slicewise_max_slices')
 print(f"{a.threads} thread(s), {net3.views} view(s), slicewise_max_slices {most}; median seconds per 3D box "
       f"(median of {a.repeats} runs each)\n")

@@ -6,10 +6,9 @@ box after one warm-up. Usage (repository root, nothing else running):
         > benchmarks/box_networks/latency_depth.jsonl"""
 import argparse
 import json
-import time
 
-import numpy as np
 import torch
+from timing import median_seconds  # this folder (the script's own)
 from val_cases import validation_subset  # this folder (the script's own)
 
 from InteractiveRefineLib.engine.finetune import RefineConfig
@@ -30,13 +29,6 @@ for group, v, label, m, boxes2d, box3d in validation_subset(a.hip):
     rec = dict(group=group, case=v.name, label=int(label),
                depth=plan_for(box3d, v.image, dict(manifest["input"], slicewise_views=3)).out_shape[0])
     for name, cfg in configs.items():
-        def run():
-            InteractiveSession(v.image, seg, config=cfg, validate=False).set_box(box3d)
-        run()
-        t = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            run()
-            t.append(time.perf_counter() - t0)
-        rec[name] = round(float(np.median(t)), 3)
+        rec[name] = round(median_seconds(lambda: InteractiveSession(v.image, seg, config=cfg, validate=False)
+                                         .set_box(box3d), 5), 3)
     print(json.dumps(rec), flush=True)
