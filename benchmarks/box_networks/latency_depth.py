@@ -12,7 +12,7 @@ from timing import median_seconds  # this folder (the script's own)
 from val_cases import validation_subset  # this folder (the script's own)
 
 from InteractiveRefineLib.engine.finetune import RefineConfig
-from InteractiveRefineLib.engine.inference import BoxSegmenter, plan_for
+from InteractiveRefineLib.engine.inference import BoxSegmenter, three_view_depth
 from InteractiveRefineLib.engine.session import InteractiveSession
 
 ap = argparse.ArgumentParser()
@@ -22,12 +22,11 @@ a = ap.parse_args()
 torch.set_num_threads(a.threads)
 seg = BoxSegmenter(device="cpu")
 configs = {"v3": RefineConfig(views3d=3, three_views_max_depth=None), "v1": RefineConfig(views3d=1)}
+_, manifest = seg.model(3)
 for group, v, label, m, boxes2d, box3d in validation_subset(a.hip):
     if min(box3d.size) < 10:
         continue
-    _, manifest = seg.model(3)
-    rec = dict(group=group, case=v.name, label=int(label),
-               depth=plan_for(box3d, v.image, dict(manifest["input"], slicewise_views=3)).out_shape[0])
+    rec = dict(group=group, case=v.name, label=int(label), depth=three_view_depth(box3d, v.image, manifest["input"]))
     for name, cfg in configs.items():
         rec[name] = round(median_seconds(lambda: InteractiveSession(v.image, seg, config=cfg, validate=False)
                                          .set_box(box3d), 5), 3)

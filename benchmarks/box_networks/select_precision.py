@@ -16,7 +16,7 @@ from val_cases import load_records, validation_subset  # this folder (the script
 
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.finetune import RefineConfig
-from InteractiveRefineLib.engine.inference import BoxSegmenter, plan_for
+from InteractiveRefineLib.engine.inference import BoxSegmenter, three_view_depth
 from InteractiveRefineLib.engine.session import InteractiveSession
 
 ap = argparse.ArgumentParser()
@@ -29,13 +29,13 @@ PRECISIONS = ("fp32", "auto")
 done = load_records(a.records)
 segs = {p: BoxSegmenter(device="cpu", precision=p) for p in PRECISIONS}
 configs = {1: RefineConfig(views3d=1), 3: RefineConfig(views3d=3, three_views_max_depth=None)}
+_, manifest = segs["fp32"].model(3)
 with a.records.open("a") as out:
     for group, v, label, m, boxes2d, box3d in validation_subset(a.hip):
         key = (v.name, int(label))
         if key in done:
             continue
-        _, manifest = segs["fp32"].model(3)
-        depth = plan_for(box3d, v.image, dict(manifest["input"], slicewise_views=3)).out_shape[0]
+        depth = three_view_depth(box3d, v.image, manifest["input"])
         rec = dict(group=group, case=v.name, label=int(label), depth=int(depth))
         for p, seg in segs.items():
             s = InteractiveSession(v.image, seg, validate=False)

@@ -87,6 +87,12 @@ def wrap_for(net: torch.nn.Module, manifest: Dict[str, Any], dim: int) -> torch.
     return net
 
 
+def three_view_depth(box: Box, image: Image, input_cfg: Dict[str, Any], margin_mm: Optional[float] = None) -> int:
+    """Slices of the network grid a slice-wise model reads `box` on with three views (their crop has a
+    through-plane margin): what the depth limit (networks.THREE_VIEWS_MAX_DEPTH) is judged on."""
+    return plan_for(box, image, dict(input_cfg, slicewise_views=3), margin_mm).out_shape[0]
+
+
 def default_views3d(views3d: Optional[int] = None, model3d: Union[str, Path, None] = None) -> int:
     """The views a BoxSegmenter(model3d=..., views3d=...) reads a 3D box with before the thin-box and depth
     rules: `views3d`, else the 3D model's own (1 for a network that is not slice-wise). Reads the manifest
@@ -161,8 +167,7 @@ class BoxSegmenter:
             if views == 3 and box is not None and min(box.size) < min_side:
                 views = 1
             if views == 3 and box is not None and image is not None and max_depth is not None:
-                three = plan_for(box, image, dict(cfg, slicewise_views=3), margin_mm)
-                views = 1 if three.out_shape[0] > max_depth else 3
+                views = 1 if three_view_depth(box, image, cfg, margin_mm) > max_depth else 3
         sym = (symmetries or self.symmetries or int(cfg.get("symmetries", 1))) if planar else 1
         key = (dim, views, sym)
         if key not in self._models:

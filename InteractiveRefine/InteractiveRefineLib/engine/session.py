@@ -102,6 +102,13 @@ class _Context:
         return m
 
 
+def box_model(segmenter, config: "finetune.RefineConfig", box: Box, image: Image):
+    """(network, manifest) `segmenter` reads `box` of `image` with under `config`: its views, thin-box and
+    depth rules and margin (BoxSegmenter.model)."""
+    return segmenter.model(box.dim, config.views3d, box, config.three_views_min_side, image=image,
+                           margin_mm=config.margin_mm, max_depth=config.three_views_max_depth)
+
+
 class InteractiveSession:
     """Box, scribbles and refinement of one or more objects in one image.
 
@@ -339,9 +346,7 @@ class InteractiveSession:
             raise PromptError(f"reference of shape {np.shape(reference)} does not match the image {self.image.shape}")
 
     def _new_context(self, box: Box) -> _Context:
-        net, manifest = self.segmenter.model(box.dim, self.config.views3d, box, self.config.three_views_min_side,
-                                             image=self.image, margin_mm=self.config.margin_mm,
-                                             max_depth=self.config.three_views_max_depth)
+        net, manifest = box_model(self.segmenter, self.config, box, self.image)
         spec = plan_for(box, self.image, manifest.get("input", {}), self.config.margin_mm)
         per_view, views = next(net.head.parameters()).shape[1], getattr(net, "views", 1)
         # three views also hold one view's buffer while reading across W (networks.SliceWise._fill_across)

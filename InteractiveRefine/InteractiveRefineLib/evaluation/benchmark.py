@@ -177,14 +177,15 @@ def run_benchmark(dataset, out, labels: Optional[Sequence[int]] = None, cases: O
     from ..engine.inference import BoxSegmenter, default_views3d
     # the views asked of 3D boxes (before the thin-box and depth rules) and the precision the networks run in,
     # so a folder of other views or precision (an earlier default, another CPU) is refused, not resumed with a mix
-    low = use_bf16_cpu(precision or "auto") and choose_device(device).type == "cpu"
+    dev = choose_device(device)  # once: a missing CUDA is reported once
+    low = use_bf16_cpu(precision or "auto") and dev.type == "cpu"
     settings.update(views3d=default_views3d((config.views3d if config is not None else None) or views3d),
                     precision="bfloat16" if low else "float32")
     store = ResumableResults(out, settings)
     done = store.check()  # before any computing: another run's folder is refused
     if done:
         log.warning("resuming %s: %d of %d case(s) already done", out, len(done), len(case_ids))
-    segmenter = BoxSegmenter(device=device, views3d=views3d, precision=precision or "auto")
+    segmenter = BoxSegmenter(device=str(dev), views3d=views3d, precision=precision or "auto")
     store.start()
     t0 = time.monotonic()
     for case_id in tqdm([c for c in case_ids if c not in done], desc="benchmark", unit="case",

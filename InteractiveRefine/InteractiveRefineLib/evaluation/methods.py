@@ -23,7 +23,7 @@ from ..core.prompts import Box
 from ..engine.finetune import RefineConfig
 from ..engine.inference import BoxSegmenter, predict_box
 from ..engine.scribbles import Scribbles, rows_in
-from ..engine.session import InteractiveSession
+from ..engine.session import InteractiveSession, box_model
 
 METHODS = ("bifseg", "bifseg_unsup", "cnn+crf", "cnn", "graphcut", "random_walker", "filled_box")
 ROUND0_ONLY = ("bifseg_unsup",)
@@ -68,11 +68,9 @@ class _CnnRunner:
         self.config = config or RefineConfig()
 
     def start(self) -> Result:
-        c = self.config
-        net, manifest = self.segmenter.model(self.box.dim, c.views3d, self.box, c.three_views_min_side,
-                                             image=self.image, margin_mm=c.margin_mm, max_depth=c.three_views_max_depth)
+        net, manifest = box_model(self.segmenter, self.config, self.box, self.image)
         self.pred = predict_box(net, manifest.get("input", {}), self.image, self.box, self.segmenter.device,
-                                c.margin_mm)
+                                self.config.margin_mm)
         return self.pred.mask, self.pred.seconds
 
     def update(self, scribbles: Scribbles) -> Result:
