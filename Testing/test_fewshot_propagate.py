@@ -127,8 +127,9 @@ def test_propagation_applies_the_regrowth_stop_to_the_automatic_range_with_the_b
     assert given.slices == (z0, z1) and given.info["carried_regrow"] is None
     plain = propagate(default_segmenter, img, lab, k, 2, carried_regrow=(1.01, 1.0))   # no box network: not used
     assert plain.info["carried_regrow"] is None
-    with pytest.raises(PromptError, match="carried_regrow"):
-        propagate(default_segmenter, img, lab, k, 2, carried_regrow=(0.9, -1.0))
+    for rng in (None, (z0, z1)):  # refused with a given range too, where it is not used
+        with pytest.raises(PromptError, match="carried_regrow"):
+            propagate(default_segmenter, img, lab, k, 2, slices=rng, carried_regrow=(0.9, -1.0))
 
 
 def test_the_3d_box_pass_redoes_the_organ_inside_its_box_and_keeps_the_annotated_slice(default_segmenter, chaos8,

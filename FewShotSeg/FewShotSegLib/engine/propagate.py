@@ -174,7 +174,9 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     check_views(box3d_views, "box3d_views")
     if dark_stop is not None and not float(dark_stop) >= 0:
         raise PromptError(f"dark_stop must be a number of standard deviations >= 0, or None (got {dark_stop})")
-    regrow_stop = check_regrow(carried_regrow) if slices is None else None
+    regrow_stop = check_regrow(carried_regrow)  # checked with any range, used with the automatic one only
+    if slices is not None:
+        regrow_stop = None
     n = image.shape[axis]
     k0, k1 = propagation_range(slice_index, slices, n)  # before the box network is tuned
     annotation = np.take(label, slice_index, axis=axis) == sup.label
