@@ -1,4 +1,6 @@
 """Same-scan propagation: one annotated slice segments the rest of the organ in the same scan."""
+import json
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,8 @@ from FewShotSegLib.engine.propagate import CARRIED_REGROW, RegrowthStop, check_r
 from FewShotSegLib.engine.protocol import organ_slices
 from FewShotSegLib.engine.segment import FewShotSegmenter, make_supports
 from FewShotSegLib.evaluation.evaluate import support_copy
+from FewShotSegLib.options import BOX_PRECISIONS
+from InteractiveRefineLib.core.device import PRECISIONS, cpu_bf16_supported
 from InteractiveRefineLib.core.errors import PromptError
 from InteractiveRefineLib.core.image_io import read_label
 from InteractiveRefineLib.core.metrics import dice
@@ -163,6 +167,13 @@ def test_propagate_command_and_its_refusals(default_segmenter, chaos8, tmp_path,
     assert rc == 0
     pred = read_label(out)
     assert set(np.unique(pred)) == {0, 2} and not pred[:5].any() and not pred[16:].any() and pred[12].any()
+    assert BOX_PRECISIONS == PRECISIONS  # the torch-free options module keeps its own copy
+    native = "bfloat16" if cpu_bf16_supported() else "float32"
+    assert json.loads(capsys.readouterr().out)["box_precision"] == native
+    rc = main(["--threads", "1", "segment", "--propagate", "--support-image", str(img), "--support-label", str(lab),
+               "--slice", "12", "--label", "2", "--range", "11:13", "--out", str(out), "--device", "cpu",
+               "--no-exemplar-tuning", "--no-box3d", "--box-precision", "fp32"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["box_precision"] == "float32"
     bad = [(["--label", "1", "--label", "2"], "one organ"),
            (["--query", str(data / "imagesTr/chaos_36.nii.gz")], "itself"),
            (["--no-box-network", "--no-exemplar-tuning"], "--no-box-network turns off"),

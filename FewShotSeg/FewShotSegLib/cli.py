@@ -85,6 +85,8 @@ def check_evaluate_options(a, protocol: bool) -> None:
                           "(--pairs, or a folder other than CHAOS)")
     if a.steps is not None and not a.train:
         raise PromptError("--steps: the training steps of --train; without --train nothing is trained")
+    if a.box_precision is not None and not a.follow_box:
+        raise PromptError("--box-precision: the box network's, which only --follow-box uses")
 
 
 def _progress_printer(prefix: str):
@@ -161,6 +163,7 @@ def cmd_segment(a) -> int:
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
                       "adapted": bool(a.adapt), "followed": bool(a.follow), "box_network": box is not None,
+                      "box_precision": box.precision if box is not None else None,
                       "warnings": warnings}))
     return 0
 
@@ -233,7 +236,7 @@ def cmd_evaluate(a) -> int:
         box = None
         if a.follow_box:  # not protocol-clean: the box network saw CHAOS liver/spleen labels and these images
             from InteractiveRefineLib.engine.inference import BoxSegmenter
-            box = BoxSegmenter(device=a.device)
+            box = BoxSegmenter(device=a.device, precision=a.box_precision or "auto")
 
         def follower(seg, q_img, mask, slices):
             return follow(seg, q_img, mask, 0, slices, box_segmenter=box)
@@ -265,8 +268,9 @@ def cmd_evaluate(a) -> int:
             records = evaluate_chaos(ds, a.setting, parse_range(a.folds), out, model_for, a.range, adapter,
                                      a.device, progress=show, start=a.start, follow=follower)
             title = (f"CHAOS T2-SPIR few-shot protocol, setting {a.setting} (start {a.start}"
-                     + ("; followed through each query with the box network: NOT protocol-clean, the box network "
-                        "was trained on CHAOS liver/spleen labels and these patients' images)" if a.follow_box
+                     + (f"; followed through each query with the box network ({box.precision}): NOT protocol-"
+                        "clean, the box network was trained on CHAOS liver/spleen labels and these patients' images)"
+                        if a.follow_box
                         else "; followed through each query by same-scan propagation)" if a.follow else ")"))
     else:
         pairs = sample_pairs(ds.case_ids, a.pairs or 20, a.seed)
@@ -303,6 +307,7 @@ def cmd_demo(a) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .options import (
+        BOX_PRECISIONS,
         add_adapt_steps,
         add_pretrain_parser,
         add_propagate,
@@ -387,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--follow-box", action="store_true",
                    help="--follow with InteractiveRefine's box network carried slice to slice: not protocol-clean "
                         "(that network was trained on CHAOS liver/spleen labels and these patients' images)")
+    e.add_argument("--box-precision", choices=BOX_PRECISIONS, default=None,
+                   help="with --follow-box: the box network's CPU inference, auto (bfloat16 where the CPU has it "
+                        "natively, the default) or fp32 (float32)")
     e.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     add_start_argument(e)
     add_adapt_steps(e)

@@ -11,6 +11,7 @@ from pathlib import Path
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
 CHECKPOINT_ROOT = Path(__file__).resolve().parents[2] / "checkpoints" / "fewshot"
 PRETRAINED = CHECKPOINT_ROOT / "pretrained_external.json"
+BOX_PRECISIONS = ("auto", "fp32")  # InteractiveRefineLib.core.device.PRECISIONS (that module imports torch)
 
 
 def add_start_argument(p: argparse.ArgumentParser) -> None:
@@ -160,6 +161,10 @@ def add_propagate(s: argparse.ArgumentParser) -> None:
                    help="with --propagate or --follow and an automatic range: do not end the range where the carried "
                         "mask widens again after shrinking (propagate.RegrowthStop; chosen on training patients, "
                         "docs/fewshot.md)")
+    s.add_argument("--box-precision", choices=BOX_PRECISIONS, default=None,
+                   help="with --propagate or --follow: the box network's CPU inference, auto (bfloat16 where the CPU "
+                        "has it natively, the default) or fp32 (float32, as the propagation results in docs/fewshot.md "
+                        "were measured); the few-shot network always computes in float32")
     s.add_argument("--no-exemplar-tuning", action="store_true",
                    help="with --propagate or --follow: use the box network as shipped (by default its head is first "
                         "tuned for 30 steps on the annotated slice; chosen on validation patients, docs/fewshot.md)")
@@ -174,11 +179,14 @@ def check_propagation_flags(a) -> None:
     given = [flag for flag, on in (("--no-box-network", a.no_box_network), ("--no-box3d", a.no_box3d),
                                    ("--no-dark-stop", a.no_dark_stop), ("--no-regrow-stop", a.no_regrow_stop),
                                    ("--no-exemplar-tuning", a.no_exemplar_tuning),
-                                   ("--propagate-mode", a.propagate_mode is not None)) if on]
+                                   ("--propagate-mode", a.propagate_mode is not None),
+                                   ("--box-precision", a.box_precision is not None)) if on]
     if given and not (a.propagate or getattr(a, "follow", False)):
         raise PromptError(f"{', '.join(given)}: only same-scan propagation reads this; give --propagate or --follow")
     if a.no_exemplar_tuning and a.no_box_network:
         raise PromptError("--no-exemplar-tuning concerns the box network, which --no-box-network turns off")
+    if a.box_precision is not None and a.no_box_network:
+        raise PromptError("--box-precision concerns the box network, which --no-box-network turns off")
     if a.no_box3d and a.no_box_network:
         raise PromptError("--no-box3d concerns the box network, which --no-box-network turns off")
     if a.no_box3d and parse_slices(a.range) is None:
@@ -196,7 +204,7 @@ def propagation_setup(a):
     box = None
     if not a.no_box_network:
         from InteractiveRefineLib.engine.inference import BoxSegmenter
-        box = BoxSegmenter(device=a.device)
+        box = BoxSegmenter(device=a.device, precision=a.box_precision or "auto")
     kw = {"box_exemplar": None} if a.no_exemplar_tuning else {}
     if a.propagate_mode:
         kw["mode"] = a.propagate_mode
@@ -242,6 +250,7 @@ def cmd_propagate(a) -> int:
     print(json.dumps({"out": str(a.out), "labels": sorted(result.probabilities), "slices": [first, stop - 1],
                       "voxels": {int(k): int((result.labels == k).sum()) for k in result.probabilities},
                       "propagated": True, "mode": result.info["mode"], "box_network": box is not None,
+                      "box_precision": box.precision if box is not None else None,
                       "box_exemplar": result.info["box_exemplar"], "box3d_views": result.info["box3d_views"],
                       "dark_stop": result.info["dark_stop"], "carried_regrow": result.info["carried_regrow"]}))
     return 0

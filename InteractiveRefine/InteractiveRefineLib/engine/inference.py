@@ -130,6 +130,12 @@ class BoxSegmenter:
         self._models: Dict[Any, Any] = {}
         self._fixed: Dict[int, Any] = {}
 
+    @property
+    def precision(self) -> str:
+        """What the networks' features compute in here: 'bfloat16' (precision 'auto' on a CPU with native
+        bfloat16) or 'float32' (precision 'fp32', a CPU without it, or a GPU)."""
+        return "bfloat16" if self.bf16_cpu and torch.device(self.device).type == "cpu" else "float32"
+
     def override(self, dim: int, net: torch.nn.Module, manifest: Dict[str, Any]) -> "BoxSegmenter":
         """A copy that serves `net` (ready to run, e.g. exemplar-tuned or a studied variant) with `manifest`
         for every `dim`-D box, whatever the views or symmetries asked; the other models are shared."""
