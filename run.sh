@@ -18,8 +18,10 @@ fi
 PY="$VENV/bin/python"
 stamp="$VENV/.adaptiveseg-setup"
 if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
-    echo "[setup] installing torch==$TORCH_VERSION"
-    "$PY" -m pip install --quiet "torch==$TORCH_VERSION"
+    echo "[setup] installing torch==$TORCH_VERSION${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL}"
+    # the configured index gives the CPU build on this project's machines; on plain PyPI (Linux) it would be
+    # the CUDA build: TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu ./run.sh ... asks for the CPU one
+    "$PY" -m pip install --quiet ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==$TORCH_VERSION"
     rm -f "$stamp"
 fi
 if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ] \
