@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One entry point: sets up what is missing (a virtual environment, torch==2.13.0 first so that no CUDA
-# build is pulled on a CPU machine, then requirements and the project), then runs the command.
+# One entry point: sets up what is missing (a virtual environment, torch==2.13.0 first, on its own, so that
+# TORCH_INDEX_URL can pick its build; then requirements and the project), then runs the command.
 #   ./run.sh demo [--out DIR]     the demo on the embedded sample
 #   ./run.sh test [pytest args]   the test suite
 #   ./run.sh fewshot <args>       any FewShotSeg command, e.g. ./run.sh fewshot demo

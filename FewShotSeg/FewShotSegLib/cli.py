@@ -96,6 +96,8 @@ def _progress_printer(prefix: str):
 
 
 def cmd_segment(a) -> int:
+    from .options import check_adapt_options
+    check_adapt_options(a)
     if a.propagate and a.follow:
         raise PromptError("--follow follows a few-shot prediction; --propagate already segments the support scan")
     if a.propagate:
@@ -211,12 +213,14 @@ def cmd_evaluate(a) -> int:
     from .engine.models import fold_model_name, models_dir
     from .evaluation.evaluate import evaluate_chaos, evaluate_pairs, evaluate_training_pairs, sample_pairs
     from .evaluation.summary import write_summary
-    from .options import adapt_config
+    from .options import adapt_config, check_adapt_options
+    check_adapt_options(a)
     out = check_output_folder(a.out, files=("results.jsonl", "summary.md"), inputs=(a.dataset,))
     ds = DecathlonDataset(a.dataset)
     protocol = is_chaos_protocol(ds) and not a.pairs
     if (a.follow or a.follow_box) and not (protocol and not a.validate):
-        raise PromptError("--follow is measured on the CHAOS protocol (no --pairs, no --validate)")
+        flag = "--follow-box" if a.follow_box else "--follow"
+        raise PromptError(f"{flag} is measured on the CHAOS protocol (no --pairs, no --validate)")
     check_evaluate_options(a, protocol)
     a.setting, a.folds, a.steps = a.setting or 2, a.folds or "0-4", a.steps or 1000
     labels = None

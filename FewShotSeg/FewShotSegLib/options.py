@@ -29,6 +29,15 @@ def add_adapt_steps(p: argparse.ArgumentParser) -> None:
                    help="stage-2 (pseudo-label) adaptation steps (default: AdaptConfig)")
 
 
+def check_adapt_options(a) -> None:
+    """Refuse the adaptation's step counts and time cap without --adapt, where nothing would read them."""
+    from InteractiveRefineLib.core.errors import PromptError
+    given = [flag for flag, value in (("--adapt-steps", a.adapt_steps), ("--adapt-pseudo-steps", a.adapt_pseudo_steps),
+                                      ("--adapt-seconds", a.adapt_seconds)) if value is not None]
+    if given and not a.adapt:
+        raise PromptError(f"{', '.join(given)}: settings of the exemplar adaptation, which runs only with --adapt")
+
+
 def adapt_config(a):
     """AdaptConfig from the parsed options: step counts, and the time cap only when --adapt-seconds is given."""
     from .engine.adapt import AdaptConfig
@@ -229,6 +238,8 @@ def cmd_propagate(a) -> int:
         raise PromptError("--propagate segments the support image itself; leave --query out (or give the same file)")
     if a.adapt:
         raise PromptError("--propagate does not combine with --adapt")
+    if a.range == "all":  # plain segment's raw answer on every slice; propagation follows the organ
+        raise PromptError("--propagate takes --range auto (it stops where the organ ends) or FIRST:LAST, not all")
     check_propagation_flags(a)
     check_output_file(a.out, inputs=(a.support_image, a.support_label))
     img = read_image(a.support_image, "image")

@@ -1,4 +1,5 @@
-"""Command line: python -m InteractiveRefineLib {demo,train,benchmark,analyze-logs} ..."""
+"""Command line: python -m InteractiveRefineLib {demo,segment,benchmark,train,train-box,analyze-logs,panel-timing,
+large-volume} ..."""
 from __future__ import annotations
 
 import argparse
