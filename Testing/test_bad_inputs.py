@@ -141,6 +141,8 @@ CLI_CASES = [
     ("--propagate --range all", seg(query="{support}", range="all") + ["--propagate"], "not all"),
     ("evaluate --follow-box in pair evaluation", ["fs", "evaluate", "--dataset", str(CHAOS), "--pairs", "2",
                                                   "--follow-box", "--out", "{tmp}/e"], "--follow-box is measured on"),
+    ("evaluate --follow --follow-box", ["fs", "evaluate", "--dataset", str(CHAOS), "--follow", "--follow-box",
+                                        "--out", "{tmp}/e"], "give one of them"),
     ("evaluate --box-precision without --follow-box", ["fs", "evaluate", "--dataset", str(CHAOS), "--box-precision",
                                                        "fp32", "--out", "{tmp}/e"], "only --follow-box uses"),
     ("train-box --stop-after-minutes -1", ["ir", "train-box", "--stop-after-minutes", "-1", "--out", "{tmp}/m.json"],

@@ -85,8 +85,6 @@ def check_evaluate_options(a, protocol: bool) -> None:
                           "(--pairs, or a folder other than CHAOS)")
     if a.steps is not None and not a.train:
         raise PromptError("--steps: the training steps of --train; without --train nothing is trained")
-    if a.box_precision is not None and not a.follow_box:
-        raise PromptError("--box-precision: the box network's, which only --follow-box uses")
 
 
 def _progress_printer(prefix: str):
@@ -215,6 +213,10 @@ def cmd_evaluate(a) -> int:
     from .evaluation.summary import write_summary
     from .options import adapt_config, check_adapt_options
     check_adapt_options(a)
+    if a.box_precision is not None and not a.follow_box:
+        raise PromptError("--box-precision: the box network's, which only --follow-box uses")
+    if a.follow and a.follow_box:
+        raise PromptError("--follow-box is --follow with the box network: give one of them")
     out = check_output_folder(a.out, files=("results.jsonl", "summary.md"), inputs=(a.dataset,))
     ds = DecathlonDataset(a.dataset)
     protocol = is_chaos_protocol(ds) and not a.pairs

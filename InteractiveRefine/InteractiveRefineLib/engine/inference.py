@@ -132,8 +132,9 @@ class BoxSegmenter:
 
     @property
     def precision(self) -> str:
-        """What the networks' features compute in here: 'bfloat16' (precision 'auto' on a CPU with native
-        bfloat16) or 'float32' (precision 'fp32', a CPU without it, or a GPU)."""
+        """What the 2D network's features (also run slice by slice in 3D boxes, the shipped box3d) compute in:
+        'bfloat16' (precision 'auto' on a CPU with native bfloat16) or 'float32' (precision 'fp32', a CPU without
+        it, or a GPU). A 3D PC-Net always computes in float32."""
         return "bfloat16" if self.bf16_cpu and torch.device(self.device).type == "cpu" else "float32"
 
     def override(self, dim: int, net: torch.nn.Module, manifest: Dict[str, Any]) -> "BoxSegmenter":
