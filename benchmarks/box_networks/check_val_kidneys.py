@@ -1,0 +1,59 @@
+"""Would the validation set have seen the kidney loss? The CHAOS VALIDATION patients' kidneys (never trained
+on by any box network; not test patients) with the shipped network and the tenth session's candidate: tight
+2D boxes on the slices at 25/50/75% of each kidney (as train_box.validate) and the 3D box, the box step as the
+session runs it (network + CRF; 3D with the shipped default, three views). A check, not a selection.
+Usage (repository root): python benchmarks/box_networks/check_val_kidneys.py OUT.md"""
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from InteractiveRefineLib.core.data import DecathlonDataset, split_for
+from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.core.prompts import box_from_mask, validate_box
+from InteractiveRefineLib.engine.inference import BoxSegmenter
+from InteractiveRefineLib.engine.session import InteractiveSession
+from InteractiveRefineLib.training.box_samples import MIN_AREA
+from InteractiveRefineLib.training.train_box import install_models
+
+CANDIDATE = Path("checkpoints/box2d/best_it6800.json")
+KIDNEYS = {2: "right kidney", 3: "left kidney"}
+
+
+def box_step(segmenter, image, box):
+    return InteractiveSession(image, segmenter, device="cpu").set_box(box).astype(bool)
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    ds = DecathlonDataset("../shared/data/chaos-t2spir")
+    tmp = Path(tempfile.mkdtemp())
+    p2, p3 = install_models(CANDIDATE, tmp)
+    segs = {"shipped (2400)": BoxSegmenter(device="cpu"),
+            "candidate (6800)": BoxSegmenter(model2d=p2, model3d=p3, device="cpu")}
+    rows = {name: {"2d": [], "3d": []} for name in segs}
+    lines = ["| case | kidney | network | 2D (3 slices) | 3D |", "|---|---|---|---|---|"]
+    for case in split_for(ds)["val"]:
+        image, label = ds.load(case)
+        for lab, name in KIDNEYS.items():
+            m = label == lab
+            areas = m.sum(axis=(1, 2))
+            ks = np.nonzero(areas >= MIN_AREA)[0]
+            picks = sorted({int(ks[int(q * (len(ks) - 1))]) for q in (0.25, 0.5, 0.75)})
+            for net, seg in segs.items():
+                d2 = [dice(box_step(seg, image, validate_box(box_from_mask(m, 0, k), m.shape))[k], m[k])
+                      for k in picks]
+                d3 = dice(box_step(seg, image, box_from_mask(m)), m)
+                rows[net]["2d"] += d2
+                rows[net]["3d"].append(d3)
+                lines.append(f"| {case} | {name} | {net} | {np.mean(d2):.3f} | {d3:.3f} |")
+    lines += ["", "| network | mean 2D | mean 3D |", "|---|---|---|"]
+    lines += [f"| {net} | {np.mean(r['2d']):.3f} | {np.mean(r['3d']):.3f} |" for net, r in rows.items()]
+    out.write_text(__doc__.split("\n")[0] + "\n\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
