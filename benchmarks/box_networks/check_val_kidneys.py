@@ -12,11 +12,10 @@ import torch
 
 from InteractiveRefineLib.core.data import DecathlonDataset, split_for
 from InteractiveRefineLib.core.metrics import dice
-from InteractiveRefineLib.core.prompts import box_from_mask, validate_box
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 from InteractiveRefineLib.engine.session import InteractiveSession
-from InteractiveRefineLib.training.box_samples import MIN_AREA
-from InteractiveRefineLib.training.train_box import install_models
+from InteractiveRefineLib.training.box_sources import Volume
+from InteractiveRefineLib.training.train_box import install_models, validation_cases
 
 CANDIDATE = Path("checkpoints/box2d/best_it6800.json")
 KIDNEYS = {2: "right kidney", 3: "left kidney"}
@@ -35,20 +34,15 @@ def main(out: Path) -> None:
             "candidate (6800)": BoxSegmenter(model2d=p2, model3d=p3, device="cpu")}
     rows = {name: {"2d": [], "3d": []} for name in segs}
     lines = ["| case | kidney | network | 2D (3 slices) | 3D |", "|---|---|---|---|---|"]
-    for case in split_for(ds)["val"]:
-        image, label = ds.load(case)
-        for lab, name in KIDNEYS.items():
-            m = label == lab
-            areas = m.sum(axis=(1, 2))
-            ks = np.nonzero(areas >= MIN_AREA)[0]
-            picks = sorted({int(ks[int(q * (len(ks) - 1))]) for q in (0.25, 0.5, 0.75)})
-            for net, seg in segs.items():
-                d2 = [dice(box_step(seg, image, validate_box(box_from_mask(m, 0, k), m.shape))[k], m[k])
-                      for k in picks]
-                d3 = dice(box_step(seg, image, box_from_mask(m)), m)
-                rows[net]["2d"] += d2
-                rows[net]["3d"].append(d3)
-                lines.append(f"| {case} | {name} | {net} | {np.mean(d2):.3f} | {d3:.3f} |")
+    volumes = [Volume(case, "chaos_kidneys", *ds.load(case), tuple(KIDNEYS), KIDNEYS)
+               for case in split_for(ds)["val"]]
+    for _, v, lab, m, boxes2d, box3d in validation_cases(volumes):  # the slices train_box.validate reads
+        for net, seg in segs.items():
+            d2 = [dice(box_step(seg, v.image, b)[b.lo[0]], m[b.lo[0]]) for b in boxes2d]
+            d3 = dice(box_step(seg, v.image, box3d), m)
+            rows[net]["2d"] += d2
+            rows[net]["3d"].append(d3)
+            lines.append(f"| {v.name} | {KIDNEYS[lab]} | {net} | {np.mean(d2):.3f} | {d3:.3f} |")
     lines += ["", "| network | mean 2D | mean 3D |", "|---|---|---|"]
     lines += [f"| {net} | {np.mean(r['2d']):.3f} | {np.mean(r['3d']):.3f} |" for net, r in rows.items()]
     title = ("# CHAOS validation patients' kidneys: the shipped box network and the tenth session's candidate "
