@@ -41,6 +41,12 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
+def bf16_applies(bf16_cpu: bool, device) -> bool:
+    """Whether bfloat16 asked for the CPU (use_bf16_cpu) applies on `device` (a torch.device or its name): the
+    box networks compute in bfloat16 on the CPU only."""
+    return bool(bf16_cpu) and torch.device(device).type == "cpu"
+
+
 def use_bf16_cpu(precision: str) -> bool:
     """'auto': the box networks' CPU inference in bfloat16 where the CPU has it natively; 'fp32': never."""
     if not isinstance(precision, str) or precision.lower() not in PRECISIONS:

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import torch
 
-from ..core.device import choose_device, use_bf16_cpu
+from ..core.device import bf16_applies, choose_device, use_bf16_cpu
 from ..core.geometry import CropSpec, extract, normalize, paste, plan_crop, region_box_mask, to_grid
 from ..core.image_io import Image, validate_image
 from ..core.prompts import Box, validate_box
@@ -135,7 +135,7 @@ class BoxSegmenter:
         """What the 2D network's features (also run slice by slice in 3D boxes, the shipped box3d) compute in:
         'bfloat16' (precision 'auto' on a CPU with native bfloat16) or 'float32' (precision 'fp32', a CPU without
         it, or a GPU). A 3D PC-Net always computes in float32."""
-        return "bfloat16" if self.bf16_cpu and torch.device(self.device).type == "cpu" else "float32"
+        return "bfloat16" if bf16_applies(self.bf16_cpu, self.device) else "float32"
 
     def override(self, dim: int, net: torch.nn.Module, manifest: Dict[str, Any]) -> "BoxSegmenter":
         """A copy that serves `net` (ready to run, e.g. exemplar-tuned or a studied variant) with `manifest`

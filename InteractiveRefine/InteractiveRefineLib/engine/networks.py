@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..core.device import bf16_applies
+
 
 def _conv_block(dim: int, c_in: int, c_out: int, n_layers: int, dilation, kernel) -> nn.Sequential:
     conv = nn.Conv2d if dim == 2 else nn.Conv3d
@@ -85,7 +87,7 @@ class DilatedNet(nn.Module):
 
     def low_precision(self, x: torch.Tensor) -> bool:
         """Whether `raw_features(x)` runs (and returns) bfloat16."""
-        return self.bf16_cpu and x.device.type == "cpu" and not torch.is_grad_enabled()
+        return bf16_applies(self.bf16_cpu, x.device) and not torch.is_grad_enabled()
 
     def raw_features(self, x: torch.Tensor) -> torch.Tensor:
         """`features`, in bfloat16 and channels-last where `bf16_cpu` applies (the caller converts once)."""

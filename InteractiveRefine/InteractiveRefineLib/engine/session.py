@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..core.device import OutOfMemoryError
+from ..core.device import OutOfMemoryError, bf16_applies
 from ..core.errors import CancelledError, ModelError, PromptError
 from ..core.geometry import (
     CropSpec,
@@ -352,7 +352,7 @@ class InteractiveSession:
         # three views also hold one view's buffer while reading across W (networks.SliceWise._fill_across)
         channels = per_view * (views + (views == 3)) if self.config.head_only else 0
         # bfloat16 feature volumes only from the slice-wise network (a 2D network's features are float32)
-        low = getattr(getattr(net, "net", None), "bf16_cpu", False) and self.device.type == "cpu"
+        low = bf16_applies(getattr(getattr(net, "net", None), "bf16_cpu", False), self.device)
         check_memory(box_step_bytes(spec.region_shape, self.image.shape, spec.out_shape, channels, 2 if low else 4),
                      f"segmenting the {box.dim}D box {box.lo}-{box.hi} (crop {spec.region_shape})")
         return _Context(self.image, box, net, manifest.get("input", {}), self.device, self.config.head_only,

@@ -173,12 +173,12 @@ def run_benchmark(dataset, out, labels: Optional[Sequence[int]] = None, cases: O
         dataset=str(Path(dataset).resolve()), labels=label_ids, cases=case_ids, jitter=jitter, dims=dims,
         methods=methods, slice_step=slice_step, min_area=min_area, seed=seed, rounds=rounds, driver=driver,
         config=vars(config) if config is not None else None)
-    from ..core.device import choose_device, use_bf16_cpu
+    from ..core.device import bf16_applies, choose_device, use_bf16_cpu
     from ..engine.inference import BoxSegmenter, default_views3d
     # the views asked of 3D boxes (before the thin-box and depth rules) and the precision the networks run in,
     # so a folder of other views or precision (an earlier default, another CPU) is refused, not resumed with a mix
     dev = choose_device(device)  # once: a missing CUDA is reported once
-    low = use_bf16_cpu(precision or "auto") and dev.type == "cpu"
+    low = bf16_applies(use_bf16_cpu(precision or "auto"), dev)
     settings.update(views3d=default_views3d((config.views3d if config is not None else None) or views3d),
                     precision="bfloat16" if low else "float32")
     store = ResumableResults(out, settings)
