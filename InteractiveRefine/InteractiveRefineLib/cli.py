@@ -131,6 +131,9 @@ def check_outputs(args) -> None:
     elif cmd == "train-box":  # before the first iteration, not at the first validation
         check_output_file(args.out, suffixes=(".json",))
         check_output_folder(args.run_dir, "--run-dir", files=("last.json", "last.safetensors"))
+        if args.init_from:
+            from .engine.models import read_manifest
+            read_manifest(args.init_from)
 
 
 def _add_large_volume(sub) -> None:

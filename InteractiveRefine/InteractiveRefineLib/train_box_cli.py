@@ -6,13 +6,16 @@ from typing import List
 
 
 def add_train_box(sub) -> None:
-    from .core.argtypes import non_negative_float, positive_float, positive_int
+    from .core.argtypes import fraction, non_negative_float, non_negative_int, positive_float, positive_int
     from .core.threads import threads_arg
     p = sub.add_parser("train-box", help="train the class-agnostic box network (2D, also run slice by slice in "
                                          "3D boxes) on every dataset of ../shared/data; resumable")
     p.add_argument("--out", default="runs/box2d/pnet2d.json", help="best validation model (NAME.json)")
     p.add_argument("--run-dir", default="checkpoints/box2d", help="checkpoint folder (last.json/.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/last.json")
+    p.add_argument("--init-from", metavar="MODEL.json",
+                   help="start a new run from this box model's weights (new optimiser and schedule); it is "
+                        "validated first and its score is the bar a saved best must beat")
     p.add_argument("--data-root", help="the shared data folder (default ../shared/data)")
     p.add_argument("--max-iters", type=positive_int, default=12000, help="length of the cosine schedule")
     p.add_argument("--stop-after-minutes", type=non_negative_float, default=0.0,
@@ -21,6 +24,13 @@ def add_train_box(sub) -> None:
     p.add_argument("--val-every", type=positive_int, default=250)
     p.add_argument("--batch", type=positive_int, default=16)
     p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--warmup", type=non_negative_int, default=200, help="iterations of linear learning-rate warm-up")
+    p.add_argument("--pseudo-sampling", choices=("group", "volume"), default="group",
+                   help="the image of a pseudo-object: a random dataset group, then one of its volumes (default), "
+                        "or any volume (sessions 8-10: most pseudo-objects then came from hippocampus crops)")
+    p.add_argument("--union-fraction", type=fraction, default=0.3,
+                   help="share of labelled samples whose object is a structure with 1-3 structures touching it "
+                        "(0: single structures only, as in sessions 8-10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--threads", type=threads_arg, default=1,
@@ -34,7 +44,9 @@ def add_train_box(sub) -> None:
 def run_train_box(args, argv: List[str]) -> int:
     from .training.train_box import BoxTrainConfig, train_box
     cfg = BoxTrainConfig(out=args.out, run_dir=args.run_dir, data_root=args.data_root, batch=args.batch,
-                         lr=args.lr, max_iters=args.max_iters, stop_after_minutes=args.stop_after_minutes,
+                         lr=args.lr, warmup=args.warmup, max_iters=args.max_iters,
+                         pseudo_by_group=args.pseudo_sampling == "group", init_from=args.init_from,
+                         union_fraction=args.union_fraction, stop_after_minutes=args.stop_after_minutes,
                          ckpt_minutes=args.ckpt_minutes, val_every=args.val_every, seed=args.seed,
                          device=args.device, threads=args.threads,
                          command="python -m InteractiveRefineLib " + " ".join(shlex.quote(a) for a in argv))

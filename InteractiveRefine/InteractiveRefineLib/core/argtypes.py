@@ -42,3 +42,11 @@ def positive_float(text: str) -> float:
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number >= 0 (0: off, e.g. a time limit)."""
     return _finite(text, True)
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1] (a share of samples)."""
+    v = _finite(text, True)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return v

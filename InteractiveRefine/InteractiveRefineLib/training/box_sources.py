@@ -6,9 +6,10 @@ Everything comes from `../shared/data` (see each PROVENANCE.md) and is split by 
   spinal cord (T1w, T2w), the spleen CT crop, fetal brain tissues except cortex and corpus callosum
   (all 15 atlases), the adult brain's 158 automatic parcels (training only), the TotalSegmentator CT and
   MR structures except the kidneys; plus label-free pseudo-objects (pseudo_objects.py) of all of these.
-- val (model selection): CHAOS validation patients (liver, spleen), 30 other hippocampus subjects, cord
-  grey and white matter of the T2* and MT contrasts, fetal cortex and corpus callosum on the five
-  non-operated atlases (GA 21-25).
+- val (model selection): CHAOS validation patients (liver, spleen; and their kidneys, a group of its own:
+  an abdominal organ no training patient shows, the test's kind of object on other patients), 30 other
+  hippocampus subjects, cord grey and white matter of the T2* and MT contrasts, fetal cortex and corpus
+  callosum on the five non-operated atlases (GA 21-25).
 - eval (benchmarks only, never selection): CHAOS test patients (kidneys unseen), the last 30 hippocampus
   subjects, fetal cortex and corpus callosum on the ten operated atlases, the brain tumour set
   (evaluation only, never in any training).
@@ -112,6 +113,7 @@ def recipe(part: str) -> List[Dict]:
                      labels=None, excluded_labels=list(TOTALSEG_KIDNEYS))]
     if part == "val":
         return [dict(dataset="chaos-t2spir", group="chaos", cases=chaos["val"], labels=[1, 4]),
+                dict(dataset="chaos-t2spir", group="chaos_kidneys_val", cases=chaos["val"], labels=[2, 3]),
                 dict(dataset="msd-hippocampus", group="hippocampus", cases=hip["val"], labels=[1, 2]),
                 dict(dataset="sct-spinalcord", group="cord_gm_wm", cases=cord_val, labels=[1, 2]),
                 dict(dataset="fetal-brain-atlas", group="fetal", cases=list(FETAL_VAL_AGES),

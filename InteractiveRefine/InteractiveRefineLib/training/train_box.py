@@ -6,11 +6,14 @@ data split: box_sources.py. Model selection on the validation structures only (n
 or evaluation-only data): the score is the mean over validation groups of (2D Dice + 3D Dice) / 2.
 
 The run folder holds `last.json/.safetensors` (exact resume: weights, Adam, iteration, RNG states),
-written every `ckpt_minutes` and at the end; the best validation model is saved to `out` as a
-shipped-format model (safetensors + manifest).
+written every `ckpt_minutes` and at the end, and `snapshots/itNNNNN.json`, the model at each validation
+(a later choice, e.g. on another validation group, needs them); the best validation model is saved to
+`out` as a shipped-format model (safetensors + manifest). `init_from` starts a new run from a model's
+weights (fresh optimiser and schedule); that model is validated first and is the bar to beat.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
@@ -57,6 +60,9 @@ class BoxTrainConfig:
     device: str = "auto"
     threads: int = 1
     slab_fraction: float = 0.4
+    pseudo_by_group: bool = True                   # pseudo-object images: a random group, then a volume of it
+    union_fraction: float = 0.3                    # labelled samples whose object is touching structures' union
+    init_from: Optional[str] = None                # a model (NAME.json) whose weights start a new run
     group_weights: Dict[str, float] = field(default_factory=lambda: dict(GROUP_WEIGHTS))
     arch_overrides: Dict = field(default_factory=dict)
     input: Dict = field(default_factory=lambda: dict(DEFAULT_INPUT, box_channel=True))
@@ -124,22 +130,29 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = choose_device(cfg.device)
+    arch = "pnet2d"
+    arch_params = dict(ARCHITECTURES[arch], in_channels=2 if cfg.input.get("box_channel") else 1,
+                       **cfg.arch_overrides)
+    net = _initial_network(arch, arch_params, cfg).to(device)  # before the data: a bad --init-from fails fast
     if volumes is None:
         volumes = (load_sources("train", cfg.data_root),
                    load_sources("val", cfg.data_root, limit=cfg.val_hippocampus))
     train_vols, val_vols = volumes
     val_cases = validation_cases(val_vols)
-    sampler = BoxSampler(train_vols, cfg.input, cfg.group_weights, cfg.slab_fraction)
-    arch = "pnet2d"
-    arch_params = dict(ARCHITECTURES[arch], in_channels=2 if cfg.input.get("box_channel") else 1,
-                       **cfg.arch_overrides)
-    net = build_network(arch, in_channels=arch_params["in_channels"], **cfg.arch_overrides).to(device)
+    sampler = BoxSampler(train_vols, cfg.input, cfg.group_weights, cfg.slab_fraction, cfg.pseudo_by_group,
+                         cfg.union_fraction)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
     last = Path(cfg.run_dir) / "last.json"
     state = {"iteration": 0, "best": -1.0, "history": [], "minutes": 0.0}
     if resume:
         state = load_checkpoint(last, net, opt, rng)
         log.info("resumed at iteration %d from %s", state["iteration"], last)
+    elif cfg.init_from:  # the starting model's score is the bar a new best must beat
+        metrics = validate(net, cfg.input, val_cases, device)
+        metrics.update(iteration=0, minutes=0.0, init_from=cfg.init_from)
+        state["history"].append(metrics)
+        state["best"] = metrics["score"]
+        print(f"iter 0 validation {metrics}", file=sys.stderr, flush=True)
     it = state["iteration"]
     t0 = time.monotonic()
     t_ckpt = t0
@@ -166,6 +179,7 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
             metrics.update(iteration=it, minutes=state["minutes"], loss=round(loss.item(), 4))
             state["history"].append(metrics)
             print(f"iter {it} validation {metrics}", file=sys.stderr, flush=True)
+            _save_snapshot(net, arch, arch_params, cfg, metrics)
             if metrics["score"] > state["best"]:
                 state["best"] = metrics["score"]
                 _save_best(net, arch, arch_params, cfg, state, metrics, device)
@@ -180,6 +194,24 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     return Path(cfg.out)
 
 
+def _initial_network(arch: str, arch_params: Dict, cfg: BoxTrainConfig) -> torch.nn.Module:
+    """A new network, or `cfg.init_from`'s weights (checked: manifest, checksum, same architecture)."""
+    if not cfg.init_from:
+        return build_network(arch, in_channels=arch_params["in_channels"], **cfg.arch_overrides)
+    from ..core.errors import ModelError
+    from ..engine.models import load_model, read_manifest
+    src = read_manifest(cfg.init_from)
+    if src["architecture"] != arch or src["arch_params"] != json.loads(json.dumps(arch_params)):
+        raise ModelError(f"--init-from {cfg.init_from}: a {src['architecture']} {src['arch_params']}, "
+                         f"not this run's {arch} {arch_params}")
+    return load_model(cfg.init_from)[0].train()
+
+
+def _save_snapshot(net, arch, arch_params, cfg: BoxTrainConfig, metrics) -> None:
+    path = Path(cfg.run_dir) / "snapshots" / f"it{metrics['iteration']:05d}.json"
+    save_model(net, arch, path, arch_params, {"input": cfg.input, "validation": metrics, "command": cfg.command})
+
+
 def _save_best(net, arch, arch_params, cfg: BoxTrainConfig, state, metrics, device) -> None:
     manifest = {
         "input": cfg.input,
@@ -189,7 +221,7 @@ def _save_best(net, arch, arch_params, cfg: BoxTrainConfig, state, metrics, devi
             "groups": cfg.group_weights, "seed": cfg.seed, "batch": cfg.batch, "lr": cfg.lr,
             "iterations_at_best": state["iteration"], "minutes": state["minutes"], "device": str(device),
             "torch": torch.__version__, "python": platform.python_version(), "config": asdict(cfg),
-            "validation_set": "box_sources.py (val part): CHAOS val patients (liver, spleen), "
+            "validation_set": "box_sources.py (val part): CHAOS val patients (liver, spleen; kidneys), "
                               f"{cfg.val_hippocampus} validation hippocampus subjects, cord GM/WM (T2*, MT), "
                               "fetal cortex and corpus callosum (GA21-25 non-operated)",
             "history": state["history"],

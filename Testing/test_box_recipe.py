@@ -1,0 +1,134 @@
+"""The box network's training recipe of session 11: unions of touching structures, pseudo-objects drawn by
+dataset group, a run started from a model's weights, and a model kept at every validation."""
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from InteractiveRefineLib.core.errors import ModelError
+from InteractiveRefineLib.core.image_io import Image
+from InteractiveRefineLib.engine.inference import DEFAULT_INPUT
+from InteractiveRefineLib.engine.models import load_model
+from InteractiveRefineLib.training.box_samples import BoxSampler, touching_labels
+from InteractiveRefineLib.training.box_sources import Volume
+from InteractiveRefineLib.training.train_box import BoxTrainConfig, train_box
+
+CFG = dict(DEFAULT_INPUT, box_channel=True)
+
+
+def _kidney_like(name="kidney", group="synthetic", seed=0):
+    """12 x 64 x 64: a bright cortex (label 1) around a dark medulla (label 2), both one organ; a separate disc
+    (label 3) touching neither."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.mgrid[:12, :64, :64]
+    r = np.hypot(j - 28, i - 24)
+    organ = (r <= 12) & (k >= 2) & (k <= 9)
+    medulla = organ & (r <= 6)
+    disc = (np.hypot(j - 44, i - 52) <= 6) & (k >= 3) & (k <= 8)
+    lab = np.where(medulla, 2, np.where(organ, 1, np.where(disc, 3, 0))).astype(np.int16)
+    img = 100 + 200 * (lab == 1) + 40 * (lab == 2) + 150 * (lab == 3) + rng.normal(0, 5, lab.shape)
+    return Volume(name, group, Image(img.astype(np.float32), spacing=(1.0, 1.0, 3.0)), lab, (1, 2, 3),
+                  {1: "cortex", 2: "medulla", 3: "disc"})
+
+
+def test_touching_labels_pairs_structures_that_share_a_face_and_only_counted_ones():
+    lab = _kidney_like().labels
+    assert touching_labels(lab, (1, 2, 3)) == {1: [2], 2: [1]}
+    assert touching_labels(lab, (1, 3)) == {}  # the medulla does not count: no pair through it
+
+
+def test_union_samples_are_whole_organs_made_of_touching_parts():
+    """With unions, a cortex sample's target holds its medulla too (the organ fills its box); without, never."""
+    vol = _kidney_like()
+    rng = np.random.default_rng(0)
+
+    def cortex_with_medulla(sampler):
+        sampler.structures["synthetic"] = [e for e in sampler.structures["synthetic"] if e[1] == 1]  # cortex
+        found = 0
+        for _ in range(40):
+            out = sampler._labelled("synthetic", rng)
+            if out is None:
+                continue
+            y = out[1].astype(bool)  # a whole organ is a filled disc; a cortex alone has a hole
+            if y.sum() > 500 and (ndimage.binary_fill_holes(y) & ~y).sum() < 20:
+                found += 1
+        return found
+
+    whole = cortex_with_medulla(BoxSampler([vol], CFG, {"pseudo": 0.0}, slab_fraction=0.0, union_fraction=1.0))
+    single = cortex_with_medulla(BoxSampler([vol], CFG, {"pseudo": 0.0}, slab_fraction=0.0, union_fraction=0.0))
+    assert whole >= 10 and single == 0
+    sampler = BoxSampler([vol], CFG, {"pseudo": 0.0}, union_fraction=1.0)
+    assert sorted(sampler.union(0, 1, rng)) == [1, 2] and sampler.union(0, 3, rng) == [3]
+
+
+def test_pseudo_objects_come_from_every_group_evenly_not_from_the_largest():
+    vols = [_kidney_like(f"big{i}", "big", i) for i in range(9)] + [_kidney_like("small", "small")]
+    rng = np.random.default_rng(0)
+    by_group = Counter(BoxSampler(vols, CFG, pseudo_by_group=True).pseudo_volume(rng).group for _ in range(1000))
+    by_volume = Counter(BoxSampler(vols, CFG, pseudo_by_group=False).pseudo_volume(rng).group for _ in range(1000))
+    assert 400 < by_group["small"] < 600
+    assert by_volume["small"] < 150
+
+
+def _tiny(tmp_path, name, **kw):
+    kw = dict(dict(max_iters=4, val_every=2, lr=1e-2), **kw)
+    return BoxTrainConfig(out=str(tmp_path / name / "m.json"), run_dir=str(tmp_path / name / "ck"), batch=2,
+                          warmup=1, threads=1, device="cpu", input=dict(CFG, size2d=[32, 32]),
+                          arch_overrides=dict(channels=(8, 8, 8, 8, 8)), **kw)
+
+
+def test_a_run_started_from_a_model_begins_with_its_weights_and_its_score_as_the_bar(tmp_path):
+    vols = [_kidney_like(), _kidney_like("k2", seed=1)]
+    first = _tiny(tmp_path, "first")
+    train_box(first, volumes=(vols, vols))
+    start, _ = load_model(first.out)
+    second = _tiny(tmp_path, "second", init_from=first.out, max_iters=2, val_every=1, lr=1e-12)  # steps change ~0
+    train_box(second, volumes=(vols, vols))
+    assert json.loads((tmp_path / "second" / "ck" / "snapshots" / "it00002.json").read_text())["validation"][
+        "iteration"] == 2
+    snap, _ = load_model(tmp_path / "second" / "ck" / "snapshots" / "it00001.json")
+    for (k, a), b in zip(start.state_dict().items(), snap.state_dict().values()):
+        if a.dtype.is_floating_point and "running" not in k:
+            assert torch.allclose(a, b, atol=1e-6), k
+    # the start was validated first, and its score is the bar of the best model
+    state = json.loads((tmp_path / "second" / "ck" / "last.json").read_text())["state"]
+    assert state["history"][0]["iteration"] == 0 and state["history"][0]["init_from"] == first.out
+    assert state["best"] >= state["history"][0]["score"]
+
+
+def test_each_validation_keeps_its_model(tmp_path):
+    vols = [_kidney_like()]
+    cfg = _tiny(tmp_path, "run")
+    train_box(cfg, volumes=(vols, vols))
+    snaps = sorted(p.name for p in (tmp_path / "run" / "ck" / "snapshots").glob("*.json"))
+    assert snaps == ["it00002.json", "it00004.json"]
+    a, _ = load_model(tmp_path / "run" / "ck" / "snapshots" / "it00002.json")
+    b, _ = load_model(tmp_path / "run" / "ck" / "snapshots" / "it00004.json")
+    assert not torch.equal(a.state_dict()["head.1.weight"], b.state_dict()["head.1.weight"])
+
+
+def test_init_from_another_architecture_is_refused(tmp_path):
+    vols = [_kidney_like()]
+    first = _tiny(tmp_path, "first")
+    train_box(first, volumes=(vols, vols))
+    other = BoxTrainConfig(out=str(tmp_path / "o" / "m.json"), run_dir=str(tmp_path / "o" / "ck"),
+                           init_from=first.out, input=dict(CFG, size2d=[32, 32]), batch=1, max_iters=1,
+                           threads=1, device="cpu")  # default channels (32): not the saved model's 8
+    with pytest.raises(ModelError, match="not this run's"):
+        train_box(other, volumes=(vols, vols))
+
+
+def test_a_run_started_from_a_model_saves_a_best_only_above_the_models_own_score(tmp_path, monkeypatch):
+    vols = [_kidney_like()]
+    first = _tiny(tmp_path, "first")
+    train_box(first, volumes=(vols, vols))
+    scores = iter([0.9, 0.5, 0.95])  # the start, iteration 2 (worse: not saved), iteration 4 (better: saved)
+    monkeypatch.setattr("InteractiveRefineLib.training.train_box.validate", lambda *a: {"score": next(scores)})
+    saved = []
+    monkeypatch.setattr("InteractiveRefineLib.training.train_box._save_best",
+                        lambda net, arch, params, cfg, state, metrics, device: saved.append(metrics["iteration"]))
+    train_box(_tiny(tmp_path, "second", init_from=first.out), volumes=(vols, vols))
+    assert saved == [4]
