@@ -1,8 +1,10 @@
 """Would the validation set have seen the kidney loss? The CHAOS VALIDATION patients' kidneys (never trained
-on by any box network; not test patients) with the shipped network and the tenth session's candidate: tight
-2D boxes on the slices at 25/50/75% of each kidney (as train_box.validate) and the 3D box, the box step as the
-session runs it (network + CRF; 3D with the shipped default, three views). A check, not a selection.
-Usage (repository root): python benchmarks/box_networks/check_val_kidneys.py OUT.md"""
+on by any box network; not test patients) with the shipped network and candidates: tight 2D boxes on the
+slices at 25/50/75% of each kidney (as train_box.validate) and the 3D box, the box step as the session runs it
+(network + CRF; 3D with the shipped default, three views). Since session 11 these kidneys are a validation group
+and this check is part of the shipping rule (docs/box_networks.md).
+Usage (repository root): python benchmarks/box_networks/check_val_kidneys.py OUT.md "NAME=MODEL.json" ...
+(check_val_kidneys.md: "candidate (6800)=checkpoints/box2d/best_it6800.json")"""
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +19,6 @@ from InteractiveRefineLib.engine.session import InteractiveSession
 from InteractiveRefineLib.training.box_sources import Volume
 from InteractiveRefineLib.training.train_box import install_models, validation_cases
 
-CANDIDATE = Path("checkpoints/box2d/best_it6800.json")
 KIDNEYS = {2: "right kidney", 3: "left kidney"}
 
 
@@ -25,13 +26,14 @@ def box_step(segmenter, image, box):
     return InteractiveSession(image, segmenter, device="cpu").set_box(box).astype(bool)
 
 
-def main(out: Path) -> None:
+def main(out: Path, candidates) -> None:
     torch.set_num_threads(1)
     ds = DecathlonDataset("../shared/data/chaos-t2spir")
-    tmp = Path(tempfile.mkdtemp())
-    p2, p3 = install_models(CANDIDATE, tmp)
-    segs = {"shipped (2400)": BoxSegmenter(device="cpu"),
-            "candidate (6800)": BoxSegmenter(model2d=p2, model3d=p3, device="cpu")}
+    segs = {"shipped (2400)": BoxSegmenter(device="cpu")}
+    for arg in candidates:
+        name, path = arg.split("=", 1)
+        p2, p3 = install_models(Path(path), Path(tempfile.mkdtemp()))
+        segs[name] = BoxSegmenter(model2d=p2, model3d=p3, device="cpu")
     rows = {name: {"2d": [], "3d": []} for name in segs}
     lines = ["| case | kidney | network | 2D (3 slices) | 3D |", "|---|---|---|---|---|"]
     volumes = [Volume(case, "chaos_kidneys", *ds.load(case), tuple(KIDNEYS), KIDNEYS)
@@ -45,11 +47,11 @@ def main(out: Path) -> None:
             lines.append(f"| {v.name} | {KIDNEYS[lab]} | {net} | {np.mean(d2):.3f} | {d3:.3f} |")
     lines += ["", "| network | mean 2D | mean 3D |", "|---|---|---|"]
     lines += [f"| {net} | {np.mean(r['2d']):.3f} | {np.mean(r['3d']):.3f} |" for net, r in rows.items()]
-    title = ("# CHAOS validation patients' kidneys: the shipped box network and the tenth session's candidate "
-             "(box step: network + CRF; written by check_val_kidneys.py)")
+    title = ("# CHAOS validation patients' kidneys: the shipped box network and " + ", ".join(list(segs)[1:])
+             + " (box step: network + CRF; written by check_val_kidneys.py)")
     out.write_text(title + "\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2:])
