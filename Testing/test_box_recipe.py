@@ -93,10 +93,10 @@ def test_a_run_started_from_a_model_begins_with_its_weights_and_its_score_as_the
     for (k, a), b in zip(start.state_dict().items(), snap.state_dict().values()):
         if a.dtype.is_floating_point and "running" not in k:
             assert torch.allclose(a, b, atol=1e-6), k
-    # the start was validated first, and its score is the bar of the best model
+    # the start was validated first and saved as the best so far
     state = json.loads((tmp_path / "second" / "ck" / "last.json").read_text())["state"]
     assert state["history"][0]["iteration"] == 0 and state["history"][0]["init_from"] == first.out
-    assert state["best"] >= state["history"][0]["score"]
+    assert (tmp_path / "second" / "m.json").is_file()
 
 
 def test_each_validation_keeps_its_model(tmp_path):
@@ -121,14 +121,55 @@ def test_init_from_another_architecture_is_refused(tmp_path):
         train_box(other, volumes=(vols, vols))
 
 
-def test_a_run_started_from_a_model_saves_a_best_only_above_the_models_own_score(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scores,saved_at", [((0.9, 0.5, 0.95), [0, 4]), ((0.9, 0.5, 0.5), [0])])
+def test_a_run_started_from_a_model_saves_a_best_only_above_the_models_own_score(tmp_path, monkeypatch, scores,
+                                                                                 saved_at):
+    """The start is saved as the best first (so --out never holds a stale or no model), then only a better one."""
     vols = [_kidney_like()]
     first = _tiny(tmp_path, "first")
     train_box(first, volumes=(vols, vols))
-    scores = iter([0.9, 0.5, 0.95])  # the start, iteration 2 (worse: not saved), iteration 4 (better: saved)
-    monkeypatch.setattr("InteractiveRefineLib.training.train_box.validate", lambda *a: {"score": next(scores)})
+    it = iter(scores)  # the start, iteration 2, iteration 4
+    monkeypatch.setattr("InteractiveRefineLib.training.train_box.validate", lambda *a: {"score": next(it)})
     saved = []
     monkeypatch.setattr("InteractiveRefineLib.training.train_box._save_best",
                         lambda net, arch, params, cfg, state, metrics, device: saved.append(metrics["iteration"]))
     train_box(_tiny(tmp_path, "second", init_from=first.out), volumes=(vols, vols))
-    assert saved == [4]
+    assert saved == saved_at
+
+
+def test_a_resume_with_other_sampling_settings_is_refused_and_keeps_the_runs_start(tmp_path):
+    vols = [_kidney_like()]
+    first = _tiny(tmp_path, "first")
+    train_box(first, volumes=(vols, vols))
+    run = _tiny(tmp_path, "run", init_from=first.out, max_iters=4, stop_after_minutes=1e-9)
+    train_box(run, volumes=(vols, vols))  # stops (checkpointed) after one iteration
+    other = _tiny(tmp_path, "run", max_iters=4, union_fraction=0.0)
+    with pytest.raises(ModelError, match="union_fraction"):
+        train_box(other, resume=True, volumes=(vols, vols))
+    (tmp_path / "first" / "m.json").unlink()  # the start is not needed to resume: the checkpoint holds the run
+    train_box(_tiny(tmp_path, "run", max_iters=4), resume=True, volumes=(vols, vols))
+    assert json.loads((tmp_path / "run" / "m.json").read_text())["training"]["config"]["init_from"] == first.out
+
+
+def test_a_union_box_spans_both_structures():
+    """Two touching 12 x 12 squares side by side: a union's box is twice as long as wide, a single's square."""
+    k, j, i = np.mgrid[:12, :64, :64]
+    inside = (k >= 2) & (k <= 9) & (j >= 20) & (j < 32)
+    lab = np.where(inside & (i >= 10) & (i < 22), 1, np.where(inside & (i >= 22) & (i < 34), 2, 0)).astype(np.int16)
+    img = (100 + 150 * (lab == 1) + 60 * (lab == 2)).astype(np.float32)
+    vol = Volume("squares", "synthetic", Image(img, spacing=(1.0, 1.0, 3.0)), lab, (1, 2), {1: "a", 2: "b"})
+    rng = np.random.default_rng(0)
+
+    def box_elongation(union_fraction):
+        sampler = BoxSampler([vol], CFG, {"pseudo": 0.0}, slab_fraction=0.0, union_fraction=union_fraction)
+        sampler.structures["synthetic"] = [e for e in sampler.structures["synthetic"] if e[1] == 1]
+        ratios = []
+        for _ in range(20):
+            out = sampler._labelled("synthetic", rng)
+            if out is not None:
+                rows, cols = np.nonzero(out[0][-1] > 0.5)  # the box channel
+                ext = sorted([np.ptp(rows) + 1, np.ptp(cols) + 1])
+                ratios.append(ext[1] / ext[0])
+        return np.median(ratios)
+
+    assert box_elongation(1.0) > 1.6 and box_elongation(0.0) < 1.3

@@ -131,7 +131,7 @@ def check_outputs(args) -> None:
     elif cmd == "train-box":  # before the first iteration, not at the first validation
         check_output_file(args.out, suffixes=(".json",))
         check_output_folder(args.run_dir, "--run-dir", files=("last.json", "last.safetensors"))
-        if args.init_from:
+        if args.init_from and not args.resume:  # a resumed run's start is its checkpoint's
             from .engine.models import read_manifest
             read_manifest(args.init_from)
 

@@ -15,7 +15,8 @@ def add_train_box(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/last.json")
     p.add_argument("--init-from", metavar="MODEL.json",
                    help="start a new run from this box model's weights (new optimiser and schedule); it is "
-                        "validated first and its score is the bar a saved best must beat")
+                        "validated first and saved as the best so far, so a new best must beat its score (with "
+                        "--resume: ignored, the checkpoint's run goes on)")
     p.add_argument("--data-root", help="the shared data folder (default ../shared/data)")
     p.add_argument("--max-iters", type=positive_int, default=12000, help="length of the cosine schedule")
     p.add_argument("--stop-after-minutes", type=non_negative_float, default=0.0,
@@ -29,8 +30,9 @@ def add_train_box(sub) -> None:
                    help="the image of a pseudo-object: a random dataset group, then one of its volumes (default), "
                         "or any volume (sessions 8-10: most pseudo-objects then came from hippocampus crops)")
     p.add_argument("--union-fraction", type=fraction, default=0.3,
-                   help="share of labelled samples whose object is a structure with 1-3 structures touching it "
-                        "(0: single structures only, as in sessions 8-10)")
+                   help="share of labelled samples drawn as a union: a structure and up to 3 more, each touching one "
+                        "already taken (a structure that touches none stays alone); 0: single structures only, "
+                        "as in sessions 8-10")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--threads", type=threads_arg, default=1,

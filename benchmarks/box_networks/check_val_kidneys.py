@@ -15,6 +15,7 @@ import torch
 from InteractiveRefineLib.core.data import DecathlonDataset, split_for
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.inference import BoxSegmenter
+from InteractiveRefineLib.engine.models import default_model_path, read_manifest
 from InteractiveRefineLib.engine.session import InteractiveSession
 from InteractiveRefineLib.training.box_sources import Volume
 from InteractiveRefineLib.training.train_box import install_models, validation_cases
@@ -29,7 +30,8 @@ def box_step(segmenter, image, box):
 def main(out: Path, candidates) -> None:
     torch.set_num_threads(1)
     ds = DecathlonDataset("../shared/data/chaos-t2spir")
-    segs = {"shipped (2400)": BoxSegmenter(device="cpu")}
+    its = read_manifest(default_model_path(2)).get("training", {}).get("iterations_at_best")
+    segs = {f"shipped ({its} it.)" if its else "shipped": BoxSegmenter(device="cpu")}
     for arg in candidates:
         name, path = arg.split("=", 1)
         p2, p3 = install_models(Path(path), Path(tempfile.mkdtemp()))

@@ -9,7 +9,8 @@ The run folder holds `last.json/.safetensors` (exact resume: weights, Adam, iter
 written every `ckpt_minutes` and at the end, and `snapshots/itNNNNN.json`, the model at each validation
 (a later choice, e.g. on another validation group, needs them); the best validation model is saved to
 `out` as a shipped-format model (safetensors + manifest). `init_from` starts a new run from a model's
-weights (fresh optimiser and schedule); that model is validated first and is the bar to beat.
+weights (fresh optimiser and schedule); that model is validated first and saved as the best so far. A resume
+refuses sampling settings other than its checkpoint's (RESUME_SAME).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -133,7 +134,15 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     arch = "pnet2d"
     arch_params = dict(ARCHITECTURES[arch], in_channels=2 if cfg.input.get("box_channel") else 1,
                        **cfg.arch_overrides)
-    net = _initial_network(arch, arch_params, cfg).to(device)  # before the data: a bad --init-from fails fast
+    # before the data: a bad --init-from or a checkpoint of other settings fails fast
+    net = _initial_network(arch, arch_params, cfg, resume).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
+    last = Path(cfg.run_dir) / "last.json"
+    state = {"iteration": 0, "best": -1.0, "history": [], "minutes": 0.0}
+    if resume:
+        state = load_checkpoint(last, net, opt, rng)
+        cfg = _resumed_config(cfg, state.get("config", {}), last)
+        log.info("resumed at iteration %d from %s", state["iteration"], last)
     if volumes is None:
         volumes = (load_sources("train", cfg.data_root),
                    load_sources("val", cfg.data_root, limit=cfg.val_hippocampus))
@@ -141,18 +150,13 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     val_cases = validation_cases(val_vols)
     sampler = BoxSampler(train_vols, cfg.input, cfg.group_weights, cfg.slab_fraction, cfg.pseudo_by_group,
                          cfg.union_fraction)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
-    last = Path(cfg.run_dir) / "last.json"
-    state = {"iteration": 0, "best": -1.0, "history": [], "minutes": 0.0}
-    if resume:
-        state = load_checkpoint(last, net, opt, rng)
-        log.info("resumed at iteration %d from %s", state["iteration"], last)
-    elif cfg.init_from:  # the starting model's score is the bar a new best must beat
+    if cfg.init_from and not resume:  # the starting model is the best so far: a new best must beat its score
         metrics = validate(net, cfg.input, val_cases, device)
         metrics.update(iteration=0, minutes=0.0, init_from=cfg.init_from)
         state["history"].append(metrics)
         state["best"] = metrics["score"]
         print(f"iter 0 validation {metrics}", file=sys.stderr, flush=True)
+        _save_best(net, arch, arch_params, cfg, state, metrics, device)
     it = state["iteration"]
     t0 = time.monotonic()
     t_ckpt = t0
@@ -194,9 +198,30 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     return Path(cfg.out)
 
 
-def _initial_network(arch: str, arch_params: Dict, cfg: BoxTrainConfig) -> torch.nn.Module:
-    """A new network, or `cfg.init_from`'s weights (checked: manifest, checksum, same architecture)."""
-    if not cfg.init_from:
+# settings a resumed run must share with its checkpoint (the sampler's and the batch's: they decide what the
+# remaining iterations see), with the value a checkpoint written before the setting existed ran with
+RESUME_SAME = {"batch": None, "seed": None, "slab_fraction": None, "group_weights": None, "input": None,
+               "arch_overrides": None, "union_fraction": 0.0, "pseudo_by_group": False}
+
+
+def _resumed_config(cfg: BoxTrainConfig, saved: Dict, path: Path) -> BoxTrainConfig:
+    """`cfg` checked against the checkpoint's settings (RESUME_SAME); the schedule may change (max_iters, lr).
+    The run's starting model (init_from) is the checkpoint's: the one given again is not needed."""
+    from ..core.errors import ModelError
+    for key, before in RESUME_SAME.items():
+        was = saved.get(key, before)
+        now = json.loads(json.dumps(getattr(cfg, key)))
+        if was is not None and was != now:
+            raise ModelError(f"checkpoint {path} was written with {key} = {was} (this run: {now}); resume with "
+                             "the same setting (--union-fraction 0 --pseudo-sampling volume for runs before "
+                             "session 11)")
+    return replace(cfg, init_from=saved.get("init_from", cfg.init_from))
+
+
+def _initial_network(arch: str, arch_params: Dict, cfg: BoxTrainConfig, resume: bool = False) -> torch.nn.Module:
+    """A new network, or `cfg.init_from`'s weights (checked: manifest, checksum, same architecture); on
+    resume a new one (the checkpoint's weights replace it)."""
+    if not cfg.init_from or resume:
         return build_network(arch, in_channels=arch_params["in_channels"], **cfg.arch_overrides)
     from ..core.errors import ModelError
     from ..engine.models import load_model, read_manifest
