@@ -6,4 +6,4 @@
 set -euo pipefail
 source benchmarks/box_networks/common.sh
 bench chaos --dataset $D/chaos-t2spir
-bash "$OUT/run_external.sh"
+bash "$HERE/run_external.sh"

@@ -12,5 +12,5 @@ bench cord_gm_wm --dataset $D/sct-spinalcord --cases sct_errsm30_t2s,sct_errsm30
 # brain tumour (evaluation only): one time point of each of 3 patients, every 3rd slice
 bench tumour --dataset $D/tcia-brain-tumor-progression --cases PGBM001_04021992,PGBM003_03291995,PGBM008_03311992 --slice-step 3
 # fetal cortex (5) and corpus callosum (8) on one operated atlas (never trained on), every 12th slice
-$PY $OUT/fetal_view.py runs/views/fetal GA31_operated
+$PY $HERE/fetal_view.py runs/views/fetal GA31_operated
 bench fetal_cortex_cc --dataset runs/views/fetal --labels 5,8 --slice-step 12
