@@ -40,13 +40,20 @@ def test_pretrain_then_train_from_it(tmp_path):
     pre, manifest = load_rpnet(out)
     assert manifest["pretraining"]["datasets"] == ["msd-hippocampus", "sct-spinalcord"]
     assert manifest["pretraining"]["supervised_classes"] == 4
+    # a further pretraining stage (pretrain --init) starts from those weights, with its own schedule
+    rc = main(["pretrain", "--data", str(DATA), "--sources", "msd-hippocampus", "--max-cases", "1", "--slice-step",
+               "8", "--steps", "2", "--batch", "2", "--init", str(out), "--stop-after", "0", "--out",
+               str(tmp_path / "pre2.json"), "--checkpoint-dir", str(tmp_path / "ck3"), "--device", "cpu"])
+    from FewShotSegLib.training.checkpoint import read_checkpoint
+    meta, tensors = read_checkpoint(tmp_path / "ck3" / "pre2.json")
+    assert rc == 0 and meta["step"] == 0 and meta["init"]["sha256"] == manifest["sha256"]
+    assert all(torch.equal(tensors[f"net.{k}"], v) for k, v in pre.state_dict().items())
     # train --init starts from the pretrained weights: after 0 of 1 steps (stopped) the checkpoint holds them
     data = sample_dataset("chaos")
     rc = main(["train", "--dataset", str(data), "--default", "--exclude", "chaos_36", "--steps", "1", "--batch", "1",
                "--init", str(out), "--stop-after", "0", "--checkpoint-dir", str(tmp_path / "ck2"), "--out",
                str(tmp_path / "m"), "--device", "cpu"])
     assert rc == 0 and not (tmp_path / "m" / "default.json").exists()
-    from FewShotSegLib.training.checkpoint import read_checkpoint
     meta, tensors = read_checkpoint(tmp_path / "ck2" / "default.json")
     assert meta["step"] == 0 and meta["init"]["sha256"] == manifest["sha256"]
     sd = pre.state_dict()

@@ -114,6 +114,8 @@ def add_pretrain_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(PRETRAINED), help="model manifest to write (.json)")
     p.add_argument("--resume", default="", help="checkpoint to continue from")
+    p.add_argument("--init", default="", help="start from this model's weights with a new schedule (a further "
+                                               "pretraining stage, e.g. from the committed pretrained encoder)")
     p.add_argument("--checkpoint-dir", default="", help="default: next to --out (checkpoints/fewshot/pretrain for "
                                                          "the default --out)")
     p.add_argument("--checkpoint-minutes", type=positive_float, default=5.0)
@@ -145,7 +147,7 @@ def cmd_pretrain(a) -> int:
     cfg = TrainConfig(steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed)
     path = pretrain(a.data, out, cfg, choose_device(a.device), sources, a.max_cases, a.slice_step, checkpoint=ck,
                     resume=a.resume or None, checkpoint_seconds=60.0 * a.checkpoint_minutes,
-                    stop_after=a.stop_after, command=a.command_line)
+                    stop_after=a.stop_after, command=a.command_line, init=a.init or None)
     print(json.dumps({"model": str(path) if path else None, "checkpoint": str(ck)}))
     return 0
 

@@ -132,13 +132,16 @@ def pretrain(root, out_path, config: TrainConfig, device: torch.device = torch.d
              sources: Sequence[Source] = SOURCES, max_cases: int = 0, slice_step: int = 0, checkpoint=None,
              resume=None, checkpoint_seconds: float = CHECKPOINT_SECONDS, stop_after: Optional[int] = None,
              command: str = "", show_progress: bool = True,
-             progress: Optional[Callable[[str], None]] = None) -> Optional[Path]:
-    """Pretrain an RP-Net on the external sources; save it as a model (None if stopped before the end)."""
+             progress: Optional[Callable[[str], None]] = None, init=None) -> Optional[Path]:
+    """Pretrain an RP-Net on the external sources; save it as a model (None if stopped before the end).
+
+    init: a model whose weights start this run (a further stage with its own schedule); recorded in the manifest.
+    """
     vols, base = external_volumes(root, sources, max_cases, slice_step, progress)
     if not vols:
         raise DatasetError("no pretraining volumes")
     result = train_rpnet(vols, base, config, device, show_progress=show_progress, checkpoint=checkpoint,
-                         checkpoint_seconds=checkpoint_seconds, resume=resume, stop_after=stop_after)
+                         checkpoint_seconds=checkpoint_seconds, resume=resume, stop_after=stop_after, init=init)
     if result["step"] < config.steps:
         return None
     per_source: Dict[str, int] = {}
@@ -155,6 +158,7 @@ def pretrain(root, out_path, config: TrainConfig, device: torch.device = torch.d
                         "config": dataclasses.asdict(config), "device": str(device),
                         "seconds": round(float(result["seconds"]), 1),
                         "final_loss": round(float(np.mean(result["history"][-50:])), 4),
+                        "init": result["init"],
                         "never": list(FORBIDDEN) + ["CHAOS test organs as supervised classes"]},
         "command": command,
     }
