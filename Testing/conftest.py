@@ -32,3 +32,18 @@ def chaos8(chaos_sample):
 def segmenter():
     from InteractiveRefineLib.engine.inference import BoxSegmenter
     return BoxSegmenter(device="cpu")
+
+
+@pytest.fixture
+def tiny_box_config(tmp_path):
+    """make(name, **fields): a BoxTrainConfig of a tiny box network (8 channels, 32 x 32 input, 1 CPU thread)
+    writing under tmp_path/name, for training behaviour tests."""
+    from InteractiveRefineLib.engine.inference import DEFAULT_INPUT
+    from InteractiveRefineLib.training.train_box import BoxTrainConfig
+
+    def make(name, **fields):
+        fields = dict(dict(batch=2, max_iters=4, val_every=1000, warmup=1, threads=1, device="cpu",
+                           input=dict(DEFAULT_INPUT, box_channel=True, size2d=[32, 32]),
+                           arch_overrides=dict(channels=(8, 8, 8, 8, 8))), **fields)
+        return BoxTrainConfig(out=str(tmp_path / name / "m.json"), run_dir=str(tmp_path / name / "ck"), **fields)
+    return make

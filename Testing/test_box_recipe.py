@@ -73,19 +73,18 @@ def test_pseudo_objects_come_from_every_group_evenly_not_from_the_largest():
     assert by_volume["small"] < 150
 
 
-def _tiny(tmp_path, name, **kw):
-    kw = dict(dict(max_iters=4, val_every=2, lr=1e-2), **kw)
-    return BoxTrainConfig(out=str(tmp_path / name / "m.json"), run_dir=str(tmp_path / name / "ck"), batch=2,
-                          warmup=1, threads=1, device="cpu", input=dict(CFG, size2d=[32, 32]),
-                          arch_overrides=dict(channels=(8, 8, 8, 8, 8)), **kw)
+@pytest.fixture
+def tiny(tiny_box_config):
+    """A tiny run validating every 2 iterations at lr 1e-2."""
+    return lambda name, **kw: tiny_box_config(name, **dict(dict(val_every=2, lr=1e-2), **kw))
 
 
-def test_a_run_started_from_a_model_begins_with_its_weights_and_its_score_as_the_bar(tmp_path):
+def test_a_run_started_from_a_model_begins_with_its_weights_and_its_score_as_the_bar(tmp_path, tiny):
     vols = [_kidney_like(), _kidney_like("k2", seed=1)]
-    first = _tiny(tmp_path, "first")
+    first = tiny("first")
     train_box(first, volumes=(vols, vols))
     start, _ = load_model(first.out)
-    second = _tiny(tmp_path, "second", init_from=first.out, max_iters=2, val_every=1, lr=1e-12)  # steps change ~0
+    second = tiny("second", init_from=first.out, max_iters=2, val_every=1, lr=1e-12)  # steps change ~0
     train_box(second, volumes=(vols, vols))
     assert json.loads((tmp_path / "second" / "ck" / "snapshots" / "it00002.json").read_text())["validation"][
         "iteration"] == 2
@@ -99,9 +98,9 @@ def test_a_run_started_from_a_model_begins_with_its_weights_and_its_score_as_the
     assert (tmp_path / "second" / "m.json").is_file()
 
 
-def test_each_validation_keeps_its_model(tmp_path):
+def test_each_validation_keeps_its_model(tmp_path, tiny):
     vols = [_kidney_like()]
-    cfg = _tiny(tmp_path, "run")
+    cfg = tiny("run")
     train_box(cfg, volumes=(vols, vols))
     snaps = sorted(p.name for p in (tmp_path / "run" / "ck" / "snapshots").glob("*.json"))
     assert snaps == ["it00002.json", "it00004.json"]
@@ -110,9 +109,9 @@ def test_each_validation_keeps_its_model(tmp_path):
     assert not torch.equal(a.state_dict()["head.1.weight"], b.state_dict()["head.1.weight"])
 
 
-def test_init_from_another_architecture_is_refused(tmp_path):
+def test_init_from_another_architecture_is_refused(tmp_path, tiny):
     vols = [_kidney_like()]
-    first = _tiny(tmp_path, "first")
+    first = tiny("first")
     train_box(first, volumes=(vols, vols))
     other = BoxTrainConfig(out=str(tmp_path / "o" / "m.json"), run_dir=str(tmp_path / "o" / "ck"),
                            init_from=first.out, input=dict(CFG, size2d=[32, 32]), batch=1, max_iters=1,
@@ -123,31 +122,31 @@ def test_init_from_another_architecture_is_refused(tmp_path):
 
 @pytest.mark.parametrize("scores,saved_at", [((0.9, 0.5, 0.95), [0, 4]), ((0.9, 0.5, 0.5), [0])])
 def test_a_run_started_from_a_model_saves_a_best_only_above_the_models_own_score(tmp_path, monkeypatch, scores,
-                                                                                 saved_at):
+                                                                                 saved_at, tiny):
     """The start is saved as the best first (so --out never holds a stale or no model), then only a better one."""
     vols = [_kidney_like()]
-    first = _tiny(tmp_path, "first")
+    first = tiny("first")
     train_box(first, volumes=(vols, vols))
     it = iter(scores)  # the start, iteration 2, iteration 4
     monkeypatch.setattr("InteractiveRefineLib.training.train_box.validate", lambda *a: {"score": next(it)})
     saved = []
     monkeypatch.setattr("InteractiveRefineLib.training.train_box._save_best",
                         lambda net, arch, params, cfg, state, metrics, device: saved.append(metrics["iteration"]))
-    train_box(_tiny(tmp_path, "second", init_from=first.out), volumes=(vols, vols))
+    train_box(tiny("second", init_from=first.out), volumes=(vols, vols))
     assert saved == saved_at
 
 
-def test_a_resume_with_other_sampling_settings_is_refused_and_keeps_the_runs_start(tmp_path):
+def test_a_resume_with_other_sampling_settings_is_refused_and_keeps_the_runs_start(tmp_path, tiny):
     vols = [_kidney_like()]
-    first = _tiny(tmp_path, "first")
+    first = tiny("first")
     train_box(first, volumes=(vols, vols))
-    run = _tiny(tmp_path, "run", init_from=first.out, max_iters=4, stop_after_minutes=1e-9)
+    run = tiny("run", init_from=first.out, max_iters=4, stop_after_minutes=1e-9)
     train_box(run, volumes=(vols, vols))  # stops (checkpointed) after one iteration
-    other = _tiny(tmp_path, "run", max_iters=4, union_fraction=0.0)
+    other = tiny("run", max_iters=4, union_fraction=0.0)
     with pytest.raises(ModelError, match="union_fraction"):
         train_box(other, resume=True, volumes=(vols, vols))
     (tmp_path / "first" / "m.json").unlink()  # the start is not needed to resume: the checkpoint holds the run
-    train_box(_tiny(tmp_path, "run", max_iters=4), resume=True, volumes=(vols, vols))
+    train_box(tiny("run", max_iters=4), resume=True, volumes=(vols, vols))
     assert json.loads((tmp_path / "run" / "m.json").read_text())["training"]["config"]["init_from"] == first.out
 
 

@@ -216,17 +216,11 @@ def test_learning_rate_warms_up_then_decays():
     assert lr_at(110, cfg) == pytest.approx(2e-5)
 
 
-def _tiny_cfg(tmp_path, name, iters):
-    return BoxTrainConfig(out=str(tmp_path / name / "m.json"), run_dir=str(tmp_path / name / "ck"), batch=2,
-                          max_iters=iters, val_every=1000, warmup=2, threads=1, device="cpu",
-                          input=dict(CFG, size2d=[32, 32]), arch_overrides=dict(channels=(8, 8, 8, 8, 8)))
-
-
-def test_resume_is_bit_identical(tmp_path):
+def test_resume_is_bit_identical(tmp_path, tiny_box_config):
     vols = [_ring_volume(0), _ring_volume(1, "rings2")]
-    full = _tiny_cfg(tmp_path, "full", 6)
+    full = tiny_box_config("full", max_iters=6, warmup=2)
     train_box(full, volumes=(vols, vols))
-    half = _tiny_cfg(tmp_path, "half", 6)
+    half = tiny_box_config("half", max_iters=6, warmup=2)
     half.stop_after_minutes = 1e-9  # stop (checkpointed) after the first iteration
     train_box(half, volumes=(vols, vols))
     for _ in range(10):
