@@ -5,7 +5,13 @@ import torch
 
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.core.prompts import box_from_mask, main_object
-from InteractiveRefineLib.engine.finetune import RefineConfig, box_loss_weights, loss_weights, weighted_cross_entropy
+from InteractiveRefineLib.engine.finetune import (
+    RefineConfig,
+    box_loss_weights,
+    fine_tune,
+    loss_weights,
+    weighted_cross_entropy,
+)
 from InteractiveRefineLib.engine.session import InteractiveSession
 from InteractiveRefineLib.evaluation.robot import next_scribble
 
@@ -67,9 +73,25 @@ def test_weighted_cross_entropy_by_hand():
 
 def test_config_rejects_nonsense():
     for bad in ({"omega": 0}, {"threshold": 0.3}, {"iterations": 0}, {"lr": 0}, {"final_grid": "x"},
-                {"local_edit": 0.0}, {"crf_min_keep": 1.5}, {"distance_fraction": -1}, {"lam_2d": -1}):
+                {"local_edit": 0.0}, {"crf_min_keep": 1.5}, {"distance_fraction": -1}, {"lam_2d": -1},
+                {"steps_2d": -1}):
         with pytest.raises(ValueError):
             RefineConfig(**bad)
+
+
+@pytest.mark.parametrize("ndim,steps", [(2, 3), (3, 1)])
+def test_2d_boxes_take_their_own_number_of_steps(ndim, steps):
+    """RefineConfig.steps_2d: 2D refinements run more head steps (cheap there), 3D ones keep `steps`."""
+    torch.manual_seed(0)
+    shape = (12,) * ndim
+    head = (torch.nn.Conv2d if ndim == 2 else torch.nn.Conv3d)(3, 2, 1)
+    inside = np.zeros(shape, bool)
+    inside[(slice(2, 10),) * ndim] = True
+    fg, bg = np.zeros_like(inside), ~inside
+    fg[(6,) * ndim] = True
+    res = fine_tune(head, torch.randn(1, 3, *shape), np.random.default_rng(0).normal(size=shape).astype(np.float32),
+                    (1.0,) * ndim, fg, bg, RefineConfig(iterations=1, steps=1, steps_2d=3), inside=inside)
+    assert res.steps == steps
 
 
 @pytest.mark.parametrize("dim,gain", [("2d", 0.1), ("3d", 0.0)])

@@ -49,7 +49,7 @@ def test_fine_tuning_weights_the_loss_by_uncertainty_and_scribbles():
     fg, bg = np.zeros_like(inside), ~inside
     fg[7, 5:9] = True
     bg[3, 3:6] = True
-    cfg = RefineConfig(iterations=1, steps=1, lr=0.05, omega=20.0, threshold=0.8, distance_mm=2.0)
+    cfg = RefineConfig(iterations=1, steps_2d=1, lr=0.05, omega=20.0, threshold=0.8, distance_mm=2.0)
     ref = copy.deepcopy(head)
     fine_tune(head, feats, intensity, (1.0, 1.0), fg, bg, cfg, inside=inside)
 

@@ -237,7 +237,7 @@ def test_whole_network_fine_tuning_option(chaos8, segmenter):
     image, label = chaos8
     ref = label == RIGHT_KIDNEY
     box = box_from_mask(main_object(ref), 0, SLICE)
-    s = InteractiveSession(image, segmenter, config=RefineConfig(head_only=False, iterations=1, steps=2))
+    s = InteractiveSession(image, segmenter, config=RefineConfig(head_only=False, iterations=1, steps_2d=2))
     s.set_box(box, reference=ref)
     shipped = segmenter.model(2)[0].blocks[0][0].weight.detach().cpu().clone()
     sc = _robot(s, ref, box)

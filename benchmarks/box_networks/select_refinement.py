@@ -29,7 +29,8 @@ from InteractiveRefineLib.training.box_sources import load_sources
 from InteractiveRefineLib.training.train_box import validation_cases
 
 ROUNDS = 3
-OFF = dict(lr=1e-3, lam=3.0, lam_2d=None, crf_min_keep=None, distance_fraction=None, local_edit=None)
+# steps_2d None: 2D boxes take `steps` (10 unless set), as before RefineConfig.steps_2d (twelfth session)
+OFF = dict(lr=1e-3, lam=3.0, lam_2d=None, crf_min_keep=None, distance_fraction=None, local_edit=None, steps_2d=None)
 SAFE = dict(OFF, crf_min_keep=0.5, distance_fraction=0.1, local_edit=0.25, lr=3e-4)
 CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, so a later default change
     # does not change what a name means); the last one also runs the baselines
@@ -40,6 +41,11 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     "safe_lam3": SAFE,                          # safeguards with lr 3e-4 (tried first), with the baselines
     "views3": dict(SAFE, lr=1e-4),              # the default refinement on the 3-view 3D network (VIEWS)
     "safe_lr1e-3": dict(SAFE, lr=1e-3),         # safeguards, the original lr (a 3D-only lr, sixth session)
+    # twelfth session, 3D only (the rounds there add +0.025, in 2D +0.09): a wider local edit, more steps
+    "edit0.5": dict(SAFE, lr=1e-4, local_edit=0.5),
+    "edit0.5_lr3e-4": dict(SAFE, local_edit=0.5),
+    "steps30": dict(SAFE, lr=1e-4, steps=30),
+    "steps20": dict(SAFE, lr=1e-4, steps=20),
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 BASELINES = ("graphcut", "random_walker")

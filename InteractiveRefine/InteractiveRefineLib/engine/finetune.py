@@ -68,6 +68,10 @@ class RefineConfig:
     distance_fraction: the interaction-uncertainty radius is at most this fraction of the box's smallest
         extent (a fixed 3 mm zeroed nearly all foreground of a 5-8 mm structure; None: distance_mm only).
     lam_2d: the CRF weight for 2D boxes (None: lam).
+    steps_2d: gradient steps per alternation for 2D boxes (None: steps). 30 (3D keeps 10), chosen on the
+        validation structures (benchmarks/box_networks/select_refinement_s12.md): 2D mean of groups after
+        rounds 1-3 0.758 / 0.788 / 0.809 -> 0.761 / 0.790 / 0.813, no group lower than at the round before;
+        in 3D 30 steps gave +0.002 for twice the refinement time (2.6 s against 1.3 s), so 3D keeps 10.
     crf_min_keep: a CRF result keeping less than this share of the thresholded probability's foreground
         inside the box is replaced by the threshold (the pairwise term erased a small or thin object). In
         a refinement, a new background scribble on one piece of a foreground in several pieces strikes
@@ -99,6 +103,7 @@ class RefineConfig:
     prior_weight: float = 0.7
     distance_fraction: Optional[float] = 0.1
     lam_2d: Optional[float] = None
+    steps_2d: Optional[int] = 30
     crf_min_keep: Optional[float] = 0.5
     local_edit: Optional[float] = 0.25
     views3d: Optional[int] = None
@@ -108,6 +113,10 @@ class RefineConfig:
     def lam_for(self, ndim: int) -> float:
         """The CRF weight for a 2D or 3D box (lam_2d for 2D boxes when set)."""
         return self.lam_2d if ndim == 2 and self.lam_2d is not None else self.lam
+
+    def steps_for(self, ndim: int) -> int:
+        """Gradient steps per alternation for a 2D or 3D box (steps_2d for 2D boxes when set)."""
+        return self.steps_2d if ndim == 2 and self.steps_2d is not None else self.steps
 
     def __post_init__(self):
         if self.omega <= 0 or not 0.5 <= self.threshold <= 1.0 or self.distance_mm < 0:
@@ -126,6 +135,8 @@ class RefineConfig:
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1] or None; got {v}")
+        if self.steps_2d is not None and (isinstance(self.steps_2d, bool) or self.steps_2d < 0):
+            raise ValueError(f"steps_2d must be >= 0 or None; got {self.steps_2d}")
         if self.lam_2d is not None and self.lam_2d < 0:
             raise ValueError(f"lam_2d must be >= 0 or None; got {self.lam_2d}")
         if self.final_grid not in ("native", "network"):
@@ -281,12 +292,13 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     device = inputs.device
-    total = max(cfg.iterations * cfg.steps, 1)
     done_steps, stopped = 0, False
     def blended(p: np.ndarray) -> np.ndarray:
         return p if prior is None else cfg.prior_weight * prior + (1.0 - cfg.prior_weight) * p
 
     prob = np.asarray(start, np.float32) if start is not None else blended(model_probability(model, inputs))
+    steps = cfg.steps_for(prob.ndim)
+    total = max(cfg.iterations * steps, 1)
     for it in range(1, cfg.iterations + 1):  # RefineConfig guarantees at least one
         check_cancel(cancel)
         labels = crf_segment(prob, intensity, spacing, lam=cfg.lam_for(prob.ndim), sigma=cfg.sigma,
@@ -296,7 +308,7 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
         target = torch.from_numpy(labels_s.astype(np.int64)).to(device)
         weight = torch.from_numpy(w_s).to(device)
         model.eval()  # dropout off: a few deterministic steps on one image
-        for _ in range(cfg.steps):
+        for _ in range(steps):
             check_cancel(cancel)
             opt.zero_grad(set_to_none=True)
             loss = weighted_cross_entropy(model(step_inputs), target, weight)
