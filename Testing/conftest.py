@@ -34,6 +34,13 @@ def segmenter():
     return BoxSegmenter(device="cpu")
 
 
+@pytest.fixture(scope="session")
+def propagation_box():
+    """The box network as FewShotSeg's propagation and follow use it (cut at its own 0.5)."""
+    from FewShotSegLib.engine.propagate import box_network
+    return box_network("cpu")
+
+
 @pytest.fixture
 def tiny_box_config(tmp_path):
     """make(name, **fields): a BoxTrainConfig of a tiny box network (8 channels, 32 x 32 input, 1 CPU thread)

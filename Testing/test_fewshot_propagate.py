@@ -28,7 +28,7 @@ def default_segmenter():
     return FewShotSegmenter(device="cpu")
 
 
-def test_propagation_beats_support_copy_on_the_sample(default_segmenter, chaos8, segmenter):
+def test_propagation_beats_support_copy_on_the_sample(default_segmenter, chaos8, propagation_box):
     """chaos_8 was never seen by the default model; support = the organ's largest slice of chaos_8 itself."""
     img, lab = chaos8
     for organ in (2, 4):                 # right kidney, spleen (measured: 0.87 vs 0.74, 0.88 vs 0.65)
@@ -41,11 +41,11 @@ def test_propagation_beats_support_copy_on_the_sample(default_segmenter, chaos8,
         d_prop, d_copy = dice(given.labels == organ, ref), dice(copy, ref)
         assert d_prop > d_copy + 0.08, (organ, d_prop, d_copy)
         # InteractiveRefine's box network over each slice (segment --propagate's default) changes the result
-        boxed = propagate(default_segmenter, img, lab, k, organ, slices=(z0, z1), box_segmenter=segmenter)
+        boxed = propagate(default_segmenter, img, lab, k, organ, slices=(z0, z1), box_segmenter=propagation_box)
         assert boxed.info["box_network"] and (boxed.labels != given.labels).any()
         # by default the box network is first tuned on the annotated slice (exemplar.py): it changes the result
         assert boxed.info["box_exemplar"]["steps"] > 0
-        untuned = propagate(default_segmenter, img, lab, k, organ, slices=(z0, z1), box_segmenter=segmenter,
+        untuned = propagate(default_segmenter, img, lab, k, organ, slices=(z0, z1), box_segmenter=propagation_box,
                             box_exemplar=None)
         assert untuned.info["box_exemplar"] is None and (untuned.labels != boxed.labels).any()
         assert dice(boxed.labels == organ, ref) > d_copy + 0.08
@@ -112,11 +112,11 @@ def test_the_regrowth_stop_ends_a_mask_that_widens_again_after_shrinking():
 
 
 def test_propagation_applies_the_regrowth_stop_to_the_automatic_range_with_the_box_network(default_segmenter,
-                                                                                          chaos8, segmenter):
+                                                                                          chaos8, propagation_box):
     """As chosen: on the masks the box network carries, with the automatic range only."""
     img, lab = chaos8
     k, z0, z1 = largest_slice(lab, 2)
-    kw = dict(box_segmenter=segmenter, box_exemplar=None)
+    kw = dict(box_segmenter=propagation_box, box_exemplar=None)
     free = propagate(default_segmenter, img, lab, k, 2, carried_regrow=None, **kw)
     strict = propagate(default_segmenter, img, lab, k, 2, carried_regrow=(1.01, 1.0), **kw)  # no regrowth at all
     assert free.info["carried_regrow"] is None and strict.info["carried_regrow"] == [1.01, 1.0]
@@ -137,25 +137,26 @@ def test_propagation_applies_the_regrowth_stop_to_the_automatic_range_with_the_b
 
 
 def test_the_3d_box_pass_redoes_the_organ_inside_its_box_and_keeps_the_annotated_slice(default_segmenter, chaos8,
-                                                                                       segmenter):
+                                                                                       propagation_box):
     """By default, with a given range (box3d_views 3, chosen on training patients), the box network's 3D box
     step redoes the propagated organ's bounding box; the annotated slice stays as annotated, nothing leaves
     that box. With the automatic range there is no 3D pass (it lost on training patients)."""
     img, lab = chaos8
     k, z0, z1 = largest_slice(lab, 4)
     ref = lab == 4
-    last = propagate(default_segmenter, img, lab, k, 4, slices=(z0, z1), box_segmenter=segmenter)
-    before = propagate(default_segmenter, img, lab, k, 4, slices=(z0, z1), box_segmenter=segmenter, box3d_views=None)
+    last = propagate(default_segmenter, img, lab, k, 4, slices=(z0, z1), box_segmenter=propagation_box)
+    before = propagate(default_segmenter, img, lab, k, 4, slices=(z0, z1), box_segmenter=propagation_box,
+                       box3d_views=None)
     assert last.info["box3d_views"] == 3 and before.info["box3d_views"] is None
     a, b = last.labels == 4, before.labels == 4
     assert (a != b).sum() > 100                                    # the pass changes the result
     assert np.array_equal(a[k], ref[k])                            # the annotation is kept exactly
     assert not (a & ~box_from_mask(b).mask(ref.shape)).any()       # inside the propagated organ's box
     assert dice(a, ref) > 0.8, (dice(a, ref), dice(b, ref))
-    auto = propagate(default_segmenter, img, lab, k, 4, box_segmenter=segmenter)
+    auto = propagate(default_segmenter, img, lab, k, 4, box_segmenter=propagation_box)
     assert auto.info["box3d_views"] is None
     with pytest.raises(ValueError, match="box3d_views"):
-        propagate(default_segmenter, img, lab, k, 4, slices=(z0, z1), box_segmenter=segmenter, box3d_views=2)
+        propagate(default_segmenter, img, lab, k, 4, slices=(z0, z1), box_segmenter=propagation_box, box3d_views=2)
 
 
 def test_propagate_command_and_its_refusals(default_segmenter, chaos8, tmp_path, capsys):
@@ -186,6 +187,19 @@ def test_propagate_command_and_its_refusals(default_segmenter, chaos8, tmp_path,
         assert rc == 2 and msg in capsys.readouterr().err
     with pytest.raises(PromptError, match="must hold the annotated slice"):
         propagate(default_segmenter, *chaos8, 12, 2, slices=(13, 20))
+
+
+def test_propagation_reads_the_box_network_at_its_own_cut(chaos8, propagation_box, segmenter):
+    """Propagation's settings were chosen with the box network cut at 0.5; boxes drawn by a user use the shipped
+    manifest's lower cut (0.3): the same probabilities, shifted by -logit(0.3) (inference.shift_foreground)."""
+    img, lab = chaos8
+    k = largest_slice(lab, 2)[0]
+    box = box_from_mask(lab == 2, 0, k)
+    own, user = (s.predict(img, box).probability[k].astype(np.float64) for s in (propagation_box, segmenter))
+    inside = (own > 0.02) & (own < 0.98)
+    shift = np.log(user[inside] / (1 - user[inside])) - np.log(own[inside] / (1 - own[inside]))
+    # exact on the network grid; resampling to the image grid blends probabilities, not logits: the median
+    assert inside.sum() > 50 and abs(np.median(shift) + np.log(0.3 / 0.7)) < 0.01
 
 
 def test_propagate_from_a_2d_mask(default_segmenter, chaos8):

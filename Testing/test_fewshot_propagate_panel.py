@@ -103,7 +103,7 @@ def refine(chaos8, segmenter, default_segmenter):
     client.stop()
 
 
-def test_propagate_to_3d_from_a_2d_box_result(refine, chaos8, default_segmenter, segmenter):
+def test_propagate_to_3d_from_a_2d_box_result(refine, chaos8, default_segmenter, segmenter, propagation_box):
     img, lab = chaos8
     ref = lab == SPLEEN
     k, z0, z1 = largest(lab, SPLEEN)
@@ -124,7 +124,7 @@ def test_propagate_to_3d_from_a_2d_box_result(refine, chaos8, default_segmenter,
     assert status.job.state == "done", status.job.error
     vol = status.update.mask
     # the same result as FewShotSeg's propagation of that slice (with the box network)
-    expected = propagate_mask(default_segmenter, img, flat[k], k, box_segmenter=segmenter).labels == 1
+    expected = propagate_mask(default_segmenter, img, flat[k], k, box_segmenter=propagation_box).labels == 1
     assert np.array_equal(vol, expected)
     d3, d2, d_copy = dice(vol, ref), dice(flat, ref), copy_dice(img, lab, SPLEEN, k, z0, z1)
     assert d3 > d_copy + 0.1 and d3 > d2 + 0.3, (d3, d_copy, d2)  # the 2D result alone: one slice of ~20

@@ -241,8 +241,8 @@ def cmd_evaluate(a) -> int:
         from .engine.follow import follow
         box = None
         if a.follow_box:  # not protocol-clean: the box network saw CHAOS liver/spleen labels and these images
-            from InteractiveRefineLib.engine.inference import BoxSegmenter
-            box = BoxSegmenter(device=a.device, precision=a.box_precision or "auto")
+            from .engine.propagate import box_network
+            box = box_network(a.device, a.box_precision or "auto")
 
         def follower(seg, q_img, mask, slices):
             return follow(seg, q_img, mask, 0, slices, box_segmenter=box)

@@ -214,8 +214,8 @@ def propagation_setup(a):
     """(box network or None, keyword arguments of engine.propagate) from the propagation flags."""
     box = None
     if not a.no_box_network:
-        from InteractiveRefineLib.engine.inference import BoxSegmenter
-        box = BoxSegmenter(device=a.device, precision=a.box_precision or "auto")
+        from .engine.propagate import box_network
+        box = box_network(a.device, a.box_precision or "auto")
     kw = {"box_exemplar": None} if a.no_exemplar_tuning else {}
     if a.propagate_mode:
         kw["mode"] = a.propagate_mode

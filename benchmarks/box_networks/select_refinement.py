@@ -46,8 +46,16 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     "edit0.5_lr3e-4": dict(SAFE, local_edit=0.5),
     "steps30": dict(SAFE, lr=1e-4, steps=30),
     "steps20": dict(SAFE, lr=1e-4, steps=20),
+    # the 2D network cut at a lower probability (it under-segments the validation kidneys), with 30 2D steps
+    "thr0.2": dict(SAFE, lr=1e-4, steps_2d=30),
+    "thr0.3": dict(SAFE, lr=1e-4, steps_2d=30),
+    "thr0.4": dict(SAFE, lr=1e-4, steps_2d=30),
+    "steps2d30": dict(SAFE, lr=1e-4, steps_2d=30),  # the shipped refinement since the twelfth session
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
+# configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's
+# threshold2d; every other configuration, as every record before the twelfth session, cuts at the network's 0.5)
+THRESHOLD_2D = {"thr0.2": 0.2, "thr0.3": 0.3, "thr0.4": 0.4}
 BASELINES = ("graphcut", "random_walker")
 
 
@@ -123,9 +131,10 @@ def main():
                 if key in done and all(d in done[key] for d in dims):
                     continue
                 with_baselines = a.baseline_methods.split(",") if name == (a.baselines or names[-1]) else None
-                if VIEWS.get(name) not in segs:  # one segmenter (and its loaded models) per views setting
-                    segs[VIEWS.get(name)] = BoxSegmenter(device="cpu", views3d=VIEWS.get(name))
-                seg = segs[VIEWS.get(name)]
+                key_seg = (VIEWS.get(name), THRESHOLD_2D.get(name, 0.5))
+                if key_seg not in segs:  # one segmenter (and its loaded models) per views / threshold setting
+                    segs[key_seg] = BoxSegmenter(device="cpu", views3d=key_seg[0], threshold2d=key_seg[1])
+                seg = segs[key_seg]
                 r = dict(config=name, case=v.name, label=int(label), group=group, kwargs=CONFIGS[name],
                          **run_case(name, CONFIGS[name], v, label, m, boxes2d, box3d, seg, with_baselines, dims))
                 f.write(json.dumps(r) + "\n")

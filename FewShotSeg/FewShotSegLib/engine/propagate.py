@@ -59,6 +59,15 @@ from InteractiveRefineLib.engine.networks import check_views
 from .segment import FewShotSegmenter, Segmentation, combine_labels, make_supports
 from .slices import check_axis, from_network, image_slices, to_network, volume_from_slices
 
+
+def box_network(device="auto", precision: str = "auto"):
+    """InteractiveRefine's box network as propagation and follow use it: cut at its own 0.5 (not the shipped
+    manifest's lower foreground threshold, chosen for boxes drawn by a user), the cut with which every
+    propagation setting here was chosen on training patients."""
+    from InteractiveRefineLib.engine.inference import BoxSegmenter
+    return BoxSegmenter(device=device, precision=precision, threshold2d=0.5)
+
+
 MODES = ("chain", "anchor", "mixed", "roi")
 DEFAULT_MODE = "roi"  # chosen on training patients of fold 0 (benchmarks/fewshot_choices/propagation.md)
 MIN_PIXELS = 8        # on the 128 x 128 grid

@@ -84,10 +84,7 @@ def _run(request: FewShotRequest, segmenter_for, box_for, device: str, progress,
     box = None
     if request.use_box_network and (request.propagate or request.follow):
         if box_for is None:
-            from InteractiveRefineLib.engine.inference import BoxSegmenter
-
-            def box_for(dev):
-                return BoxSegmenter(device=dev)
+            from ..engine.propagate import box_network as box_for
         box = box_for(device)
     if not request.propagate:
         return _segment(request, segmenter_for(device), box, progress, cancel)

@@ -268,12 +268,13 @@ class ComputeService:
         return self.segmenters[key]
 
     def box_segmenter(self, device: str):
-        """InteractiveRefine's 2D/3D box network on `device` for same-scan propagation, loaded once and kept."""
+        """InteractiveRefine's 2D/3D box network on `device` for same-scan propagation (as propagation uses it:
+        FewShotSegLib.engine.propagate.box_network), loaded once and kept."""
         key = f"box|{device}"
         if key not in self.segmenters:
-            from ..engine.inference import BoxSegmenter
+            from FewShotSegLib.engine.propagate import box_network
 
-            self.segmenters[key] = BoxSegmenter(device=device)
+            self.segmenters[key] = box_network(device)
         return self.segmenters[key]
 
     def fewshot_run(self, args, arrays, progress, cancel, op=None) -> Result:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..core.device import bf16_applies, choose_device, use_bf16_cpu
+from ..core.errors import ModelError
 from ..core.geometry import CropSpec, extract, normalize, paste, plan_crop, region_box_mask, to_grid
 from ..core.image_io import Image, validate_image
 from ..core.prompts import Box, validate_box
@@ -79,6 +80,31 @@ def foreground_probability(net: torch.nn.Module, x: np.ndarray, device: torch.de
     return torch.softmax(net(t), dim=1)[0, 1].float().cpu().numpy()
 
 
+def shift_foreground(net: torch.nn.Module, threshold: float) -> torch.nn.Module:
+    """Move `net`'s foreground cut from probability 0.5 to `threshold` (in place; returns it): -logit(threshold)
+    is added to the bias of the foreground output of the head's last 1x1 convolution, so the softmax gives
+    sigmoid(logit p - logit threshold) for every voxel, and the CRF, the fine-tuning (which starts from these
+    weights) and the 0.5 cut all see the shifted network."""
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"foreground threshold must be in (0, 1); got {threshold}")
+    last = net.head[-1]
+    with torch.no_grad():
+        last.bias[1] -= float(np.log(threshold / (1.0 - threshold)))
+    return net
+
+
+def foreground_threshold(manifest: Dict[str, Any], path: Path, given: Optional[float] = None) -> float:
+    """The 2D network's foreground cut: `given`, else the manifest's `input.foreground_threshold` (0.5 when
+    absent); ModelError for a manifest value outside (0, 1)."""
+    if given is not None:
+        return float(given)
+    cut = manifest.get("input", {}).get("foreground_threshold", 0.5)
+    if isinstance(cut, bool) or not isinstance(cut, (int, float)) or not 0.0 < float(cut) < 1.0:
+        raise ModelError(f"model manifest {Path(path).name}: input.foreground_threshold must be a number in "
+                         f"(0, 1); got {cut!r}")
+    return float(cut)
+
+
 def wrap_for(net: torch.nn.Module, manifest: Dict[str, Any], dim: int) -> torch.nn.Module:
     """The network as used for `dim`-D boxes: a 2D network with a slicewise manifest serves 3D boxes."""
     cfg = manifest.get("input", {})
@@ -113,13 +139,19 @@ class BoxSegmenter:
     CPU that has it natively (about half the time; validation mean of groups within 0.001, docs/box_networks.md),
     "fp32" never (float32, no bfloat16 rounding); gradients and the head's parameters stay float32 (the
     slice-wise head computes in bfloat16 on bfloat16 features at inference).
+    `threshold2d`: the probability where the 2D network's foreground starts (shift_foreground); None: its
+    manifest's `input.foreground_threshold` (0.5 when absent). FewShotSeg passes 0.5: its propagation choices
+    were made with the network's own cut.
     """
 
     def __init__(self, model2d: Union[str, Path, None] = None, model3d: Union[str, Path, None] = None,
                  device: str = "auto", views3d: Optional[int] = None, symmetries: Optional[int] = None,
-                 precision: str = "auto"):
+                 precision: str = "auto", threshold2d: Optional[float] = None):
         check_views(views3d)
         check_symmetries(symmetries)
+        if threshold2d is not None and not 0.0 < float(threshold2d) < 1.0:
+            raise ValueError(f"threshold2d must be in (0, 1) or None; got {threshold2d}")
+        self.threshold2d = threshold2d
         self.bf16_cpu = use_bf16_cpu(precision)
         self.views3d = views3d
         self.symmetries = symmetries
@@ -163,6 +195,10 @@ class BoxSegmenter:
             return self._fixed[dim]
         if dim not in self._loaded:
             self._loaded[dim] = load_model(self._paths[dim], self.device)
+            if dim == 2:
+                cut = foreground_threshold(self._loaded[2][1], self._paths[2], self.threshold2d)
+                if cut != 0.5:
+                    shift_foreground(self._loaded[2][0], cut)
             # bfloat16 was validated on the 2D network (also run slice by slice); a 3D PC-Net stays float32
             self._loaded[dim][0].bf16_cpu = self.bf16_cpu and getattr(self._loaded[dim][0], "dim", 3) == 2
         net, manifest = self._loaded[dim]
