@@ -51,11 +51,12 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     "thr0.3": dict(SAFE, lr=1e-4, steps_2d=30),
     "thr0.4": dict(SAFE, lr=1e-4, steps_2d=30),
     "steps2d30": dict(SAFE, lr=1e-4, steps_2d=30),  # the shipped refinement since the twelfth session
+    "shipped_s12": dict(SAFE, lr=1e-4, steps_2d=30),  # = thr0.3, shipped: run with the other methods beside it
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 # configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's
 # threshold2d; every other configuration, as every record before the twelfth session, cuts at the network's 0.5)
-THRESHOLD_2D = {"thr0.2": 0.2, "thr0.3": 0.3, "thr0.4": 0.4}
+THRESHOLD_2D = {"thr0.2": 0.2, "thr0.3": 0.3, "thr0.4": 0.4, "shipped_s12": 0.3}
 BASELINES = ("graphcut", "random_walker")
 
 
