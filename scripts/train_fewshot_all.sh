@@ -9,7 +9,8 @@
 #
 # Environment: DATA (default ../shared/data), OUT (checkpoints/fewshot/models), CKPT (checkpoints/fewshot),
 # PRETRAIN_STEPS, FOLD_STEPS, DEFAULT_STEPS, BATCH, DEVICE (auto), SETTINGS ("1 2"), FOLDS ("0 1 2 3 4"),
-# ORGAN_GROUPS ("upper lower"), THREADS (0 = torch default; 1 leaves a core free), PRETRAIN_ARGS (extra pretrain options, e.g. "--max-cases 1 --slice-step 8" for a smoke test).
+# ORGAN_GROUPS ("upper lower"), THREADS (0 = torch default; 1 leaves a core free), PRETRAIN_ARGS (extra pretrain options, e.g. "--max-cases 1 --slice-step 8" for a smoke test),
+# DEFAULT_MODEL (1; 0 skips the default model, e.g. when only the per-fold models are compared).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"
@@ -22,6 +23,7 @@ FOLDS="${FOLDS:-0 1 2 3 4}"
 ORGAN_GROUPS="${ORGAN_GROUPS:-upper lower}"
 PRETRAIN_ARGS="${PRETRAIN_ARGS:-}"
 THREADS="${THREADS:-0}"
+DEFAULT_MODEL="${DEFAULT_MODEL:-1}"
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null && [ "$DEVICE" != cpu ]; then
     ON_GPU=1; : "${PRETRAIN_STEPS:=30000}" "${FOLD_STEPS:=10000}" "${DEFAULT_STEPS:=10000}" "${BATCH:=16}"
 else
@@ -55,7 +57,7 @@ for setting in $SETTINGS; do
 done
 
 # 3. the default model (panel and demo): every CHAOS patient but the two of the embedded sample
-if [ ! -f "$OUT/default.json" ]; then
+if [ "$DEFAULT_MODEL" != 0 ] && [ ! -f "$OUT/default.json" ]; then
     run train --dataset "$DATA/chaos-t2spir" --default --exclude chaos_8 chaos_36 --steps "$DEFAULT_STEPS" \
         --batch "$BATCH" --init "$PRE" --out "$OUT" --checkpoint-dir "$CKPT/train" --resume "$CKPT/train" \
         --device "$DEVICE"
