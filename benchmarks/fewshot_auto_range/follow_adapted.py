@@ -12,16 +12,16 @@ from single_slice_cache import append_row, one_slice_study, organ_means, read_ro
 
 from FewShotSegLib.engine.adapt import adapt_segmenter
 from FewShotSegLib.engine.follow import follow
+from FewShotSegLib.engine.propagate import box_network
 from FewShotSegLib.engine.segment import make_supports
 from InteractiveRefineLib.core.metrics import dice
-from InteractiveRefineLib.engine.inference import BoxSegmenter
 
 KEYS = ("window_adapted", "follow_base", "follow_adapted", "follow_base_nobox", "follow_adapted_nobox")
 
 
 def main():
     out, cases = one_slice_study("follow after exemplar adaptation: base or adapted network", threads=2)
-    box = BoxSegmenter(device="cpu")
+    box = box_network("cpu")  # the 0.5 cut propagation uses (since the twelfth session)
     for name, fold, organ, s_img, one, k, q_img, q_lab, seg in cases:
         sup = make_supports(s_img, one, k, [organ])
         ref = q_lab == organ

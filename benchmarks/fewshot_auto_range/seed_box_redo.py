@@ -10,14 +10,13 @@ import numpy as np
 from single_slice_cache import append_row, one_slice_study, organ_means, read_rows, variant_dice, window  # here
 
 from FewShotSegLib.engine.follow import seed_slice
-from FewShotSegLib.engine.propagate import box_slice, propagate
+from FewShotSegLib.engine.propagate import box_network, box_slice, propagate
 from FewShotSegLib.engine.segment import make_supports
 from InteractiveRefineLib.core.metrics import dice
-from InteractiveRefineLib.engine.inference import BoxSegmenter
 
 
 def main():
-    box = BoxSegmenter(device="cpu")
+    box = box_network("cpu")  # the 0.5 cut propagation uses (since the twelfth session)
     out, cases = one_slice_study("follow with the seed slice as predicted or redone by the box network")
     for name, fold, organ, s_img, one, k, q_img, q_lab, seg in cases:
         m = window(seg, make_supports(s_img, one, k, [organ]), s_img, one, organ, q_img).labels == organ

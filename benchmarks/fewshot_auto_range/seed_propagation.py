@@ -9,15 +9,14 @@ window's prediction).
 import numpy as np
 from single_slice_cache import append_row, one_slice_study, organ_means, read_rows, variant_dice, window  # this folder
 
-from FewShotSegLib.engine.propagate import propagate
+from FewShotSegLib.engine.propagate import box_network, propagate
 from FewShotSegLib.engine.segment import make_supports
 from InteractiveRefineLib.core.metrics import dice
-from InteractiveRefineLib.engine.inference import BoxSegmenter
 
 
 def main():
     out, cases = one_slice_study("few-shot window, then same-scan propagation from its best slice", threads=2)
-    box = BoxSegmenter(device="cpu")
+    box = box_network("cpu")  # the 0.5 cut propagation uses (since the twelfth session)
     for name, fold, organ, s_img, one, k, q_img, q_lab, seg in cases:
         sup = make_supports(s_img, one, k, [organ])
         ref = q_lab == organ

@@ -12,10 +12,9 @@ propagation redoes every other slice. Rules:
 import numpy as np
 from single_slice_cache import ORGANS, append_row, one_slice_study, read_rows, window  # this folder
 
-from FewShotSegLib.engine.propagate import box_slice
+from FewShotSegLib.engine.propagate import box_network, box_slice
 from FewShotSegLib.engine.segment import make_supports
 from InteractiveRefineLib.core.metrics import dice
-from InteractiveRefineLib.engine.inference import BoxSegmenter
 
 
 def seeds(mask: np.ndarray, prob: np.ndarray) -> dict:
@@ -30,7 +29,7 @@ def seeds(mask: np.ndarray, prob: np.ndarray) -> dict:
 
 
 def main():
-    box = BoxSegmenter(device="cpu")
+    box = box_network("cpu")  # the 0.5 cut propagation uses (since the twelfth session)
     out, cases = one_slice_study("seed rules of follow, scored on the seed slice")
     for name, fold, organ, s_img, one, k, q_img, q_lab, seg in cases:
         res = window(seg, make_supports(s_img, one, k, [organ]), s_img, one, organ, q_img)

@@ -21,12 +21,11 @@ def collect(path, cases, support="largest", fold=0):
     import torch
     from fold0_organs import fold0_organs, support_slice  # this folder
 
-    from FewShotSegLib.engine.propagate import propagate
+    from FewShotSegLib.engine.propagate import box_network, propagate
     from InteractiveRefineLib.core.data import DecathlonDataset
-    from InteractiveRefineLib.engine.inference import BoxSegmenter
     torch.set_num_threads(2)
     ds = DecathlonDataset("../shared/data/chaos-t2spir")
-    box = BoxSegmenter(device="cpu")
+    box = box_network("cpu")  # the 0.5 cut propagation uses (since the twelfth session)
     with open(path, "w") as out:
         for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, cases, {c: int(fold) for c in cases}):
             k = support_slice(k, z, support)

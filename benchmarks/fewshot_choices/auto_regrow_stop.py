@@ -82,15 +82,14 @@ def check(specs):
     import torch
     from fold0_organs import fold0_organs, support_slice  # this folder
 
-    from FewShotSegLib.engine.propagate import propagate
+    from FewShotSegLib.engine.propagate import box_network, propagate
     from InteractiveRefineLib.core.data import DecathlonDataset
     from InteractiveRefineLib.core.metrics import dice
-    from InteractiveRefineLib.engine.inference import BoxSegmenter
     torch.set_num_threads(1)
     recs = {(r["case"], r["organ"], r["support"]): r for f in SETS.values() for r in map(json.loads, open(HERE / f))}
     wanted = [(c, int(o), s) for c, o, s in (spec.split(":") for spec in specs)]
     ds = DecathlonDataset("../shared/data/chaos-t2spir")
-    box = BoxSegmenter(device="cpu")
+    box = box_network("cpu")  # the 0.5 cut propagation uses (since the twelfth session)
     for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, sorted({c for c, _, _ in wanted})):
         for support in [s for c, o, s in wanted if (c, o) == (pid, organ)]:
             r = recs[(pid, organ, support)]

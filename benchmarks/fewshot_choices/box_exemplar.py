@@ -11,11 +11,10 @@ import numpy as np
 import torch
 from fold0_organs import fold0_organs  # this folder
 
-from FewShotSegLib.engine.propagate import propagate
+from FewShotSegLib.engine.propagate import box_network, propagate
 from InteractiveRefineLib.core.data import DecathlonDataset
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.exemplar import ExemplarConfig
-from InteractiveRefineLib.engine.inference import BoxSegmenter
 
 ap = argparse.ArgumentParser()
 ap.add_argument("out")
@@ -27,7 +26,7 @@ ap.add_argument("--range", default="reference", choices=["reference", "auto"],
 a = ap.parse_args()
 torch.set_num_threads(1)
 ds = DecathlonDataset(a.data)
-box = BoxSegmenter(device="cpu")
+box = box_network("cpu")  # the 0.5 cut propagation uses (since the twelfth session)
 
 
 def config(v):

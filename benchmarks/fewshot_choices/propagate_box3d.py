@@ -14,12 +14,11 @@ import numpy as np
 import torch
 from fold0_organs import fold0_organs  # this folder
 
-from FewShotSegLib.engine.propagate import propagate
+from FewShotSegLib.engine.propagate import box_network, propagate
 from InteractiveRefineLib.core.data import DecathlonDataset
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.core.prompts import box_from_mask
 from InteractiveRefineLib.engine.finetune import RefineConfig
-from InteractiveRefineLib.engine.inference import BoxSegmenter
 from InteractiveRefineLib.engine.session import InteractiveSession
 
 VARIANTS = ["prop", "box1", "adopt1", "box3", "adopt3", "union3", "inter3", "vote3"]
@@ -37,7 +36,7 @@ def table(path):
 def run(path, cases):
     torch.set_num_threads(2)
     ds = DecathlonDataset("../shared/data/chaos-t2spir")
-    box = BoxSegmenter(device="cpu")
+    box = box_network("cpu")  # the 0.5 cut propagation uses (since the twelfth session)
     with open(path, "a") as out:
         for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, cases):
             t0 = time.perf_counter()

@@ -8,14 +8,13 @@ import sys
 import torch
 from fold0_organs import fold0_organs  # this folder
 
-from FewShotSegLib.engine.propagate import box3d_pass, propagate
+from FewShotSegLib.engine.propagate import box3d_pass, box_network, propagate
 from InteractiveRefineLib.core.data import DecathlonDataset
 from InteractiveRefineLib.core.metrics import dice
-from InteractiveRefineLib.engine.inference import BoxSegmenter
 
 torch.set_num_threads(2)
 ds = DecathlonDataset("../shared/data/chaos-t2spir")
-box = BoxSegmenter(device="cpu")
+box = box_network("cpu")  # the 0.5 cut propagation uses (since the twelfth session)
 with open(sys.argv[1], "w") as out:
     for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, sys.argv[2].split(",")):
         m = propagate(seg, img, lab, k, organ, box_segmenter=box, box3d_views=None).labels == organ

@@ -13,4 +13,5 @@ if [ ! -f $C/pretrained_external.json ]; then
      --batch 8 --lr 5e-4 --seed 1 --init ../checkpoints/fewshot/pretrained_external.json \
      --out ../$C/pretrained_external.json --checkpoint-dir ../$C/pretrain --checkpoint-minutes 3 $R)
 fi
-CKPT=$PWD/$C OUT=$PWD/$C/models SETTINGS=2 FOLD_STEPS=400 THREADS=1 DEFAULT_MODEL=0 bash scripts/train_fewshot_all.sh
+CKPT=$PWD/$C OUT=$PWD/$C/models SETTINGS=2 FOLD_STEPS=400 BATCH=8 DEVICE=cpu THREADS=1 DEFAULT_MODEL=0 \
+    bash scripts/train_fewshot_all.sh

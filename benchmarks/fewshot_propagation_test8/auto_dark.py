@@ -13,15 +13,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fewshot_choices"))
 from fold0_organs import support_slice, test8_organs  # noqa: E402  (../fewshot_choices)
 
-from FewShotSegLib.engine.propagate import DARK_STOP, propagate  # noqa: E402
+from FewShotSegLib.engine.propagate import DARK_STOP, box_network, propagate  # noqa: E402
 from InteractiveRefineLib.core.data import DecathlonDataset  # noqa: E402
 from InteractiveRefineLib.core.metrics import dice  # noqa: E402
-from InteractiveRefineLib.engine.inference import BoxSegmenter  # noqa: E402
 
 torch.set_num_threads(1)
 support = sys.argv[sys.argv.index("--support") + 1] if "--support" in sys.argv else "largest"
 ds = DecathlonDataset("../shared/data/chaos-t2spir")
-box = BoxSegmenter(device="cpu")
+box = box_network("cpu")  # the 0.5 cut propagation uses (since the twelfth session)
 with open(sys.argv[1], "w") as out:
     for pid, img, lab, seg, organ, k, z, ref in test8_organs(ds):
         k = support_slice(k, z, support)

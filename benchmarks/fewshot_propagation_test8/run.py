@@ -13,19 +13,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fewshot_choices"))
 from fold0_organs import support_slice, test8_organs  # noqa: E402  (../fewshot_choices)
 
-from FewShotSegLib.engine.propagate import propagate  # noqa: E402
+from FewShotSegLib.engine.propagate import box_network, propagate  # noqa: E402
 from FewShotSegLib.engine.segment import make_supports  # noqa: E402
 from FewShotSegLib.evaluation.evaluate import support_copy  # noqa: E402
 from InteractiveRefineLib.core.data import DecathlonDataset  # noqa: E402
 from InteractiveRefineLib.core.metrics import dice  # noqa: E402
-from InteractiveRefineLib.engine.inference import BoxSegmenter  # noqa: E402
 
 KEYS = ("support_copy", "propagate_gt", "propagate_auto", "propagate_gt_middle", "propagate_gt_p25")
 
 
 def main():
     torch.set_num_threads(1)
-    box = None if "--no-box" in sys.argv else BoxSegmenter(device="cpu")
+    box = None if "--no-box" in sys.argv else box_network("cpu")  # the 0.5 cut propagation uses
     res = {}
     with open(sys.argv[1], "w") as out:
         for pid, img, lab, seg, organ, k, z, ref in test8_organs(DecathlonDataset("../shared/data/chaos-t2spir")):

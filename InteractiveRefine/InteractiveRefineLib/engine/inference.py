@@ -194,11 +194,12 @@ class BoxSegmenter:
         if dim in self._fixed:
             return self._fixed[dim]
         if dim not in self._loaded:
-            self._loaded[dim] = load_model(self._paths[dim], self.device)
-            if dim == 2:
-                cut = foreground_threshold(self._loaded[2][1], self._paths[2], self.threshold2d)
+            loaded = load_model(self._paths[dim], self.device)
+            if dim == 2:  # checked and shifted before it is kept: a refused cut never leaves a 0.5 network behind
+                cut = foreground_threshold(loaded[1], self._paths[2], self.threshold2d)
                 if cut != 0.5:
-                    shift_foreground(self._loaded[2][0], cut)
+                    shift_foreground(loaded[0], cut)
+            self._loaded[dim] = loaded
             # bfloat16 was validated on the 2D network (also run slice by slice); a 3D PC-Net stays float32
             self._loaded[dim][0].bf16_cpu = self.bf16_cpu and getattr(self._loaded[dim][0], "dim", 3) == 2
         net, manifest = self._loaded[dim]
