@@ -46,12 +46,10 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     "edit0.5_lr3e-4": dict(SAFE, local_edit=0.5),
     "steps30": dict(SAFE, lr=1e-4, steps=30),
     "steps20": dict(SAFE, lr=1e-4, steps=20),
-    # the 2D network cut at a lower probability (it under-segments the validation kidneys), with 30 2D steps
-    "thr0.2": dict(SAFE, lr=1e-4, steps_2d=30),
-    "thr0.3": dict(SAFE, lr=1e-4, steps_2d=30),
-    "thr0.4": dict(SAFE, lr=1e-4, steps_2d=30),
-    "steps2d30": dict(SAFE, lr=1e-4, steps_2d=30),  # the shipped refinement since the twelfth session
-    "shipped_s12": dict(SAFE, lr=1e-4, steps_2d=30),  # = thr0.3, shipped: run with the other methods beside it
+    # the 2D network cut at a lower probability (THRESHOLD_2D; it under-segments the validation kidneys), each
+    # with the refinement shipped since the twelfth session (30 head steps in 2D); shipped_s12 = thr0.3, run
+    # with the other methods beside it
+    **{name: dict(SAFE, lr=1e-4, steps_2d=30) for name in ("thr0.2", "thr0.3", "thr0.4", "shipped_s12")},
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 # configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's
