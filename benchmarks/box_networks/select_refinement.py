@@ -50,11 +50,25 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     # with the refinement shipped since the twelfth session (30 head steps in 2D); shipped_s12 = thr0.3, run
     # with the other methods beside it
     **{name: dict(SAFE, lr=1e-4, steps_2d=30) for name in ("thr0.2", "thr0.3", "thr0.4", "shipped_s12")},
+    # thirteenth session: the shipped refinement, a round keeping only changes connected to a new scribble of
+    # their sign (RefineConfig.connected_edit)
+    "connected_s13": dict(SAFE, lr=1e-4, steps_2d=30, connected_edit=True),
+    # ... and the loss: both labels weigh the same (RefineConfig.balance), the geodesic neighbourhood of a
+    # scribble uncertain (geodesic_edge), or both
+    "balance_s13": dict(SAFE, lr=1e-4, steps_2d=30, balance=True),
+    "geo5_s13": dict(SAFE, lr=1e-4, steps_2d=30, geodesic_edge=5.0),
+    "balance_geo5_s13": dict(SAFE, lr=1e-4, steps_2d=30, balance=True, geodesic_edge=5.0),
+    # the geodesic neighbourhood's edge cost and radius (3D, where geo5 gained)
+    "geo2_s13": dict(SAFE, lr=1e-4, steps_2d=30, geodesic_edge=2.0),
+    "geo20_s13": dict(SAFE, lr=1e-4, steps_2d=30, geodesic_edge=20.0),
+    "geo5_f1_s13": dict(SAFE, lr=1e-4, steps_2d=30, geodesic_edge=5.0, geodesic_fraction=1.0),
+    "geo5_connected_s13": dict(SAFE, lr=1e-4, steps_2d=30, geodesic_edge=5.0, connected_edit=True),
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 # configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's
 # threshold2d; every other configuration, as every record before the twelfth session, cuts at the network's 0.5)
-THRESHOLD_2D = {"thr0.2": 0.2, "thr0.3": 0.3, "thr0.4": 0.4, "shipped_s12": 0.3}
+THRESHOLD_2D = {"thr0.2": 0.2, "thr0.3": 0.3, "thr0.4": 0.4, "shipped_s12": 0.3,
+                **{name: 0.3 for name in ("connected_s13", "balance_s13", "geo5_s13", "balance_geo5_s13")}}
 BASELINES = ("graphcut", "random_walker")
 
 

@@ -12,6 +12,7 @@ import math
 import numbers
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -78,6 +79,20 @@ class RefineConfig:
         that piece out: keeping this share of the other pieces is then enough.
     local_edit: a refinement changes the result only within this fraction of the box's extent (per axis)
         of the scribbles added since the last result (None: everywhere).
+    geodesic_edge, geodesic_fraction: interaction-based uncertainty along the image too: an unscribbled voxel
+        whose label disagrees with a scribble is also uncertain when its geodesic distance to that scribble is
+        at most geodesic_fraction of the box's largest extent (mm), a step costing 1 + geodesic_edge x the
+        normalised intensity's gradient (per mm): the region the scribble's tissue continues into, which the
+        CRF has not yet relabelled, is not taught the old label (a background scribble in a tumour's dark core
+        otherwise taught "this one spot is background, the rest of the core foreground"). None: Euclidean only.
+    balance: the unscribbled voxels of each label weigh the same in total in the loss (a few confident
+        foreground voxels among many background ones otherwise taught the head "all background", and each
+        alternation made fewer voxels confident foreground).
+    connected_edit: within that neighbourhood, only changes connected to a new scribble of their own sign
+        are kept: foreground removed only in pieces that touch a new background scribble, added only in
+        pieces that touch a new foreground scribble (a fine-tuned network that learned the wrong thing
+        elsewhere, e.g. peeled a thin ring of tissue off while the user struck out its cavity, changes nothing
+        there). Only with local_edit.
     views3d: views of the slice-wise 3D network (None: the model's own; 3: multi-view fusion, about 3x
         the CPU time of a 3D box; networks.SliceWise).
     three_views_min_side: a box thinner than this many voxels along an axis is read with one view even
@@ -106,6 +121,10 @@ class RefineConfig:
     steps_2d: Optional[int] = 30
     crf_min_keep: Optional[float] = 0.5
     local_edit: Optional[float] = 0.25
+    connected_edit: bool = False
+    geodesic_edge: Optional[float] = None
+    geodesic_fraction: float = 0.5
+    balance: bool = False
     views3d: Optional[int] = None
     three_views_min_side: int = THREE_VIEWS_MIN_SIDE
     three_views_max_depth: Optional[int] = THREE_VIEWS_MAX_DEPTH
@@ -135,6 +154,9 @@ class RefineConfig:
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1] or None; got {v}")
+        if self.geodesic_edge is not None and (self.geodesic_edge < 0 or not 0.0 < self.geodesic_fraction <= 1.0):
+            raise ValueError(f"geodesic_edge must be >= 0 or None and geodesic_fraction in (0, 1]; got "
+                             f"{self.geodesic_edge}, {self.geodesic_fraction}")
         if self.steps_2d is not None and (isinstance(self.steps_2d, bool) or self.steps_2d < 0):
             raise ValueError(f"steps_2d must be >= 0 or None; got {self.steps_2d}")
         if self.lam_2d is not None and self.lam_2d < 0:
@@ -144,11 +166,13 @@ class RefineConfig:
 
 
 def loss_weights(labels: np.ndarray, probability: np.ndarray, fg_seeds: np.ndarray, bg_seeds: np.ndarray,
-                 spacing: Sequence[float], omega: float, threshold: float, distance_mm: float) -> np.ndarray:
+                 spacing: Sequence[float], omega: float, threshold: float, distance_mm: float,
+                 geodesic: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
     """Per-voxel loss weights: omega on scribbles, 0 on uncertain voxels, 1 elsewhere (float32).
 
     Uncertain = network-based (P(current label) < threshold) or interaction-based (unscribbled, within
-    distance_mm of a scribble, current label disagrees with that scribble).
+    distance_mm of a scribble, or within `geodesic(seeds)` when given, current label disagrees with that
+    scribble).
     """
     labels = np.asarray(labels, bool)
     p_label = np.where(labels, probability, 1.0 - probability)
@@ -156,6 +180,8 @@ def loss_weights(labels: np.ndarray, probability: np.ndarray, fg_seeds: np.ndarr
     for seeds, disagree in ((fg_seeds, ~labels), (bg_seeds, labels)):
         if seeds.any():
             near = ndimage.distance_transform_edt(~seeds, sampling=spacing) <= distance_mm
+            if geodesic is not None:
+                near |= geodesic(seeds)
             uncertain |= near & disagree
     w = np.ones(labels.shape, dtype=np.float32)
     w[uncertain] = 0.0
@@ -164,16 +190,68 @@ def loss_weights(labels: np.ndarray, probability: np.ndarray, fg_seeds: np.ndarr
 
 
 def box_loss_weights(labels: np.ndarray, probability: np.ndarray, fg_seeds: np.ndarray, bg_seeds: np.ndarray,
-                     inside: Optional[np.ndarray], spacing: Sequence[float], cfg: "RefineConfig") -> np.ndarray:
+                     inside: Optional[np.ndarray], spacing: Sequence[float], cfg: "RefineConfig",
+                     intensity: Optional[np.ndarray] = None) -> np.ndarray:
     """loss_weights for one box: the outside of the box is clamped background for the CRF but it is not
     a background scribble: it neither makes foreground voxels near the box edge uncertain nor gets
-    the scribble weight; it gets weight 0 (never predicted)."""
+    the scribble weight; it gets weight 0 (never predicted). With cfg.geodesic_edge and `intensity` (the
+    normalised grid), the geodesic neighbourhood of the scribbles is uncertain too (geodesic_near)."""
     scribbled_bg = bg_seeds if inside is None else bg_seeds & inside
+    geodesic = None
+    if cfg.geodesic_edge is not None and intensity is not None:
+        radius = cfg.geodesic_fraction * max(box_extent_mm(inside, spacing) or [0.0])
+        geodesic = partial(geodesic_near, costs=geodesic_costs(intensity, spacing, cfg.geodesic_edge),
+                           spacing=spacing, radius=radius)
     w = loss_weights(labels, probability, fg_seeds, scribbled_bg, spacing, cfg.omega, cfg.threshold,
-                     uncertain_radius(inside, spacing, cfg))
+                     uncertain_radius(inside, spacing, cfg), geodesic)
+    if cfg.balance:
+        w = balanced(w, labels, fg_seeds | bg_seeds)
     if inside is not None:
         w[~inside] = 0.0
     return w
+
+
+def balanced(weights: np.ndarray, labels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """`weights` with the unscribbled voxels of each label rescaled to the same total (their sum unchanged);
+    scribbled voxels keep theirs. A label with no weighted voxel leaves the weights as they are."""
+    free = ~seeds
+    fg, bg = free & np.asarray(labels, bool), free & ~np.asarray(labels, bool)
+    w_fg, w_bg = float(weights[fg].sum()), float(weights[bg].sum())
+    if w_fg <= 0 or w_bg <= 0:
+        return weights
+    out = weights.copy()
+    half = 0.5 * (w_fg + w_bg)
+    out[fg] *= half / w_fg
+    out[bg] *= half / w_bg
+    return out
+
+
+def geodesic_costs(intensity: np.ndarray, spacing: Sequence[float], edge: float) -> np.ndarray:
+    """Per-voxel travel cost (per mm) of geodesic_near: 1 + edge x the gradient magnitude of the normalised
+    intensity (per mm), so a homogeneous region is crossed at its length and an edge costs more."""
+    x = np.asarray(intensity, np.float64)
+    sq = np.zeros_like(x)
+    for axis, step in enumerate(spacing):
+        if x.shape[axis] > 1:  # a single voxel along an axis has no gradient there
+            sq += np.gradient(x, step, axis=axis) ** 2
+    return 1.0 + edge * np.sqrt(sq)
+
+
+def geodesic_near(seeds: np.ndarray, costs: np.ndarray, spacing: Sequence[float], radius: float) -> np.ndarray:
+    """The voxels whose geodesic distance (minimal cumulative cost, skimage's MCP) to `seeds` is <= radius."""
+    from skimage.graph import MCP_Geometric
+    mcp = MCP_Geometric(costs, fully_connected=True, sampling=tuple(spacing))
+    dist, _ = mcp.find_costs(np.argwhere(seeds))
+    return dist <= radius
+
+
+def box_extent_mm(inside: Optional[np.ndarray], spacing: Sequence[float]) -> list:
+    """The box's extent (mm) along each axis where it spans more than one voxel ([] without a box)."""
+    if inside is None or not inside.any():
+        return []
+    ext = [np.flatnonzero(inside.any(axis=tuple(b for b in range(inside.ndim) if b != a)))
+           for a in range(inside.ndim)]
+    return [(e[-1] - e[0] + 1) * s for e, s in zip(ext, spacing) if len(e) > 1]
 
 
 def uncertain_radius(inside: Optional[np.ndarray], spacing: Sequence[float], cfg: "RefineConfig") -> float:
@@ -181,22 +259,20 @@ def uncertain_radius(inside: Optional[np.ndarray], spacing: Sequence[float], cfg
     box's smallest extent (mm). A fixed 3 mm zeroed almost every foreground voxel of a 5-8 mm structure
     (cord, hippocampus) around one background scribble, and the head then learned "all background"."""
     r = cfg.distance_mm
-    if inside is not None and cfg.distance_fraction is not None and inside.any():
-        ext = [np.flatnonzero(inside.any(axis=tuple(b for b in range(inside.ndim) if b != a)))
-               for a in range(inside.ndim)]
-        sizes = [(e[-1] - e[0] + 1) * s for e, s in zip(ext, spacing) if len(e) > 1]
-        if sizes:
-            r = min(r, cfg.distance_fraction * min(sizes))
+    sizes = box_extent_mm(inside, spacing)
+    if cfg.distance_fraction is not None and sizes:
+        r = min(r, cfg.distance_fraction * min(sizes))
     return r
 
 
 def local_edit(previous: np.ndarray, new: np.ndarray, new_fg: np.ndarray, new_bg: np.ndarray,
-               inside: np.ndarray, fraction: float) -> np.ndarray:
+               inside: np.ndarray, fraction: float, connected: bool = False) -> np.ndarray:
     """`new` where it lies near this round's scribbles, `previous` elsewhere (bool arrays of one grid).
 
     Near: within `fraction` of the box's extent along every axis from a new scribbled voxel (an
     ellipsoid scaled to the box, so thick slices and thin structures get the same share). A refinement
     may then only correct the error the user pointed at; it cannot erase what the user left alone.
+    connected: of those changes keep only the pieces that touch a new scribble of their sign (connected_change).
     """
     seeds = (new_fg | new_bg) & inside
     if not seeds.any():
@@ -205,7 +281,24 @@ def local_edit(previous: np.ndarray, new: np.ndarray, new_fg: np.ndarray, new_bg
            for a in range(inside.ndim)]
     sampling = [1.0 / max(e[-1] - e[0] + 1, 1) for e in ext]
     near = ndimage.distance_transform_edt(~seeds, sampling=sampling) <= fraction
+    if connected:
+        near &= connected_change(previous, new, new_fg & inside, new_bg & inside)
     return np.where(near, new, previous)
+
+
+def connected_change(previous: np.ndarray, new: np.ndarray, new_fg: np.ndarray, new_bg: np.ndarray) -> np.ndarray:
+    """The voxels where `new` differs from `previous` in a piece (fully connected) that touches a scribble
+    of its own sign: removed foreground next to a background scribble, added foreground next to a
+    foreground scribble (bool arrays of one grid)."""
+    full = ndimage.generate_binary_structure(previous.ndim, previous.ndim)
+    keep = np.zeros(previous.shape, bool)
+    for change, seeds in ((previous & ~new, new_bg), (new & ~previous, new_fg)):
+        if not (change.any() and seeds.any()):
+            continue
+        pieces, _ = ndimage.label(change, structure=full)
+        touched = np.unique(pieces[ndimage.binary_dilation(seeds, structure=full) & change])
+        keep |= np.isin(pieces, touched[touched > 0])
+    return keep
 
 
 HEAD_STEP_VOXELS = 10000  # above a 96 x 96 2D grid: 2D boxes are tuned on every voxel
@@ -303,7 +396,7 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
         check_cancel(cancel)
         labels = crf_segment(prob, intensity, spacing, lam=cfg.lam_for(prob.ndim), sigma=cfg.sigma,
                              connectivity=cfg.connectivity, fg_seeds=fg_seeds, bg_seeds=bg_seeds)
-        w = box_loss_weights(labels, prob, fg_seeds, bg_seeds, inside, spacing, cfg)
+        w = box_loss_weights(labels, prob, fg_seeds, bg_seeds, inside, spacing, cfg, intensity)
         step_inputs, labels_s, w_s = voxel_sample(inputs, labels, w, cfg) if cfg.head_only else (inputs, labels, w)
         target = torch.from_numpy(labels_s.astype(np.int64)).to(device)
         weight = torch.from_numpy(w_s).to(device)

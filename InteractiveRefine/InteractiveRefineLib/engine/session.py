@@ -470,7 +470,8 @@ class InteractiveSession:
             return mask
         new_fg, new_bg = region_masks(fresh, ctx.spec)
         fg_n, bg_n = region_masks(scr, ctx.spec)
-        out = finetune.local_edit(st.mask, mask, new_fg, new_bg, ctx.inside_native, self.config.local_edit)
+        out = finetune.local_edit(st.mask, mask, new_fg, new_bg, ctx.inside_native, self.config.local_edit,
+                                  self.config.connected_edit)
         return (out | fg_n) & ~bg_n & ctx.inside_native
 
     def _compute(self, fn):

@@ -1,0 +1,81 @@
+"""The thirteenth session's refinement guards, on hand-made arrays: balanced loss weights, the geodesic
+neighbourhood of a scribble, and a round's changes kept only where they connect to a new scribble."""
+import numpy as np
+import pytest
+
+from InteractiveRefineLib.engine.finetune import (
+    RefineConfig,
+    balanced,
+    box_loss_weights,
+    connected_change,
+    geodesic_costs,
+    geodesic_near,
+    local_edit,
+)
+
+
+def test_balanced_weights_give_each_label_the_same_total():
+    labels = np.array([1, 1, 0, 0, 0, 0, 0, 1], bool)
+    w = np.array([1, 1, 1, 1, 1, 1, 0, 20], np.float32)  # the last voxel is a scribble
+    seeds = np.zeros(8, bool)
+    seeds[7] = True
+    out = balanced(w, labels, seeds)
+    # free foreground 2, background 4: both become 3 (x1.5 and x0.75); the scribble keeps 20, weight 0 stays 0
+    np.testing.assert_allclose(out, [1.5, 1.5, 0.75, 0.75, 0.75, 0.75, 0, 20])
+    none = labels.copy()
+    none[:] = False
+    np.testing.assert_array_equal(balanced(w, none, seeds), w)  # one label only: unchanged
+
+
+def test_geodesic_neighbourhood_stops_at_an_edge():
+    """A 1 x 12 image, dark then bright from column 6: from a scribble on column 0 the geodesic radius of
+    8 mm reaches the dark columns and not across the edge, where the Euclidean distance would. The central
+    gradient is 1.5 on columns 5 and 6, so reaching column 5 costs 4 + (1 + 8.5) / 2 = 8.75 mm."""
+    img = np.array([[0.0] * 6 + [3.0] * 6])
+    seeds = np.zeros(img.shape, bool)
+    seeds[0, 0] = True
+    costs = geodesic_costs(img, (1.0, 1.0), edge=5.0)
+    near = geodesic_near(seeds, costs, (1.0, 1.0), radius=8.0)
+    assert near[0, :5].all() and not near[0, 5:].any()
+    flat = geodesic_near(seeds, geodesic_costs(np.zeros_like(img), (1.0, 1.0), 5.0), (1.0, 1.0), 8.0)
+    assert flat[0, :9].all() and not flat[0, 9:].any()  # no edge: the Euclidean 8 mm
+
+
+def test_geodesic_uncertainty_in_the_loss_weights():
+    """A background scribble in a dark region labelled foreground: with geodesic_edge the rest of the dark
+    region is uncertain (weight 0), the bright foreground beyond the edge still teaches."""
+    img = np.array([[0.0] * 6 + [3.0] * 6], np.float32)
+    labels = np.ones(img.shape, bool)
+    prob = np.full(img.shape, 0.95)
+    inside = np.ones(img.shape, bool)
+    fg, bg = np.zeros_like(labels), np.zeros_like(labels)
+    bg[0, 0] = True
+    base = dict(omega=5.0, threshold=0.8, distance_mm=1.0, distance_fraction=None, geodesic_fraction=0.7)
+    w = box_loss_weights(labels, prob, fg, bg, inside, (1.0, 1.0), RefineConfig(**base), img)
+    assert w.tolist() == [[5, 0] + [1] * 10]
+    w = box_loss_weights(labels, prob, fg, bg, inside, (1.0, 1.0), RefineConfig(**base, geodesic_edge=5.0), img)
+    assert w.tolist() == [[5] + [0] * 4 + [1] * 7]  # radius 0.7 x 12 mm = 8.4 mm (column 5: 8.75)
+
+
+def test_connected_change_keeps_the_pieces_a_scribble_touches():
+    prev = np.zeros((9, 9), bool)
+    prev[1:8, 1:8] = True  # a filled square
+    new = prev.copy()
+    new[3:6, 3:6] = False  # the centre removed, touching the background scribble
+    new[1, 1:8] = False  # the top row removed: far from it
+    new[8, 4] = True  # a pixel added below, no foreground scribble
+    bg = np.zeros_like(prev)
+    bg[4, 4] = True
+    keep = connected_change(prev, new, np.zeros_like(prev), bg)
+    assert keep[3:6, 3:6].all() and keep.sum() == 9
+    out = local_edit(prev, new, np.zeros_like(prev), bg, np.ones_like(prev), 1.0, connected=True)
+    expected = prev.copy()
+    expected[3:6, 3:6] = False
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(local_edit(prev, new, np.zeros_like(prev), bg, np.ones_like(prev), 1.0), new)
+
+
+def test_config_refuses_bad_guards():
+    for bad in ({"geodesic_edge": -1.0}, {"geodesic_edge": 1.0, "geodesic_fraction": 0.0}):
+        with pytest.raises(ValueError):
+            RefineConfig(**bad)
