@@ -43,7 +43,8 @@ def test_geodesic_neighbourhood_stops_at_an_edge():
 
 def test_geodesic_uncertainty_in_the_loss_weights():
     """A background scribble in a dark region labelled foreground: with geodesic_edge the rest of the dark
-    region is uncertain (weight 0), the bright foreground beyond the edge still teaches."""
+    region is uncertain (weight 0), the bright foreground beyond the edge still teaches. The default applies
+    it to 3D boxes only (geodesic_2d False)."""
     img = np.array([[0.0] * 6 + [3.0] * 6], np.float32)
     labels = np.ones(img.shape, bool)
     prob = np.full(img.shape, 0.95)
@@ -51,10 +52,18 @@ def test_geodesic_uncertainty_in_the_loss_weights():
     fg, bg = np.zeros_like(labels), np.zeros_like(labels)
     bg[0, 0] = True
     base = dict(omega=5.0, threshold=0.8, distance_mm=1.0, distance_fraction=None, geodesic_fraction=0.7)
-    w = box_loss_weights(labels, prob, fg, bg, inside, (1.0, 1.0), RefineConfig(**base), img)
-    assert w.tolist() == [[5, 0] + [1] * 10]
+    euclidean = [[5, 0] + [1] * 10]
+    geodesic = [[5] + [0] * 4 + [1] * 7]  # radius 0.7 x 12 mm = 8.4 mm (column 5: 8.75)
+    w = box_loss_weights(labels, prob, fg, bg, inside, (1.0, 1.0), RefineConfig(**base, geodesic_edge=None), img)
+    assert w.tolist() == euclidean
+    w = box_loss_weights(labels, prob, fg, bg, inside, (1.0, 1.0), RefineConfig(**base, geodesic_edge=5.0,
+                                                                                 geodesic_2d=True), img)
+    assert w.tolist() == geodesic
     w = box_loss_weights(labels, prob, fg, bg, inside, (1.0, 1.0), RefineConfig(**base, geodesic_edge=5.0), img)
-    assert w.tolist() == [[5] + [0] * 4 + [1] * 7]  # radius 0.7 x 12 mm = 8.4 mm (column 5: 8.75)
+    assert w.tolist() == euclidean  # 2D box, default: Euclidean only
+    w3 = box_loss_weights(labels[None], prob[None], fg[None], bg[None], inside[None], (3.0, 1.0, 1.0),
+                          RefineConfig(**base, geodesic_edge=5.0), img[None])
+    assert w3[0].tolist() == geodesic  # a 3D box (one slice deep here) takes it by default
 
 
 def test_connected_change_keeps_the_pieces_a_scribble_touches():

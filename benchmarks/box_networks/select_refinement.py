@@ -20,18 +20,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from InteractiveRefineLib.core.data import load_split
 from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.engine.finetune import RefineConfig
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 from InteractiveRefineLib.evaluation.benchmark import _rng, run_rounds
 from InteractiveRefineLib.evaluation.methods import make_runners
-from InteractiveRefineLib.training.box_sources import load_sources
+from InteractiveRefineLib.training.box_sources import _decathlon, data_root, load_sources
 from InteractiveRefineLib.training.train_box import validation_cases
 
 ROUNDS = 3
 # steps_2d None: 2D boxes take `steps` (10 unless set), as before RefineConfig.steps_2d (twelfth session)
-OFF = dict(lr=1e-3, lam=3.0, lam_2d=None, crf_min_keep=None, distance_fraction=None, local_edit=None, steps_2d=None)
+# geodesic_edge None, connected_edit and balance False: as before the thirteenth session's guards
+OFF = dict(lr=1e-3, lam=3.0, lam_2d=None, crf_min_keep=None, distance_fraction=None, local_edit=None, steps_2d=None,
+           geodesic_edge=None, connected_edit=False, balance=False)
 SAFE = dict(OFF, crf_min_keep=0.5, distance_fraction=0.1, local_edit=0.25, lr=3e-4)
+S12 = dict(SAFE, lr=1e-4, steps_2d=30)  # the refinement shipped in the twelfth session
 CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, so a later default change
     # does not change what a name means); the last one also runs the baselines
     "before": OFF,                              # the defaults before this selection
@@ -49,26 +53,28 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     # the 2D network cut at a lower probability (THRESHOLD_2D; it under-segments the validation kidneys), each
     # with the refinement shipped since the twelfth session (30 head steps in 2D); shipped_s12 = thr0.3, run
     # with the other methods beside it
-    **{name: dict(SAFE, lr=1e-4, steps_2d=30) for name in ("thr0.2", "thr0.3", "thr0.4", "shipped_s12")},
-    # thirteenth session: the shipped refinement, a round keeping only changes connected to a new scribble of
-    # their sign (RefineConfig.connected_edit)
-    "connected_s13": dict(SAFE, lr=1e-4, steps_2d=30, connected_edit=True),
-    # ... and the loss: both labels weigh the same (RefineConfig.balance), the geodesic neighbourhood of a
-    # scribble uncertain (geodesic_edge), or both
-    "balance_s13": dict(SAFE, lr=1e-4, steps_2d=30, balance=True),
-    "geo5_s13": dict(SAFE, lr=1e-4, steps_2d=30, geodesic_edge=5.0),
-    "balance_geo5_s13": dict(SAFE, lr=1e-4, steps_2d=30, balance=True, geodesic_edge=5.0),
-    # the geodesic neighbourhood's edge cost and radius (3D, where geo5 gained)
-    "geo2_s13": dict(SAFE, lr=1e-4, steps_2d=30, geodesic_edge=2.0),
-    "geo20_s13": dict(SAFE, lr=1e-4, steps_2d=30, geodesic_edge=20.0),
-    "geo5_f1_s13": dict(SAFE, lr=1e-4, steps_2d=30, geodesic_edge=5.0, geodesic_fraction=1.0),
-    "geo5_connected_s13": dict(SAFE, lr=1e-4, steps_2d=30, geodesic_edge=5.0, connected_edit=True),
+    **{name: S12 for name in ("thr0.2", "thr0.3", "thr0.4", "shipped_s12")},
+    # thirteenth session, each with the refinement shipped since the twelfth: a round keeping only changes
+    # connected to a new scribble of their sign (RefineConfig.connected_edit); both labels weighing the same in
+    # the loss (balance); the geodesic neighbourhood of a scribble uncertain (geodesic_edge; in 2D too, as run:
+    # geodesic_2d), of half the box's largest extent or the whole box (_f1); a wider local edit; 20 3D steps
+    "connected_s13": dict(S12, connected_edit=True),
+    "balance_s13": dict(S12, balance=True),
+    **{f"geo{e:g}_s13": dict(S12, geodesic_edge=e, geodesic_fraction=0.5, geodesic_2d=True) for e in (2.0, 5.0, 20.0)},
+    "balance_geo5_s13": dict(S12, balance=True, geodesic_edge=5.0, geodesic_fraction=0.5, geodesic_2d=True),
+    "geo5_connected_s13": dict(S12, geodesic_edge=5.0, geodesic_fraction=0.5, geodesic_2d=True, connected_edit=True),
+    **{f"geo{e:g}_f1_s13": dict(S12, geodesic_edge=e, geodesic_fraction=1.0, geodesic_2d=True)
+       for e in (2.0, 5.0, 10.0)},
+    "geo5_f1_edit0.5_s13": dict(S12, geodesic_edge=5.0, geodesic_fraction=1.0, geodesic_2d=True, local_edit=0.5),
+    "geo5_f1_steps20_s13": dict(S12, geodesic_edge=5.0, geodesic_fraction=1.0, geodesic_2d=True, steps=20),
+    # shipped since: geo2_f1 in 3D, 2D as shipped_s12
+    "shipped_s13": dict(S12, geodesic_edge=2.0, geodesic_fraction=1.0),
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 # configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's
 # threshold2d; every other configuration, as every record before the twelfth session, cuts at the network's 0.5)
 THRESHOLD_2D = {"thr0.2": 0.2, "thr0.3": 0.3, "thr0.4": 0.4, "shipped_s12": 0.3,
-                **{name: 0.3 for name in ("connected_s13", "balance_s13", "geo5_s13", "balance_geo5_s13")}}
+                **{name: 0.3 for name in CONFIGS if name.endswith("_s13")}}
 BASELINES = ("graphcut", "random_walker")
 
 
@@ -118,6 +124,9 @@ def main():
     ap.add_argument("--groups", default=None, help="comma list of validation groups (default all)")
     ap.add_argument("--records", default="runs/select_refinement.jsonl")
     ap.add_argument("--dims", default="2d,3d", help="2d, 3d or both (a 2D-only choice such as lam_2d)")
+    ap.add_argument("--train-kidneys", type=int, default=0,
+                    help="also the kidneys of the first N CHAOS training patients (group chaos_kidneys_train: the "
+                         "networks trained on their liver and spleen only, never on a kidney)")
     ap.add_argument("--baselines", default=None, help="configuration that also runs graph cut and random walker "
                     "with its scribbles (default: the last one)")
     ap.add_argument("--baseline-methods", default=",".join(BASELINES),
@@ -134,7 +143,11 @@ def main():
             r = json.loads(line)
             done[(r["config"], r["case"], r["label"])] = r
     segs = {}
-    cases = validation_cases(load_sources("val", limit=a.hip))
+    volumes = load_sources("val", limit=a.hip)
+    if a.train_kidneys:
+        volumes += _decathlon(data_root(), "chaos-t2spir", "chaos_kidneys_train",
+                              load_split("chaos_t2spir")["train"][: a.train_kidneys], [2, 3])
+    cases = validation_cases(volumes)
     if a.groups:
         cases = [c for c in cases if c[0] in a.groups.split(",")]
     with rec_path.open("a") as f:
