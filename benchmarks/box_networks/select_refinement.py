@@ -69,6 +69,9 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     "geo5_f1_steps20_s13": dict(S12, geodesic_edge=5.0, geodesic_fraction=1.0, geodesic_2d=True, steps=20),
     # shipped since: geo2_f1 in 3D, 2D as shipped_s12
     "shipped_s13": dict(S12, geodesic_edge=2.0, geodesic_fraction=1.0),
+    # then, 3D: a lower edge cost, a local edit between 0.25 and 0.5
+    "geo1_f1_s13": dict(S12, geodesic_edge=1.0, geodesic_fraction=1.0),
+    "geo2_f1_edit0.35_s13": dict(S12, geodesic_edge=2.0, geodesic_fraction=1.0, local_edit=0.35),
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 # configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's
