@@ -92,16 +92,18 @@ def test_config_refuses_bad_guards():
 
 def test_balance_counts_only_the_box():
     """RefineConfig.balance in box_loss_weights: the voxels outside the box weigh 0 and take no part in the
-    balance, so inside the box both labels end with the same total."""
+    balance, so inside the box both labels end with the same total (also when the background seeds do not
+    hold the outside of the box, as fine_tune's do)."""
     labels = np.array([[0, 1, 1, 0, 0, 0, 0, 0, 0, 0]], bool)
     prob = np.where(labels, 0.95, 0.05)
     inside = np.zeros_like(labels)
     inside[0, :5] = True
     none = np.zeros_like(labels)
     cfg = RefineConfig(omega=5.0, threshold=0.8, distance_fraction=None, balance=True)
-    w = box_loss_weights(labels, prob, none, ~inside, inside, (1.0, 1.0), cfg)
-    assert w[~inside].sum() == 0
-    assert w[inside & labels].sum() == pytest.approx(w[inside & ~labels].sum()) == pytest.approx(2.5)
+    for bg in (~inside, none):
+        w = box_loss_weights(labels, prob, none, bg, inside, (1.0, 1.0), cfg)
+        assert w[~inside].sum() == 0
+        assert w[inside & labels].sum() == pytest.approx(w[inside & ~labels].sum()) == pytest.approx(2.5)
 
 
 def test_the_geodesic_neighbourhood_is_computed_once_per_scribble_set(monkeypatch):

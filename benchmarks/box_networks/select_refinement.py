@@ -59,7 +59,6 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     # the loss (balance); the geodesic neighbourhood of a scribble uncertain (geodesic_edge; in 2D too, as run:
     # geodesic_2d), of half the box's largest extent or the whole box (_f1); a wider local edit; 20 3D steps
     "connected_s13": dict(S12, connected_edit=True),
-    # (balance_s13's records counted the voxels outside the box, weight 0 in the loss, in the balance: fixed since)
     "balance_s13": dict(S12, balance=True),
     **{f"geo{e:g}_s13": dict(S12, geodesic_edge=e, geodesic_fraction=0.5, geodesic_2d=True) for e in (2.0, 5.0, 20.0)},
     "balance_geo5_s13": dict(S12, balance=True, geodesic_edge=5.0, geodesic_fraction=0.5, geodesic_2d=True),
