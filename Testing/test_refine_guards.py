@@ -41,6 +41,17 @@ def test_geodesic_neighbourhood_stops_at_an_edge():
     assert flat[0, :9].all() and not flat[0, 9:].any()  # no edge: the Euclidean 8 mm
 
 
+def test_geodesic_distance_follows_the_voxel_spacing():
+    """Steps are scaled by the spacing (mm): on a flat 3 x 9 image with rows 4 mm apart and columns 1 mm apart,
+    a radius of 5 mm from the middle of the top row reaches the whole top row, one column either side on the
+    next row (4 mm down, then 1 mm across; a diagonal step is 4.1 mm) and nothing on the last row (8 mm)."""
+    seeds = np.zeros((3, 9), bool)
+    seeds[0, 4] = True
+    near = geodesic_near(seeds, geodesic_costs(np.zeros((3, 9)), (4.0, 1.0), 2.0), (4.0, 1.0), radius=5.0)
+    assert near[0].all() and not near[2].any()
+    assert near[1].tolist() == [False] * 3 + [True] * 3 + [False] * 3
+
+
 def test_geodesic_uncertainty_in_the_loss_weights():
     """A background scribble in a dark region labelled foreground: with geodesic_edge the rest of the dark
     region is uncertain (weight 0), the bright foreground beyond the edge still teaches. The default applies
@@ -85,7 +96,9 @@ def test_connected_change_keeps_the_pieces_a_scribble_touches():
 
 
 def test_config_refuses_bad_guards():
-    for bad in ({"geodesic_edge": -1.0}, {"geodesic_edge": 1.0, "geodesic_fraction": 0.0}):
+    for bad in ({"geodesic_edge": -1.0}, {"geodesic_edge": 1.0, "geodesic_fraction": 0.0},
+                {"geodesic_edge": float("nan")}, {"geodesic_edge": float("inf")}, {"geodesic_fraction": None},
+                {"connected_edit": True, "local_edit": None}):
         with pytest.raises(ValueError):
             RefineConfig(**bad)
 
@@ -126,3 +139,25 @@ def test_the_geodesic_neighbourhood_is_computed_once_per_scribble_set(monkeypatc
     res = finetune.fine_tune(head, torch.randn(1, 3, *shape), np.random.default_rng(0).normal(size=shape),
                              (2.0, 1.0, 1.0), fg, bg, RefineConfig(iterations=3, steps=1), inside=inside)
     assert res.iterations == 3 and len(calls) == 2  # the foreground and the background scribbles
+
+
+def test_the_session_passes_connected_edit_to_the_local_edit(chaos8, segmenter, monkeypatch):
+    """RefineConfig.connected_edit reaches finetune.local_edit from a session's refinement."""
+    from InteractiveRefineLib.core.prompts import box_from_mask, main_object
+    from InteractiveRefineLib.engine import finetune
+    from InteractiveRefineLib.engine.session import InteractiveSession
+    from InteractiveRefineLib.evaluation.robot import next_scribble
+
+    seen = []
+    real = finetune.local_edit
+    monkeypatch.setattr(finetune, "local_edit", lambda *a, **k: seen.append(a[5:]) or real(*a, **k))
+    image, label = chaos8
+    ref = label == 2
+    box = box_from_mask(main_object(ref), 0, 12)
+    for flag in (True, False):
+        s = InteractiveSession(image, segmenter, config=RefineConfig(connected_edit=flag, steps_2d=1))
+        s.set_box(box, reference=ref)
+        sc = next_scribble(s.mask(), ref, box, image.spacing_kji, np.random.default_rng(0))
+        s.add_scribble(sc.voxels, sc.label)
+        s.refine()
+    assert seen == [(0.25, True), (0.25, False)]

@@ -72,6 +72,8 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     # then, 3D: a lower edge cost, a local edit between 0.25 and 0.5
     "geo1_f1_s13": dict(S12, geodesic_edge=1.0, geodesic_fraction=1.0),
     "geo2_f1_edit0.35_s13": dict(S12, geodesic_edge=2.0, geodesic_fraction=1.0, local_edit=0.35),
+    # ablation: no edge cost (the neighbourhood is then the whole box: does the image matter?)
+    "geo0_f1_s13": dict(S12, geodesic_edge=0.0, geodesic_fraction=1.0),
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 # configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's

@@ -158,9 +158,13 @@ class RefineConfig:
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1] or None; got {v}")
-        if self.geodesic_edge is not None and (self.geodesic_edge < 0 or not 0.0 < self.geodesic_fraction <= 1.0):
-            raise ValueError(f"geodesic_edge must be >= 0 or None and geodesic_fraction in (0, 1]; got "
-                             f"{self.geodesic_edge}, {self.geodesic_fraction}")
+        edge, frac = self.geodesic_edge, self.geodesic_fraction
+        if (edge is not None and not (isinstance(edge, numbers.Real) and math.isfinite(edge) and edge >= 0)) or \
+                not (isinstance(frac, numbers.Real) and 0.0 < frac <= 1.0):
+            raise ValueError(f"geodesic_edge must be a finite number >= 0 or None and geodesic_fraction in (0, 1]; "
+                             f"got {edge!r}, {frac!r}")
+        if self.connected_edit and self.local_edit is None:
+            raise ValueError("connected_edit works within local_edit's neighbourhood: set local_edit too")
         if self.steps_2d is not None and (isinstance(self.steps_2d, bool) or self.steps_2d < 0):
             raise ValueError(f"steps_2d must be >= 0 or None; got {self.steps_2d}")
         if self.lam_2d is not None and self.lam_2d < 0:
@@ -270,7 +274,7 @@ def geodesic_for(cfg: "RefineConfig", intensity: Optional[np.ndarray], inside: O
     if cfg.geodesic_edge is None or intensity is None or not (intensity.ndim == 3 or cfg.geodesic_2d):
         return None
     radius = cfg.geodesic_fraction * max(box_extent_mm(inside, spacing) or [0.0])
-    return GeodesicNeighbourhood(intensity, spacing, cfg.geodesic_edge, radius)
+    return GeodesicNeighbourhood(intensity, spacing, cfg.geodesic_edge, radius) if radius > 0 else None
 
 
 def box_extent_mm(inside: Optional[np.ndarray], spacing: Sequence[float]) -> list:
