@@ -101,11 +101,11 @@ def test_correcting_scribbles_raise_dice_on_a_real_case(chaos8, segmenter, dim, 
 
     2D, right kidney (never seen in training). Measured Dice (older model): 0.781 -> 0.929 (CRF alone 0.801);
     with the shipped 2D cut 0.3 and 30 head steps (twelfth session): 0.847 -> 0.944 (CRF alone 0.924).
-    3D, liver: since the thirteenth session the tissue a scribble lies in is uncertain along geodesic paths
-    (RefineConfig.geodesic_edge), so the tuned network follows a correction through the organ: 0.840 -> 0.859
-    (CRF alone 0.840; without the geodesic uncertainty 0.842: this assert fails). The right kidney in 3D was
-    the case before; with the local edit fine-tuning and the CRF alone ended level there (0.918 -> 0.925 vs
-    0.925), and with the geodesic uncertainty it dips (0.918 -> 0.917 after two scribbles, 0.919 after three).
+    3D, liver: since the thirteenth session a scribble makes the voxels of the other label uncertain in the
+    whole 3D box (RefineConfig.whole_box_3d), so the tuned network follows a correction through the organ:
+    0.840 -> 0.859 (CRF alone 0.840; without it 0.842: this assert fails). The right kidney in 3D was the case
+    before; with the local edit fine-tuning and the CRF alone ended level there (0.918 -> 0.925 vs 0.925), and
+    with whole_box_3d it dips (0.918 -> 0.918 after two scribbles, 0.919 after three; CRF alone 0.925).
     """
     image, label = chaos8
     ref = label == organ

@@ -191,8 +191,9 @@ def test_the_crf_may_remove_a_scribbled_false_positive(chaos8, own_cut, mode):
 
 def test_a_refinement_only_changes_the_result_near_the_new_scribble(kidney3d, segmenter):
     """RefineConfig.local_edit: the change of a round lies within a quarter of the box's extent (per axis)
-    of that round's scribble, and Dice does not drop (by more than 0.001: with the geodesic uncertainty of 3D
-    boxes, the default since the thirteenth session, this case dips 0.9181 -> 0.9177; without it it held).
+    of that round's scribble, and Dice does not drop (by more than 0.001: with a scribble's uncertainty over the
+    whole 3D box, RefineConfig.whole_box_3d, the default since the thirteenth session, this case dips 0.9181 ->
+    0.9177; without it it held).
     Without the local edit, fine-tuning + CRF change voxels far from the scribble too (measured on the same
     case: there Dice fell, 0.862 -> 0.859; with the session-13 defaults 0.918 -> 0.912)."""
     from scipy import ndimage

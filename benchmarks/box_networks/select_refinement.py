@@ -31,11 +31,25 @@ from InteractiveRefineLib.training.train_box import validation_cases
 
 ROUNDS = 3
 # steps_2d None: 2D boxes take `steps` (10 unless set), as before RefineConfig.steps_2d (twelfth session)
-# geodesic_edge None, connected_edit and balance False: as before the thirteenth session's guards
+# whole_box_3d, connected_edit and balance False: as before the thirteenth session's guards
 OFF = dict(lr=1e-3, lam=3.0, lam_2d=None, crf_min_keep=None, distance_fraction=None, local_edit=None, steps_2d=None,
-           geodesic_edge=None, connected_edit=False, balance=False)
+           whole_box_3d=False, connected_edit=False, balance=False)
 SAFE = dict(OFF, crf_min_keep=0.5, distance_fraction=0.1, local_edit=0.25, lr=3e-4)
 S12 = dict(SAFE, lr=1e-4, steps_2d=30)  # the refinement shipped in the twelfth session
+# Records only (select_refinement_s13.jsonl): the geodesic neighbourhood of a scribble uncertain, a step
+# costing 1 + edge x the intensity gradient, radius a share of the box's largest extent (0.5, or 1: _f1), with
+# RefineConfig fields geodesic_edge / geodesic_fraction / geodesic_2d of commit 889f9ed (removed since: with the
+# whole box as the radius it reached the whole box, and edge 0 scored as edge 2; whole_box_3d is that rule).
+GEODESIC_S13 = {
+    **{f"geo{e:g}_s13": dict(S12, geodesic_edge=e, geodesic_fraction=0.5, geodesic_2d=True) for e in (2.0, 5.0, 20.0)},
+    "balance_geo5_s13": dict(S12, balance=True, geodesic_edge=5.0, geodesic_fraction=0.5, geodesic_2d=True),
+    "geo5_connected_s13": dict(S12, geodesic_edge=5.0, geodesic_fraction=0.5, geodesic_2d=True, connected_edit=True),
+    **{f"geo{e:g}_f1_s13": dict(S12, geodesic_edge=e, geodesic_fraction=1.0, geodesic_2d=True)
+       for e in (0.0, 1.0, 2.0, 5.0, 10.0)},
+    "geo5_f1_edit0.5_s13": dict(S12, geodesic_edge=5.0, geodesic_fraction=1.0, geodesic_2d=True, local_edit=0.5),
+    "geo5_f1_steps20_s13": dict(S12, geodesic_edge=5.0, geodesic_fraction=1.0, geodesic_2d=True, steps=20),
+    "geo2_f1_edit0.35_s13": dict(S12, geodesic_edge=2.0, geodesic_fraction=1.0, local_edit=0.35),
+}
 CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, so a later default change
     # does not change what a name means); the last one also runs the baselines
     "before": OFF,                              # the defaults before this selection
@@ -56,24 +70,12 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     **{name: S12 for name in ("thr0.2", "thr0.3", "thr0.4", "shipped_s12")},
     # thirteenth session, each with the refinement shipped since the twelfth: a round keeping only changes
     # connected to a new scribble of their sign (RefineConfig.connected_edit); both labels weighing the same in
-    # the loss (balance); the geodesic neighbourhood of a scribble uncertain (geodesic_edge; in 2D too, as run:
-    # geodesic_2d), of half the box's largest extent or the whole box (_f1); a wider local edit; 20 3D steps
+    # the loss (balance); then the interaction uncertainty of a scribble over the whole 3D box (whole_box_3d,
+    # shipped), found as a geodesic neighbourhood (GEODESIC_S13 above)
     "connected_s13": dict(S12, connected_edit=True),
     "balance_s13": dict(S12, balance=True),
-    **{f"geo{e:g}_s13": dict(S12, geodesic_edge=e, geodesic_fraction=0.5, geodesic_2d=True) for e in (2.0, 5.0, 20.0)},
-    "balance_geo5_s13": dict(S12, balance=True, geodesic_edge=5.0, geodesic_fraction=0.5, geodesic_2d=True),
-    "geo5_connected_s13": dict(S12, geodesic_edge=5.0, geodesic_fraction=0.5, geodesic_2d=True, connected_edit=True),
-    **{f"geo{e:g}_f1_s13": dict(S12, geodesic_edge=e, geodesic_fraction=1.0, geodesic_2d=True)
-       for e in (2.0, 5.0, 10.0)},
-    "geo5_f1_edit0.5_s13": dict(S12, geodesic_edge=5.0, geodesic_fraction=1.0, geodesic_2d=True, local_edit=0.5),
-    "geo5_f1_steps20_s13": dict(S12, geodesic_edge=5.0, geodesic_fraction=1.0, geodesic_2d=True, steps=20),
-    # shipped since: geo2_f1 in 3D, 2D as shipped_s12
-    "shipped_s13": dict(S12, geodesic_edge=2.0, geodesic_fraction=1.0),
-    # then, 3D: a lower edge cost, a local edit between 0.25 and 0.5
-    "geo1_f1_s13": dict(S12, geodesic_edge=1.0, geodesic_fraction=1.0),
-    "geo2_f1_edit0.35_s13": dict(S12, geodesic_edge=2.0, geodesic_fraction=1.0, local_edit=0.35),
-    # ablation: no edge cost (the neighbourhood is then the whole box: does the image matter?)
-    "geo0_f1_s13": dict(S12, geodesic_edge=0.0, geodesic_fraction=1.0),
+    "shipped_s13": dict(S12, whole_box_3d=True),
+    **GEODESIC_S13,
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 # configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's
@@ -161,6 +163,9 @@ def main():
                 key = (name, v.name, int(label))
                 if key in done and all(d in done[key] for d in dims):
                     continue
+                if name in GEODESIC_S13:
+                    raise SystemExit(f"{name}: records only (RefineConfig fields of commit 889f9ed); no record for "
+                                     f"{v.name} label {label} in {rec_path}")
                 with_baselines = a.baseline_methods.split(",") if name == (a.baselines or names[-1]) else None
                 key_seg = (VIEWS.get(name), THRESHOLD_2D.get(name, 0.5))
                 if key_seg not in segs:  # one segmenter (and its loaded models) per views / threshold setting

@@ -8,7 +8,6 @@ All work happens on the network grid of the object's crop.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import numbers
 import time
@@ -79,15 +78,15 @@ class RefineConfig:
         that piece out: keeping this share of the other pieces is then enough.
     local_edit: a refinement changes the result only within this fraction of the box's extent (per axis)
         of the scribbles added since the last result (None: everywhere).
-    geodesic_edge, geodesic_fraction, geodesic_2d: interaction-based uncertainty along the image too: an
-        unscribbled voxel whose label disagrees with a scribble is also uncertain when its geodesic distance
-        to that scribble is at most geodesic_fraction of the box's largest extent (mm), a step costing
-        1 + geodesic_edge x the normalised intensity's gradient (per mm): the tissue a scribble lies in,
-        where the CRF has not yet carried the correction, is not taught the old label. 3D boxes only unless
-        geodesic_2d (None: Euclidean only). Edge 2, the whole box: chosen on the validation structures and
-        the kidneys of the CHAOS training patients (benchmarks/box_networks/select_refinement_s13.md): 3D
-        mean of groups after rounds 1-3 0.667 / 0.675 / 0.686 -> 0.669 / 0.680 / 0.692, training kidneys
-        at round 3 0.924 -> 0.935; in 2D it lowered the mean (0.811 -> 0.806 with edge 5).
+    whole_box_3d: in 3D boxes the interaction-based uncertainty covers the whole box: every unscribbled voxel
+        whose label disagrees with a scribble weighs 0, so after a correction the head learns from the scribbles
+        and the voxels that agree with them, not the old label elsewhere in the organ. Chosen in the thirteenth
+        session on the validation structures and the CHAOS training patients' kidneys
+        (benchmarks/box_networks/select_refinement_s13.md): 3D mean of groups after rounds 1-3 0.667 / 0.675 /
+        0.686 -> 0.670 / 0.681 / 0.692, training kidneys at round 3 0.924 -> 0.934. It was found as a geodesic
+        neighbourhood (steps costing more across intensity edges) with the box's largest extent as its radius,
+        which reached practically the whole box: with no edge cost it scored the same, with a higher edge cost
+        or half the radius less. In 2D boxes the geodesic version lowered the mean (0.811 -> 0.806).
     balance: the unscribbled voxels of each label weigh the same in total in the loss (a few confident
         foreground voxels among many background ones otherwise taught the head "all background", and each
         alternation made fewer voxels confident foreground).
@@ -125,9 +124,7 @@ class RefineConfig:
     crf_min_keep: Optional[float] = 0.5
     local_edit: Optional[float] = 0.25
     connected_edit: bool = False
-    geodesic_edge: Optional[float] = 2.0
-    geodesic_fraction: float = 1.0
-    geodesic_2d: bool = False
+    whole_box_3d: bool = True
     balance: bool = False
     views3d: Optional[int] = None
     three_views_min_side: int = THREE_VIEWS_MIN_SIDE
@@ -158,11 +155,6 @@ class RefineConfig:
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1] or None; got {v}")
-        edge, frac = self.geodesic_edge, self.geodesic_fraction
-        if (edge is not None and not (isinstance(edge, numbers.Real) and math.isfinite(edge) and edge >= 0)) or \
-                not (isinstance(frac, numbers.Real) and 0.0 < frac <= 1.0):
-            raise ValueError(f"geodesic_edge must be a finite number >= 0 or None and geodesic_fraction in (0, 1]; "
-                             f"got {edge!r}, {frac!r}")
         if self.connected_edit and self.local_edit is None:
             raise ValueError("connected_edit works within local_edit's neighbourhood: set local_edit too")
         if self.steps_2d is not None and (isinstance(self.steps_2d, bool) or self.steps_2d < 0):
@@ -174,22 +166,21 @@ class RefineConfig:
 
 
 def loss_weights(labels: np.ndarray, probability: np.ndarray, fg_seeds: np.ndarray, bg_seeds: np.ndarray,
-                 spacing: Sequence[float], omega: float, threshold: float, distance_mm: float,
-                 geodesic: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
+                 spacing: Sequence[float], omega: float, threshold: float, distance_mm: float) -> np.ndarray:
     """Per-voxel loss weights: omega on scribbles, 0 on uncertain voxels, 1 elsewhere (float32).
 
     Uncertain = network-based (P(current label) < threshold) or interaction-based (unscribbled, within
-    distance_mm of a scribble, or within `geodesic(seeds)` when given, current label disagrees with that
-    scribble).
+    distance_mm of a scribble (math.inf: anywhere), current label disagrees with that scribble).
     """
     labels = np.asarray(labels, bool)
     p_label = np.where(labels, probability, 1.0 - probability)
     uncertain = p_label < threshold
     for seeds, disagree in ((fg_seeds, ~labels), (bg_seeds, labels)):
         if seeds.any():
+            if math.isinf(distance_mm):
+                uncertain |= disagree
+                continue
             near = ndimage.distance_transform_edt(~seeds, sampling=spacing) <= distance_mm
-            if geodesic is not None:
-                near |= geodesic(seeds)
             uncertain |= near & disagree
     w = np.ones(labels.shape, dtype=np.float32)
     w[uncertain] = 0.0
@@ -198,19 +189,14 @@ def loss_weights(labels: np.ndarray, probability: np.ndarray, fg_seeds: np.ndarr
 
 
 def box_loss_weights(labels: np.ndarray, probability: np.ndarray, fg_seeds: np.ndarray, bg_seeds: np.ndarray,
-                     inside: Optional[np.ndarray], spacing: Sequence[float], cfg: "RefineConfig",
-                     intensity: Optional[np.ndarray] = None,
-                     geodesic: Optional["GeodesicNeighbourhood"] = None) -> np.ndarray:
+                     inside: Optional[np.ndarray], spacing: Sequence[float], cfg: "RefineConfig") -> np.ndarray:
     """loss_weights for one box: the outside of the box is clamped background for the CRF but it is not
     a background scribble: it neither makes foreground voxels near the box edge uncertain nor gets
-    the scribble weight; it gets weight 0 (never predicted). With cfg.geodesic_edge and `intensity` (the
-    normalised grid; 3D unless cfg.geodesic_2d), the geodesic neighbourhood of the scribbles is uncertain too
-    (`geodesic`: a GeodesicNeighbourhood made once for the box; default: made here, geodesic_for)."""
+    the scribble weight; it gets weight 0 (never predicted). In a 3D box with cfg.whole_box_3d a scribble
+    makes the disagreeing voxels of the whole box uncertain."""
     scribbled_bg = bg_seeds if inside is None else bg_seeds & inside
-    if geodesic is None:
-        geodesic = geodesic_for(cfg, intensity, inside, spacing)
-    w = loss_weights(labels, probability, fg_seeds, scribbled_bg, spacing, cfg.omega, cfg.threshold,
-                     uncertain_radius(inside, spacing, cfg), geodesic)
+    radius = math.inf if cfg.whole_box_3d and np.ndim(labels) == 3 else uncertain_radius(inside, spacing, cfg)
+    w = loss_weights(labels, probability, fg_seeds, scribbled_bg, spacing, cfg.omega, cfg.threshold, radius)
     if inside is not None:
         w[~inside] = 0.0
     if cfg.balance:
@@ -231,50 +217,6 @@ def balanced(weights: np.ndarray, labels: np.ndarray, seeds: np.ndarray) -> np.n
     out[fg] *= half / w_fg
     out[bg] *= half / w_bg
     return out
-
-
-def geodesic_costs(intensity: np.ndarray, spacing: Sequence[float], edge: float) -> np.ndarray:
-    """Per-voxel travel cost (per mm) of geodesic_near: 1 + edge x the gradient magnitude of the normalised
-    intensity (per mm), so a homogeneous region is crossed at its length and an edge costs more."""
-    x = np.asarray(intensity, np.float64)
-    sq = np.zeros_like(x)
-    for axis, step in enumerate(spacing):
-        if x.shape[axis] > 1:  # a single voxel along an axis has no gradient there
-            sq += np.gradient(x, step, axis=axis) ** 2
-    return 1.0 + edge * np.sqrt(sq)
-
-
-def geodesic_near(seeds: np.ndarray, costs: np.ndarray, spacing: Sequence[float], radius: float) -> np.ndarray:
-    """The voxels whose geodesic distance (minimal cumulative cost, skimage's MCP) to `seeds` is <= radius."""
-    from skimage.graph import MCP_Geometric
-    mcp = MCP_Geometric(costs, fully_connected=True, sampling=tuple(spacing))
-    dist, _ = mcp.find_costs(np.argwhere(seeds))
-    return dist <= radius
-
-
-class GeodesicNeighbourhood:
-    """geodesic_near on one box's grid, computed once per seed set: the alternations of a refinement share
-    the scribbles, and one 48 x 96 x 96 grid takes about 0.5 s."""
-
-    def __init__(self, intensity: np.ndarray, spacing: Sequence[float], edge: float, radius: float):
-        self.costs, self.spacing, self.radius = geodesic_costs(intensity, spacing, edge), tuple(spacing), radius
-        self._done = {}
-
-    def __call__(self, seeds: np.ndarray) -> np.ndarray:
-        key = hashlib.sha1(np.packbits(seeds).tobytes()).hexdigest()
-        if key not in self._done:
-            self._done[key] = geodesic_near(seeds, self.costs, self.spacing, self.radius)
-        return self._done[key]
-
-
-def geodesic_for(cfg: "RefineConfig", intensity: Optional[np.ndarray], inside: Optional[np.ndarray],
-                 spacing: Sequence[float]) -> Optional[GeodesicNeighbourhood]:
-    """The geodesic neighbourhood of one box as cfg asks for it (radius: geodesic_fraction of the box's largest
-    extent), or None (no geodesic_edge, no intensity, or a 2D box without geodesic_2d)."""
-    if cfg.geodesic_edge is None or intensity is None or not (intensity.ndim == 3 or cfg.geodesic_2d):
-        return None
-    radius = cfg.geodesic_fraction * max(box_extent_mm(inside, spacing) or [0.0])
-    return GeodesicNeighbourhood(intensity, spacing, cfg.geodesic_edge, radius) if radius > 0 else None
 
 
 def box_extent_mm(inside: Optional[np.ndarray], spacing: Sequence[float]) -> list:
@@ -424,12 +366,11 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
     prob = np.asarray(start, np.float32) if start is not None else blended(model_probability(model, inputs))
     steps = cfg.steps_for(prob.ndim)
     total = max(cfg.iterations * steps, 1)
-    geodesic = geodesic_for(cfg, intensity, inside, spacing)
     for it in range(1, cfg.iterations + 1):  # RefineConfig guarantees at least one
         check_cancel(cancel)
         labels = crf_segment(prob, intensity, spacing, lam=cfg.lam_for(prob.ndim), sigma=cfg.sigma,
                              connectivity=cfg.connectivity, fg_seeds=fg_seeds, bg_seeds=bg_seeds)
-        w = box_loss_weights(labels, prob, fg_seeds, bg_seeds, inside, spacing, cfg, geodesic=geodesic)
+        w = box_loss_weights(labels, prob, fg_seeds, bg_seeds, inside, spacing, cfg)
         step_inputs, labels_s, w_s = voxel_sample(inputs, labels, w, cfg) if cfg.head_only else (inputs, labels, w)
         target = torch.from_numpy(labels_s.astype(np.int64)).to(device)
         weight = torch.from_numpy(w_s).to(device)
