@@ -83,7 +83,7 @@ class RefineConfig:
         and the voxels that agree with them, not the old label elsewhere in the organ. Chosen in the thirteenth
         session on the validation structures and the CHAOS training patients' kidneys
         (benchmarks/box_networks/select_refinement_s13.md): 3D mean of groups after rounds 1-3 0.667 / 0.675 /
-        0.686 -> 0.670 / 0.681 / 0.692, training kidneys at round 3 0.924 -> 0.934. It was found as a geodesic
+        0.686 -> 0.670 / 0.682 / 0.692, training kidneys at round 3 0.924 -> 0.935. It was found as a geodesic
         neighbourhood (steps costing more across intensity edges) with the box's largest extent as its radius,
         which reached practically the whole box: with no edge cost it scored the same, with a higher edge cost
         or half the radius less. In 2D boxes the geodesic version lowered the mean (0.811 -> 0.806).
