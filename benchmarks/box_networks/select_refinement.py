@@ -75,6 +75,7 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     "connected_s13": dict(S12, connected_edit=True),
     "balance_s13": dict(S12, balance=True),
     "shipped_s13": dict(S12, whole_box_3d=True),
+    "whole_box_edit0.35_s13": dict(S12, whole_box_3d=True, local_edit=0.35),  # measured last: CHAOS drops
     **GEODESIC_S13,
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
