@@ -195,7 +195,7 @@ def test_a_refinement_only_changes_the_result_near_the_new_scribble(kidney3d, se
     whole 3D box, RefineConfig.whole_box_3d, the default since the thirteenth session, this case dips 0.9181 ->
     0.9177; without it it held).
     Without the local edit, fine-tuning + CRF change voxels far from the scribble too (measured on the same
-    case: there Dice fell, 0.862 -> 0.859; with the session-13 defaults 0.918 -> 0.912)."""
+    case: there Dice fell, 0.862 -> 0.859)."""
     from scipy import ndimage
 
     from InteractiveRefineLib.evaluation.robot import next_scribble

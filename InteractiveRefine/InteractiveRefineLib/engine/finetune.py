@@ -87,14 +87,14 @@ class RefineConfig:
         neighbourhood (steps costing more across intensity edges) with the box's largest extent as its radius,
         which reached practically the whole box: with no edge cost it scored the same, with a higher edge cost
         or half the radius less. In 2D boxes the geodesic version lowered the mean (0.811 -> 0.806).
-    balance: the unscribbled voxels of each label weigh the same in total in the loss (a few confident
-        foreground voxels among many background ones otherwise taught the head "all background", and each
-        alternation made fewer voxels confident foreground).
-    connected_edit: within that neighbourhood, only changes connected to a new scribble of their own sign
-        are kept: foreground removed only in pieces that touch a new background scribble, added only in
-        pieces that touch a new foreground scribble (a fine-tuned network that learned the wrong thing
-        elsewhere, e.g. peeled a thin ring of tissue off while the user struck out its cavity, changes nothing
-        there). Only with local_edit.
+    balance: the unscribbled voxels of each label weigh the same in total in the loss (meant for a few confident
+        foreground voxels among many background ones, which taught the head "all background").
+    connected_edit: within local_edit's neighbourhood, only changes connected to a new scribble of their sign
+        are kept: foreground removed only in pieces that touch a new background scribble, added only in pieces
+        that touch a new foreground scribble. Only with local_edit.
+        balance and connected_edit were measured in the thirteenth session and are off: 2D mean of groups at
+        round 3 0.811 -> 0.811 and 0.812, 3D level (select_refinement_s13.md); on the tumour slice that
+        motivated them the connected edit did not help (the rim's removal touched the scribbles).
     views3d: views of the slice-wise 3D network (None: the model's own; 3: multi-view fusion, about 3x
         the CPU time of a 3D box; networks.SliceWise).
     three_views_min_side: a box thinner than this many voxels along an axis is read with one view even
