@@ -76,6 +76,9 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     "balance_s13": dict(S12, balance=True),
     "shipped_s13": dict(S12, whole_box_3d=True),
     "whole_box_edit0.35_s13": dict(S12, whole_box_3d=True, local_edit=0.35),  # measured last: CHAOS drops
+    # more 3D steps or a higher lr on the cleaner signal: the training kidneys, CHAOS and hippocampus drop
+    "whole_box_steps20_s13": dict(S12, whole_box_3d=True, steps=20),
+    "whole_box_lr2e-4_s13": dict(S12, whole_box_3d=True, lr=2e-4),
     **GEODESIC_S13,
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
