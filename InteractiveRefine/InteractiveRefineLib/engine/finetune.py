@@ -219,13 +219,18 @@ def balanced(weights: np.ndarray, labels: np.ndarray, seeds: np.ndarray) -> np.n
     return out
 
 
+def box_sides(inside: np.ndarray) -> list:
+    """The box's extent in voxels along each axis (`inside`: the box mask, not empty)."""
+    ext = [np.flatnonzero(inside.any(axis=tuple(b for b in range(inside.ndim) if b != a)))
+           for a in range(inside.ndim)]
+    return [int(e[-1] - e[0] + 1) for e in ext]
+
+
 def box_extent_mm(inside: Optional[np.ndarray], spacing: Sequence[float]) -> list:
     """The box's extent (mm) along each axis where it spans more than one voxel ([] without a box)."""
     if inside is None or not inside.any():
         return []
-    ext = [np.flatnonzero(inside.any(axis=tuple(b for b in range(inside.ndim) if b != a)))
-           for a in range(inside.ndim)]
-    return [(e[-1] - e[0] + 1) * s for e, s in zip(ext, spacing) if len(e) > 1]
+    return [n * s for n, s in zip(box_sides(inside), spacing) if n > 1]
 
 
 def uncertain_radius(inside: Optional[np.ndarray], spacing: Sequence[float], cfg: "RefineConfig") -> float:
@@ -251,9 +256,7 @@ def local_edit(previous: np.ndarray, new: np.ndarray, new_fg: np.ndarray, new_bg
     seeds = (new_fg | new_bg) & inside
     if not seeds.any():
         return previous.copy()
-    ext = [np.flatnonzero(inside.any(axis=tuple(b for b in range(inside.ndim) if b != a)))
-           for a in range(inside.ndim)]
-    sampling = [1.0 / max(e[-1] - e[0] + 1, 1) for e in ext]
+    sampling = [1.0 / n for n in box_sides(inside)]
     near = ndimage.distance_transform_edt(~seeds, sampling=sampling) <= fraction
     if connected:
         near &= connected_change(previous, new, new_fg & inside, new_bg & inside)
