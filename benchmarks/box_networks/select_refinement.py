@@ -31,9 +31,9 @@ from InteractiveRefineLib.training.train_box import validation_cases
 
 ROUNDS = 3
 # steps_2d None: 2D boxes take `steps` (10 unless set), as before RefineConfig.steps_2d (twelfth session)
-# whole_box_3d, connected_edit and balance False: as before the thirteenth session's guards
+# whole_box_3d, connected_edit and balance False, anchor 0: as before the thirteenth and fourteenth sessions
 OFF = dict(lr=1e-3, lam=3.0, lam_2d=None, crf_min_keep=None, distance_fraction=None, local_edit=None, steps_2d=None,
-           whole_box_3d=False, connected_edit=False, balance=False)
+           whole_box_3d=False, connected_edit=False, balance=False, anchor=0.0, anchor_2d=None)
 SAFE = dict(OFF, crf_min_keep=0.5, distance_fraction=0.1, local_edit=0.25, lr=3e-4)
 S12 = dict(SAFE, lr=1e-4, steps_2d=30)  # the refinement shipped in the twelfth session
 # Records only (select_refinement_s13.jsonl): the geodesic neighbourhood of a scribble uncertain, a step
@@ -80,12 +80,20 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     "whole_box_steps20_s13": dict(S12, whole_box_3d=True, steps=20),
     "whole_box_lr2e-4_s13": dict(S12, whole_box_3d=True, lr=2e-4),
     **GEODESIC_S13,
+    # fourteenth session: every label update and the result lean on the shipped network's probability by a
+    # weight (RefineConfig.anchor), so the head's drift on a structure it cannot learn is tempered
+    **{f"anchor{a:g}_s14": dict(S12, whole_box_3d=True, anchor=a) for a in (0.3, 0.5)},
+    # the loss's constants, not re-chosen since the guards came in: scribble weight, confidence threshold,
+    # CRF / fine-tuning alternations per round
+    **{f"omega{o:g}_s14": dict(S12, whole_box_3d=True, omega=o) for o in (10.0, 40.0)},
+    **{f"conf{t:g}_s14": dict(S12, whole_box_3d=True, threshold=t) for t in (0.7, 0.9)},
+    **{f"iter{i}_s14": dict(S12, whole_box_3d=True, iterations=i) for i in (2, 4)},
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 # configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's
 # threshold2d; every other configuration, as every record before the twelfth session, cuts at the network's 0.5)
 THRESHOLD_2D = {"thr0.2": 0.2, "thr0.3": 0.3, "thr0.4": 0.4, "shipped_s12": 0.3,
-                **{name: 0.3 for name in CONFIGS if name.endswith("_s13")}}
+                **{name: 0.3 for name in CONFIGS if name.endswith(("_s13", "_s14"))}}
 BASELINES = ("graphcut", "random_walker")
 
 
@@ -151,8 +159,8 @@ def main():
     done = {}
     if rec_path.exists():
         for line in rec_path.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["config"], r["case"], r["label"])] = r
+            r = json.loads(line)  # a structure's 2D and 3D records may be separate lines (runs per dimension)
+            done.setdefault((r["config"], r["case"], r["label"]), {}).update(r)
     segs = {}
     volumes = load_sources("val", limit=a.hip)
     if a.train_kidneys:
@@ -179,7 +187,7 @@ def main():
                          **run_case(name, CONFIGS[name], v, label, m, boxes2d, box3d, seg, with_baselines, dims))
                 f.write(json.dumps(r) + "\n")
                 f.flush()
-                done[key] = r
+                done.setdefault(key, {}).update(r)
                 print(f"{name} {v.name} {label}: " + " ".join(f"{d} {r[d]['bifseg']}" for d in dims), file=sys.stderr)
     wanted = {(v.name, int(l)) for _, v, l, *_ in cases}
     print(__doc__.split("\n\n")[0].replace("\n", " "))
