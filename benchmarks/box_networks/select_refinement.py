@@ -31,9 +31,9 @@ from InteractiveRefineLib.training.train_box import validation_cases
 
 ROUNDS = 3
 # steps_2d None: 2D boxes take `steps` (10 unless set), as before RefineConfig.steps_2d (twelfth session)
-# whole_box_3d, connected_edit and balance False, anchor 0: as before the thirteenth and fourteenth sessions
+# whole_box_3d, connected_edit and balance False: as before the thirteenth session's guards
 OFF = dict(lr=1e-3, lam=3.0, lam_2d=None, crf_min_keep=None, distance_fraction=None, local_edit=None, steps_2d=None,
-           whole_box_3d=False, connected_edit=False, balance=False, anchor=0.0, anchor_2d=None)
+           whole_box_3d=False, connected_edit=False, balance=False)
 SAFE = dict(OFF, crf_min_keep=0.5, distance_fraction=0.1, local_edit=0.25, lr=3e-4)
 S12 = dict(SAFE, lr=1e-4, steps_2d=30)  # the refinement shipped in the twelfth session
 # Records only (select_refinement_s13.jsonl): the geodesic neighbourhood of a scribble uncertain, a step
@@ -50,6 +50,9 @@ GEODESIC_S13 = {
     "geo5_f1_steps20_s13": dict(S12, geodesic_edge=5.0, geodesic_fraction=1.0, geodesic_2d=True, steps=20),
     "geo2_f1_edit0.35_s13": dict(S12, geodesic_edge=2.0, geodesic_fraction=1.0, local_edit=0.35),
 }
+# Records only (select_refinement_s14.jsonl): every label update and the result lean on the shipped network's
+# probability by a weight, RefineConfig.anchor of commit 4e5f125 (removed since: level in 2D, lower in 3D)
+ANCHOR_S14 = {f"anchor{a:g}_s14": dict(S12, whole_box_3d=True, anchor=a) for a in (0.3, 0.5)}
 CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, so a later default change
     # does not change what a name means); the last one also runs the baselines
     "before": OFF,                              # the defaults before this selection
@@ -80,9 +83,7 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     "whole_box_steps20_s13": dict(S12, whole_box_3d=True, steps=20),
     "whole_box_lr2e-4_s13": dict(S12, whole_box_3d=True, lr=2e-4),
     **GEODESIC_S13,
-    # fourteenth session: every label update and the result lean on the shipped network's probability by a
-    # weight (RefineConfig.anchor), so the head's drift on a structure it cannot learn is tempered
-    **{f"anchor{a:g}_s14": dict(S12, whole_box_3d=True, anchor=a) for a in (0.3, 0.5)},
+    **ANCHOR_S14,
     # the loss's constants, not re-chosen since the guards came in: scribble weight, confidence threshold,
     # CRF / fine-tuning alternations per round
     **{f"omega{o:g}_s14": dict(S12, whole_box_3d=True, omega=o) for o in (10.0, 40.0)},
@@ -175,8 +176,9 @@ def main():
                 key = (name, v.name, int(label))
                 if key in done and all(d in done[key] for d in dims):
                     continue
-                if name in GEODESIC_S13:
-                    raise SystemExit(f"{name}: records only (RefineConfig fields of commit 889f9ed); no record for "
+                if name in GEODESIC_S13 or name in ANCHOR_S14:
+                    commit = "889f9ed" if name in GEODESIC_S13 else "4e5f125"
+                    raise SystemExit(f"{name}: records only (RefineConfig fields of commit {commit}); no record for "
                                      f"{v.name} label {label} in {rec_path}")
                 with_baselines = a.baseline_methods.split(",") if name == (a.baselines or names[-1]) else None
                 key_seg = (VIEWS.get(name), THRESHOLD_2D.get(name, 0.5))

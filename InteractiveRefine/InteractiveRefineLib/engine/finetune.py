@@ -126,8 +126,6 @@ class RefineConfig:
     connected_edit: bool = False
     whole_box_3d: bool = True
     balance: bool = False
-    anchor: float = 0.0
-    anchor_2d: Optional[float] = None
     views3d: Optional[int] = None
     three_views_min_side: int = THREE_VIEWS_MIN_SIDE
     three_views_max_depth: Optional[int] = THREE_VIEWS_MAX_DEPTH
@@ -135,10 +133,6 @@ class RefineConfig:
     def lam_for(self, ndim: int) -> float:
         """The CRF weight for a 2D or 3D box (lam_2d for 2D boxes when set)."""
         return self.lam_2d if ndim == 2 and self.lam_2d is not None else self.lam
-
-    def anchor_for(self, ndim: int) -> float:
-        """The shipped network's weight in a refinement of a 2D or 3D box (anchor_2d for 2D boxes when set)."""
-        return self.anchor_2d if ndim == 2 and self.anchor_2d is not None else self.anchor
 
     def steps_for(self, ndim: int) -> int:
         """Gradient steps per alternation for a 2D or 3D box (steps_2d for 2D boxes when set)."""
@@ -155,10 +149,8 @@ class RefineConfig:
         depth = self.three_views_max_depth
         if depth is not None and (isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1):
             raise ValueError(f"three_views_max_depth must be a whole number >= 1 or None (got {depth!r})")
-        for name in ("prior_weight", "anchor", "anchor_2d"):
-            v = getattr(self, name)
-            if v is not None and not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1]; got {v}")
+        if not 0.0 <= self.prior_weight <= 1.0:
+            raise ValueError(f"prior_weight must be in [0, 1]; got {self.prior_weight}")
         for name in ("distance_fraction", "crf_min_keep", "local_edit"):
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:
@@ -351,7 +343,7 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
               fg_seeds: np.ndarray, bg_seeds: np.ndarray, cfg: RefineConfig, progress: Progress = None,
               cancel: Cancel = None, deadline: Optional[float] = None,
               inside: Optional[np.ndarray] = None, prior: Optional[np.ndarray] = None,
-              start: Optional[np.ndarray] = None, prior_weight: Optional[float] = None) -> FineTuneResult:
+              start: Optional[np.ndarray] = None) -> FineTuneResult:
     """Fine-tune `model` (in place) on one object: the head on frozen features (1, C, *grid), or the
     whole network on the normalised crop (1, 1, *grid) when cfg.head_only is False.
 
@@ -365,17 +357,14 @@ def fine_tune(model: torch.nn.Module, inputs: torch.Tensor, intensity: np.ndarra
     update uses its blend with the network's (cfg.prior_weight), so the network learns it and the
     scribbles correct it, rather than the network's own prediction taking over. `start`: the probability
     the first label update uses (the current result's; default: the network's, blended with `prior`).
-    `prior_weight`: the prior's weight in the blend (default cfg.prior_weight).
     Raises CancelledError when `cancel()` turns true (the caller keeps the untouched original).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     device = inputs.device
     done_steps, stopped = 0, False
-    w_prior = cfg.prior_weight if prior_weight is None else prior_weight
-
     def blended(p: np.ndarray) -> np.ndarray:
-        return p if prior is None else w_prior * prior + (1.0 - w_prior) * p
+        return p if prior is None else cfg.prior_weight * prior + (1.0 - cfg.prior_weight) * p
 
     prob = np.asarray(start, np.float32) if start is not None else blended(model_probability(model, inputs))
     steps = cfg.steps_for(prob.ndim)

@@ -81,7 +81,6 @@ class _Context:
         self.input_cfg = input_cfg
         self.head_only = head_only
         self.prior: Optional[np.ndarray] = None  # grid probability of an adopted segmentation (session.adopt)
-        self.network: Optional[np.ndarray] = None  # the shipped network's grid probability (set_box; cfg.anchor)
         self.to(device)
 
     def to(self, device: torch.device) -> None:
@@ -186,7 +185,6 @@ class InteractiveSession:
         def run():
             ctx = self._new_context(box)
             prob = finetune.model_probability(ctx.model(None), ctx.inputs)
-            ctx.network = prob
             mask = self._final(ctx, prob, Scribbles(), crf=self.config.crf_on_box)
             return ctx, prob, mask
 
@@ -440,13 +438,9 @@ class InteractiveSession:
                 prob = self.config.prior_weight * prior + (1.0 - self.config.prior_weight) * prob
         else:
             (fg_g, bg_g), _ = self._seed_masks(ctx, scr)
-            # a box object's label updates and result lean on the shipped network by cfg.anchor
-            anchor = self.config.anchor_for(ctx.x_grid.ndim) if prior is None and ctx.network is not None else 0.0
             res = finetune.fine_tune(model, ctx.inputs, ctx.x_grid, ctx.grid_spacing, fg_g, bg_g, self.config,
-                                     progress, cancel, deadline, inside=ctx.inside_grid,
-                                     prior=ctx.network if anchor > 0 else prior,
-                                     start=None if prior is None else st.probability,
-                                     prior_weight=anchor if anchor > 0 else None)
+                                     progress, cancel, deadline, inside=ctx.inside_grid, prior=prior,
+                                     start=None if prior is None else st.probability)
             prob = res.probability
             params = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             info.update(iterations=res.iterations, steps=res.steps, stopped_early=res.stopped_early)
