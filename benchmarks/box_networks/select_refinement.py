@@ -31,9 +31,10 @@ from InteractiveRefineLib.training.train_box import validation_cases
 
 ROUNDS = 3
 # steps_2d None: 2D boxes take `steps` (10 unless set), as before RefineConfig.steps_2d (twelfth session)
-# whole_box_3d, connected_edit and balance False: as before the thirteenth session's guards
+# whole_box_3d, connected_edit and balance False, fallback_margin None: as before the thirteenth session's guards
+# and the fourteenth session's fallback
 OFF = dict(lr=1e-3, lam=3.0, lam_2d=None, crf_min_keep=None, distance_fraction=None, local_edit=None, steps_2d=None,
-           whole_box_3d=False, connected_edit=False, balance=False)
+           whole_box_3d=False, connected_edit=False, balance=False, fallback_margin=None)
 SAFE = dict(OFF, crf_min_keep=0.5, distance_fraction=0.1, local_edit=0.25, lr=3e-4)
 S12 = dict(SAFE, lr=1e-4, steps_2d=30)  # the refinement shipped in the twelfth session
 # Records only (select_refinement_s13.jsonl): the geodesic neighbourhood of a scribble uncertain, a step
@@ -89,6 +90,9 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     **{f"omega{o:g}_s14": dict(S12, whole_box_3d=True, omega=o) for o in (10.0, 40.0)},
     **{f"conf{t:g}_s14": dict(S12, whole_box_3d=True, threshold=t) for t in (0.7, 0.9)},
     **{f"iter{i}_s14": dict(S12, whole_box_3d=True, iterations=i) for i in (2, 4)},
+    # the shipped network + CRF from the round where a correction marks voxels the network had right and the
+    # tuned head wrong, by more than a margin of mean probability (RefineConfig.fallback_margin; 0 shipped)
+    **{f"fallback{m:g}_s14": dict(S12, whole_box_3d=True, fallback_margin=m) for m in (0.0, 0.1, 0.3)},
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 # configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's

@@ -95,6 +95,14 @@ class RefineConfig:
         balance and connected_edit were measured in the thirteenth session and are off: 2D mean of groups at
         round 3 0.811 -> 0.811 and 0.812, 3D level (select_refinement_s13.md); on the tumour slice that
         motivated them the connected edit did not help (the rim's removal touched the scribbles).
+    fallback_margin: when the scribbles added since the current result mark voxels the shipped network had right
+        and the tuned head wrong (the network's mean probability of their label above the tuned head's by more
+        than this), the object leaves the tuned head for the shipped network + CRF from that round on (the
+        user has just corrected an error the fine-tuning made; session._falls_back). None: never. 0, chosen in
+        the fourteenth session on the validation structures (select_refinement_s14.md): 2D mean of groups
+        after rounds 2 / 3 0.792 / 0.811 -> 0.794 / 0.815 (fetal 0.393 -> 0.412, validation kidneys 0.972 ->
+        0.968, training kidneys 0.976 -> 0.977), 3D level (0.692; training kidneys 0.935); margins 0.1 and
+        0.3 fell back less often and gained less.
     views3d: views of the slice-wise 3D network (None: the model's own; 3: multi-view fusion, about 3x
         the CPU time of a 3D box; networks.SliceWise).
     three_views_min_side: a box thinner than this many voxels along an axis is read with one view even
@@ -126,6 +134,7 @@ class RefineConfig:
     connected_edit: bool = False
     whole_box_3d: bool = True
     balance: bool = False
+    fallback_margin: Optional[float] = 0.0
     views3d: Optional[int] = None
     three_views_min_side: int = THREE_VIEWS_MIN_SIDE
     three_views_max_depth: Optional[int] = THREE_VIEWS_MAX_DEPTH
@@ -151,6 +160,8 @@ class RefineConfig:
             raise ValueError(f"three_views_max_depth must be a whole number >= 1 or None (got {depth!r})")
         if not 0.0 <= self.prior_weight <= 1.0:
             raise ValueError(f"prior_weight must be in [0, 1]; got {self.prior_weight}")
+        if self.fallback_margin is not None and not 0.0 <= self.fallback_margin < 1.0:
+            raise ValueError(f"fallback_margin must be in [0, 1) or None; got {self.fallback_margin}")
         for name in ("distance_fraction", "crf_min_keep", "local_edit"):
             v = getattr(self, name)
             if v is not None and not 0.0 < v <= 1.0:

@@ -61,6 +61,7 @@ class ObjectState:
     probability: np.ndarray  # network grid
     params: Optional[Dict[str, torch.Tensor]]
     adopted: bool = False
+    fallback: bool = False  # a correction showed the tuned head broke what the network had right (cfg.fallback_margin)
 
 
 class _Context:
@@ -81,6 +82,7 @@ class _Context:
         self.input_cfg = input_cfg
         self.head_only = head_only
         self.prior: Optional[np.ndarray] = None  # grid probability of an adopted segmentation (session.adopt)
+        self.network: Optional[np.ndarray] = None  # the shipped network's grid probability (set_box)
         self.to(device)
 
     def to(self, device: torch.device) -> None:
@@ -185,6 +187,7 @@ class InteractiveSession:
         def run():
             ctx = self._new_context(box)
             prob = finetune.model_probability(ctx.model(None), ctx.inputs)
+            ctx.network = prob
             mask = self._final(ctx, prob, Scribbles(), crf=self.config.crf_on_box)
             return ctx, prob, mask
 
@@ -292,7 +295,7 @@ class InteractiveSession:
             raise
         prob, mask, params, info = result
         self._push(oid, replace(st, action=f"refine_{mode}", mask=mask, probability=prob, params=params,
-                                adopted=st.adopted and params is None))
+                                adopted=st.adopted and params is None, fallback=bool(info.get("fallback"))))
         self._event("refine", oid, mode=mode, compute_seconds=time.perf_counter() - t0, **info)
         return self.mask(oid)
 
@@ -432,8 +435,17 @@ class InteractiveSession:
         info: Dict[str, Any] = {"fg_voxels": scr.count[0], "bg_voxels": scr.count[1]}
         params = st.params
         prior = ctx.prior  # an adopted segmentation's probability: kept in every refinement of the object
+        fresh = self._fresh(oid, scr)
+        if mode == "supervised" and self._falls_back(ctx, st, fresh):
+            mode, params = "crf", None  # the shipped network + CRF from now on (an undo returns to the tuned head)
+            info["fallback"] = True
         if mode == "crf":
-            prob = st.probability if st.adopted else finetune.model_probability(model, ctx.inputs)
+            if st.adopted:
+                prob = st.probability
+            elif params is None and ctx.network is not None:  # the shipped head (also after a fallback)
+                prob = ctx.network
+            else:
+                prob = finetune.model_probability(model, ctx.inputs)
             if prior is not None and not st.adopted:
                 prob = self.config.prior_weight * prior + (1.0 - self.config.prior_weight) * prob
         else:
@@ -445,7 +457,6 @@ class InteractiveSession:
             params = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             info.update(iterations=res.iterations, steps=res.steps, stopped_early=res.stopped_early)
         finetune.check_cancel(cancel)
-        fresh = self._fresh(oid, scr)
         mask = self._final(ctx, prob, scr, fresh=fresh)
         # an adopted segmentation is guarded by its prior blend instead (prior_weight): correcting e.g. an
         # eroded one needs the whole boundary to move
@@ -454,6 +465,26 @@ class InteractiveSession:
         if progress:
             progress(1.0, "done")
         return prob, mask, params, info
+
+    def _falls_back(self, ctx: _Context, st: ObjectState, fresh: Scribbles) -> bool:
+        """cfg.fallback_margin: whether this refinement uses the shipped network instead of the tuned head. Once
+        it has (st.fallback), always; else when the scribbles added since the current result mark voxels the
+        network had right and the tuned head wrong: the mean probability the network gives their label exceeds
+        the tuned head's by more than the margin (the user corrected an error the refinement made)."""
+        margin = self.config.fallback_margin
+        if margin is None or ctx.prior is not None or ctx.network is None:
+            return False
+        if st.fallback:
+            return True
+        if st.params is None or fresh.empty:
+            return False
+        fg, bg = network_masks(fresh, ctx.spec)
+        if not (fg.any() or bg.any()):
+            return False
+
+        def right(p: np.ndarray) -> float:
+            return float(np.concatenate([p[fg], 1.0 - p[bg]]).mean())
+        return right(ctx.network) - right(st.probability) > margin
 
     def _fresh(self, oid: str, scr: Scribbles) -> Scribbles:
         """The scribbles of `scr` added since the object's current result (its last non-scribble state)."""
