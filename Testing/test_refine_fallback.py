@@ -1,5 +1,6 @@
-"""RefineConfig.fallback_margin: when the user's correction marks voxels the shipped network had right and the
-tuned head wrong, the object goes back to the shipped network + CRF, and stays there."""
+"""RefineConfig.fallback_margin: when the shipped network gives the label of the user's new correction a higher
+mean probability than the tuned head (by more than the margin), the object goes back to the shipped network + CRF,
+and stays there."""
 from dataclasses import replace
 
 import numpy as np
@@ -24,18 +25,17 @@ def _tuned_once(chaos8, segmenter, margin):
     return s, first
 
 
-def _as_if_the_head_dropped_the_kidney(s):
-    """The current state with the tuned head's probability 0 everywhere (it 'forgot' the kidney)."""
+def _as_if_the_head_had(s, probability):
+    """The current state with the tuned head's probability replaced (e.g. 0 everywhere: it 'forgot' the kidney)."""
     oid = s.active
-    st = s.state()
-    s._history[oid][s._pos[oid]] = replace(st, probability=np.zeros_like(st.probability))
+    s._history[oid][s._pos[oid]] = replace(s.state(), probability=np.asarray(probability, np.float32))
 
 
 @pytest.mark.parametrize("margin", [None, 0.3])
 def test_a_correction_of_what_the_network_had_right_falls_back_to_it(chaos8, segmenter, margin):
     s, first = _tuned_once(chaos8, segmenter, margin)
     assert s.state().params is not None and not s.state().fallback
-    _as_if_the_head_dropped_the_kidney(s)
+    _as_if_the_head_had(s, np.zeros_like(s.state().probability))
     inner = np.argwhere(first)[::7]  # the network's own kidney: it gives these voxels foreground
     s.add_scribble(inner, "fg")
     s.refine()
@@ -45,16 +45,30 @@ def test_a_correction_of_what_the_network_had_right_falls_back_to_it(chaos8, seg
         return
     assert st.fallback and st.params is None
     np.testing.assert_array_equal(st.probability, ctx.network)
-    # and it stays there: the next correction refines the network + CRF again, without tuning
+    # and it stays there: a CRF-only refinement and the next correction keep the network, without tuning
+    s.refine("crf")
+    assert s.state().fallback and s.state().params is None
     out = np.argwhere(st.box.mask(first.shape) & ~first & (chaos8[1] == 0))[:3]
     s.add_scribble(out, "bg")
     s.refine()
     assert s.state().fallback and s.state().params is None
 
 
-def test_a_correction_the_tuned_head_also_had_wrong_keeps_tuning(chaos8, segmenter):
-    s, first = _tuned_once(chaos8, segmenter, 0.3)
-    inner = np.argwhere(first)[::7]  # the tuned head still gives these voxels foreground: no evidence against it
+@pytest.mark.parametrize("margin, falls", [(0.3, False), (0.0, True)])
+def test_the_margin_decides(chaos8, segmenter, margin, falls):
+    """The tuned head 0.1 below the network everywhere: a fallback with margin 0, none with margin 0.3."""
+    s, first = _tuned_once(chaos8, segmenter, margin)
+    network = s._ctx[s.active].network
+    _as_if_the_head_had(s, np.clip(network - 0.1, 0.0, 1.0))
+    inner = np.argwhere(first)[::7]  # the network gives these voxels foreground (well above 0.1)
+    s.add_scribble(inner, "fg")
+    s.refine()
+    assert s.state().fallback == falls and (s.state().params is None) == falls
+
+
+def test_a_correction_where_the_tuned_head_agrees_with_the_network_keeps_tuning(chaos8, segmenter):
+    s, first = _tuned_once(chaos8, segmenter, 0.0)
+    inner = np.argwhere(first)[::7]  # both give these voxels foreground: no evidence against the tuned head
     s.add_scribble(inner, "fg")
     s.refine()
     assert not s.state().fallback and s.state().params is not None
@@ -67,8 +81,9 @@ def test_a_fallback_margin_outside_0_1_is_refused():
 
 def test_on_a_real_3d_kidney_the_fallback_undoes_the_tuned_heads_damage(chaos8, segmenter):
     """chaos_8's left kidney in a 3D box, 3 robot rounds (a test patient of the sample, looked at after the choice
-    on validation structures): the round-3 scribble marks voxels the network had right and the tuned head wrong;
-    without the fallback round 3 loses Dice (measured 0.886 -> 0.862), with it round 3 gains (0.894)."""
+    on validation structures): the network gives the round-3 scribble's label a higher mean probability than the
+    tuned head; without the fallback round 3 loses Dice (measured 0.886 -> 0.862), with it round 3 gains (0.894).
+    A pinned regression of one case: a later refinement change may move these numbers."""
     from InteractiveRefineLib.engine.scribbles import Scribbles
     from InteractiveRefineLib.evaluation.benchmark import _robot_step
     from InteractiveRefineLib.evaluation.methods import _add_new

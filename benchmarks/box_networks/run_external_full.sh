@@ -6,6 +6,10 @@
 #   BOX_BENCH_OUT=benchmarks/box_networks/<folder> bash benchmarks/box_networks/run_external_full.sh hippocampus
 #   ... run_external_full.sh tumour fetal          (two parts side by side use the 2 cores)
 set -euo pipefail
+# its folders have run_external.sh's names: never replace that script's records in this folder
+if [ -z "${BOX_BENCH_OUT:-}" ] || [ $# -eq 0 ]; then
+  echo "usage: BOX_BENCH_OUT=benchmarks/box_networks/<folder> bash $0 hippocampus|tumour|fetal ..." >&2; exit 2
+fi
 source benchmarks/box_networks/common.sh
 for part in "$@"; do
   case $part in

@@ -95,10 +95,10 @@ class RefineConfig:
         balance and connected_edit were measured in the thirteenth session and are off: 2D mean of groups at
         round 3 0.811 -> 0.811 and 0.812, 3D level (select_refinement_s13.md); on the tumour slice that
         motivated them the connected edit did not help (the rim's removal touched the scribbles).
-    fallback_margin: when the scribbles added since the current result mark voxels the shipped network had right
-        and the tuned head wrong (the network's mean probability of their label above the tuned head's by more
-        than this), the object leaves the tuned head for the shipped network + CRF from that round on (the
-        user has just corrected an error the fine-tuning made; session._falls_back). None: never. 0, chosen in
+    fallback_margin: when the shipped network gives the label of the scribbles added since the current result a
+        higher mean probability than the tuned head, by more than this, the object leaves the tuned head for the
+        shipped network + CRF from that round on (the user has just corrected an error the fine-tuning made or
+        deepened; session._falls_back; local_edit still applies). None: never. 0, chosen in
         the fourteenth session on the validation structures (select_refinement_s14.md): 2D mean of groups
         after rounds 2 / 3 0.792 / 0.811 -> 0.794 / 0.815 (fetal 0.393 -> 0.412, validation kidneys 0.972 ->
         0.968, training kidneys 0.976 -> 0.977), 3D level (0.692; training kidneys 0.935); margins 0.1 and

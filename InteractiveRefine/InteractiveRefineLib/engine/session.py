@@ -61,7 +61,7 @@ class ObjectState:
     probability: np.ndarray  # network grid
     params: Optional[Dict[str, torch.Tensor]]
     adopted: bool = False
-    fallback: bool = False  # a correction showed the tuned head broke what the network had right (cfg.fallback_margin)
+    fallback: bool = False  # a correction favoured the shipped network over the tuned head (cfg.fallback_margin)
 
 
 class _Context:
@@ -294,8 +294,9 @@ class InteractiveSession:
             self._event("cancelled", oid, mode=mode, compute_seconds=time.perf_counter() - t0)
             raise
         prob, mask, params, info = result
+        fallback = st.fallback or bool(info.get("fallback"))  # kept by every later refinement of the object
         self._push(oid, replace(st, action=f"refine_{mode}", mask=mask, probability=prob, params=params,
-                                adopted=st.adopted and params is None, fallback=bool(info.get("fallback"))))
+                                adopted=st.adopted and params is None, fallback=fallback))
         self._event("refine", oid, mode=mode, compute_seconds=time.perf_counter() - t0, **info)
         return self.mask(oid)
 
@@ -468,9 +469,9 @@ class InteractiveSession:
 
     def _falls_back(self, ctx: _Context, st: ObjectState, fresh: Scribbles) -> bool:
         """cfg.fallback_margin: whether this refinement uses the shipped network instead of the tuned head. Once
-        it has (st.fallback), always; else when the scribbles added since the current result mark voxels the
-        network had right and the tuned head wrong: the mean probability the network gives their label exceeds
-        the tuned head's by more than the margin (the user corrected an error the refinement made)."""
+        it has (st.fallback, kept by every later refinement of the object), always; else when the mean
+        probability the shipped network gives the label of the scribbles added since the current result exceeds
+        the tuned head's by more than the margin (the user corrected an error the tuning made or deepened)."""
         margin = self.config.fallback_margin
         if margin is None or ctx.prior is not None or ctx.network is None:
             return False

@@ -5,7 +5,7 @@ be installed, so the defaults cannot come from finetune.RefineConfig directly; a
 "crf_lambda" is the CRF weight of 3D boxes (and of 2D boxes unless RefineConfig.lam_2d is set). The settings
 without a panel field (RefineConfig.lam_2d, the "never hurts" safeguards crf_min_keep, distance_fraction,
 local_edit, lr, whole_box_3d, a scribble's uncertainty over a whole 3D box, and fallback_margin, the return to
-the shipped network once a correction shows the fine-tuning broke what it had right) keep RefineConfig's defaults,
+the shipped network once a correction favours it over the tuned head) keep RefineConfig's defaults,
 chosen on the validation structures in benchmarks/box_networks/select_refinement.py (docs/box_networks.md).
 """
 from __future__ import annotations
