@@ -90,8 +90,8 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     **{f"omega{o:g}_s14": dict(S12, whole_box_3d=True, omega=o) for o in (10.0, 40.0)},
     **{f"conf{t:g}_s14": dict(S12, whole_box_3d=True, threshold=t) for t in (0.7, 0.9)},
     **{f"iter{i}_s14": dict(S12, whole_box_3d=True, iterations=i) for i in (2, 4)},
-    # the shipped network + CRF from the round where a correction marks voxels the network had right and the
-    # tuned head wrong, by more than a margin of mean probability (RefineConfig.fallback_margin; 0 shipped)
+    # the shipped network + CRF from the round where the network gives a correction's label a higher mean
+    # probability than the tuned head, by more than a margin (RefineConfig.fallback_margin; 0 shipped)
     **{f"fallback{m:g}_s14": dict(S12, whole_box_3d=True, fallback_margin=m) for m in (0.0, 0.1, 0.3)},
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
