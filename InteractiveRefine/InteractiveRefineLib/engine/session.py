@@ -432,7 +432,6 @@ class InteractiveSession:
 
     def _refine(self, oid, st: ObjectState, scr: Scribbles, mode: str, progress, cancel, deadline):
         ctx = self._ctx[oid]
-        model = ctx.model(st.params)
         info: Dict[str, Any] = {"fg_voxels": scr.count[0], "bg_voxels": scr.count[1]}
         params = st.params
         prior = ctx.prior  # an adopted segmentation's probability: kept in every refinement of the object
@@ -446,11 +445,12 @@ class InteractiveSession:
             elif params is None and ctx.network is not None:  # the shipped head (also after a fallback)
                 prob = ctx.network
             else:
-                prob = finetune.model_probability(model, ctx.inputs)
+                prob = finetune.model_probability(ctx.model(params), ctx.inputs)
             if prior is not None and not st.adopted:
                 prob = self.config.prior_weight * prior + (1.0 - self.config.prior_weight) * prob
         else:
             (fg_g, bg_g), _ = self._seed_masks(ctx, scr)
+            model = ctx.model(params)  # a private copy of the tuned part: the state's own stays as it was
             res = finetune.fine_tune(model, ctx.inputs, ctx.x_grid, ctx.grid_spacing, fg_g, bg_g, self.config,
                                      progress, cancel, deadline, inside=ctx.inside_grid, prior=prior,
                                      start=None if prior is None else st.probability)
