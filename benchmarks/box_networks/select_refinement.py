@@ -54,6 +54,8 @@ GEODESIC_S13 = {
 # Records only (select_refinement_s14.jsonl): every label update and the result lean on the shipped network's
 # probability by a weight, RefineConfig.anchor of commit 4e5f125 (removed since: level in 2D, lower in 3D)
 ANCHOR_S14 = {f"anchor{a:g}_s14": dict(S12, whole_box_3d=True, anchor=a) for a in (0.3, 0.5)}
+# records-only configuration -> the commit whose RefineConfig has its fields
+RECORDS_ONLY = {**{name: "889f9ed" for name in GEODESIC_S13}, **{name: "4e5f125" for name in ANCHOR_S14}}
 CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, so a later default change
     # does not change what a name means); the last one also runs the baselines
     "before": OFF,                              # the defaults before this selection
@@ -180,10 +182,9 @@ def main():
                 key = (name, v.name, int(label))
                 if key in done and all(d in done[key] for d in dims):
                     continue
-                if name in GEODESIC_S13 or name in ANCHOR_S14:
-                    commit = "889f9ed" if name in GEODESIC_S13 else "4e5f125"
-                    raise SystemExit(f"{name}: records only (RefineConfig fields of commit {commit}); no record for "
-                                     f"{v.name} label {label} in {rec_path}")
+                if name in RECORDS_ONLY:
+                    raise SystemExit(f"{name}: records only (RefineConfig fields of commit {RECORDS_ONLY[name]}); "
+                                     f"no record for {v.name} label {label} in {rec_path}")
                 with_baselines = a.baseline_methods.split(",") if name == (a.baselines or names[-1]) else None
                 key_seg = (VIEWS.get(name), THRESHOLD_2D.get(name, 0.5))
                 if key_seg not in segs:  # one segmenter (and its loaded models) per views / threshold setting
