@@ -149,6 +149,13 @@ CLI_CASES = [
                                                "{tmp}/m.json", "--run-dir", "{tmp}/ck"], "model manifest not found"),
     ("train-box --union-fraction 1.5", ["ir", "train-box", "--union-fraction", "1.5", "--out", "{tmp}/m.json"],
      "expected a number in [0, 1]"),
+    ("train-box --ring-share 2", ["ir", "train-box", "--ring-share", "2", "--out", "{tmp}/m.json"],
+     "expected a number in [0, 1]"),
+    ("train-box --group-weights of an unknown group", ["ir", "train-box", "--group-weights", "kidney=1", "--out",
+                                                       "{tmp}/m.json"], "GROUP one of chaos"),
+    ("train-box --group-weights all 0", ["ir", "train-box", "--group-weights",
+                                         "chaos=0,totalseg=0,pseudo=0,hippocampus=0,fetal=0,adult_brain=0,cord=0,"
+                                         "spleen_ct=0", "--out", "{tmp}/m.json"], "every group weight is 0"),
     ("train-box --stop-after-minutes -1", ["ir", "train-box", "--stop-after-minutes", "-1", "--out", "{tmp}/m.json"],
      "expected a number >= 0"),
     ("--propagate through a range without the slice", seg(query="{support}", range="0:3") + ["--propagate"],

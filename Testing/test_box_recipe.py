@@ -1,5 +1,6 @@
 """The box network's training recipe of session 11: unions of touching structures, pseudo-objects drawn by
-dataset group, a run started from a model's weights, and a model kept at every validation."""
+dataset group, a run started from a model's weights, and a model kept at every validation; since session 15
+the share of ring pseudo-objects and the groups' weights are settings of a run."""
 import json
 from collections import Counter
 
@@ -14,6 +15,7 @@ from InteractiveRefineLib.engine.inference import DEFAULT_INPUT
 from InteractiveRefineLib.engine.models import load_model
 from InteractiveRefineLib.training.box_samples import BoxSampler, touching_labels
 from InteractiveRefineLib.training.box_sources import Volume
+from InteractiveRefineLib.training.pseudo_objects import kind_probabilities, pseudo_object
 from InteractiveRefineLib.training.train_box import BoxTrainConfig, train_box
 
 CFG = dict(DEFAULT_INPUT, box_channel=True)
@@ -145,6 +147,8 @@ def test_a_resume_with_other_sampling_settings_is_refused_and_keeps_the_runs_sta
     other = tiny("run", max_iters=4, union_fraction=0.0)
     with pytest.raises(ModelError, match="union_fraction"):
         train_box(other, resume=True, volumes=(vols, vols))
+    with pytest.raises(ModelError, match="ring_share"):
+        train_box(tiny("run", max_iters=4, ring_share=0.5), resume=True, volumes=(vols, vols))
     (tmp_path / "first" / "m.json").unlink()  # the start is not needed to resume: the checkpoint holds the run
     train_box(tiny("run", max_iters=4), resume=True, volumes=(vols, vols))
     assert json.loads((tmp_path / "run" / "m.json").read_text())["training"]["config"]["init_from"] == first.out
@@ -172,3 +176,29 @@ def test_a_union_box_spans_both_structures():
         return np.median(ratios)
 
     assert box_elongation(1.0) > 1.6 and box_elongation(0.0) < 1.3
+
+
+def test_ring_share_sets_how_many_pseudo_objects_have_a_hole():
+    """A 5 x 5 grid of squares of distinct intensities: a ring (the squares around one) has a hole; more rings
+    asked, more objects with a hole. The default share keeps the recipe of sessions 8-14 exactly."""
+    img = np.zeros((80, 80), np.float32)
+    for n, v in enumerate(np.random.default_rng(0).permutation(25) * 40 + 100):
+        a, b = divmod(n, 5)
+        img[10 + 12 * a:22 + 12 * a, 10 + 12 * b:22 + 12 * b] = v
+    img += np.random.default_rng(1).normal(0, 3, img.shape).astype(np.float32)
+
+    def with_hole(share):
+        rng = np.random.default_rng(0)
+        objs = [pseudo_object(img, rng, ring_share=share) for _ in range(60)]
+        return sum(int(ndimage.binary_fill_holes(o).sum() > o.sum()) for o in objs if o is not None)
+
+    none, default, every = with_hole(0.0), with_hole(0.2), with_hole(1.0)
+    assert none + 6 < default and default + 6 < every
+    assert kind_probabilities(0.2).tolist() == [0.5, 0.3, 0.2]
+
+
+def test_group_weights_option_changes_the_named_groups_and_keeps_the_others():
+    from InteractiveRefineLib.train_box_cli import group_weights
+    from InteractiveRefineLib.training.train_box import GROUP_WEIGHTS
+    weights = group_weights("fetal=0.3, cord=0")
+    assert weights == dict(GROUP_WEIGHTS, fetal=0.3, cord=0.0)

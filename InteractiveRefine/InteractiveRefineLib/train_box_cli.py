@@ -1,12 +1,31 @@
 """`train-box`: the resumable multi-dataset training of the class-agnostic box network (train_box.py)."""
 from __future__ import annotations
 
+import argparse
 import shlex
-from typing import List
+from typing import Dict, List
+
+
+def group_weights(text: str) -> Dict[str, float]:
+    """argparse type of --group-weights: GROUP=W pairs, each group one of GROUP_WEIGHTS, W a number >= 0."""
+    from .core.argtypes import non_negative_float
+    from .training.train_box import GROUP_WEIGHTS
+    out = {}
+    for pair in text.split(","):
+        name, sep, value = pair.partition("=")
+        if not sep or name.strip() not in GROUP_WEIGHTS:
+            raise argparse.ArgumentTypeError(f"expected GROUP=W pairs with GROUP one of {', '.join(GROUP_WEIGHTS)}; "
+                                             f"got {pair!r}")
+        out[name.strip()] = non_negative_float(value.strip())
+    weights = dict(GROUP_WEIGHTS, **out)
+    if not sum(weights.values()) > 0:
+        raise argparse.ArgumentTypeError(f"every group weight is 0 in {text!r}")
+    return weights
 
 
 def add_train_box(sub) -> None:
     from .core.argtypes import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+    from .training.train_box import GROUP_WEIGHTS
     from .core.threads import threads_arg
     p = sub.add_parser("train-box", help="train the class-agnostic box network (2D, also run slice by slice in "
                                          "3D boxes) on every dataset of ../shared/data; resumable")
@@ -33,6 +52,11 @@ def add_train_box(sub) -> None:
                    help="share of labelled samples drawn as a union: a structure and up to 3 more, each touching one "
                         "already taken (a structure that touches none stays alone); 0: single structures only, "
                         "as in sessions 8-10")
+    p.add_argument("--ring-share", type=fraction, default=0.2,
+                   help="share of pseudo-objects that are rings: a region around a hole (default 0.2)")
+    p.add_argument("--group-weights", type=group_weights, default=None, metavar="GROUP=W,...",
+                   help="relative sampling weights of some groups, the others keep theirs (default: "
+                        + ", ".join(f"{g}={w}" for g, w in GROUP_WEIGHTS.items()) + ")")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
     p.add_argument("--threads", type=threads_arg, default=1,
@@ -48,9 +72,11 @@ def run_train_box(args, argv: List[str]) -> int:
     cfg = BoxTrainConfig(out=args.out, run_dir=args.run_dir, data_root=args.data_root, batch=args.batch,
                          lr=args.lr, warmup=args.warmup, max_iters=args.max_iters,
                          pseudo_by_group=args.pseudo_sampling == "group", init_from=args.init_from,
-                         union_fraction=args.union_fraction, stop_after_minutes=args.stop_after_minutes,
+                         union_fraction=args.union_fraction, ring_share=args.ring_share,
+                         stop_after_minutes=args.stop_after_minutes,
                          ckpt_minutes=args.ckpt_minutes, val_every=args.val_every, seed=args.seed,
                          device=args.device, threads=args.threads,
+                         **({"group_weights": args.group_weights} if args.group_weights else {}),
                          command="python -m InteractiveRefineLib " + " ".join(shlex.quote(a) for a in argv))
     out = train_box(cfg, resume=args.resume)
     print(f"best model: {out}")

@@ -98,11 +98,14 @@ class BoxSampler:
         pseudo_by_group: draw a pseudo-object's image from a random group, then a random volume of it (else
             any volume: the 200 hippocampus subjects then gave 87% of the pseudo-objects, the abdomen 6%).
         union_fraction: share of labelled samples whose object is a union of touching structures.
+        ring_share: share of pseudo-objects that are rings (a region around a hole).
     """
 
     def __init__(self, volumes: Sequence[Volume], input_cfg: Dict, group_weights: Optional[Dict[str, float]] = None,
-                 slab_fraction: float = 0.4, pseudo_by_group: bool = False, union_fraction: float = 0.0):
+                 slab_fraction: float = 0.4, pseudo_by_group: bool = False, union_fraction: float = 0.0,
+                 ring_share: float = 0.2):
         self.volumes = list(volumes)
+        self.ring_share = ring_share
         self.cfg = input_cfg
         self.slab_fraction = slab_fraction
         self.pseudo_by_group = pseudo_by_group
@@ -184,7 +187,7 @@ class BoxSampler:
         plane = np.take(v.image.array, k, axis=axis).astype(np.float32)
         if plane.max() <= plane.min():
             return None
-        obj = pseudo_object(plane, rng)
+        obj = pseudo_object(plane, rng, ring_share=self.ring_share)
         if obj is None:
             return None
         lo, hi = _plane_bounds(obj, axis, k)

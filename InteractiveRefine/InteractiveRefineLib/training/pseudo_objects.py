@@ -29,8 +29,15 @@ def _neighbours(seg: np.ndarray, region: np.ndarray) -> np.ndarray:
     return np.unique(seg[ring])
 
 
+def kind_probabilities(ring_share: float = 0.2) -> np.ndarray:
+    """Chances of KINDS: `ring_share` for rings, the rest split 5:3 between single and merged (0.2: 0.5, 0.3, 0.2,
+    the recipe of sessions 8-14)."""
+    return np.round([(1 - ring_share) * 5 / 8, (1 - ring_share) * 3 / 8, ring_share], 12)
+
+
 def pseudo_object(slice_: np.ndarray, rng: np.random.Generator, min_pixels: int = 40,
-                  max_fraction: float = 0.2, kind: Optional[str] = None) -> Optional[np.ndarray]:
+                  max_fraction: float = 0.2, kind: Optional[str] = None,
+                  ring_share: float = 0.2) -> Optional[np.ndarray]:
     """A boolean mask of one pseudo-object in `slice_`, or None when the slice offers none.
 
     The object stays off the slice border (a box must enclose it) and is one connected piece.
@@ -43,7 +50,7 @@ def pseudo_object(slice_: np.ndarray, rng: np.random.Generator, min_pixels: int 
     ok = [i for i, c in zip(ids, counts) if min_pixels <= c <= limit and i not in border]
     if not ok:
         return None
-    kind = kind or KINDS[int(rng.choice(3, p=[0.5, 0.3, 0.2]))]
+    kind = kind or KINDS[int(rng.choice(3, p=kind_probabilities(ring_share)))]
     seed = seg == ok[int(rng.integers(len(ok)))]
     if kind == "single":
         return seed

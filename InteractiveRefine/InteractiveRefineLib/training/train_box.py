@@ -63,6 +63,7 @@ class BoxTrainConfig:
     slab_fraction: float = 0.4
     pseudo_by_group: bool = True                   # pseudo-object images: a random group, then a volume of it
     union_fraction: float = 0.3                    # labelled samples whose object is touching structures' union
+    ring_share: float = 0.2                        # pseudo-objects that are rings around a hole
     init_from: Optional[str] = None                # a model (NAME.json) whose weights start a new run
     group_weights: Dict[str, float] = field(default_factory=lambda: dict(GROUP_WEIGHTS))
     arch_overrides: Dict = field(default_factory=dict)
@@ -149,7 +150,7 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     train_vols, val_vols = volumes
     val_cases = validation_cases(val_vols)
     sampler = BoxSampler(train_vols, cfg.input, cfg.group_weights, cfg.slab_fraction, cfg.pseudo_by_group,
-                         cfg.union_fraction)
+                         cfg.union_fraction, cfg.ring_share)
     if cfg.init_from and not resume:  # the starting model is the best so far: a new best must beat its score
         metrics = validate(net, cfg.input, val_cases, device)
         metrics.update(iteration=0, minutes=0.0, init_from=cfg.init_from)
@@ -201,7 +202,7 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
 # settings a resumed run must share with its checkpoint (the sampler's and the batch's: they decide what the
 # remaining iterations see), with the value a checkpoint written before the setting existed ran with
 RESUME_SAME = {"batch": None, "seed": None, "slab_fraction": None, "group_weights": None, "input": None,
-               "arch_overrides": None, "union_fraction": 0.0, "pseudo_by_group": False}
+               "arch_overrides": None, "union_fraction": 0.0, "pseudo_by_group": False, "ring_share": 0.2}
 
 
 def _resumed_config(cfg: BoxTrainConfig, saved: Dict, path: Path) -> BoxTrainConfig:
