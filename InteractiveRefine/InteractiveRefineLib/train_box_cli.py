@@ -25,8 +25,8 @@ def group_weights(text: str) -> Dict[str, float]:
 
 def add_train_box(sub) -> None:
     from .core.argtypes import fraction, non_negative_float, non_negative_int, positive_float, positive_int
-    from .training.train_box import GROUP_WEIGHTS
     from .core.threads import threads_arg
+    from .training.train_box import GROUP_WEIGHTS
     p = sub.add_parser("train-box", help="train the class-agnostic box network (2D, also run slice by slice in "
                                          "3D boxes) on every dataset of ../shared/data; resumable")
     p.add_argument("--out", default="runs/box2d/pnet2d.json", help="best validation model (NAME.json)")
