@@ -262,9 +262,11 @@ SLICEWISE_MAX_SLICES = 16
 SLICEWISE_VIEWS = 3
 
 
-def install_models(best_manifest, models_folder=None) -> Tuple[Path, Path]:
+def install_models(best_manifest, models_folder=None,
+                   foreground_threshold: Optional[float] = None) -> Tuple[Path, Path]:
     """Ship a trained box network: `pnet2d.json` (2D boxes) and `box3d.json` (the same weights run slice
-    by slice in 3D boxes, input "slicewise"), each with its own weights file and checksum."""
+    by slice in 3D boxes, input "slicewise"), each with its own weights file and checksum.
+    `foreground_threshold`: the 2D boxes' cut, when one was chosen after training (else the model's own)."""
     from ..engine.models import load_model, models_dir, read_manifest
     src = read_manifest(best_manifest)
     net, _ = load_model(best_manifest)
@@ -272,6 +274,11 @@ def install_models(best_manifest, models_folder=None) -> Tuple[Path, Path]:
     extra = {k: v for k, v in src.items() if k in ("input", "input_notes", "training", "validation", "command")}
     extra["training"] = dict(extra.get("training", {}), trained_as=str(best_manifest),
                              data={part: recipe(part) for part in ("train", "val", "eval")})
+    if foreground_threshold is not None:
+        if not 0.0 < foreground_threshold < 1.0:
+            from ..core.errors import ModelError
+            raise ModelError(f"a 2D foreground cut must lie in (0, 1); got {foreground_threshold}")
+        extra["input"] = dict(extra["input"], foreground_threshold=foreground_threshold)
     p2 = save_model(net, src["architecture"], folder / "pnet2d.json", src["arch_params"], extra)
     # above 16 slices the features of 16 evenly spaced slices, interpolated: the same validation Dice, a
     # third of the latency of 48 slices (benchmarks/box_networks/select_3d_slices.md)
