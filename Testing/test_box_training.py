@@ -257,3 +257,21 @@ def test_installing_the_shipped_2d_network_gives_the_shipped_3d_input_settings(t
     from InteractiveRefineLib.training.train_box import install_models
     _, p3 = install_models(models_dir() / "pnet2d.json", tmp_path)
     assert json.loads(p3.read_text())["input"] == json.loads((models_dir() / "box3d.json").read_text())["input"]
+
+
+def test_installing_with_a_2d_cut_writes_it_for_2d_boxes_only_and_refuses_a_bad_one(tmp_path):
+    """The shipped 2D cut (0.3) was chosen after training: install_models writes it into pnet2d.json, which the
+    BoxSegmenter then applies; box3d.json keeps the 0.5 cut (no entry)."""
+    import json
+
+    from InteractiveRefineLib.core.errors import ModelError
+    from InteractiveRefineLib.engine.inference import foreground_threshold
+    from InteractiveRefineLib.engine.models import models_dir
+    from InteractiveRefineLib.training.train_box import install_models
+    p2, p3 = install_models(models_dir() / "pnet2d.json", tmp_path, foreground_threshold=0.4)
+    assert json.loads(p2.read_text())["input"]["foreground_threshold"] == 0.4
+    assert "foreground_threshold" not in json.loads(p3.read_text())["input"]
+    assert foreground_threshold(json.loads(p2.read_text()), p2) == 0.4  # what BoxSegmenter applies
+    with pytest.raises(ModelError, match="cut"):
+        install_models(models_dir() / "pnet2d.json", tmp_path / "bad", foreground_threshold=1.5)
+    assert not (tmp_path / "bad").exists()
