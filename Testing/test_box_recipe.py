@@ -3,6 +3,7 @@ dataset group, a run started from a model's weights, and a model kept at every v
 the share of ring pseudo-objects and the groups' weights are settings of a run."""
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,3 +203,31 @@ def test_group_weights_option_changes_the_named_groups_and_keeps_the_others():
     from InteractiveRefineLib.training.train_box import GROUP_WEIGHTS
     weights = group_weights("fetal=0.3, cord=0")
     assert weights == dict(GROUP_WEIGHTS, fetal=0.3, cord=0.0)
+
+
+def test_train_box_command_passes_ring_share_and_group_weights_to_the_sampler(tmp_path, monkeypatch, tiny):
+    """`train-box --ring-share --group-weights` reach the run's config, and the run's sampler gets them."""
+    from InteractiveRefineLib.cli import main
+    from InteractiveRefineLib.training import train_box as tb
+    seen = {}
+    monkeypatch.setattr(tb, "train_box", lambda cfg, resume=False: seen.setdefault("cfg", cfg) and Path(cfg.out))
+    main(["train-box", "--ring-share", "0.5", "--group-weights", "fetal=0.3", "--out", str(tmp_path / "m.json"),
+          "--run-dir", str(tmp_path / "ck")])
+    assert seen["cfg"].ring_share == 0.5 and seen["cfg"].group_weights["fetal"] == 0.3
+    monkeypatch.undo()
+
+    real = BoxSampler
+
+    def spy(*args, **kwargs):
+        seen["sampler"] = real(*args, **kwargs)
+        return seen["sampler"]
+    monkeypatch.setattr(tb, "BoxSampler", spy)
+    vols = [_kidney_like()]
+    train_box(tiny("run", max_iters=1, ring_share=0.7, group_weights={"synthetic": 2.0, "pseudo": 0.5}),
+              volumes=(vols, vols))
+    assert seen["sampler"].ring_share == 0.7 and seen["sampler"].p.tolist() == [0.8, 0.2]
+
+
+def test_a_sampler_whose_groups_all_weigh_nothing_is_refused():
+    with pytest.raises(ModelError, match="every sampling weight"):
+        BoxSampler([_kidney_like()], CFG, {"synthetic": 0.0, "pseudo": 0.0})

@@ -124,6 +124,9 @@ class BoxSampler:
         w = dict(group_weights or {})
         self.groups = groups
         p = np.array([float(w.get(g, 1.0)) for g in groups])
+        if not p.sum() > 0:
+            from ..core.errors import ModelError
+            raise ModelError(f"every sampling weight of the groups in the training data ({', '.join(groups)}) is 0")
         self.p = p / p.sum()
 
     def sample(self, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
