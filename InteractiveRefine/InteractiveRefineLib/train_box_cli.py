@@ -54,7 +54,7 @@ def add_train_box(sub) -> None:
                         "as in sessions 8-10")
     p.add_argument("--ring-share", type=fraction, default=0.2,
                    help="share of pseudo-objects that are rings: a region around a hole (default 0.2)")
-    p.add_argument("--group-weights", type=group_weights, default=None, metavar="GROUP=W,...",
+    p.add_argument("--group-weights", type=group_weights, default=dict(GROUP_WEIGHTS), metavar="GROUP=W,...",
                    help="relative sampling weights of some groups, the others keep theirs (default: "
                         + ", ".join(f"{g}={w}" for g, w in GROUP_WEIGHTS.items()) + ")")
     p.add_argument("--seed", type=int, default=0)
@@ -76,7 +76,7 @@ def run_train_box(args, argv: List[str]) -> int:
                          stop_after_minutes=args.stop_after_minutes,
                          ckpt_minutes=args.ckpt_minutes, val_every=args.val_every, seed=args.seed,
                          device=args.device, threads=args.threads,
-                         **({"group_weights": args.group_weights} if args.group_weights else {}),
+                         group_weights=args.group_weights,
                          command="python -m InteractiveRefineLib " + " ".join(shlex.quote(a) for a in argv))
     out = train_box(cfg, resume=args.resume)
     print(f"best model: {out}")
