@@ -1,9 +1,12 @@
 """The class-agnostic box network's training pieces: slice-wise 3D use, pseudo-objects, samples,
 exact resume, and the filled-box baseline."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from InteractiveRefineLib.core.errors import ModelError
 from InteractiveRefineLib.core.image_io import Image
 from InteractiveRefineLib.core.prompts import make_box
 from InteractiveRefineLib.engine.inference import DEFAULT_INPUT, plan_for
@@ -14,7 +17,7 @@ from InteractiveRefineLib.training.box_samples import BoxSampler
 from InteractiveRefineLib.training.box_sources import Volume
 from InteractiveRefineLib.training.checkpoint import load_checkpoint
 from InteractiveRefineLib.training.pseudo_objects import pseudo_object
-from InteractiveRefineLib.training.train_box import BoxTrainConfig, lr_at, train_box
+from InteractiveRefineLib.training.train_box import BoxTrainConfig, lr_at, train_box, training_batches
 
 CFG = dict(DEFAULT_INPUT, box_channel=True)
 
@@ -216,11 +219,12 @@ def test_learning_rate_warms_up_then_decays():
     assert lr_at(110, cfg) == pytest.approx(2e-5)
 
 
-def test_resume_is_bit_identical(tmp_path, tiny_box_config):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_is_bit_identical(tmp_path, tiny_box_config, workers):
     vols = [_ring_volume(0), _ring_volume(1, "rings2")]
-    full = tiny_box_config("full", max_iters=6, warmup=2)
+    full = tiny_box_config("full", max_iters=6, warmup=2, sample_workers=workers)
     train_box(full, volumes=(vols, vols))
-    half = tiny_box_config("half", max_iters=6, warmup=2)
+    half = tiny_box_config("half", max_iters=6, warmup=2, sample_workers=workers)
     half.stop_after_minutes = 1e-9  # stop (checkpointed) after the first iteration
     train_box(half, volumes=(vols, vols))
     for _ in range(10):
@@ -236,6 +240,32 @@ def test_resume_is_bit_identical(tmp_path, tiny_box_config):
     # and it learned something: not the initial weights
     assert not torch.equal(net_a.state_dict()["head.1.weight"],
                            build_network("pnet2d", in_channels=2, channels=(8,) * 5).state_dict()["head.1.weight"])
+
+
+def test_sample_workers_draw_each_sample_from_its_index_for_any_worker_count():
+    vols = [_ring_volume(0), _ring_volume(1, "rings2")]
+    sampler = BoxSampler(vols, dict(CFG, size2d=[32, 32]))
+    cfg = BoxTrainConfig(batch=3, max_iters=5)
+
+    def batch(workers, start, skip=0):
+        it = training_batches(sampler, np.random.default_rng(0), replace(cfg, sample_workers=workers), start)
+        for _ in range(skip):
+            next(it)
+        return next(it)
+
+    x1, y1 = batch(1, start=0, skip=3)  # the fourth batch, from one worker
+    x2, y2 = batch(2, start=3)          # the same batch by its index, from two workers, as a resumed run draws it
+    assert x1.shape == (3, 2, 32, 32) and torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(batch(2, start=2)[0], x1)  # each index has its own samples
+    xs, _ = batch(0, start=3)  # one stream (the default): not drawn by index
+    assert xs.shape == x1.shape and not torch.equal(xs, x1)
+
+
+def test_resume_refuses_to_switch_between_one_stream_and_indexed_samples(tmp_path, tiny_box_config):
+    vols = [_ring_volume(0)]
+    train_box(tiny_box_config("run", max_iters=2), volumes=(vols, vols))
+    with pytest.raises(ModelError, match="one stream"):
+        train_box(tiny_box_config("run", max_iters=4, sample_workers=2), resume=True, volumes=(vols, vols))
 
 
 def test_filled_box_baseline_is_the_box_with_scribbles_set():

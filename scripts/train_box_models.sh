@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Retrains every shipped box model from scratch (InteractiveRefine/Resources/Models/pnet2d.json and
 # box3d.json: one class-agnostic 2D network, also run slice by slice in 3D boxes) on every dataset of
-# ../shared/data (recipe: InteractiveRefineLib/training/box_sources.py). CUDA when present: a GPU runs the
-# longer schedule in minutes; on a 2-core CPU pass --stop-after-minutes and resume later with --resume.
+# ../shared/data (recipe: InteractiveRefineLib/training/box_sources.py). CUDA when present: the longer schedule,
+# samples drawn ahead by the CPU's other cores (--sample-workers); on a 2-core CPU pass --stop-after-minutes and
+# resume later with --resume.
 # The recipe is the current one (unions of touching structures, pseudo-objects by group, the CHAOS validation
-# kidneys in the validation). The shipped weights were not made in one run but by a chain on the CPU: 2400
-# iterations of the sessions-1-4 recipe, a warm restart to 6800, then 1800 iterations of the current recipe
-# (docs/box_networks.md, "How the shipped weights were made"); a run of this script from scratch is not
-# measured yet.
+# kidneys in the validation). The shipped weights were not made in one run but by a chain on the CPU
+# (docs/box_networks.md, "How the shipped weights were made"); one run of this script on a lent GPU is measured
+# in benchmarks/box_networks/gpu_s16.
 #   bash scripts/train_box_models.sh [extra train-box args]
+# TRAIN_BOX replaces the command (the GPU machine's wrapper, gpu_s16/device_train.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+TRAIN_BOX=${TRAIN_BOX:-"$PY -m InteractiveRefineLib train-box"}
 if $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    ITERS=20000; BATCH=32; THREADS=4
+    CORES=$($PY -c "import os; print(len(os.sched_getaffinity(0)))")
+    ITERS=20000; BATCH=32; THREADS=2; VAL_EVERY=1000
+    EXTRA=(--sample-workers $(( CORES > 4 ? CORES - 2 : 2 )))
 else
-    ITERS=2400; BATCH=16; THREADS=1
+    ITERS=2400; BATCH=16; THREADS=1; VAL_EVERY=300; EXTRA=()
 fi
-$PY -m InteractiveRefineLib train-box --out runs/box2d/pnet2d_box.json --run-dir checkpoints/box2d \
-    --max-iters $ITERS --batch $BATCH --threads $THREADS --val-every 300 --install "$@"
+$TRAIN_BOX --out runs/box2d/pnet2d_box.json --run-dir checkpoints/box2d \
+    --max-iters $ITERS --batch $BATCH --threads $THREADS --val-every $VAL_EVERY --install "${EXTRA[@]}" "$@"

@@ -62,6 +62,10 @@ def add_train_box(sub) -> None:
     p.add_argument("--threads", type=threads_arg, default=1,
                    help="torch CPU threads (default 1, unlike the other commands: a long training run shares the "
                         "machine with other work; 0: the idle cores)")
+    p.add_argument("--sample-workers", type=non_negative_int, default=0,
+                   help="processes that draw training samples ahead (for a GPU, which otherwise waits for the CPU); "
+                        "above 0 each sample is drawn from its own seed, so the run is the same for any count, but "
+                        "not the same as with 0 (default: one stream in this process, the recipe of sessions 1-15)")
     p.add_argument("--install", action="store_true",
                    help="after training, write the best model into the shipped Resources/Models "
                         "(pnet2d.json for 2D boxes, box3d.json for 3D boxes)")
@@ -75,7 +79,7 @@ def run_train_box(args, argv: List[str]) -> int:
                          union_fraction=args.union_fraction, ring_share=args.ring_share,
                          stop_after_minutes=args.stop_after_minutes,
                          ckpt_minutes=args.ckpt_minutes, val_every=args.val_every, seed=args.seed,
-                         device=args.device, threads=args.threads,
+                         device=args.device, threads=args.threads, sample_workers=args.sample_workers,
                          group_weights=args.group_weights,
                          command="python -m InteractiveRefineLib " + " ".join(shlex.quote(a) for a in argv))
     out = train_box(cfg, resume=args.resume)

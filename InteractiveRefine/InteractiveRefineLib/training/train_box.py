@@ -60,6 +60,7 @@ class BoxTrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 1
+    sample_workers: int = 0                        # processes drawing samples; > 0: each sample seeded by its index
     slab_fraction: float = 0.4
     pseudo_by_group: bool = True                   # pseudo-object images: a random group, then a volume of it
     union_fraction: float = 0.3                    # labelled samples whose object is touching structures' union
@@ -151,6 +152,7 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     val_cases = validation_cases(val_vols)
     sampler = BoxSampler(train_vols, cfg.input, cfg.group_weights, cfg.slab_fraction, cfg.pseudo_by_group,
                          cfg.union_fraction, cfg.ring_share)
+    batches = training_batches(sampler, rng, cfg, state["iteration"], device.type == "cuda")
     if cfg.init_from and not resume:  # the starting model is the best so far: a new best must beat its score
         metrics = validate(net, cfg.input, val_cases, device)
         metrics.update(iteration=0, minutes=0.0, init_from=cfg.init_from)
@@ -166,9 +168,7 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     while it < cfg.max_iters:
         for group in opt.param_groups:
             group["lr"] = lr_at(it, cfg)
-        xs, ys = zip(*[sampler.sample(rng) for _ in range(cfg.batch)])
-        x = torch.from_numpy(np.stack(xs)).to(device)
-        y = torch.from_numpy(np.stack(ys)).to(device)
+        x, y = (t.to(device, non_blocking=True) for t in next(batches))
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(net(x), y)
         loss.backward()
@@ -199,6 +199,40 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     return Path(cfg.out)
 
 
+class IndexedSamples(torch.utils.data.Dataset):
+    """Sample k of a run drawn from its own generator, seeded by (seed, k): the batches are the same for any number
+    of worker processes, and a resumed run needs no sampler state."""
+
+    def __init__(self, sampler: BoxSampler, seed: int, total: int):
+        self.sampler, self.seed, self.total = sampler, seed, total
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, k: int):
+        x, y = self.sampler.sample(np.random.default_rng([self.seed, int(k)]))
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def training_batches(sampler: BoxSampler, rng: np.random.Generator, cfg: BoxTrainConfig, start: int,
+                     pin: bool = False):
+    """(input, target) batches from iteration `start` on. `sample_workers` 0: drawn here from one stream `rng`
+    (the recipe of sessions 1-15, checkpointed with the run). Otherwise drawn ahead by that many processes
+    (torch's DataLoader), sample k from (seed, k): a GPU then waits far less for the CPU."""
+    if cfg.sample_workers <= 0:
+        while True:
+            xs, ys = zip(*[sampler.sample(rng) for _ in range(cfg.batch)])
+            yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+    total = cfg.max_iters * cfg.batch
+    # its own generator: the loader's worker seeds (unused here) must not draw from torch's global RNG, which
+    # the checkpoint restores for dropout
+    loader = torch.utils.data.DataLoader(
+        IndexedSamples(sampler, cfg.seed, total), batch_size=cfg.batch, sampler=range(start * cfg.batch, total),
+        num_workers=cfg.sample_workers, prefetch_factor=4, pin_memory=pin,
+        generator=torch.Generator().manual_seed(cfg.seed))
+    yield from loader
+
+
 # settings a resumed run must share with its checkpoint (the sampler's and the batch's: they decide what the
 # remaining iterations see), with the value a checkpoint written before the setting existed ran with
 RESUME_SAME = {"batch": None, "seed": None, "slab_fraction": None, "group_weights": None, "input": None,
@@ -216,6 +250,11 @@ def _resumed_config(cfg: BoxTrainConfig, saved: Dict, path: Path) -> BoxTrainCon
             raise ModelError(f"checkpoint {path} was written with {key} = {was} (this run: {now}); resume with "
                              "the same setting (--union-fraction 0 --pseudo-sampling volume for runs before "
                              "session 11)")
+    # the worker count may change (same samples), not whether samples come from one stream or by index
+    was_indexed = saved.get("sample_workers", 0) > 0
+    if was_indexed != (cfg.sample_workers > 0):
+        raise ModelError(f"checkpoint {path} drew its samples " + ("by index (--sample-workers > 0)" if was_indexed
+                         else "from one stream (--sample-workers 0)") + "; resume the same way")
     return replace(cfg, init_from=saved.get("init_from", cfg.init_from))
 
 
