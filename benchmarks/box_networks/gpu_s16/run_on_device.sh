@@ -2,7 +2,7 @@
 # One lent-GPU run of scripts/train_box_models.sh from scratch (README.md here), from the repository root of the
 # device machine's copy, with .gpu_cache/volumes.npz (volume_cache.py) carried:
 #   bash benchmarks/box_networks/gpu_s16/run_on_device.sh MINUTES
-# A 20-iteration pre-flight first, so a broken CUDA path costs a minute, not the lease. Results under $OUT.
+# A 20-iteration pre-flight first (the full batch and worker count), so a broken CUDA path costs a minute, not the lease. Results under $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_s16_out}; MIN=${1:-7}
@@ -13,7 +13,9 @@ python3 -c "import os, torch, numpy, scipy, skimage; print('torch', torch.__vers
     skimage.__version__, 'cores', len(os.sched_getaffinity(0)))"
 TB="python3 benchmarks/box_networks/gpu_s16/device_train.py .gpu_cache/volumes.npz"
 t0=$(date +%s)
-if ! $TB --out /tmp/pre/m.json --run-dir /tmp/pre/ck --max-iters 20 --batch 4 --val-every 10 --sample-workers 4 \
+df -h /dev/shm || true
+W=$(( $(nproc) > 4 ? $(nproc) - 2 : 2 ))  # as train_box_models.sh: the batches' shared memory is checked too
+if ! $TB --out /tmp/pre/m.json --run-dir /tmp/pre/ck --max-iters 20 --batch 32 --val-every 20 --sample-workers $W \
         --threads 2 > "$OUT/preflight.log" 2>&1; then
     tail -40 "$OUT/preflight.log"; exit 1
 fi
