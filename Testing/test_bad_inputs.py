@@ -7,6 +7,7 @@ Read the two tables: CLI_CASES (command lines) and API_CASES (library calls). Ea
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,6 +157,8 @@ CLI_CASES = [
     ("train-box --group-weights all 0", ["ir", "train-box", "--group-weights",
                                          "chaos=0,totalseg=0,pseudo=0,hippocampus=0,fetal=0,adult_brain=0,cord=0,"
                                          "spleen_ct=0", "--out", "{tmp}/m.json"], "every group weight is 0"),
+    ("train-box --sample-workers -1", ["ir", "train-box", "--sample-workers", "-1", "--out", "{tmp}/m.json"],
+     "expected a whole number >= 0"),
     ("train-box --stop-after-minutes -1", ["ir", "train-box", "--stop-after-minutes", "-1", "--out", "{tmp}/m.json"],
      "expected a number >= 0"),
     ("--propagate through a range without the slice", seg(query="{support}", range="0:3") + ["--propagate"],
@@ -197,6 +200,15 @@ def test_cli_refuses(name, argv, fragment, files, no_compute, monkeypatch, capsy
     assert code == 2 and fragment in err, err
     assert "Traceback" not in err
     assert _snapshot(files["tmp"]) == before, "a file was written or changed"
+
+
+def test_train_box_install_before_any_validation_says_so(tmp_path, monkeypatch, capsys):
+    """A run stopped before its first validation has no model yet: --install names that, not a missing file."""
+    monkeypatch.setattr("InteractiveRefineLib.training.train_box.train_box", lambda cfg, resume=False: Path(cfg.out))
+    code = ir_cli.main(["train-box", "--out", str(tmp_path / "m.json"), "--run-dir", str(tmp_path / "ck"),
+                        "--val-every", "500", "--install"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no model to install yet" in err and "--val-every 500" in err, err
 
 
 def test_cross_modality_is_warned(files, no_compute, capsys):

@@ -85,7 +85,13 @@ def run_train_box(args, argv: List[str]) -> int:
     out = train_box(cfg, resume=args.resume)
     print(f"best model: {out}")
     if args.install:
+        from pathlib import Path
+
+        from .core.errors import ModelError
         from .training.train_box import install_models
+        if not Path(out).is_file():
+            raise ModelError(f"--install: no model to install yet: {out} is written at each validation "
+                             f"(--val-every {args.val_every}) and this run stopped before one; resume it (--resume)")
         for p in install_models(out):
             print(f"installed {p}")
     return 0
