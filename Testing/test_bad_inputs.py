@@ -7,7 +7,6 @@ Read the two tables: CLI_CASES (command lines) and API_CASES (library calls). Ea
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,8 +202,8 @@ def test_cli_refuses(name, argv, fragment, files, no_compute, monkeypatch, capsy
 
 
 def test_train_box_install_before_any_validation_says_so(tmp_path, monkeypatch, capsys):
-    """A run stopped before its first validation has no model yet: --install names that, not a missing file."""
-    monkeypatch.setattr("InteractiveRefineLib.training.train_box.train_box", lambda cfg, resume=False: Path(cfg.out))
+    """A run stopped before its first validation has no model yet (train_box gives None): --install says so."""
+    monkeypatch.setattr("InteractiveRefineLib.training.train_box.train_box", lambda cfg, resume=False: None)
     code = ir_cli.main(["train-box", "--out", str(tmp_path / "m.json"), "--run-dir", str(tmp_path / "ck"),
                         "--val-every", "500", "--install"])
     err = capsys.readouterr().err

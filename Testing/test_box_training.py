@@ -1,5 +1,6 @@
 """The class-agnostic box network's training pieces: slice-wise 3D use, pseudo-objects, samples,
 exact resume, and the filled-box baseline."""
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -261,11 +262,39 @@ def test_sample_workers_draw_each_sample_from_its_index_for_any_worker_count():
     assert xs.shape == x1.shape and not torch.equal(xs, x1)
 
 
+def test_one_stream_draws_the_batch_as_the_recipe_of_sessions_1_to_15():
+    vols = [_ring_volume(0), _ring_volume(1, "rings2")]
+    sampler = BoxSampler(vols, dict(CFG, size2d=[32, 32]))
+    x, y = next(training_batches(sampler, np.random.default_rng(5), BoxTrainConfig(batch=3), 0))
+    rng = np.random.default_rng(5)
+    xs, ys = zip(*[sampler.sample(rng) for _ in range(3)])
+    assert torch.equal(x, torch.from_numpy(np.stack(xs))) and torch.equal(y, torch.from_numpy(np.stack(ys)))
+
+
 def test_resume_refuses_to_switch_between_one_stream_and_indexed_samples(tmp_path, tiny_box_config):
     vols = [_ring_volume(0)]
     train_box(tiny_box_config("run", max_iters=2), volumes=(vols, vols))
     with pytest.raises(ModelError, match="one stream"):
         train_box(tiny_box_config("run", max_iters=4, sample_workers=2), resume=True, volumes=(vols, vols))
+    # a checkpoint written before the setting existed drew from one stream: it resumes so, and only so
+    last = tmp_path / "run" / "ck" / "last.json"
+    meta = json.loads(last.read_text())
+    del meta["state"]["config"]["sample_workers"]
+    last.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="one stream"):
+        train_box(tiny_box_config("run", max_iters=4, sample_workers=1), resume=True, volumes=(vols, vols))
+    train_box(tiny_box_config("run", max_iters=3), resume=True, volumes=(vols, vols))
+
+
+def test_train_box_returns_no_model_before_its_first_validation(tmp_path, tiny_box_config):
+    vols = [_ring_volume(0)]
+    cfg = tiny_box_config("run", max_iters=4, val_every=2)
+    cfg.stop_after_minutes = 1e-9  # one iteration, then stop (checkpointed)
+    assert train_box(cfg, volumes=(vols, vols)) is None
+    out = train_box(cfg, resume=True, volumes=(vols, vols))  # iteration 2: validated, so a best was saved
+    assert out == tmp_path / "run" / "m.json" and out.is_file()
+    other = replace(cfg, out=str(tmp_path / "elsewhere.json"))  # iteration 3: no validation, so no new best
+    assert train_box(other, resume=True, volumes=(vols, vols)) == out  # the best stays where it was saved
 
 
 def test_filled_box_baseline_is_the_box_with_scribbles_set():

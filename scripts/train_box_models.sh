@@ -9,17 +9,18 @@
 # (docs/box_networks.md, "How the shipped weights were made"); one run of this script on a lent GPU is measured
 # in benchmarks/box_networks/gpu_s16.
 #   bash scripts/train_box_models.sh [extra train-box args]
-# TRAIN_BOX replaces the command (the GPU machine's wrapper, gpu_s16/device_train.py).
+# TRAIN_BOX replaces the command (the GPU machine's wrapper, gpu_s16/device_train.py). Each run installs its best
+# model into the shipped Resources (--install): to continue the committed GPU run without that, see gpu_s16/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 TRAIN_BOX=${TRAIN_BOX:-"$PY -m InteractiveRefineLib train-box"}
 if $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    CORES=$($PY -c "import os; print(len(os.sched_getaffinity(0)))")
+    CORES=$($PY -c "import os; print(len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count())")
     ITERS=20000; BATCH=32; THREADS=2; VAL_EVERY=1000
     EXTRA=(--sample-workers $(( CORES > 4 ? CORES - 2 : 2 )))
 else
-    ITERS=2400; BATCH=16; THREADS=1; VAL_EVERY=300; EXTRA=()
+    ITERS=2400; BATCH=16; THREADS=1; VAL_EVERY=300; EXTRA=(--sample-workers 0)  # (bash < 4.4: no empty array)
 fi
 $TRAIN_BOX --out runs/box2d/pnet2d_box.json --run-dir checkpoints/box2d \
     --max-iters $ITERS --batch $BATCH --threads $THREADS --val-every $VAL_EVERY --install "${EXTRA[@]}" "$@"

@@ -64,8 +64,8 @@ def add_train_box(sub) -> None:
                         "machine with other work; 0: the idle cores)")
     p.add_argument("--sample-workers", type=non_negative_int, default=0,
                    help="processes that draw training samples ahead (for a GPU, which otherwise waits for the CPU); "
-                        "above 0 each sample is drawn from its own seed, so the run is the same for any count, but "
-                        "not the same as with 0 (default: one stream in this process, the recipe of sessions 1-15)")
+                        "above 0 each sample is drawn from its own seed, so the samples are the same for any count, "
+                        "but not the same as with 0 (default: one stream in this process, the recipe of sessions 1-15)")
     p.add_argument("--install", action="store_true",
                    help="after training, write the best model into the shipped Resources/Models "
                         "(pnet2d.json for 2D boxes, box3d.json for 3D boxes)")
@@ -83,15 +83,16 @@ def run_train_box(args, argv: List[str]) -> int:
                          group_weights=args.group_weights,
                          command="python -m InteractiveRefineLib " + " ".join(shlex.quote(a) for a in argv))
     out = train_box(cfg, resume=args.resume)
-    print(f"best model: {out}")
+    if out is None:
+        print(f"no validation yet (every --val-every {args.val_every} iterations): resume with --resume")
+    else:
+        print(f"best model: {out}")
     if args.install:
-        from pathlib import Path
-
         from .core.errors import ModelError
         from .training.train_box import install_models
-        if not Path(out).is_file():
-            raise ModelError(f"--install: no model to install yet: {out} is written at each validation "
-                             f"(--val-every {args.val_every}) and this run stopped before one; resume it (--resume)")
+        if out is None:
+            raise ModelError(f"--install: no model to install yet: the run stopped before its first validation "
+                             f"(every --val-every {args.val_every} iterations); resume it with --resume")
         for p in install_models(out):
             print(f"installed {p}")
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
 import platform
 import sys
 import time
@@ -123,8 +124,9 @@ def validate(net: torch.nn.Module, input_cfg: Dict, cases, device) -> Dict[str, 
 
 
 def train_box(cfg: BoxTrainConfig, resume: bool = False,
-              volumes: Optional[Tuple[List[Volume], List[Volume]]] = None) -> Path:
-    """Train (or resume) until max_iters or stop_after_minutes; returns the best model's manifest path.
+              volumes: Optional[Tuple[List[Volume], List[Volume]]] = None) -> Optional[Path]:
+    """Train (or resume) until max_iters or stop_after_minutes; returns the best model's manifest path (the
+    `--out` of the invocation that saved it), None while no validation of the run (or its chain) has saved one.
 
     `volumes`: (train, val) volumes instead of box_sources' recipe (tests use small synthetic ones).
     """
@@ -152,7 +154,6 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     val_cases = validation_cases(val_vols)
     sampler = BoxSampler(train_vols, cfg.input, cfg.group_weights, cfg.slab_fraction, cfg.pseudo_by_group,
                          cfg.union_fraction, cfg.ring_share)
-    batches = training_batches(sampler, rng, cfg, state["iteration"], device.type == "cuda")
     if cfg.init_from and not resume:  # the starting model is the best so far: a new best must beat its score
         metrics = validate(net, cfg.input, val_cases, device)
         metrics.update(iteration=0, minutes=0.0, init_from=cfg.init_from)
@@ -160,6 +161,17 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
         state["best"] = metrics["score"]
         print(f"iter 0 validation {metrics}", file=sys.stderr, flush=True)
         _save_best(net, arch, arch_params, cfg, state, metrics, device)
+    batches = training_batches(sampler, rng, cfg, state["iteration"], device.type == "cuda")
+    try:
+        _train_loop(net, opt, rng, cfg, state, batches, val_cases, device, arch, arch_params, last)
+    finally:  # sampling processes end with the run, also when it fails
+        batches.close()
+    # checkpoints before session 16 did not record where the best went: this invocation's --out
+    return Path(state.get("best_saved_to", cfg.out)) if state["best"] >= 0 else None
+
+
+def _train_loop(net, opt, rng, cfg: BoxTrainConfig, state, batches, val_cases, device, arch, arch_params,
+                last: Path) -> None:
     it = state["iteration"]
     t0 = time.monotonic()
     t_ckpt = t0
@@ -169,6 +181,7 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
         for group in opt.param_groups:
             group["lr"] = lr_at(it, cfg)
         x, y = (t.to(device, non_blocking=True) for t in next(batches))
+        y = y.long()
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(net(x), y)
         loss.backward()
@@ -196,7 +209,6 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
         if stop:
             log.info("stopped after %.1f min at iteration %d; resume with --resume", elapsed, it)
             break
-    return Path(cfg.out)
 
 
 class IndexedSamples(torch.utils.data.Dataset):
@@ -211,14 +223,15 @@ class IndexedSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int):
         x, y = self.sampler.sample(np.random.default_rng([self.seed, int(k)]))
-        return torch.from_numpy(x), torch.from_numpy(y)
+        return torch.from_numpy(x), torch.from_numpy(y.astype(np.uint8))  # 0/1: 1/8 of the shared memory
 
 
 def training_batches(sampler: BoxSampler, rng: np.random.Generator, cfg: BoxTrainConfig, start: int,
                      pin: bool = False):
     """(input, target) batches from iteration `start` on. `sample_workers` 0: drawn here from one stream `rng`
     (the recipe of sessions 1-15, checkpointed with the run). Otherwise drawn ahead by that many processes
-    (torch's DataLoader), sample k from (seed, k): a GPU then waits far less for the CPU."""
+    (torch's DataLoader), sample k from (seed, k): a GPU then waits far less for the CPU. The workers are forked
+    where the system can (the training volumes are shared, not copied into each); elsewhere each gets a copy."""
     if cfg.sample_workers <= 0:
         while True:
             xs, ys = zip(*[sampler.sample(rng) for _ in range(cfg.batch)])
@@ -228,7 +241,8 @@ def training_batches(sampler: BoxSampler, rng: np.random.Generator, cfg: BoxTrai
     # the checkpoint restores for dropout
     loader = torch.utils.data.DataLoader(
         IndexedSamples(sampler, cfg.seed, total), batch_size=cfg.batch, sampler=range(start * cfg.batch, total),
-        num_workers=cfg.sample_workers, prefetch_factor=4, pin_memory=pin,
+        num_workers=cfg.sample_workers, prefetch_factor=2, pin_memory=pin,
+        multiprocessing_context="fork" if "fork" in multiprocessing.get_all_start_methods() else None,
         generator=torch.Generator().manual_seed(cfg.seed))
     yield from loader
 
@@ -278,6 +292,7 @@ def _save_snapshot(net, arch, arch_params, cfg: BoxTrainConfig, metrics) -> None
 
 
 def _save_best(net, arch, arch_params, cfg: BoxTrainConfig, state, metrics, device) -> None:
+    state["best_saved_to"] = str(cfg.out)
     manifest = {
         "input": cfg.input,
         "training": {
