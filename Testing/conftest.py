@@ -35,6 +35,26 @@ def segmenter():
 
 
 @pytest.fixture(scope="session")
+def session15_models(tmp_path_factory):
+    """{2: pnet2d.json, 3: box3d.json} of the box networks shipped until session 15 (2D: session 11's network,
+    cut 0.3; 3D: session 15's snapshot 2700), rebuilt from the committed checkpoints (the same weights and input
+    settings). For refinement-guard tests whose real case needs that network's mistakes: the session-16 network
+    does not make them on those cases, and a guard must still be shown to work on a real one."""
+    from InteractiveRefineLib.training.train_box import install_models
+    root = Path(__file__).resolve().parents[1] / "checkpoints"
+    p2, _ = install_models(root / "box2d_s11" / "pnet2d_box.json", tmp_path_factory.mktemp("s11"),
+                           foreground_threshold=0.3)
+    _, p3 = install_models(root / "box2d_s15" / "pnet2d_box.json", tmp_path_factory.mktemp("s15"))
+    return {2: p2, 3: p3}
+
+
+@pytest.fixture(scope="session")
+def session15_segmenter(session15_models):
+    from InteractiveRefineLib.engine.inference import BoxSegmenter
+    return BoxSegmenter(session15_models[2], session15_models[3], device="cpu")
+
+
+@pytest.fixture(scope="session")
 def propagation_box():
     """The box network as FewShotSeg's propagation and follow use it (cut at its own 0.5)."""
     from FewShotSegLib.engine.propagate import box_network

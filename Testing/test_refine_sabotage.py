@@ -118,13 +118,15 @@ def test_the_crf_may_not_erase_a_small_object(chaos8, segmenter):
     assert results[0.5] > filled, (results, filled)
 
 
-def test_a_scribble_on_the_only_piece_is_no_licence_to_erase_it(chaos_sample, segmenter):
+def test_a_scribble_on_the_only_piece_is_no_licence_to_erase_it(chaos_sample, session15_segmenter):
     """crf_min_keep in a refinement: on a 190-voxel pole slice of the unseen right kidney of chaos_36 (slice 15,
     lam 10) the result is one piece and the robot's first scribble is background on voxels of it. Without the
     guard the refinement's CRF cuts the piece down and the result drops below its start and below the filled
     box (0.912 -> 0.814; filled box 0.823); the guard refuses that cut and the result rises (0.927; measured
-    with the session-11 network). Until session 10 the case was chaos_8's 61-voxel slice 2, where the newer
-    network's first scribble is foreground."""
+    with the session-11 network, conftest.session15_models: the session-16 network does not make this cut here).
+    Until session 10 the case was chaos_8's 61-voxel slice 2, where the newer network's first scribble is
+    foreground."""
+    segmenter = session15_segmenter
     from dataclasses import replace
 
     from InteractiveRefineLib.evaluation.robot import next_scribble
@@ -148,11 +150,12 @@ def test_a_scribble_on_the_only_piece_is_no_licence_to_erase_it(chaos_sample, se
 
 
 @pytest.fixture(scope="module")
-def own_cut():
-    """The 2D network at its own 0.5 cut (the shipped 0.3 cut keeps the left kidney of the case below after the
-    scribble: the CRF then has no piece to strike, and the case no longer exercises the rule)."""
+def own_cut(session15_models):
+    """Session 11's 2D network (conftest.session15_models) at its own 0.5 cut (its 0.3 cut keeps the left kidney of
+    the case below after the scribble: the CRF then has no piece to strike, and the case no longer exercises the
+    rule; the session-16 network does not take the left kidney as the case needs)."""
     from InteractiveRefineLib.engine.inference import BoxSegmenter
-    return BoxSegmenter(device="cpu", threshold2d=0.5)
+    return BoxSegmenter(session15_models[2], session15_models[3], device="cpu", threshold2d=0.5)
 
 
 @pytest.mark.parametrize("mode", ["crf", "supervised"])

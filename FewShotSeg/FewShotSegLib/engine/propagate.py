@@ -274,7 +274,9 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     for z, native in tracked.items():
         full[z] = native
     vol = volume_from_slices(full, grid)
-    if box_segmenter is not None and not tracked:
+    # without tracking the box network redoes the finished result; with it, the slices it carried are its own
+    # (none when the range stopped at the annotated slice: that slice is then kept, as in a longer run)
+    if box_segmenter is not None and not tracking:
         vol = refine_with_box_network(image, vol > 0.5, box_segmenter, axis, BOX_MARGIN).astype(np.float32)
     use_3d = shipped_box is not None and box3d_views is not None and slices is not None
     if use_3d:
