@@ -15,8 +15,11 @@ from InteractiveRefineLib.core.metrics import dice
 torch.set_num_threads(2)
 ds = DecathlonDataset("../shared/data/chaos-t2spir")
 box = box_network("cpu")  # the 0.5 cut propagation uses (since the twelfth session)
+cases = sys.argv[2].split(",")
+for c in cases:  # an unknown case stops here, before OUT (perhaps an earlier run's records) is overwritten
+    ds.case(c)
 with open(sys.argv[1], "w") as out:
-    for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, sys.argv[2].split(",")):
+    for pid, img, lab, seg, organ, k, z, ref in fold0_organs(ds, cases):
         m = propagate(seg, img, lab, k, organ, box_segmenter=box, box3d_views=None).labels == organ
         b3 = box3d_pass(img, m, box, 3)
         b3[k] = ref[k]  # the annotated slice stays as annotated, as in propagate
