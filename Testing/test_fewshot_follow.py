@@ -42,6 +42,21 @@ def test_following_the_window_through_the_query_beats_the_window(pair, organ):
     np.testing.assert_array_equal(followed, propagate(seg, q_img, seeded, z, 1).labels == 1)
 
 
+def test_following_with_the_box_network_and_the_automatic_range_has_no_3d_pass(pair, propagation_box):
+    """Propagation's automatic range took the 3D pass in the sixteenth session; follow's was chosen without it."""
+    _, (q_img, q_lab), seg = pair
+    window = q_lab == 2  # any mask: here the reference itself
+    followed = follow(seg, q_img, window, box_segmenter=propagation_box, box_exemplar=None)
+    z = seed_slice(window)
+    seeded = np.zeros(q_lab.shape, np.uint8)
+    seeded[z] = window[z]
+    kw = dict(box_segmenter=propagation_box, box_exemplar=None)
+    without = propagate(seg, q_img, seeded, z, 1, box3d_views=None, **kw).labels == 1
+    with_pass = propagate(seg, q_img, seeded, z, 1, **kw).labels == 1
+    np.testing.assert_array_equal(followed, without)
+    assert (with_pass != without).any()  # else the case would not show it
+
+
 def test_the_evaluation_follows_with_the_base_network_also_after_adaptation(pair):
     """As `segment --follow --adapt` and the panel do (chosen on training patients:
     benchmarks/fewshot_auto_range/follow_adapted.md): the adapted copy segments, the base network follows."""

@@ -162,9 +162,9 @@ def add_propagate(s: argparse.ArgumentParser) -> None:
                    help="with --propagate or --follow: skip the InteractiveRefine 2D box network's pass over each "
                         "slice")
     s.add_argument("--no-box3d", action="store_true",
-                   help="with --propagate or --follow and a given --range: skip the final pass of the box network's "
-                        "3D box step (three views) over the propagated organ's bounding box (chosen on training "
-                        "patients; never with an automatic range, docs/fewshot.md)")
+                   help="with --propagate (any --range) or --follow with a given --range: skip the final pass of the "
+                        "box network's 3D box step (three views) over the propagated organ's bounding box (chosen on "
+                        "training patients, docs/fewshot.md; --follow's automatic range has none)")
     s.add_argument("--no-dark-stop", action="store_true",
                    help="with --propagate or --follow and an automatic range: do not end the range where the mask "
                         "turns darker than the annotated organ (1.5 SD; chosen on training patients, docs/fewshot.md)")
@@ -200,8 +200,9 @@ def check_propagation_flags(a) -> None:
         raise PromptError("--box-precision concerns the box network, which --no-box-network turns off")
     if a.no_box3d and a.no_box_network:
         raise PromptError("--no-box3d concerns the box network, which --no-box-network turns off")
-    if a.no_box3d and parse_slices(a.range) is None:
-        raise PromptError("--no-box3d concerns a given --range FIRST:LAST; the automatic range has no 3D pass")
+    if a.no_box3d and not a.propagate and parse_slices(a.range) is None:
+        raise PromptError("--no-box3d with --follow concerns a given --range FIRST:LAST; --follow's automatic range "
+                          "has no 3D pass")
     if a.no_regrow_stop and a.no_box_network:
         raise PromptError("--no-regrow-stop concerns the box network's carried masks, which --no-box-network turns "
                           "off")

@@ -49,5 +49,7 @@ def follow(segmenter: FewShotSegmenter, image: Image, mask: np.ndarray, axis: in
     z += lo
     label = np.zeros(mask.shape, np.uint8)
     np.moveaxis(label, axis, 0)[z] = along[z]
+    if slices is None:  # the 3D pass joined propagation's automatic range after follow's was chosen without it
+        propagate_options = dict(propagate_options, box3d_views=None)
     return propagate(segmenter, image, label, z, 1, axis, slices, box_segmenter=box_segmenter,
                      progress=progress, cancel=cancel, **propagate_options).labels == 1

@@ -20,11 +20,13 @@ validation patients), reference range: 81.7 without, 87.2 as a pass over the fin
 10% / 15%: 86.9 / 86.7 / 85.1), 89.2 carried slice to slice; automatic range 82.7 -> 87.9 carried.
 By default the box network is first tuned on the annotated slice (`box_exemplar`; on chaos_19/22 with the
 later class-agnostic box network 86.9 -> 88.0: benchmarks/fewshot_choices/box_exemplar.md).
-Last, with a given range (`box3d_views`, default 3), InteractiveRefine's 3D box network with three views
-redoes the bounding box of the propagated mask (the session's box step: network + 3D CRF), and the annotated
-slice is kept as annotated. On fold-0 training patients chaos_19/22/13/31 (16 cases): given range 87.06 ->
-88.41 (one view 82.74), automatic range 81.89 -> 81.01, so not with the automatic range
-(benchmarks/fewshot_choices/propagate_box3d.md); about 2 s per organ on the CPU.
+Last (`box3d_views`, default 3), InteractiveRefine's 3D box network with three views redoes the bounding box
+of the propagated mask (the session's box step: network + 3D CRF), and the annotated slice is kept as annotated.
+On fold-0 training patients chaos_19/22/13/31 (16 cases): given range 87.06 -> 88.41 (one view 82.74); with the
+automatic range it lost (81.89 -> 81.01) until the sixteenth session's box networks: 87.02 -> 87.73 there and
+87.51 -> 88.35 on chaos_20/32/33/34/38, so since then with either range
+(benchmarks/fewshot_choices/propagate_box3d.md); about 2 s per organ on the CPU. `follow` keeps its automatic
+range without it (chosen there without the pass).
 With no range given, propagation stops where the organ ends: a predicted cross-section under
 `min_pixels` pixels (on the network grid) or below `min_ratio` of the previous one ends that direction, and
 so does one that grows again by `regrow` after the organ had tapered below half the annotated cross-section
@@ -162,8 +164,8 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     the box network only redoes the finished result, refine_with_box_network).
     box_exemplar: with a box_segmenter, its 2D network is first tuned on the annotated slice
     (InteractiveRefineLib.engine.exemplar; a tuned copy, the shipped network is unchanged); None: not tuned.
-    box3d_views: with a box_segmenter and a given range, its 3D network (1 or 3 views) finally redoes the
-    propagated mask's bounding box, the annotated slice kept as annotated (box3d_pass); None: no 3D pass.
+    box3d_views: with a box_segmenter, its 3D network (1 or 3 views) finally redoes the propagated mask's
+    bounding box, the annotated slice kept as annotated (box3d_pass); None: no 3D pass.
     dark_stop: automatic range only: a slice whose mask's mean intensity lies more than this many standard
     deviations of the annotated pixels below their mean ends that direction (the organ has ended and the mask
     went on into darker tissue); None: off.
@@ -278,7 +280,7 @@ def propagate(segmenter: FewShotSegmenter, image: Image, label: np.ndarray, slic
     # (none when the range stopped at the annotated slice: that slice is then kept, as in a longer run)
     if box_segmenter is not None and not tracking:
         vol = refine_with_box_network(image, vol > 0.5, box_segmenter, axis, BOX_MARGIN).astype(np.float32)
-    use_3d = shipped_box is not None and box3d_views is not None and slices is not None
+    use_3d = shipped_box is not None and box3d_views is not None
     if use_3d:
         if cancel is not None and cancel():
             raise CancelledError("propagation cancelled; nothing was written")
