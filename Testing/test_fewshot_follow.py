@@ -55,6 +55,10 @@ def test_following_with_the_box_network_and_the_automatic_range_has_no_3d_pass(p
     with_pass = propagate(seg, q_img, seeded, z, 1, **kw).labels == 1
     np.testing.assert_array_equal(followed, without)
     assert (with_pass != without).any()  # else the case would not show it
+    on = np.flatnonzero(window.any((1, 2)))
+    rng = (int(on[0]), int(on[-1]) + 1)  # a given range keeps the 3D pass, as it was chosen with it
+    np.testing.assert_array_equal(follow(seg, q_img, window, slices=rng, **kw),
+                                  propagate(seg, q_img, seeded, z, 1, slices=rng, **kw).labels == 1)
 
 
 def test_the_evaluation_follows_with_the_base_network_also_after_adaptation(pair):

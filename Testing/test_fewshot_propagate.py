@@ -119,7 +119,7 @@ def test_propagation_applies_the_regrowth_stop_to_the_automatic_range_with_the_b
     """As chosen: on the masks the box network carries, with the automatic range only."""
     img, lab = chaos8
     k, z0, z1 = largest_slice(lab, 2)
-    kw = dict(box_segmenter=propagation_box, box_exemplar=None)
+    kw = dict(box_segmenter=propagation_box, box_exemplar=None, box3d_views=None)  # the slices as carried
     free = propagate(default_segmenter, img, lab, k, 2, carried_regrow=None, **kw)
     strict = propagate(default_segmenter, img, lab, k, 2, carried_regrow=(1.01, 1.0), **kw)  # no regrowth at all
     assert free.info["carried_regrow"] is None and strict.info["carried_regrow"] == [1.01, 1.0]
@@ -129,8 +129,7 @@ def test_propagation_applies_the_regrowth_stop_to_the_automatic_range_with_the_b
     assert areas[b1] > areas[b1 - 1] or areas[b0 - 1] > areas[b0]   # it stopped where the carried mask grew
     for z in range(b0, b1):                    # the slices kept are the free run's, up to where it stopped
         np.testing.assert_array_equal(strict.labels[z] == 2, free.labels[z] == 2)
-    given = propagate(default_segmenter, img, lab, k, 2, slices=(z0, z1), carried_regrow=(1.01, 1.0), box3d_views=None,
-                      **kw)
+    given = propagate(default_segmenter, img, lab, k, 2, slices=(z0, z1), carried_regrow=(1.01, 1.0), **kw)
     assert given.slices == (z0, z1) and given.info["carried_regrow"] is None
     plain = propagate(default_segmenter, img, lab, k, 2, carried_regrow=(1.01, 1.0))   # no box network: not used
     assert plain.info["carried_regrow"] is None
@@ -195,6 +194,23 @@ def test_propagate_command_and_its_refusals(default_segmenter, chaos8, tmp_path,
         assert rc == 2 and msg in capsys.readouterr().err
     with pytest.raises(PromptError, match="must hold the annotated slice"):
         propagate(default_segmenter, *chaos8, 12, 2, slices=(13, 20))
+
+
+@pytest.mark.parametrize("argv,refused", [
+    (["--propagate", "--no-box3d"], False),                           # the automatic range has the pass too
+    (["--propagate", "--no-box3d", "--range", "5:15"], False),
+    (["--follow", "--no-box3d", "--range", "5:15"], False),
+    (["--follow", "--no-box3d"], True)])                             # follow's automatic range has none
+def test_no_box3d_is_read_wherever_a_3d_pass_runs(argv, refused):
+    from FewShotSegLib.cli import build_parser
+    from FewShotSegLib.options import check_propagation_flags
+    args = build_parser().parse_args(["segment", "--support-image", "s", "--support-label", "l", "--slice", "3",
+                                      "--out", "o.nii.gz"] + argv)
+    if refused:
+        with pytest.raises(PromptError, match="automatic range has no 3D pass"):
+            check_propagation_flags(args)
+    else:
+        check_propagation_flags(args)
 
 
 def test_propagation_reads_the_box_network_at_its_own_cut(chaos8, propagation_box, segmenter):

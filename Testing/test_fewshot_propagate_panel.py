@@ -71,7 +71,7 @@ def test_propagate_through_this_scan_equals_segment_propagate(default_segmenter,
                  "--device", "cpu"]) == 0
     assert np.array_equal(mask, read_label(out) == SPLEEN)
     d, d_copy = dice(mask, lab == SPLEEN), copy_dice(img, lab, SPLEEN, k, z0, z1)
-    assert d > d_copy + 0.1, (d, d_copy)  # measured 0.910 vs 0.649 (2-core CPU)
+    assert d > d_copy + 0.1, (d, d_copy)  # measured 0.910 vs 0.649 (2-core CPU, before session 16)
     assert abs(info["slices"][0] - z0) <= 2 and abs(info["slices"][1] - (z1 - 1)) <= 2
 
 

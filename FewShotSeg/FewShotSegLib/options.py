@@ -159,8 +159,8 @@ def add_propagate(s: argparse.ArgumentParser) -> None:
     s.add_argument("--propagate-mode", default=None, choices=["roi", "anchor", "chain", "mixed"],
                    help="how the mask is carried from slice to slice (default: roi, chosen on training patients)")
     s.add_argument("--no-box-network", action="store_true",
-                   help="with --propagate or --follow: skip the InteractiveRefine 2D box network's pass over each "
-                        "slice")
+                   help="with --propagate or --follow: skip the InteractiveRefine box network (its 2D pass over "
+                        "each slice and its final 3D pass)")
     s.add_argument("--no-box3d", action="store_true",
                    help="with --propagate (any --range) or --follow with a given --range: skip the final pass of the "
                         "box network's 3D box step (three views) over the propagated organ's bounding box (chosen on "

@@ -38,8 +38,9 @@ def follow(segmenter: FewShotSegmenter, image: Image, mask: np.ndarray, axis: in
            **propagate_options) -> np.ndarray:
     """`mask` (a few-shot prediction of one organ on `image`) redone by same-scan propagation from its middle
     slice; `slices` (first, last + 1): propagate through exactly that range (it must hold the seed), else the
-    automatic range; `propagate_options`: propagate's own (mode, stops, box exemplar, 3D pass). An empty mask
-    is returned as it is."""
+    automatic range; `propagate_options`: propagate's own (mode, stops, box exemplar, 3D pass). With the automatic
+    range there is no 3D pass unless `box3d_views` is given (follow's range was chosen without it; propagation's
+    took it in the sixteenth session). An empty mask is returned as it is."""
     mask = np.asarray(mask, bool)
     along = np.moveaxis(mask, axis, 0)
     lo, hi = (0, len(along)) if slices is None else (int(slices[0]), int(slices[1]))
@@ -49,7 +50,7 @@ def follow(segmenter: FewShotSegmenter, image: Image, mask: np.ndarray, axis: in
     z += lo
     label = np.zeros(mask.shape, np.uint8)
     np.moveaxis(label, axis, 0)[z] = along[z]
-    if slices is None:  # the 3D pass joined propagation's automatic range after follow's was chosen without it
+    if slices is None and "box3d_views" not in propagate_options:
         propagate_options = dict(propagate_options, box3d_views=None)
     return propagate(segmenter, image, label, z, 1, axis, slices, box_segmenter=box_segmenter,
                      progress=progress, cancel=cancel, **propagate_options).labels == 1

@@ -83,7 +83,8 @@ class FewShotRequest:
     or ("box", lo, hi) in query voxels (K, J, I), hi exclusive. adapt_seconds: the exemplar-adaptation
     budget for the whole run (split equally between segments). names: {segment id: name} for messages.
     The support and the query may be the same volume. propagate: same-scan propagation (the query must be the
-    support volume; no adaptation); use_box_network: its 2D box network redoes each propagated slice.
+    support volume; no adaptation); use_box_network: its 2D box network redoes each propagated slice, and its
+    3D box step finally the propagated organ's box (propagate.box3d_pass).
     follow: "Follow through the query": each segment's few-shot result is then followed through the query by
     same-scan propagation from its middle slice (engine/follow.py; not with `propagate`).
     """

@@ -17,7 +17,8 @@ A segment drawn on 3 or more slices keeps the component step alone, as before (t
 
 "Propagate through this scan" (`propagate=True`): the query is the support volume itself, and each segment
 is followed slice by slice outwards from the support slice (`propagate.propagate`, with InteractiveRefine's
-2D box network redoing each slice, exactly as `python -m FewShotSegLib segment --propagate`); range
+2D box network redoing each slice and its 3D box step the organ's box, exactly as `python -m FewShotSegLib
+segment --propagate`); range
 automatic (it stops where the organ ends) or given. InteractiveRefine's "Propagate to 3D" sends the same
 request with its 2D result as the support (`request.propagation_request`).
 

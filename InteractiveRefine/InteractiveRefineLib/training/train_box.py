@@ -319,8 +319,8 @@ SLICEWISE_VIEWS = 3
 def install_models(best_manifest, models_folder=None,
                    foreground_threshold: Optional[float] = None) -> Tuple[Path, Path]:
     """Ship a trained box network: `pnet2d.json` (2D boxes) and `box3d.json` (the same weights run slice
-    by slice in 3D boxes, input "slicewise"), each with its own weights file and checksum. Since session 15 the
-    shipped box3d.json is another snapshot's, copied from a folder this wrote (docs/box_networks.md).
+    by slice in 3D boxes, input "slicewise"), each with its own weights file and checksum. In session 15 the
+    shipped box3d.json was another snapshot's; since session 16 both come from one call (docs/box_networks.md).
     `foreground_threshold`: the 2D boxes' cut, when one was chosen after training (else the model's own)."""
     from ..engine.models import load_model, models_dir, read_manifest
     src = read_manifest(best_manifest)
