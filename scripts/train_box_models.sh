@@ -5,9 +5,9 @@
 # samples drawn ahead by the CPU's other cores (--sample-workers); on a 2-core CPU pass --stop-after-minutes and
 # resume later with --resume.
 # The recipe is the current one (unions of touching structures, pseudo-objects by group, the CHAOS validation
-# kidneys in the validation). The shipped weights were not made in one run but by a chain on the CPU
-# (docs/box_networks.md, "How the shipped weights were made"); one run of this script on a lent GPU is measured
-# in benchmarks/box_networks/gpu_s16.
+# kidneys in the validation). The shipped weights (since session 16) are one run of this script on a lent GPU,
+# stopped at 14,374 of its 20,000 iterations (benchmarks/box_networks/gpu_s16; before, a chain of CPU runs:
+# docs/box_networks.md, "How the shipped weights were made").
 #   bash scripts/train_box_models.sh [extra train-box args]
 # TRAIN_BOX replaces the command (the GPU machine's wrapper, gpu_s16/device_train.py). Each run installs its best
 # model into the shipped Resources (--install): to continue the committed GPU run without that, see gpu_s16/README.md.

@@ -2,7 +2,8 @@
 # One lent-GPU run of scripts/train_box_models.sh from scratch (README.md here), from the repository root of the
 # device machine's copy, with .gpu_cache/volumes.npz (volume_cache.py) carried:
 #   bash benchmarks/box_networks/gpu_s16/run_on_device.sh MINUTES
-# A 20-iteration pre-flight first (the full batch and worker count), so a broken CUDA path costs a minute, not the lease. Results under $OUT.
+# A 20-iteration pre-flight first (the full batch and worker count), so a broken CUDA path costs a minute, not
+# the lease. Results under $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_s16_out}; MIN=${1:-7}
