@@ -14,6 +14,7 @@ refuses sampling settings other than its checkpoint's (RESUME_SAME).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -162,53 +163,46 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
         print(f"iter 0 validation {metrics}", file=sys.stderr, flush=True)
         _save_best(net, arch, arch_params, cfg, state, metrics, device)
     batches = training_batches(sampler, rng, cfg, state["iteration"], device.type == "cuda")
-    try:
-        _train_loop(net, opt, rng, cfg, state, batches, val_cases, device, arch, arch_params, last)
-    finally:  # sampling processes end with the run, also when it fails
-        batches.close()
+    with contextlib.closing(batches):  # sampling processes end with the run, also when it fails
+        it = state["iteration"]
+        t0 = time.monotonic()
+        t_ckpt = t0
+        minutes_before = state["minutes"]
+        net.train()
+        while it < cfg.max_iters:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(it, cfg)
+            x, y = (t.to(device, non_blocking=True) for t in next(batches))
+            y = y.long()
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            opt.step()
+            it += 1
+            state["iteration"] = it
+            state["minutes"] = round(minutes_before + (time.monotonic() - t0) / 60, 3)
+            if it % 50 == 0:
+                print(f"iter {it} loss {loss.item():.4f} lr {lr_at(it, cfg):.2e} "
+                      f"{state['minutes']:.1f} min", file=sys.stderr, flush=True)
+            if it % cfg.val_every == 0 or it == cfg.max_iters:
+                metrics = validate(net, cfg.input, val_cases, device)
+                metrics.update(iteration=it, minutes=state["minutes"], loss=round(loss.item(), 4))
+                state["history"].append(metrics)
+                print(f"iter {it} validation {metrics}", file=sys.stderr, flush=True)
+                _save_snapshot(net, arch, arch_params, cfg, metrics)
+                if metrics["score"] > state["best"]:
+                    state["best"] = metrics["score"]
+                    _save_best(net, arch, arch_params, cfg, state, metrics, device)
+            elapsed = (time.monotonic() - t0) / 60
+            stop = cfg.stop_after_minutes and elapsed >= cfg.stop_after_minutes
+            if stop or it == cfg.max_iters or (time.monotonic() - t_ckpt) / 60 >= cfg.ckpt_minutes:
+                save_checkpoint(last, net, opt, rng, dict(state, config=asdict(cfg)))
+                t_ckpt = time.monotonic()
+            if stop:
+                log.info("stopped after %.1f min at iteration %d; resume with --resume", elapsed, it)
+                break
     # checkpoints before session 16 did not record where the best went: this invocation's --out
     return Path(state.get("best_saved_to", cfg.out)) if state["best"] >= 0 else None
-
-
-def _train_loop(net, opt, rng, cfg: BoxTrainConfig, state, batches, val_cases, device, arch, arch_params,
-                last: Path) -> None:
-    it = state["iteration"]
-    t0 = time.monotonic()
-    t_ckpt = t0
-    minutes_before = state["minutes"]
-    net.train()
-    while it < cfg.max_iters:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(it, cfg)
-        x, y = (t.to(device, non_blocking=True) for t in next(batches))
-        y = y.long()
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
-        it += 1
-        state["iteration"] = it
-        state["minutes"] = round(minutes_before + (time.monotonic() - t0) / 60, 3)
-        if it % 50 == 0:
-            print(f"iter {it} loss {loss.item():.4f} lr {lr_at(it, cfg):.2e} "
-                  f"{state['minutes']:.1f} min", file=sys.stderr, flush=True)
-        if it % cfg.val_every == 0 or it == cfg.max_iters:
-            metrics = validate(net, cfg.input, val_cases, device)
-            metrics.update(iteration=it, minutes=state["minutes"], loss=round(loss.item(), 4))
-            state["history"].append(metrics)
-            print(f"iter {it} validation {metrics}", file=sys.stderr, flush=True)
-            _save_snapshot(net, arch, arch_params, cfg, metrics)
-            if metrics["score"] > state["best"]:
-                state["best"] = metrics["score"]
-                _save_best(net, arch, arch_params, cfg, state, metrics, device)
-        elapsed = (time.monotonic() - t0) / 60
-        stop = cfg.stop_after_minutes and elapsed >= cfg.stop_after_minutes
-        if stop or it == cfg.max_iters or (time.monotonic() - t_ckpt) / 60 >= cfg.ckpt_minutes:
-            save_checkpoint(last, net, opt, rng, dict(state, config=asdict(cfg)))
-            t_ckpt = time.monotonic()
-        if stop:
-            log.info("stopped after %.1f min at iteration %d; resume with --resume", elapsed, it)
-            break
 
 
 class IndexedSamples(torch.utils.data.Dataset):
