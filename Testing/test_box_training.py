@@ -334,3 +334,19 @@ def test_installing_with_a_2d_cut_writes_it_for_2d_boxes_only_and_refuses_a_bad_
     with pytest.raises(ModelError, match="cut"):
         install_models(models_dir() / "pnet2d.json", tmp_path / "bad", foreground_threshold=1.5)
     assert not (tmp_path / "bad").exists()
+
+
+def test_installing_with_a_3d_cut_writes_it_for_3d_boxes_only_and_refuses_a_bad_one(tmp_path):
+    """A 3D boxes' cut chosen after training goes into box3d.json only; pnet2d.json keeps its own."""
+    import json
+
+    from InteractiveRefineLib.core.errors import ModelError
+    from InteractiveRefineLib.engine.models import models_dir
+    from InteractiveRefineLib.training.train_box import install_models
+    p2, p3 = install_models(models_dir() / "pnet2d.json", tmp_path, foreground_threshold_3d=0.6)
+    assert json.loads(p3.read_text())["input"]["foreground_threshold"] == 0.6
+    shipped2 = json.loads((models_dir() / "pnet2d.json").read_text())["input"]["foreground_threshold"]
+    assert json.loads(p2.read_text())["input"]["foreground_threshold"] == shipped2
+    with pytest.raises(ModelError, match="3D foreground cut"):
+        install_models(models_dir() / "pnet2d.json", tmp_path / "bad", foreground_threshold_3d=0.0)
+    assert not (tmp_path / "bad").exists()

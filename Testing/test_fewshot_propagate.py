@@ -228,17 +228,19 @@ def test_propagation_reads_the_box_network_at_its_own_cut(chaos8, propagation_bo
 
 def test_every_propagation_path_reads_the_box_network_at_its_own_cut(monkeypatch):
     """The panel's run and the compute child (which hosts both panels' propagation) take the box network from
-    propagate.box_network, as the commands do: cut at 0.5, not the shipped manifest's 0.3 for drawn boxes."""
+    propagate.box_network, as the commands do: cut at 0.5 in 2D and 3D boxes, not the shipped manifests' cuts
+    for drawn boxes."""
     from types import SimpleNamespace
 
     from FewShotSegLib.panel import run
     from InteractiveRefineLib.compute.service import ComputeService
-    assert ComputeService().box_segmenter("cpu").threshold2d == 0.5
+    served = ComputeService().box_segmenter("cpu")
+    assert (served.threshold2d, served.threshold3d) == (0.5, 0.5)
     seen = []
     monkeypatch.setattr(run, "_propagate", lambda request, seg, box, *rest: seen.append(box))
     request = SimpleNamespace(use_box_network=True, propagate=True, follow=False)  # the fields _run reads
     run._run(request, lambda device: None, None, "cpu", None, None)
-    assert len(seen) == 1 and seen[0].threshold2d == 0.5
+    assert len(seen) == 1 and (seen[0].threshold2d, seen[0].threshold3d) == (0.5, 0.5)
 
 
 def test_propagate_from_a_2d_mask(default_segmenter, chaos8):

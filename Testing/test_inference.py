@@ -78,6 +78,44 @@ def test_a_bad_foreground_threshold_in_a_manifest_is_refused(tmp_path, chaos8, b
         BoxSegmenter(device="cpu", threshold2d=1.5)
 
 
+def _with_cut(tmp_path, dim, cut):
+    """A copy of the shipped `dim`-D model whose manifest cuts its foreground at `cut`."""
+    import json
+    import shutil
+
+    from InteractiveRefineLib.engine.models import default_model_path
+    src = default_model_path(dim)
+    manifest = json.loads(src.read_text())
+    manifest["input"]["foreground_threshold"] = cut
+    (tmp_path / src.name).write_text(json.dumps(manifest))
+    shutil.copy(src.parent / manifest["weights"], tmp_path / manifest["weights"])
+    return tmp_path / src.name
+
+
+def test_a_3d_cut_in_box3d_manifest_moves_the_3d_boxes_probability_only(tmp_path, chaos8):
+    """box3d.json's own foreground_threshold shifts the 3D boxes' network (one view: exactly the logit shift);
+    the 2D boxes keep theirs, and threshold3d=0.5 (FewShotSeg) reads the network at its own cut."""
+    image, lab = chaos8
+    box3 = box_from_mask(lab == 2)
+    box2 = box_from_mask(lab == 2, 0, int(np.nonzero((lab == 2).sum(axis=(1, 2)))[0].mean()))
+    kw = dict(device="cpu", views3d=1, precision="fp32")
+    cut = BoxSegmenter(model3d=_with_cut(tmp_path, 3, 0.7), **kw)
+    own = BoxSegmenter(**kw)
+    p, q = own.predict(image, box3).probability, cut.predict(image, box3).probability
+    inside = (p > 0.02) & (p < 0.98)
+    shift = np.log(q[inside] / (1 - q[inside])) - np.log(p[inside] / (1 - p[inside]))
+    # exact on the network grid; resampling to the image grid blends probabilities: the median
+    assert inside.sum() > 50 and abs(np.median(shift) + np.log(0.7 / 0.3)) < 0.01
+    assert (q >= 0.5).sum() < (p >= 0.5).sum()
+    assert np.array_equal(cut.predict(image, box2).probability, own.predict(image, box2).probability)
+    at_half = BoxSegmenter(model3d=_with_cut(tmp_path, 3, 0.7), threshold3d=0.5, **kw)
+    assert np.array_equal(at_half.predict(image, box3).probability, p)
+    with pytest.raises(ModelError, match="foreground_threshold"):
+        BoxSegmenter(model3d=_with_cut(tmp_path, 3, 1.0), **kw).predict(image, box3)
+    with pytest.raises(ValueError, match="threshold3d"):
+        BoxSegmenter(device="cpu", threshold3d=0.0)
+
+
 @pytest.mark.parametrize("label", [1, 2, 3, 4])
 def test_shipped_3d_model_on_held_out_patient(segmenter, chaos8, label):
     image, lab = chaos8

@@ -95,12 +95,18 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     # the shipped network + CRF from the round where the network gives a correction's label a higher mean
     # probability than the tuned head, by more than a margin (RefineConfig.fallback_margin; 0 shipped)
     **{f"fallback{m:g}_s14": dict(S12, whole_box_3d=True, fallback_margin=m) for m in (0.0, 0.1, 0.3)},
+    # seventeenth session: the shipped refinement with the 3D boxes' network cut at another probability
+    # (THRESHOLD_3D; session 16's network alone preferred 0.6 to 0.5 on the validation structures)
+    **{f"cut3d{t:g}_s17": dict(S12, whole_box_3d=True, fallback_margin=0.0) for t in (0.55, 0.6, 0.7)},
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 # configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's
 # threshold2d; every other configuration, as every record before the twelfth session, cuts at the network's 0.5)
 THRESHOLD_2D = {"thr0.2": 0.2, "thr0.3": 0.3, "thr0.4": 0.4, "shipped_s12": 0.3,
-                **{name: 0.3 for name in CONFIGS if name.endswith(("_s13", "_s14"))}}
+                **{name: 0.3 for name in CONFIGS if name.endswith(("_s13", "_s14", "_s17"))}}
+# configurations whose 3D boxes' network cuts at another probability (BoxSegmenter's threshold3d; every other
+# configuration, as every record before the seventeenth session, cuts 3D boxes at the network's 0.5)
+THRESHOLD_3D = {name: float(name[len("cut3d"):-len("_s17")]) for name in CONFIGS if name.startswith("cut3d")}
 BASELINES = ("graphcut", "random_walker")
 
 
@@ -186,9 +192,10 @@ def main():
                     raise SystemExit(f"{name}: records only (RefineConfig fields of commit {RECORDS_ONLY[name]}); "
                                      f"no record for {v.name} label {label} in {rec_path}")
                 with_baselines = a.baseline_methods.split(",") if name == (a.baselines or names[-1]) else None
-                key_seg = (VIEWS.get(name), THRESHOLD_2D.get(name, 0.5))
+                key_seg = (VIEWS.get(name), THRESHOLD_2D.get(name, 0.5), THRESHOLD_3D.get(name, 0.5))
                 if key_seg not in segs:  # one segmenter (and its loaded models) per views / threshold setting
-                    segs[key_seg] = BoxSegmenter(device="cpu", views3d=key_seg[0], threshold2d=key_seg[1])
+                    segs[key_seg] = BoxSegmenter(device="cpu", views3d=key_seg[0], threshold2d=key_seg[1],
+                                                 threshold3d=key_seg[2])
                 seg = segs[key_seg]
                 r = dict(config=name, case=v.name, label=int(label), group=group, kwargs=CONFIGS[name],
                          **run_case(name, CONFIGS[name], v, label, m, boxes2d, box3d, seg, with_baselines, dims))

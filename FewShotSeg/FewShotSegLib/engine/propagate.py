@@ -63,11 +63,11 @@ from .slices import check_axis, from_network, image_slices, to_network, volume_f
 
 
 def box_network(device="auto", precision: str = "auto"):
-    """InteractiveRefine's box network as propagation and follow use it: cut at its own 0.5 (not the shipped
-    manifest's lower foreground threshold, chosen for boxes drawn by a user), the cut with which every
-    propagation setting here was chosen on training patients."""
+    """InteractiveRefine's box network as propagation and follow use it: cut at its own 0.5 in 2D and 3D boxes
+    (not the shipped manifests' cuts, chosen for boxes drawn by a user), the cut with which every propagation
+    setting here was chosen on training patients."""
     from InteractiveRefineLib.engine.inference import BoxSegmenter
-    return BoxSegmenter(device=device, precision=precision, threshold2d=0.5)
+    return BoxSegmenter(device=device, precision=precision, threshold2d=0.5, threshold3d=0.5)
 
 
 MODES = ("chain", "anchor", "mixed", "roi")

@@ -94,7 +94,7 @@ def shift_foreground(net: torch.nn.Module, threshold: float) -> torch.nn.Module:
 
 
 def foreground_threshold(manifest: Dict[str, Any], path: Path, given: Optional[float] = None) -> float:
-    """The 2D network's foreground cut: `given`, else the manifest's `input.foreground_threshold` (0.5 when
+    """A box network's foreground cut: `given`, else the manifest's `input.foreground_threshold` (0.5 when
     absent); ModelError for a manifest value outside (0, 1)."""
     if given is not None:
         return float(given)
@@ -139,19 +139,22 @@ class BoxSegmenter:
     CPU that has it natively (about half the time; validation mean of groups within 0.001, docs/box_networks.md),
     "fp32" never (float32, no bfloat16 rounding); gradients and the head's parameters stay float32 (the
     slice-wise head computes in bfloat16 on bfloat16 features at inference).
-    `threshold2d`: the probability where the 2D network's foreground starts (shift_foreground); None: its
-    manifest's `input.foreground_threshold` (0.5 when absent). FewShotSeg passes 0.5: its propagation choices
-    were made with the network's own cut.
+    `threshold2d` / `threshold3d`: the probability where the 2D / 3D boxes' network's foreground starts
+    (shift_foreground); None: its manifest's `input.foreground_threshold` (0.5 when absent). FewShotSeg passes
+    0.5 for both: its propagation choices were made with the network's own cut.
     """
 
     def __init__(self, model2d: Union[str, Path, None] = None, model3d: Union[str, Path, None] = None,
                  device: str = "auto", views3d: Optional[int] = None, symmetries: Optional[int] = None,
-                 precision: str = "auto", threshold2d: Optional[float] = None):
+                 precision: str = "auto", threshold2d: Optional[float] = None,
+                 threshold3d: Optional[float] = None):
         check_views(views3d)
         check_symmetries(symmetries)
-        if threshold2d is not None and not 0.0 < float(threshold2d) < 1.0:
-            raise ValueError(f"threshold2d must be in (0, 1) or None; got {threshold2d}")
+        for name, cut in (("threshold2d", threshold2d), ("threshold3d", threshold3d)):
+            if cut is not None and not 0.0 < float(cut) < 1.0:
+                raise ValueError(f"{name} must be in (0, 1) or None; got {cut}")
         self.threshold2d = threshold2d
+        self.threshold3d = threshold3d
         self.bf16_cpu = use_bf16_cpu(precision)
         self.views3d = views3d
         self.symmetries = symmetries
@@ -195,10 +198,10 @@ class BoxSegmenter:
             return self._fixed[dim]
         if dim not in self._loaded:
             loaded = load_model(self._paths[dim], self.device)
-            if dim == 2:  # checked and shifted before it is kept: a refused cut never leaves a 0.5 network behind
-                cut = foreground_threshold(loaded[1], self._paths[2], self.threshold2d)
-                if cut != 0.5:
-                    shift_foreground(loaded[0], cut)
+            # checked and shifted before it is kept: a refused cut never leaves a 0.5 network behind
+            cut = foreground_threshold(loaded[1], self._paths[dim], self.threshold2d if dim == 2 else self.threshold3d)
+            if cut != 0.5:
+                shift_foreground(loaded[0], cut)
             self._loaded[dim] = loaded
             # bfloat16 was validated on the 2D network (also run slice by slice); a 3D PC-Net stays float32
             self._loaded[dim][0].bf16_cpu = self.bf16_cpu and getattr(self._loaded[dim][0], "dim", 3) == 2

@@ -310,12 +310,13 @@ SLICEWISE_MAX_SLICES = 16
 SLICEWISE_VIEWS = 3
 
 
-def install_models(best_manifest, models_folder=None,
-                   foreground_threshold: Optional[float] = None) -> Tuple[Path, Path]:
+def install_models(best_manifest, models_folder=None, foreground_threshold: Optional[float] = None,
+                   foreground_threshold_3d: Optional[float] = None) -> Tuple[Path, Path]:
     """Ship a trained box network: `pnet2d.json` (2D boxes) and `box3d.json` (the same weights run slice
     by slice in 3D boxes, input "slicewise"), each with its own weights file and checksum. In session 15 the
     shipped box3d.json was another snapshot's; since session 16 both come from one call (docs/box_networks.md).
-    `foreground_threshold`: the 2D boxes' cut, when one was chosen after training (else the model's own)."""
+    `foreground_threshold` / `foreground_threshold_3d`: the 2D / 3D boxes' cut, when one was chosen after training
+    (else 0.5; a cut in the trained manifest is the 2D boxes' only)."""
     from ..engine.models import load_model, models_dir, read_manifest
     src = read_manifest(best_manifest)
     net, _ = load_model(best_manifest)
@@ -323,18 +324,21 @@ def install_models(best_manifest, models_folder=None,
     extra = {k: v for k, v in src.items() if k in ("input", "input_notes", "training", "validation", "command")}
     extra["training"] = dict(extra.get("training", {}), trained_as=str(best_manifest),
                              data={part: recipe(part) for part in ("train", "val", "eval")})
-    if foreground_threshold is not None:
-        if not 0.0 < foreground_threshold < 1.0:
+    for dim, cut in ((2, foreground_threshold), (3, foreground_threshold_3d)):
+        if cut is not None and not 0.0 < cut < 1.0:
             from ..core.errors import ModelError
-            raise ModelError(f"a 2D foreground cut must lie in (0, 1); got {foreground_threshold}")
+            raise ModelError(f"a {dim}D foreground cut must lie in (0, 1); got {cut}")
+    if foreground_threshold is not None:
         extra["input"] = dict(extra["input"], foreground_threshold=foreground_threshold)
     p2 = save_model(net, src["architecture"], folder / "pnet2d.json", src["arch_params"], extra)
     # above 16 slices the features of 16 evenly spaced slices, interpolated: the same validation Dice, a
     # third of the latency of 48 slices (benchmarks/box_networks/select_3d_slices.md)
     # three views (the box read across all three axes; thin or deep boxes keep one, BoxSegmenter.model): the
     # validation winner (select_3d_views.md, thin_rule.md), within the 1 s budget since the bfloat16 path
-    # a 2D foreground cut (chosen for 2D boxes after training) is not the 3D path's: 3D boxes cut at 0.5
+    # a 2D foreground cut (chosen for 2D boxes after training) is not the 3D path's: 3D boxes have their own
     input3 = {k: v for k, v in src["input"].items() if k != "foreground_threshold"}
+    if foreground_threshold_3d is not None:
+        input3["foreground_threshold"] = foreground_threshold_3d
     extra3 = dict({k: v for k, v in extra.items() if k != "input_notes"},
                   input=dict(input3, slicewise=True, slicewise_max_slices=SLICEWISE_MAX_SLICES,
                              slicewise_views=SLICEWISE_VIEWS),
