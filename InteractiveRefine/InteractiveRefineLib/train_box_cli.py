@@ -24,7 +24,14 @@ def group_weights(text: str) -> Dict[str, float]:
 
 
 def add_train_box(sub) -> None:
-    from .core.argtypes import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+    from .core.argtypes import (
+        fraction,
+        non_negative_float,
+        non_negative_int,
+        open_fraction,
+        positive_float,
+        positive_int,
+    )
     from .core.threads import threads_arg
     from .training.train_box import GROUP_WEIGHTS
     p = sub.add_parser("train-box", help="train the class-agnostic box network (2D, also run slice by slice in "
@@ -69,10 +76,18 @@ def add_train_box(sub) -> None:
     p.add_argument("--install", action="store_true",
                    help="after training, write the best model into the shipped Resources/Models "
                         "(pnet2d.json for 2D boxes, box3d.json for 3D boxes)")
+    p.add_argument("--install-cut2d", type=open_fraction, metavar="P",
+                   help="with --install: the probability where the 2D boxes' foreground starts (the shipped 0.3 was "
+                        "chosen on the validation structures after training; default the network's own 0.5)")
+    p.add_argument("--install-cut3d", type=open_fraction, metavar="P",
+                   help="with --install: the same for 3D boxes (default 0.5)")
 
 
 def run_train_box(args, argv: List[str]) -> int:
+    from .core.errors import ModelError
     from .training.train_box import BoxTrainConfig, train_box
+    if not args.install and (args.install_cut2d is not None or args.install_cut3d is not None):
+        raise ModelError("--install-cut2d / --install-cut3d set the installed models' cuts: they need --install")
     cfg = BoxTrainConfig(out=args.out, run_dir=args.run_dir, data_root=args.data_root, batch=args.batch,
                          lr=args.lr, warmup=args.warmup, max_iters=args.max_iters,
                          pseudo_by_group=args.pseudo_sampling == "group", init_from=args.init_from,
@@ -88,11 +103,11 @@ def run_train_box(args, argv: List[str]) -> int:
     else:
         print(f"best model: {out}")
     if args.install:
-        from .core.errors import ModelError
         from .training.train_box import install_models
         if out is None:
             raise ModelError(f"--install: no model to install yet: the run stopped before its first validation "
                              f"(every --val-every {args.val_every} iterations); resume it with --resume")
-        for p in install_models(out):
+        for p in install_models(out, foreground_threshold=args.install_cut2d,
+                                foreground_threshold_3d=args.install_cut3d):
             print(f"installed {p}")
     return 0

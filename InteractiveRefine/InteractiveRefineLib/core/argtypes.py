@@ -50,3 +50,11 @@ def fraction(text: str) -> float:
     if v > 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
     return v
+
+
+def open_fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1 (a probability cut)."""
+    v = _finite(text, False)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return v
