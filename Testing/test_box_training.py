@@ -350,3 +350,24 @@ def test_installing_with_a_3d_cut_writes_it_for_3d_boxes_only_and_refuses_a_bad_
     with pytest.raises(ModelError, match="3D foreground cut"):
         install_models(models_dir() / "pnet2d.json", tmp_path / "bad", foreground_threshold_3d=0.0)
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_retraining_script_installs_the_shipped_cuts():
+    """scripts/train_box_models.sh (its train-box command echoed, not run) installs with the cuts the shipped
+    manifests carry, so a retrain from scratch ships the same settings."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from InteractiveRefineLib.cli import build_parser
+    from InteractiveRefineLib.engine.models import models_dir
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["bash", "scripts/train_box_models.sh"], cwd=root, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PY=sys.executable, TRAIN_BOX="echo train-box")).stdout
+    args = build_parser().parse_args(shlex.split(out))
+    assert args.install
+    for cut, name in ((args.install_cut2d, "pnet2d.json"), (args.install_cut3d, "box3d.json")):
+        shipped = json.loads((models_dir() / name).read_text())["input"].get("foreground_threshold")
+        assert cut == shipped, (name, cut, shipped)

@@ -10,7 +10,9 @@
 # docs/box_networks.md, "How the shipped weights were made").
 #   bash scripts/train_box_models.sh [extra train-box args]
 # TRAIN_BOX replaces the command (the GPU machine's wrapper, gpu_s16/device_train.py). Each run installs its best
-# model into the shipped Resources (--install): to continue the committed GPU run without that, see gpu_s16/README.md.
+# model into the shipped Resources (--install) with the shipped cuts (2D boxes 0.3, chosen on validation after
+# training: docs/box_networks.md; 3D boxes the network's own 0.5): to continue the committed GPU run without
+# installing, see gpu_s16/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -23,4 +25,4 @@ else
     ITERS=2400; BATCH=16; THREADS=1; VAL_EVERY=300; EXTRA=(--sample-workers 0)  # (bash < 4.4: no empty array)
 fi
 $TRAIN_BOX --out runs/box2d/pnet2d_box.json --run-dir checkpoints/box2d \
-    --max-iters $ITERS --batch $BATCH --threads $THREADS --val-every $VAL_EVERY --install "${EXTRA[@]}" "$@"
+    --max-iters $ITERS --batch $BATCH --threads $THREADS --val-every $VAL_EVERY --install --install-cut2d 0.3 "${EXTRA[@]}" "$@"
