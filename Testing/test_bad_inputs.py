@@ -164,6 +164,8 @@ CLI_CASES = [
      "expected a number in (0, 1)"),
     ("train-box --install-cut2d 0", ["ir", "train-box", "--install", "--install-cut2d", "0", "--out", "{tmp}/m.json"],
      "expected a number > 0"),
+    ("train-box --precision fp16", ["ir", "train-box", "--precision", "fp16", "--out", "{tmp}/m.json"],
+     "invalid choice: 'fp16'"),
     ("train-box --install-cut2d without --install", ["ir", "train-box", "--install-cut2d", "0.3", "--out",
                                                      "{tmp}/m.json"], "they need --install"),
     ("--propagate through a range without the slice", seg(query="{support}", range="0:3") + ["--propagate"],
@@ -216,15 +218,17 @@ def test_train_box_install_before_any_validation_says_so(tmp_path, monkeypatch, 
     assert code == 2 and "no model to install yet" in err and "--val-every 500" in err, err
 
 
-def test_train_box_install_writes_the_given_cuts(tmp_path, monkeypatch):
-    """--install-cut2d / --install-cut3d reach install_models (the shipped manifests' cuts: train_box_models.sh)."""
+def test_train_box_passes_the_precision_and_installs_the_given_cuts(tmp_path, monkeypatch):
+    """--precision reaches the training; --install-cut2d / --install-cut3d reach install_models (the shipped
+    manifests' cuts: train_box_models.sh)."""
     seen = []
-    monkeypatch.setattr("InteractiveRefineLib.training.train_box.train_box", lambda cfg, resume=False: tmp_path / "b")
+    monkeypatch.setattr("InteractiveRefineLib.training.train_box.train_box",
+                        lambda cfg, resume=False: seen.append(cfg.precision) or tmp_path / "b")
     monkeypatch.setattr("InteractiveRefineLib.training.train_box.install_models",
                         lambda best, **kw: seen.append((best, kw)) or [])
     assert ir_cli.main(["train-box", "--out", str(tmp_path / "m.json"), "--run-dir", str(tmp_path / "ck"), "--install",
-                        "--install-cut2d", "0.3", "--install-cut3d", "0.6"]) == 0
-    assert seen == [(tmp_path / "b", dict(foreground_threshold=0.3, foreground_threshold_3d=0.6))]
+                        "--install-cut2d", "0.3", "--install-cut3d", "0.6", "--precision", "bf16"]) == 0
+    assert seen == ["bf16", (tmp_path / "b", dict(foreground_threshold=0.3, foreground_threshold_3d=0.6))]
 
 
 def test_cross_modality_is_warned(files, no_compute, capsys):

@@ -220,12 +220,12 @@ def test_learning_rate_warms_up_then_decays():
     assert lr_at(110, cfg) == pytest.approx(2e-5)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_is_bit_identical(tmp_path, tiny_box_config, workers):
+@pytest.mark.parametrize("workers,precision", [(0, "fp32"), (2, "fp32"), (0, "bf16")])
+def test_resume_is_bit_identical(tmp_path, tiny_box_config, workers, precision):
     vols = [_ring_volume(0), _ring_volume(1, "rings2")]
-    full = tiny_box_config("full", max_iters=6, warmup=2, sample_workers=workers)
+    full = tiny_box_config("full", max_iters=6, warmup=2, sample_workers=workers, precision=precision)
     train_box(full, volumes=(vols, vols))
-    half = tiny_box_config("half", max_iters=6, warmup=2, sample_workers=workers)
+    half = tiny_box_config("half", max_iters=6, warmup=2, sample_workers=workers, precision=precision)
     half.stop_after_minutes = 1e-9  # stop (checkpointed) after the first iteration
     train_box(half, volumes=(vols, vols))
     for _ in range(10):
@@ -241,6 +241,26 @@ def test_resume_is_bit_identical(tmp_path, tiny_box_config, workers):
     # and it learned something: not the initial weights
     assert not torch.equal(net_a.state_dict()["head.1.weight"],
                            build_network("pnet2d", in_channels=2, channels=(8,) * 5).state_dict()["head.1.weight"])
+
+
+def test_bf16_training_computes_in_bfloat16(tmp_path, tiny_box_config):
+    """precision bf16 runs the forward pass in bfloat16 (the same steps from the same start end at other weights than
+    float32's, which are exactly reproducible) and records it in the validation history; an unknown one is refused.
+    Whether it trains as well is measured on a real run (docs/box_networks.md), not here."""
+    from InteractiveRefineLib.core.errors import ModelError
+    vols = [_ring_volume(0), _ring_volume(1, "rings2")]
+    nets = {}
+    for precision in ("fp32", "bf16"):
+        cfg = tiny_box_config(precision, max_iters=6, warmup=2, val_every=6, precision=precision)
+        train_box(cfg, volumes=(vols, vols))
+        net = build_network("pnet2d", in_channels=2, channels=(8,) * 5)
+        state = load_checkpoint(tmp_path / precision / "ck" / "last.json", net, torch.optim.Adam(net.parameters()),
+                                np.random.default_rng())
+        assert state["history"][-1]["precision"] == precision
+        nets[precision] = net.state_dict()["head.1.weight"]
+    assert not torch.equal(nets["bf16"], nets["fp32"])
+    with pytest.raises(ModelError, match="training precision"):
+        train_box(tiny_box_config("bad", precision="fp16"), volumes=(vols, vols))
 
 
 def test_sample_workers_draw_each_sample_from_its_index_for_any_worker_count():
