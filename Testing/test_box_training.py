@@ -263,6 +263,14 @@ def test_bf16_training_computes_in_bfloat16(tmp_path, tiny_box_config):
         train_box(tiny_box_config("bad", precision="fp16"), volumes=(vols, vols))
 
 
+def test_bf16_training_warns_on_a_cpu_without_native_bfloat16(tiny_box_config, monkeypatch, caplog):
+    monkeypatch.setattr("InteractiveRefineLib.training.train_box.cpu_bf16_supported", lambda: False)
+    vols = [_ring_volume(0)]
+    with caplog.at_level("WARNING"):
+        train_box(tiny_box_config("emulated", max_iters=1, precision="bf16"), volumes=(vols, vols))
+    assert "without native bfloat16" in caplog.text
+
+
 def test_sample_workers_draw_each_sample_from_its_index_for_any_worker_count():
     vols = [_ring_volume(0), _ring_volume(1, "rings2")]
     sampler = BoxSampler(vols, dict(CFG, size2d=[32, 32]))

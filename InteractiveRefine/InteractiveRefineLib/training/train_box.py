@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..core.device import choose_device
+from ..core.device import choose_device, cpu_bf16_supported
 from ..core.metrics import dice
 from ..core.prompts import box_from_mask, validate_box
 from ..engine.inference import DEFAULT_INPUT, predict_box
@@ -146,6 +146,8 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = choose_device(cfg.device)
+    if cfg.precision == "bf16" and device.type == "cpu" and not cpu_bf16_supported():
+        log.warning("--precision bf16 on a CPU without native bfloat16: emulated, likely slower than fp32")
     arch = "pnet2d"
     arch_params = dict(ARCHITECTURES[arch], in_channels=2 if cfg.input.get("box_channel") else 1,
                        **cfg.arch_overrides)
