@@ -163,7 +163,7 @@ CLI_CASES = [
     ("train-box --install-cut3d 1", ["ir", "train-box", "--install", "--install-cut3d", "1", "--out", "{tmp}/m.json"],
      "expected a number in (0, 1)"),
     ("train-box --install-cut2d 0", ["ir", "train-box", "--install", "--install-cut2d", "0", "--out", "{tmp}/m.json"],
-     "expected a number > 0"),
+     "expected a number in (0, 1)"),
     ("train-box --precision fp16", ["ir", "train-box", "--precision", "fp16", "--out", "{tmp}/m.json"],
      "invalid choice: 'fp16'"),
     ("train-box --install-cut2d without --install", ["ir", "train-box", "--install-cut2d", "0.3", "--out",

@@ -259,6 +259,12 @@ def test_bf16_training_computes_in_bfloat16(tmp_path, tiny_box_config):
         assert state["history"][-1]["precision"] == precision
         nets[precision] = net.state_dict()["head.1.weight"]
     assert not torch.equal(nets["bf16"], nets["fp32"])
+    # a float32 run resumed in bfloat16 (a setting that may change on resume, like the threads) records where
+    cfg = tiny_box_config("fp32", max_iters=8, warmup=2, val_every=6, precision="bf16")
+    train_box(cfg, resume=True, volumes=(vols, vols))
+    state = load_checkpoint(tmp_path / "fp32" / "ck" / "last.json", net, torch.optim.Adam(net.parameters()),
+                            np.random.default_rng())
+    assert state["iteration"] == 8 and state["precisions"] == [[0, "fp32"], [6, "bf16"]]
     with pytest.raises(ModelError, match="training precision"):
         train_box(tiny_box_config("bad", precision="fp16"), volumes=(vols, vols))
 

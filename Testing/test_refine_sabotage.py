@@ -155,7 +155,7 @@ def own_cut(session15_models):
     the case below after the scribble: the CRF then has no piece to strike, and the case no longer exercises the
     rule; the session-16 network does not take the left kidney as the case needs)."""
     from InteractiveRefineLib.engine.inference import BoxSegmenter
-    return BoxSegmenter(session15_models[2], session15_models[3], device="cpu", threshold2d=0.5)
+    return BoxSegmenter(session15_models[2], session15_models[3], device="cpu", threshold2d=0.5, threshold3d=0.5)
 
 
 @pytest.mark.parametrize("mode", ["crf", "supervised"])

@@ -10,9 +10,10 @@
 # docs/box_networks.md, "How the shipped weights were made").
 #   bash scripts/train_box_models.sh [extra train-box args]
 # TRAIN_BOX replaces the command (the GPU machine's wrapper, gpu_s16/device_train.py). Each run installs its best
-# model into the shipped Resources (--install) with the shipped cuts (2D boxes 0.3, chosen on validation after
-# training: docs/box_networks.md; 3D boxes the network's own 0.5): to continue the committed GPU run without
-# installing, see gpu_s16/README.md.
+# model into the shipped Resources (--install) with the shipped cuts (2D boxes 0.3, 3D boxes the network's own 0.5),
+# which were chosen on validation for the networks shipped so far: re-check them for a new network
+# (benchmarks/box_networks/select_threshold.py, s17_cut3d/) before it ships. To continue the committed GPU run
+# without installing, see gpu_s16/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -33,11 +33,11 @@ def main(out: Path, candidates) -> None:
     its = read_manifest(default_model_path(2)).get("training", {}).get("iterations_at_best")
     # every network at its own 0.5 cut (a candidate's cut is chosen after it; the shipped 2D cut is 0.3 since
     # the twelfth session, select_threshold_s12.md), so the networks compare as trained
-    segs = {f"shipped ({its} it.)" if its else "shipped": BoxSegmenter(device="cpu", threshold2d=0.5)}
+    segs = {f"shipped ({its} it.)" if its else "shipped": BoxSegmenter(device="cpu", threshold2d=0.5, threshold3d=0.5)}
     for arg in candidates:
         name, path = arg.split("=", 1)
         p2, p3 = install_models(Path(path), Path(tempfile.mkdtemp()))
-        segs[name] = BoxSegmenter(model2d=p2, model3d=p3, device="cpu", threshold2d=0.5)
+        segs[name] = BoxSegmenter(model2d=p2, model3d=p3, device="cpu", threshold2d=0.5, threshold3d=0.5)
     rows = {name: {"2d": [], "3d": []} for name in segs}
     lines = ["| case | kidney | network | 2D (3 slices) | 3D |", "|---|---|---|---|---|"]
     volumes = [Volume(case, "chaos_kidneys", *ds.load(case), tuple(KIDNEYS), KIDNEYS)

@@ -198,6 +198,7 @@ def main():
                                                  threshold3d=key_seg[2])
                 seg = segs[key_seg]
                 r = dict(config=name, case=v.name, label=int(label), group=group, kwargs=CONFIGS[name],
+                         threshold2d=key_seg[1], threshold3d=key_seg[2],  # since the seventeenth session
                          **run_case(name, CONFIGS[name], v, label, m, boxes2d, box3d, seg, with_baselines, dims))
                 f.write(json.dumps(r) + "\n")
                 f.flush()
@@ -208,7 +209,8 @@ def main():
     print(f"\nCommand: `python {' '.join(sys.argv)}`. {a.hip} validation hippocampus subjects; configurations "
           "(RefineConfig fields):\n")
     for name in names:
-        print(f"- {name}: {CONFIGS[name]}")
+        print(f"- {name}: {CONFIGS[name]}; box network cut 2D {THRESHOLD_2D.get(name, 0.5)}, "
+              f"3D {THRESHOLD_3D.get(name, 0.5)}")
     for dim in dims:
         rows = defaultdict(lambda: defaultdict(list))
         for name in names:

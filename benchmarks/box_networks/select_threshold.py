@@ -15,7 +15,7 @@ from InteractiveRefineLib.training.train_box import validation_cases
 
 torch.set_num_threads(1)
 TS = [0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6]
-seg = BoxSegmenter(device="cpu", threshold2d=0.5)  # the network's own probabilities
+seg = BoxSegmenter(device="cpu", threshold2d=0.5, threshold3d=0.5)  # the networks' own probabilities
 per = defaultdict(lambda: defaultdict(list))
 for group, v, lab, m, boxes2d, box3d in validation_cases(load_sources("val", limit=int(sys.argv[1]))):
     for b in boxes2d:

@@ -54,7 +54,10 @@ def fraction(text: str) -> float:
 
 def open_fraction(text: str) -> float:
     """argparse type: a number strictly between 0 and 1 (a probability cut)."""
-    v = _finite(text, False)
-    if v >= 1:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < 1:  # NaN fails too
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
     return v

@@ -146,8 +146,10 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = choose_device(cfg.device)
-    if cfg.precision == "bf16" and device.type == "cpu" and not cpu_bf16_supported():
-        log.warning("--precision bf16 on a CPU without native bfloat16: emulated, likely slower than fp32")
+    if cfg.precision == "bf16" and not (cpu_bf16_supported() if device.type == "cpu"
+                                        else device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        log.warning("--precision bf16 on a %s without native bfloat16: emulated, likely slower than fp32",
+                    device.type.upper())
     arch = "pnet2d"
     arch_params = dict(ARCHITECTURES[arch], in_channels=2 if cfg.input.get("box_channel") else 1,
                        **cfg.arch_overrides)
@@ -160,6 +162,10 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
         state = load_checkpoint(last, net, opt, rng)
         cfg = _resumed_config(cfg, state.get("config", {}), last)
         log.info("resumed at iteration %d from %s", state["iteration"], last)
+    # [iteration, precision] where each precision began (checkpoints before session 17: float32 from the start)
+    changes = state.setdefault("precisions", [[0, "fp32" if resume else cfg.precision]])
+    if changes[-1][1] != cfg.precision:
+        changes.append([state["iteration"], cfg.precision])
     if volumes is None:
         volumes = (load_sources("train", cfg.data_root),
                    load_sources("val", cfg.data_root, limit=cfg.val_hippocampus))
@@ -201,7 +207,7 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
             if it % cfg.val_every == 0 or it == cfg.max_iters:
                 metrics = validate(net, cfg.input, val_cases, device)
                 metrics.update(iteration=it, minutes=state["minutes"], loss=round(loss.item(), 4),
-                               precision=cfg.precision)  # of the steps since the last validation (may change)
+                               precision=cfg.precision)  # this invocation's; state["precisions"] has each change
                 state["history"].append(metrics)
                 print(f"iter {it} validation {metrics}", file=sys.stderr, flush=True)
                 _save_snapshot(net, arch, arch_params, cfg, metrics)
@@ -331,7 +337,7 @@ def install_models(best_manifest, models_folder=None, foreground_threshold: Opti
     by slice in 3D boxes, input "slicewise"), each with its own weights file and checksum. In session 15 the
     shipped box3d.json was another snapshot's; since session 16 both come from one call (docs/box_networks.md).
     `foreground_threshold` / `foreground_threshold_3d`: the 2D / 3D boxes' cut, when one was chosen after training
-    (else 0.5; a cut in the trained manifest is the 2D boxes' only)."""
+    (else 2D boxes keep the trained manifest's cut, 0.5 when it has none, and 3D boxes cut at 0.5)."""
     from ..engine.models import load_model, models_dir, read_manifest
     src = read_manifest(best_manifest)
     net, _ = load_model(best_manifest)
