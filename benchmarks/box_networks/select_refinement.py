@@ -56,6 +56,7 @@ GEODESIC_S13 = {
 ANCHOR_S14 = {f"anchor{a:g}_s14": dict(S12, whole_box_3d=True, anchor=a) for a in (0.3, 0.5)}
 # records-only configuration -> the commit whose RefineConfig has its fields
 RECORDS_ONLY = {**{name: "889f9ed" for name in GEODESIC_S13}, **{name: "4e5f125" for name in ANCHOR_S14}}
+CUTS_3D_S17 = (0.55, 0.6, 0.7)  # the 3D boxes' cuts tried in the seventeenth session (THRESHOLD_3D)
 CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, so a later default change
     # does not change what a name means); the last one also runs the baselines
     "before": OFF,                              # the defaults before this selection
@@ -97,7 +98,7 @@ CONFIGS = {  # name -> RefineConfig keyword arguments (all the fields compared, 
     **{f"fallback{m:g}_s14": dict(S12, whole_box_3d=True, fallback_margin=m) for m in (0.0, 0.1, 0.3)},
     # seventeenth session: the shipped refinement with the 3D boxes' network cut at another probability
     # (THRESHOLD_3D; session 16's network alone preferred 0.6 to 0.5 on the validation structures)
-    **{f"cut3d{t:g}_s17": dict(S12, whole_box_3d=True, fallback_margin=0.0) for t in (0.55, 0.6, 0.7)},
+    **{f"cut3d{t:g}_s17": dict(S12, whole_box_3d=True, fallback_margin=0.0) for t in CUTS_3D_S17},
 }
 VIEWS = {"views3": 3}  # configurations that run the 3D network with other views than its manifest's
 # configurations whose 2D network cuts its foreground at another probability than 0.5 (BoxSegmenter's
@@ -106,7 +107,7 @@ THRESHOLD_2D = {"thr0.2": 0.2, "thr0.3": 0.3, "thr0.4": 0.4, "shipped_s12": 0.3,
                 **{name: 0.3 for name in CONFIGS if name.endswith(("_s13", "_s14", "_s17"))}}
 # configurations whose 3D boxes' network cuts at another probability (BoxSegmenter's threshold3d; every other
 # configuration, as every record before the seventeenth session, cuts 3D boxes at the network's 0.5)
-THRESHOLD_3D = {name: float(name[len("cut3d"):-len("_s17")]) for name in CONFIGS if name.startswith("cut3d")}
+THRESHOLD_3D = {f"cut3d{t:g}_s17": t for t in CUTS_3D_S17}
 BASELINES = ("graphcut", "random_walker")
 
 

@@ -14,11 +14,16 @@ def _whole(text: str, zero_ok: bool, what: str = "a whole number", note: str = "
     return n
 
 
-def _finite(text: str, zero_ok: bool) -> float:
+def _number(text: str) -> float:
+    """`text` as a float; NaN (which fails every range check) when it is not a number."""
     try:
-        v = float(text)
+        return float(text)
     except ValueError:
-        v = float("nan")
+        return float("nan")
+
+
+def _finite(text: str, zero_ok: bool) -> float:
+    v = _number(text)
     if not ((v >= 0 if zero_ok else v > 0) and v < float("inf")):  # NaN fails both
         raise argparse.ArgumentTypeError(f"expected a number {'>=' if zero_ok else '>'} 0, got {text!r}")
     return v
@@ -54,10 +59,7 @@ def fraction(text: str) -> float:
 
 def open_fraction(text: str) -> float:
     """argparse type: a number strictly between 0 and 1 (a probability cut)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
+    v = _number(text)
     if not 0 < v < 1:  # NaN fails too
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
     return v
