@@ -1,6 +1,7 @@
 """Chooses the refinement safeguards (RefineConfig) on the validation structures of box_sources.py only
 (never test or evaluation data): tight boxes, round 0 (box) then 3 robot scribble rounds driven by each
-configuration's own bifseg result; 2D: three slices per structure, 3D: the whole structure; the filled box
+configuration's own bifseg result; 2D: three slices per structure (--benchmark-slices: every slice, as the
+benchmarks read the evaluation data), 3D: the whole structure; the filled box
 (with the same scribbles pasted) beside it, and graph cut / random walker for the last configuration.
 A group's mean Dice must not drop from one round to the next ("refinement never hurts").
 
@@ -22,6 +23,7 @@ import torch
 
 from InteractiveRefineLib.core.data import load_split
 from InteractiveRefineLib.core.metrics import dice
+from InteractiveRefineLib.core.prompts import box_from_mask, main_object, validate_box
 from InteractiveRefineLib.engine.finetune import RefineConfig
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 from InteractiveRefineLib.evaluation.benchmark import _rng, run_rounds
@@ -109,6 +111,16 @@ THRESHOLD_2D = {"thr0.2": 0.2, "thr0.3": 0.3, "thr0.4": 0.4, "shipped_s12": 0.3,
 # configuration, as every record before the seventeenth session, cuts 3D boxes at the network's 0.5)
 THRESHOLD_3D = {f"cut3d{t:g}_s17": t for t in CUTS_3D_S17}
 BASELINES = ("graphcut", "random_walker")
+# --benchmark-slices (eighteenth session): 2D boxes on every slice as benchmark.py reads the evaluation data
+# (main object, >= 20 pixels), at the step run_external.sh gives each kind of structure (1 elsewhere)
+BENCH_STEP_2D = {"hippocampus": 4, "fetal": 12}
+
+
+def benchmark_boxes2d(group, m):
+    """Tight 2D boxes on every BENCH_STEP_2D-th slice with >= 20 pixels of the structure's main object."""
+    drawn = main_object(m)
+    ks = np.nonzero(drawn.sum(axis=(1, 2)) >= 20)[0][::BENCH_STEP_2D.get(group, 1)]
+    return [validate_box(box_from_mask(drawn, 0, int(k)), m.shape) for k in ks]
 
 
 def run_case(name, kwargs, v, label, m, boxes2d, box3d, seg, baselines, dims=("2d", "3d")):
@@ -164,8 +176,11 @@ def main():
                     "with its scribbles (default: the last one)")
     ap.add_argument("--baseline-methods", default=",".join(BASELINES),
                     help="the methods --baselines runs (e.g. graphcut,random_walker,cnn+crf)")
+    ap.add_argument("--benchmark-slices", action="store_true",
+                    help="2D: every slice as the benchmarks read the evaluation data (BENCH_STEP_2D), not three")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    slices2d = "benchmark" if a.benchmark_slices else "quartiles"
     names = list(CONFIGS) if a.configs is None else a.configs.split(",")
     dims = tuple(a.dims.split(","))
     rec_path = Path(a.records)
@@ -174,6 +189,8 @@ def main():
     if rec_path.exists():
         for line in rec_path.read_text().splitlines():
             r = json.loads(line)  # a structure's 2D and 3D records may be separate lines (runs per dimension)
+            if r.get("slices2d", "quartiles") != slices2d and "2d" in r:
+                continue
             done.setdefault((r["config"], r["case"], r["label"]), {}).update(r)
     segs = {}
     volumes = load_sources("val", limit=a.hip)
@@ -181,6 +198,8 @@ def main():
         volumes += _decathlon(data_root(), "chaos-t2spir", "chaos_kidneys_train",
                               load_split("chaos_t2spir")["train"][: a.train_kidneys], [2, 3])
     cases = validation_cases(volumes)
+    if a.benchmark_slices:
+        cases = [(g, v, l, m, benchmark_boxes2d(g, m), b3) for g, v, l, m, _, b3 in cases]
     if a.groups:
         cases = [c for c in cases if c[0] in a.groups.split(",")]
     with rec_path.open("a") as f:
@@ -200,6 +219,7 @@ def main():
                 seg = segs[key_seg]
                 r = dict(config=name, case=v.name, label=int(label), group=group, kwargs=CONFIGS[name],
                          threshold2d=key_seg[1], threshold3d=key_seg[2],  # since the seventeenth session
+                         slices2d=slices2d,  # since the eighteenth
                          **run_case(name, CONFIGS[name], v, label, m, boxes2d, box3d, seg, with_baselines, dims))
                 f.write(json.dumps(r) + "\n")
                 f.flush()
@@ -207,8 +227,9 @@ def main():
                 print(f"{name} {v.name} {label}: " + " ".join(f"{d} {r[d]['bifseg']}" for d in dims), file=sys.stderr)
     wanted = {(v.name, int(l)) for _, v, l, *_ in cases}
     print(__doc__.split("\n\n")[0].replace("\n", " "))
-    print(f"\nCommand: `python {' '.join(sys.argv)}`. {a.hip} validation hippocampus subjects; configurations "
-          "(RefineConfig fields):\n")
+    print(f"\nCommand: `python {' '.join(sys.argv)}`. {a.hip} validation hippocampus subjects; 2D slices: "
+          + ("every slice as the benchmarks (steps " + str(BENCH_STEP_2D) + ", else 1)" if a.benchmark_slices
+             else "three per structure") + "; configurations (RefineConfig fields):\n")
     for name in names:
         print(f"- {name}: {CONFIGS[name]}; box network cut 2D {THRESHOLD_2D.get(name, 0.5)}, "
               f"3D {THRESHOLD_3D.get(name, 0.5)}")

@@ -119,6 +119,19 @@ def three_view_depth(box: Box, image: Image, input_cfg: Dict[str, Any], margin_m
     return plan_for(box, image, dict(input_cfg, slicewise_views=3), margin_mm).out_shape[0]
 
 
+def views_for(views: int, box: Optional[Box], image: Optional[Image], input_cfg: Dict[str, Any],
+              margin_mm: Optional[float] = None, min_side: int = THREE_VIEWS_MIN_SIDE,
+              max_depth: Optional[int] = THREE_VIEWS_MAX_DEPTH) -> int:
+    """The views a slice-wise model reads `box` with when `views` are asked: one instead of three for a box
+    thinner than `min_side` voxels along an axis, or (with `image`) whose three-view grid would be deeper than
+    `max_depth` slices (None: no limit). BoxSegmenter's rule, also the training's validation's (train_box)."""
+    if views == 3 and box is not None and min(box.size) < min_side:
+        return 1
+    if views == 3 and box is not None and image is not None and max_depth is not None:
+        return 1 if three_view_depth(box, image, input_cfg, margin_mm) > max_depth else 3
+    return views
+
+
 def default_views3d(views3d: Optional[int] = None, model3d: Union[str, Path, None] = None) -> int:
     """The views a BoxSegmenter(model3d=..., views3d=...) reads a 3D box with before the thin-box and depth
     rules: `views3d`, else the 3D model's own (1 for a network that is not slice-wise). Reads the manifest
@@ -210,11 +223,8 @@ class BoxSegmenter:
         planar = getattr(net, "dim", 3) == 2
         views = None
         if dim == 3 and planar and cfg.get("slicewise", False):
-            views = views3d or self.views3d or int(cfg.get("slicewise_views", 1))
-            if views == 3 and box is not None and min(box.size) < min_side:
-                views = 1
-            if views == 3 and box is not None and image is not None and max_depth is not None:
-                views = 1 if three_view_depth(box, image, cfg, margin_mm) > max_depth else 3
+            views = views_for(views3d or self.views3d or int(cfg.get("slicewise_views", 1)), box, image, cfg,
+                              margin_mm, min_side, max_depth)
         sym = (symmetries or self.symmetries or int(cfg.get("symmetries", 1))) if planar else 1
         key = (dim, views, sym)
         if key not in self._models:
