@@ -453,3 +453,14 @@ def test_resume_scores_a_best_of_the_one_view_validation_again(tmp_path, tiny_bo
         state = resume_from_old_checkpoint(4)
     assert "not here" in caplog.text
     assert state["best"] == state["history"][-1]["score"] and (tmp_path / "run" / "m.json").is_file()
+
+
+def test_a_run_from_scratch_never_overwrites_another_runs_checkpoint(tmp_path, tiny_box_config):
+    vols = [_ring_volume(0)]
+    train_box(tiny_box_config("run", max_iters=2), volumes=(vols, vols))
+    last = tmp_path / "run" / "ck" / "last.json"
+    before = last.read_bytes(), last.with_suffix(".safetensors").read_bytes()
+    with pytest.raises(ModelError, match="--resume"):
+        train_box(tiny_box_config("run", max_iters=4), volumes=(vols, vols))
+    assert (last.read_bytes(), last.with_suffix(".safetensors").read_bytes()) == before
+    train_box(tiny_box_config("run", max_iters=3), resume=True, volumes=(vols, vols))  # continuing it is fine

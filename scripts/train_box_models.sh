@@ -8,7 +8,9 @@
 # kidneys in the validation). The shipped weights (since session 16) are one run of this script on a lent GPU,
 # stopped at 14,374 of its 20,000 iterations (benchmarks/box_networks/gpu_s16; before, a chain of CPU runs:
 # docs/box_networks.md, "How the shipped weights were made").
-#   bash scripts/train_box_models.sh [extra train-box args]
+#   bash scripts/train_box_models.sh [extra train-box args]     (add --resume to continue a stopped run)
+# Its checkpoints go to checkpoints/box2d_scratch/ (train-box refuses to start from scratch over a checkpoint; the
+# committed CPU and GPU runs keep theirs in checkpoints/box2d*/).
 # TRAIN_BOX replaces the command (the GPU machine's wrapper, gpu_s16/device_train.py). Each run installs its best
 # model into the shipped Resources (--install) with the shipped cuts (2D boxes 0.3, 3D boxes the network's own 0.5),
 # which were chosen on validation for the networks shipped so far: re-check them for a new network
@@ -25,5 +27,5 @@ if $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; 
 else
     ITERS=2400; BATCH=16; THREADS=1; VAL_EVERY=300; EXTRA=(--sample-workers 0)  # (bash < 4.4: no empty array)
 fi
-$TRAIN_BOX --out runs/box2d/pnet2d_box.json --run-dir checkpoints/box2d \
+$TRAIN_BOX --out runs/box2d/pnet2d_box.json --run-dir checkpoints/box2d_scratch \
     --max-iters $ITERS --batch $BATCH --threads $THREADS --val-every $VAL_EVERY --install --install-cut2d 0.3 "${EXTRA[@]}" "$@"

@@ -155,6 +155,11 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     if cfg.precision not in TRAIN_PRECISIONS:
         from ..core.errors import ModelError
         raise ModelError(f"training precision must be one of {TRAIN_PRECISIONS}; got {cfg.precision!r}")
+    last = Path(cfg.run_dir) / "last.json"
+    if not resume and last.exists():  # a run from scratch would overwrite another run's checkpoint
+        from ..core.errors import ModelError
+        raise ModelError(f"{cfg.run_dir} already holds a training checkpoint ({last.name}): add --resume to continue "
+                         "it, or give another --run-dir to start a new run")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -170,7 +175,6 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     # before the data: a bad --init-from or a checkpoint of other settings fails fast
     net = _initial_network(arch, arch_params, cfg, resume).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
-    last = Path(cfg.run_dir) / "last.json"
     state = {"iteration": 0, "best": -1.0, "history": [], "minutes": 0.0}
     if resume:
         state = load_checkpoint(last, net, opt, rng)
