@@ -464,3 +464,28 @@ def test_a_run_from_scratch_never_overwrites_another_runs_checkpoint(tmp_path, t
         train_box(tiny_box_config("run", max_iters=4), volumes=(vols, vols))
     assert (last.read_bytes(), last.with_suffix(".safetensors").read_bytes()) == before
     train_box(tiny_box_config("run", max_iters=3), resume=True, volumes=(vols, vols))  # continuing it is fine
+
+
+def test_scoring_an_old_best_again_leaves_the_resumed_run_bit_identical(tmp_path, tiny_box_config, caplog):
+    """Rescoring builds a network (drawing initial weights from torch's RNG): the run's own RNG, and so its dropout
+    masks and weights after the resume, must not move."""
+    import shutil
+    vols = [_ring_volume(0), _ring_volume(1, "rings2")]
+    train_box(tiny_box_config("a", max_iters=2, val_every=2), volumes=(vols, vols))
+    shutil.copytree(tmp_path / "a" / "ck", tmp_path / "b" / "ck")
+    last_b = tmp_path / "b" / "ck" / "last.json"
+    meta = json.loads(last_b.read_text())
+    del meta["state"]["best_validation_3d"]  # b's best (a's m.json) is scored again on resume, a's is not
+    last_b.write_text(json.dumps(meta))
+    weights = []
+    for name in ("a", "b"):
+        with caplog.at_level("INFO"):
+            caplog.clear()
+            train_box(tiny_box_config(name, max_iters=6, val_every=100), resume=True, volumes=(vols, vols))
+        assert ("scored again" in caplog.text) == (name == "b")
+        net = build_network("pnet2d", in_channels=2, channels=(8,) * 5)
+        load_checkpoint(tmp_path / name / "ck" / "last.json", net, torch.optim.Adam(net.parameters()),
+                        np.random.default_rng())
+        weights.append(net.state_dict())
+    for (ka, va), (kb, vb) in zip(weights[0].items(), weights[1].items()):
+        assert ka == kb and torch.equal(va, vb), ka

@@ -37,7 +37,9 @@ def add_train_box(sub) -> None:
     p = sub.add_parser("train-box", help="train the class-agnostic box network (2D, also run slice by slice in "
                                          "3D boxes) on every dataset of ../shared/data; resumable")
     p.add_argument("--out", default="runs/box2d/pnet2d.json", help="best validation model (NAME.json)")
-    p.add_argument("--run-dir", default="checkpoints/box2d", help="checkpoint folder (last.json/.safetensors)")
+    p.add_argument("--run-dir", default="checkpoints/box2d_scratch",
+                   help="checkpoint folder (last.json/.safetensors); a run from scratch refuses one that holds a "
+                        "checkpoint (the committed runs are in checkpoints/box2d*/)")
     p.add_argument("--resume", action="store_true", help="continue exactly from RUN_DIR/last.json")
     p.add_argument("--init-from", metavar="MODEL.json",
                    help="start a new run from this box model's weights (new optimiser and schedule); it is "

@@ -49,7 +49,7 @@ GROUP_WEIGHTS = {"chaos": 0.15, "totalseg": 0.15, "pseudo": 0.25, "hippocampus":
 @dataclass
 class BoxTrainConfig:
     out: str = "runs/box2d/pnet2d.json"            # best validation model (shipped format)
-    run_dir: str = "checkpoints/box2d"             # resumable checkpoints
+    run_dir: str = "checkpoints/box2d_scratch"     # resumable checkpoints (the committed runs: checkpoints/box2d*)
     data_root: Optional[str] = None
     batch: int = 16
     lr: float = 1e-3
@@ -327,14 +327,17 @@ def _rescore_best(state, cfg: BoxTrainConfig, val_cases, device) -> None:
     best again as validate now reads 3D boxes, so that later validations compare like with like. Without its
     file the best is forgotten: the next validation saves a new one."""
     from ..engine.models import load_model
-    path = Path(state.get("best_saved_to", cfg.out))
-    if not path.is_file():
+    # checkpoints before session 16 did not record where their best went (this invocation's --out may be another
+    # model): such a best is forgotten too
+    path = Path(state["best_saved_to"]) if state.get("best_saved_to") else None
+    if path is None or not path.is_file():
         log.warning("the best model so far (%s) is not here to score again with the new 3D validation; the next "
-                    "validation saves a new best", path)
+                    "validation saves a new best", path or "not recorded")
         state["best"] = -1.0
         return
     old = state["best"]
-    state["best"] = validate(load_model(path, device)[0], cfg.input, val_cases, device)["score"]
+    with torch.random.fork_rng(devices=[]):  # building the network draws initial weights: the run's RNG stays put
+        state["best"] = validate(load_model(path, device)[0], cfg.input, val_cases, device)["score"]
     state["best_validation_3d"] = VALIDATION_3D
     log.info("best so far (%s) scored again as validate reads 3D boxes now: %.4f (was %.4f)", path, state["best"], old)
 
@@ -354,6 +357,7 @@ def _save_best(net, arch, arch_params, cfg: BoxTrainConfig, state, metrics, devi
             "groups": cfg.group_weights, "seed": cfg.seed, "batch": cfg.batch, "lr": cfg.lr,
             "iterations_at_best": state["iteration"], "minutes": state["minutes"], "device": str(device),
             "torch": torch.__version__, "python": platform.python_version(), "config": asdict(cfg),
+            "validation_3d": VALIDATION_3D,
             "validation_set": "box_sources.py (val part): CHAOS val patients (liver, spleen; kidneys), "
                               f"{cfg.val_hippocampus} validation hippocampus subjects, cord GM/WM (T2*, MT), "
                               "fetal cortex and corpus callosum (GA21-25 non-operated)",
