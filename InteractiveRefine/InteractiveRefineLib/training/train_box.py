@@ -369,7 +369,6 @@ def _save_best(net, arch, arch_params, cfg: BoxTrainConfig, state, metrics, devi
     save_model(net, arch, cfg.out, arch_params, manifest)
 
 
-
 def install_models(best_manifest, models_folder=None, foreground_threshold: Optional[float] = None,
                    foreground_threshold_3d: Optional[float] = None) -> Tuple[Path, Path]:
     """Ship a trained box network: `pnet2d.json` (2D boxes) and `box3d.json` (the same weights run slice

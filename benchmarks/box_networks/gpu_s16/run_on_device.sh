@@ -30,5 +30,5 @@ echo "train_box_models.sh exit $? after $(( $(date +%s) - t0 )) s"
 grep -E "validation|best model|installed|Error|error" "$OUT/train.log" | cut -c1-400 | tail -30
 grep -E "^iter [0-9]+ loss" "$OUT/train.log" | awk 'NR % 20 == 0' | tail -15
 kill $SMI 2>/dev/null
-tar czf "$OUT/box2d_gpu.tgz" checkpoints/box2d runs/box2d 2>/dev/null
+tar czf "$OUT/box2d_gpu.tgz" checkpoints/box2d_scratch runs/box2d 2>/dev/null  # train_box_models.sh's run dir since session 18
 ls -la "$OUT"
