@@ -26,7 +26,7 @@ from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.core.prompts import box_from_mask, main_object, validate_box
 from InteractiveRefineLib.engine.finetune import RefineConfig
 from InteractiveRefineLib.engine.inference import BoxSegmenter
-from InteractiveRefineLib.evaluation.benchmark import _rng, run_rounds
+from InteractiveRefineLib.evaluation.benchmark import _rng, benchmark_slices, run_rounds
 from InteractiveRefineLib.evaluation.methods import make_runners
 from InteractiveRefineLib.training.box_sources import _decathlon, data_root, load_sources
 from InteractiveRefineLib.training.train_box import validation_cases
@@ -117,10 +117,10 @@ BENCH_STEP_2D = {"hippocampus": 4, "fetal": 12}
 
 
 def benchmark_boxes2d(group, m):
-    """Tight 2D boxes on every BENCH_STEP_2D-th slice with >= 20 pixels of the structure's main object."""
+    """Tight 2D boxes on the slices benchmark.py reads (>= 20 pixels of the main object), every BENCH_STEP_2D-th."""
     drawn = main_object(m)
-    ks = np.nonzero(drawn.sum(axis=(1, 2)) >= 20)[0][::BENCH_STEP_2D.get(group, 1)]
-    return [validate_box(box_from_mask(drawn, 0, int(k)), m.shape) for k in ks]
+    return [validate_box(box_from_mask(drawn, 0, k), m.shape)
+            for k in benchmark_slices(drawn, slice_step=BENCH_STEP_2D.get(group, 1))]
 
 
 def run_case(name, kwargs, v, label, m, boxes2d, box3d, seg, baselines, dims=("2d", "3d")):

@@ -17,10 +17,10 @@ from InteractiveRefineLib.core.metrics import dice
 from InteractiveRefineLib.core.prompts import box_from_mask, main_object, validate_box
 from InteractiveRefineLib.engine.inference import BoxSegmenter
 from InteractiveRefineLib.engine.session import InteractiveSession
+from InteractiveRefineLib.evaluation.benchmark import benchmark_slices
 from InteractiveRefineLib.training.train_box import install_models
 
 ORGANS = {1: "liver", 4: "spleen", 2: "right kidney", 3: "left kidney"}
-MIN_AREA = 20  # benchmark.py's default
 
 
 def segmenter(spec: str, cut: float):
@@ -32,11 +32,11 @@ def segmenter(spec: str, cut: float):
 
 
 def slice_scores(seg, image, mask):
-    """(area, Dice) of the box step on every slice of the organ's main object with >= MIN_AREA pixels."""
+    """(area, Dice) of the box step on every slice the CHAOS benchmark reads (benchmark.benchmark_slices)."""
     drawn = main_object(mask)
     out = []
-    for k in np.nonzero(drawn.sum(axis=(1, 2)) >= MIN_AREA)[0]:
-        box = validate_box(box_from_mask(drawn, 0, int(k)), image.shape)
+    for k in benchmark_slices(drawn):
+        box = validate_box(box_from_mask(drawn, 0, k), image.shape)
         pred = InteractiveSession(image, seg, device="cpu").set_box(box).astype(bool)
         out.append((int(drawn[k].sum()), dice(pred[k], mask[k])))
     return out

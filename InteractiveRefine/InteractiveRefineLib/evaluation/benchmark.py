@@ -95,6 +95,11 @@ def _robot_step(pred, ref, box, image, scr: Scribbles, rng, max_length_mm) -> Sc
     return scr.added(s.voxels[keep], s.label, box, image.shape) if keep.any() else scr
 
 
+def benchmark_slices(drawn: np.ndarray, min_area: int = 20, slice_step: int = 1) -> List[int]:
+    """The slices (axis 0) a 2D benchmark boxes: every `slice_step`-th with at least `min_area` voxels of `drawn`."""
+    return [int(k) for k in np.nonzero(drawn.sum(axis=(1, 2)) >= min_area)[0]][::max(1, slice_step)]
+
+
 def benchmark_case(image: Image, label: np.ndarray, case_id: str, label_ids: Sequence[int],
                    label_names: Dict[int, str], methods: Sequence[str], segmenter, dims: Sequence[str],
                    jitter: int = 0, slice_step: int = 1, min_area: int = 20, seed: int = 0,
@@ -110,7 +115,7 @@ def benchmark_case(image: Image, label: np.ndarray, case_id: str, label_ids: Seq
         base = {"case": case_id, "label": int(lab), "label_name": label_names.get(lab, str(lab)),
                 "jitter": int(jitter)}
         if "2d" in dims:
-            slices = [int(k) for k in np.nonzero(drawn.sum(axis=(1, 2)) >= min_area)[0]][::max(1, slice_step)]
+            slices = benchmark_slices(drawn, min_area, slice_step)
             rng = _rng(seed, case_id, lab, "2d")
             boxes = [validate_box(jitter_box(box_from_mask(drawn, 0, k), jitter, image.shape, rng), image.shape)
                      for k in slices]

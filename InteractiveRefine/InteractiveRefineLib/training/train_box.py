@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..core.device import choose_device, cpu_bf16_supported
+from ..core.errors import ModelError
 from ..core.metrics import dice
 from ..core.prompts import box_from_mask, validate_box
 from ..engine.inference import DEFAULT_INPUT, predict_box, views_for
@@ -127,7 +128,7 @@ def validate(net: torch.nn.Module, input_cfg: Dict, cases, device) -> Dict[str, 
             k = b.lo[0]
             g["2d"].append(dice(predict_box(net, input_cfg, v.image, b, device).mask[k], m[k]))
             g["filled_2d"].append(dice(b.mask(m.shape)[k], m[k]))
-        views = views_for(SLICEWISE_VIEWS, box3d, v.image, dict(cfg3, slicewise_views=SLICEWISE_VIEWS))
+        views = views_for(SLICEWISE_VIEWS, box3d, v.image, cfg3)
         if views not in wrapped:
             wrapped[views] = SliceWise(net, SLICEWISE_MAX_SLICES, views).eval()
         g["3d"].append(dice(predict_box(wrapped[views], dict(cfg3, slicewise_views=views), v.image, box3d,
@@ -153,11 +154,9 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
     `volumes`: (train, val) volumes instead of box_sources' recipe (tests use small synthetic ones).
     """
     if cfg.precision not in TRAIN_PRECISIONS:
-        from ..core.errors import ModelError
         raise ModelError(f"training precision must be one of {TRAIN_PRECISIONS}; got {cfg.precision!r}")
     last = Path(cfg.run_dir) / "last.json"
     if not resume and last.exists():  # a run from scratch would overwrite another run's checkpoint
-        from ..core.errors import ModelError
         raise ModelError(f"{cfg.run_dir} already holds a training checkpoint ({last.name}): add --resume to continue "
                          "it, or give another --run-dir to start a new run")
     if cfg.threads:
@@ -202,49 +201,54 @@ def train_box(cfg: BoxTrainConfig, resume: bool = False,
         _save_best(net, arch, arch_params, cfg, state, metrics, device)
     batches = training_batches(sampler, rng, cfg, state["iteration"], device.type == "cuda")
     with contextlib.closing(batches):  # sampling processes end with the run, also when it fails
-        it = state["iteration"]
-        t0 = time.monotonic()
-        t_ckpt = t0
-        minutes_before = state["minutes"]
-        net.train()
-        while it < cfg.max_iters:
-            for group in opt.param_groups:
-                group["lr"] = lr_at(it, cfg)
-            x, y = (t.to(device, non_blocking=True) for t in next(batches))
-            y = y.long()
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                logits = net(x)
-            loss = loss_fn(logits.float(), y)
-            loss.backward()
-            opt.step()
-            it += 1
-            state["iteration"] = it
-            state["minutes"] = round(minutes_before + (time.monotonic() - t0) / 60, 3)
-            if it % 50 == 0:
-                print(f"iter {it} loss {loss.item():.4f} lr {lr_at(it, cfg):.2e} "
-                      f"{state['minutes']:.1f} min", file=sys.stderr, flush=True)
-            if it % cfg.val_every == 0 or it == cfg.max_iters:
-                metrics = validate(net, cfg.input, val_cases, device)
-                metrics.update(iteration=it, minutes=state["minutes"], loss=round(loss.item(), 4),
-                               precision=cfg.precision,  # this invocation's; state["precisions"] has each change
-                               validation_3d=VALIDATION_3D)  # since session 18 (before: one view, every slice)
-                state["history"].append(metrics)
-                print(f"iter {it} validation {metrics}", file=sys.stderr, flush=True)
-                _save_snapshot(net, arch, arch_params, cfg, metrics)
-                if metrics["score"] > state["best"]:
-                    state["best"], state["best_validation_3d"] = metrics["score"], VALIDATION_3D
-                    _save_best(net, arch, arch_params, cfg, state, metrics, device)
-            elapsed = (time.monotonic() - t0) / 60
-            stop = cfg.stop_after_minutes and elapsed >= cfg.stop_after_minutes
-            if stop or it == cfg.max_iters or (time.monotonic() - t_ckpt) / 60 >= cfg.ckpt_minutes:
-                save_checkpoint(last, net, opt, rng, dict(state, config=asdict(cfg)))
-                t_ckpt = time.monotonic()
-            if stop:
-                log.info("stopped after %.1f min at iteration %d; resume with --resume", elapsed, it)
-                break
+        _train_loop(net, opt, rng, cfg, state, batches, val_cases, device, arch, arch_params, last)
     # checkpoints before session 16 did not record where the best went: this invocation's --out
     return Path(state.get("best_saved_to", cfg.out)) if state["best"] >= 0 else None
+
+
+def _train_loop(net, opt, rng, cfg: BoxTrainConfig, state, batches, val_cases, device, arch, arch_params,
+                last: Path) -> None:
+    it = state["iteration"]
+    t0 = time.monotonic()
+    t_ckpt = t0
+    minutes_before = state["minutes"]
+    net.train()
+    while it < cfg.max_iters:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(it, cfg)
+        x, y = (t.to(device, non_blocking=True) for t in next(batches))
+        y = y.long()
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            logits = net(x)
+        loss = loss_fn(logits.float(), y)
+        loss.backward()
+        opt.step()
+        it += 1
+        state["iteration"] = it
+        state["minutes"] = round(minutes_before + (time.monotonic() - t0) / 60, 3)
+        if it % 50 == 0:
+            print(f"iter {it} loss {loss.item():.4f} lr {lr_at(it, cfg):.2e} "
+                  f"{state['minutes']:.1f} min", file=sys.stderr, flush=True)
+        if it % cfg.val_every == 0 or it == cfg.max_iters:
+            metrics = validate(net, cfg.input, val_cases, device)
+            metrics.update(iteration=it, minutes=state["minutes"], loss=round(loss.item(), 4),
+                           precision=cfg.precision,  # this invocation's; state["precisions"] has each change
+                           validation_3d=VALIDATION_3D)  # since session 18 (before: one view, every slice)
+            state["history"].append(metrics)
+            print(f"iter {it} validation {metrics}", file=sys.stderr, flush=True)
+            _save_snapshot(net, arch, arch_params, cfg, metrics)
+            if metrics["score"] > state["best"]:
+                state["best"], state["best_validation_3d"] = metrics["score"], VALIDATION_3D
+                _save_best(net, arch, arch_params, cfg, state, metrics, device)
+        elapsed = (time.monotonic() - t0) / 60
+        stop = cfg.stop_after_minutes and elapsed >= cfg.stop_after_minutes
+        if stop or it == cfg.max_iters or (time.monotonic() - t_ckpt) / 60 >= cfg.ckpt_minutes:
+            save_checkpoint(last, net, opt, rng, dict(state, config=asdict(cfg)))
+            t_ckpt = time.monotonic()
+        if stop:
+            log.info("stopped after %.1f min at iteration %d; resume with --resume", elapsed, it)
+            break
 
 
 class IndexedSamples(torch.utils.data.Dataset):
@@ -292,7 +296,6 @@ RESUME_SAME = {"batch": None, "seed": None, "slab_fraction": None, "group_weight
 def _resumed_config(cfg: BoxTrainConfig, saved: Dict, path: Path) -> BoxTrainConfig:
     """`cfg` checked against the checkpoint's settings (RESUME_SAME); the schedule may change (max_iters, lr).
     The run's starting model (init_from) is the checkpoint's: the one given again is not needed."""
-    from ..core.errors import ModelError
     for key, before in RESUME_SAME.items():
         was = saved.get(key, before)
         now = json.loads(json.dumps(getattr(cfg, key)))
@@ -313,7 +316,6 @@ def _initial_network(arch: str, arch_params: Dict, cfg: BoxTrainConfig, resume: 
     resume a new one (the checkpoint's weights replace it)."""
     if not cfg.init_from or resume:
         return build_network(arch, in_channels=arch_params["in_channels"], **cfg.arch_overrides)
-    from ..core.errors import ModelError
     from ..engine.models import load_model, read_manifest
     src = read_manifest(cfg.init_from)
     if src["architecture"] != arch or src["arch_params"] != json.loads(json.dumps(arch_params)):
@@ -385,7 +387,6 @@ def install_models(best_manifest, models_folder=None, foreground_threshold: Opti
                              data={part: recipe(part) for part in ("train", "val", "eval")})
     for dim, cut in ((2, foreground_threshold), (3, foreground_threshold_3d)):
         if cut is not None and not 0.0 < cut < 1.0:
-            from ..core.errors import ModelError
             raise ModelError(f"a {dim}D foreground cut must lie in (0, 1); got {cut}")
     if foreground_threshold is not None:
         extra["input"] = dict(extra["input"], foreground_threshold=foreground_threshold)
